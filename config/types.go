@@ -1,0 +1,251 @@
+package config
+
+import "time"
+
+// Config is one loaded, defaulted and validated frontdoor configuration. It is
+// plain data: nothing in it changes after Load returns, and it is safe to read
+// from any number of goroutines. The zero value is not a usable configuration;
+// obtain one from Load or Parse.
+type Config struct {
+	Global    Global                `toml:"global"`
+	Admin     Admin                 `toml:"admin"`
+	Log       Log                   `toml:"log"`
+	Listeners []Listener            `toml:"listener"`
+	Pools     map[string]*Pool      `toml:"pool"`
+	JWT       map[string]*JWTPolicy `toml:"jwt"`
+
+	// Path is the file the configuration was read from ("" when parsed from
+	// memory). Relative file names inside the config (jwks_file, access log)
+	// are resolved against its directory at load time.
+	Path string `toml:"-"`
+}
+
+// Global holds process-wide settings ([global]).
+type Global struct {
+	// DrainTimeout bounds how long in-flight requests and TCP sessions may
+	// run after SIGTERM or after a reload removes them. Default 30s.
+	DrainTimeout Duration `toml:"drain_timeout"`
+}
+
+// Admin is the admin HTTP listener ([admin]): /metrics /healthz /readyz /status.
+type Admin struct {
+	// Bind is host:port. Default "127.0.0.1:9901". An empty string after
+	// defaults means the default; "off" disables the admin listener.
+	Bind string `toml:"bind"`
+}
+
+// Log configures logging ([log]).
+type Log struct {
+	// Access is "stdout" (default), "off", or a file path (reopened on SIGUSR1).
+	Access string `toml:"access"`
+	// Level is the level of the process log on stderr: "debug", "info"
+	// (default), "warn" or "error".
+	Level string `toml:"level"`
+}
+
+// Listener is one [[listener]] table: a bound address in http or tcp mode.
+type Listener struct {
+	Name string `toml:"name"`
+	// Bind is host:port, required.
+	Bind string `toml:"bind"`
+	// Mode is "http" (default) or "tcp".
+	Mode string `toml:"mode"`
+
+	// ReadTimeout bounds reading one request (headers and body) from the
+	// client. Default 30s.
+	ReadTimeout Duration `toml:"read_timeout"`
+	// WriteTimeout bounds writing one response to the client. Default 30s.
+	WriteTimeout Duration `toml:"write_timeout"`
+	// IdleTimeout closes a keep-alive client connection (http) or a TCP
+	// session with no traffic in either direction (tcp). Default 60s (http),
+	// 1h (tcp).
+	IdleTimeout Duration `toml:"idle_timeout"`
+	// MaxConnections caps concurrent client connections; excess connections
+	// are closed at once and counted. Default 50000.
+	MaxConnections int `toml:"max_connections"`
+	// MaxHeaderBytes caps the request header block; larger gets 431.
+	// Default 16384.
+	MaxHeaderBytes int `toml:"max_header_bytes"`
+	// MaxBodyBytes caps a request body; larger gets 413. Default 64 MiB.
+	MaxBodyBytes int64 `toml:"max_body_bytes"`
+
+	// Routes (http mode) are matched by host, then longest path prefix.
+	Routes []Route `toml:"route"`
+
+	// Pool (tcp mode) names the pool every connection goes to.
+	Pool string `toml:"pool"`
+	// AcceptProxy (tcp mode) expects a PROXY protocol v1 or v2 header from
+	// an upstream load balancer on every connection. Default false.
+	AcceptProxy bool `toml:"accept_proxy"`
+	// SendProxy (tcp mode) writes a PROXY protocol header to the backend:
+	// "" (default, none), "v1" or "v2".
+	SendProxy string `toml:"send_proxy"`
+}
+
+// Route is one [[listener.route]] table of an http listener.
+type Route struct {
+	// Host matches the request host exactly, or any subdomain when it is
+	// "*.example.com". Empty matches every host.
+	Host string `toml:"host"`
+	// PathPrefix matches the request path by prefix; default "/".
+	PathPrefix string `toml:"path_prefix"`
+	// Pool names a [pool.NAME] table, required.
+	Pool string `toml:"pool"`
+	// JWT optionally names a [jwt.NAME] policy every request must pass.
+	JWT string `toml:"jwt"`
+}
+
+// Pool is one [pool.NAME] table.
+type Pool struct {
+	// Name is the NAME of [pool.NAME], filled in by Load.
+	Name string `toml:"-"`
+
+	// Strategy is "round_robin" (default), "least_conn" or "consistent_hash".
+	Strategy string `toml:"strategy"`
+	// HashOn says where consistent_hash takes its key; default source_ip.
+	HashOn HashKey `toml:"hash_on"`
+	// BoundedLoad, when above 1, caps a backend at ceil(c x average) in-flight
+	// requests under consistent hashing. 0 (default) disables it.
+	BoundedLoad float64 `toml:"bounded_load"`
+	// TableSize is the Maglev lookup table size, a prime of at least 100 x
+	// the backend count. Default 65537.
+	TableSize int `toml:"table_size"`
+	// Affinity is "" (none), "cookie:NAME" or "header:NAME" (stateless
+	// session affinity, learned from the backend's response for headers).
+	Affinity HashKey `toml:"affinity"`
+	// Protocol spoken to the backends: "http1" (default) or "h2c".
+	Protocol string `toml:"protocol"`
+
+	// ConnectTimeout bounds dialing a backend. Default 2s.
+	ConnectTimeout Duration `toml:"connect_timeout"`
+	// ResponseTimeout bounds the wait for the first response byte; then 504.
+	// Default 30s.
+	ResponseTimeout Duration `toml:"response_timeout"`
+	// IdleTimeout closes pooled idle upstream connections. Default 90s.
+	IdleTimeout Duration `toml:"idle_timeout"`
+	// MaxConnectionsPerBackend caps open connections to each backend.
+	// Default 1024.
+	MaxConnectionsPerBackend int `toml:"max_connections_per_backend"`
+	// Retries is how many times a failed request is tried on another
+	// backend. Default 1; 0 disables retries.
+	Retries int `toml:"retries"`
+	// RetryBudget caps retries at this fraction of active requests (with a
+	// floor of 3 concurrent retries). Default 0.2.
+	RetryBudget float64 `toml:"retry_budget"`
+
+	// Backends lists the pool's members, at least one.
+	Backends []Backend `toml:"backends"`
+	// Health is the active health check, [pool.NAME.health].
+	Health HealthCheck `toml:"health"`
+	// Passive is passive ejection, [pool.NAME.passive].
+	Passive Passive `toml:"passive"`
+}
+
+// Backend is one member of a pool's backends array.
+type Backend struct {
+	// Address is host:port, required.
+	Address string `toml:"address"`
+	// Weight is the relative share of traffic, at least 1. Default 1.
+	Weight int `toml:"weight"`
+}
+
+// HealthCheck is a pool's active check, [pool.NAME.health].
+type HealthCheck struct {
+	// Check is "http", "tcp", "grpc" or "none". Default "tcp" for pools
+	// used only by tcp listeners, "http" otherwise... see Load.
+	Check string `toml:"check"`
+	// Path (http) is the request path. Default "/healthz".
+	Path string `toml:"path"`
+	// Method (http) is the request method. Default "GET".
+	Method string `toml:"method"`
+	// Host (http) is the Host header sent; default the backend address.
+	Host string `toml:"host"`
+	// ExpectStatus (http) is the accepted status range "LOW-HIGH" or a single
+	// code. Default "200-399".
+	ExpectStatus StatusRange `toml:"expect_status"`
+	// Service (grpc) is the service name asked of grpc.health.v1; default "".
+	Service string `toml:"service"`
+	// Interval between checks of one backend (jittered by up to 10%).
+	// Default 2s.
+	Interval Duration `toml:"interval"`
+	// Timeout of one check. Default 1s; must be less than Interval.
+	Timeout Duration `toml:"timeout"`
+	// Rise consecutive successes mark a down backend up. Default 2.
+	Rise int `toml:"rise"`
+	// Fall consecutive failures mark an up backend down. Default 3.
+	Fall int `toml:"fall"`
+}
+
+// Passive is passive ejection, [pool.NAME.passive]: consecutive failures seen
+// on real traffic eject a backend until active checks bring it back.
+type Passive struct {
+	// ConsecutiveFailures (connection failures or 5xx) that eject a backend.
+	// Default 5; 0 disables passive ejection.
+	ConsecutiveFailures int `toml:"consecutive_failures"`
+	// BaseEjection is the first ejection's length; it doubles on each repeat
+	// ejection (up to 32x). Default 30s.
+	BaseEjection Duration `toml:"base_ejection"`
+	// MaxEjectionPercent caps the share of a pool ejected at once. Default 50.
+	MaxEjectionPercent int `toml:"max_ejection_percent"`
+}
+
+// JWTPolicy is one [jwt.NAME] table.
+type JWTPolicy struct {
+	// Name is the NAME of [jwt.NAME], filled in by Load.
+	Name string `toml:"-"`
+
+	// Exactly one key source: JWKSFile (reloaded on SIGHUP), JWKSURL
+	// (https, or http to loopback; refreshed every JWKSRefresh), PublicKeyFile
+	// (PEM), HMACSecretFile (raw secret, one trailing newline ignored).
+	JWKSFile       string `toml:"jwks_file"`
+	JWKSURL        string `toml:"jwks_url"`
+	PublicKeyFile  string `toml:"public_key_file"`
+	HMACSecretFile string `toml:"hmac_secret_file"`
+	// JWKSRefresh is how often JWKSURL is fetched. Default 5m.
+	JWKSRefresh Duration `toml:"jwks_refresh"`
+
+	// Issuer, when set, must equal the iss claim.
+	Issuer string `toml:"issuer"`
+	// Audiences, when set, must contain one of the aud claim's values.
+	Audiences []string `toml:"audiences"`
+	// Algorithms allowed; default ["RS256", "ES256", "EdDSA"].
+	Algorithms []string `toml:"algorithms"`
+	// Leeway for exp, nbf and iat. Default 30s.
+	Leeway Duration `toml:"leeway"`
+	// RequiredClaims must be present in every token.
+	RequiredClaims []string `toml:"required_claims"`
+	// ForwardClaims maps claim name to the request header set from it.
+	// Incoming copies of those headers are always removed first.
+	ForwardClaims map[string]string `toml:"forward_claims"`
+	// TokenFrom is where the token is read: "header:Authorization" (default,
+	// "Bearer " prefix), "header:NAME" or "cookie:NAME".
+	TokenFrom HashKey `toml:"token_from"`
+	// StripAuthorization removes the token's header before forwarding.
+	StripAuthorization bool `toml:"strip_authorization"`
+	// MaxTokenBytes rejects longer tokens before parsing. Default 8192.
+	MaxTokenBytes int `toml:"max_token_bytes"`
+	// CacheSize is the number of verified tokens remembered. Default 10000;
+	// 0 after defaults means the default, -1 disables the cache.
+	CacheSize int `toml:"cache_size"`
+	// CacheTTL bounds how long a verified token is remembered (never past
+	// its exp). Default 5m.
+	CacheTTL Duration `toml:"cache_ttl"`
+}
+
+// Duration is a time.Duration read from a Go duration string ("2s", "1m30s").
+type Duration struct{ time.Duration }
+
+// HashKey is a parsed key source such as "source_ip", "path",
+// "header:X-User-ID", "cookie:session" or "query:id". The zero value means
+// unset.
+type HashKey struct {
+	// Source is "source_ip", "path", "header", "cookie" or "query".
+	Source string
+	// Name is the header, cookie or query parameter name ("" for source_ip
+	// and path). Header names are kept as written.
+	Name string
+}
+
+// StatusRange is an inclusive range of HTTP status codes, read from "200-399"
+// or "204".
+type StatusRange struct{ Low, High int }

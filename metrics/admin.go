@@ -1,0 +1,93 @@
+package metrics
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// AdminOptions configure the admin listener. Gatherer is required; the
+// functions may be nil.
+type AdminOptions struct {
+	// Bind is host:port; the caller supplies the default (127.0.0.1:9901).
+	Bind string
+	// Gatherer serves /metrics.
+	Gatherer prometheus.Gatherer
+	// Ready answers /readyz: true once listeners are bound and the first
+	// health round finished. nil means always ready.
+	Ready func() bool
+	// Status returns the value /status encodes as JSON. nil serves {}.
+	Status func() any
+	// Logger receives serve errors; nil discards them.
+	Logger *slog.Logger
+}
+
+// Admin is the admin HTTP server. Create it with NewAdmin (which binds), run
+// Serve in a goroutine, and stop it with Shutdown.
+type Admin struct {
+	ln  net.Listener
+	srv *http.Server
+}
+
+// NewAdmin binds opts.Bind and returns a server ready to Serve.
+func NewAdmin(opts AdminOptions) (*Admin, error) {
+	ln, err := net.Listen("tcp", opts.Bind)
+	if err != nil {
+		return nil, fmt.Errorf("bind admin listener %s: %w", opts.Bind, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(opts.Gatherer, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if opts.Ready != nil && !opts.Ready() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte("not ready\n"))
+			return
+		}
+		_, _ = w.Write([]byte("ready\n"))
+	})
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) {
+		var v any = struct{}{}
+		if opts.Status != nil {
+			v = opts.Status()
+		}
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		_ = enc.Encode(v)
+	})
+	errLog := slog.NewLogLogger(slog.DiscardHandler, slog.LevelError)
+	if opts.Logger != nil {
+		errLog = slog.NewLogLogger(opts.Logger.Handler(), slog.LevelWarn)
+	}
+	return &Admin{ln: ln, srv: &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 5 * time.Second,
+		IdleTimeout:       60 * time.Second,
+		ErrorLog:          errLog,
+	}}, nil
+}
+
+// Addr is the bound address (useful with port 0).
+func (a *Admin) Addr() net.Addr { return a.ln.Addr() }
+
+// Serve answers requests until Shutdown; it returns nil after Shutdown.
+func (a *Admin) Serve() error {
+	if err := a.srv.Serve(a.ln); !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve admin listener: %w", err)
+	}
+	return nil
+}
+
+// Shutdown stops the server, waiting for open requests until ctx ends.
+func (a *Admin) Shutdown(ctx context.Context) error { return a.srv.Shutdown(ctx) }

@@ -1,0 +1,5 @@
+// Package metrics defines frontdoor's Prometheus families on an injected
+// registry and serves the admin HTTP listener (/metrics, /healthz, /readyz,
+// /status). It imports nothing of frontdoor's: live backend state reaches it
+// through the BackendSource interface, read only at scrape time.
+package metrics

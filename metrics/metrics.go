@@ -1,0 +1,189 @@
+package metrics
+
+import (
+	"runtime"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+const namespace = "frontdoor"
+
+// Code classes used as the code label of requests_total.
+var CodeClasses = [...]string{"1xx", "2xx", "3xx", "4xx", "5xx"}
+
+// CodeClass maps an HTTP status to its index in CodeClasses (0 for anything
+// outside 100-599 other than 5xx ranges, which clamp to 5xx).
+func CodeClass(status int) int {
+	c := status/100 - 1
+	if c < 0 {
+		return 0
+	}
+	if c > 4 {
+		return 4
+	}
+	return c
+}
+
+// Metrics holds every frontdoor metric family. Create it once per process
+// with New; it is safe for concurrent use. Hot paths must bind label children
+// (WithLabelValues) when a runtime is built, never per request.
+type Metrics struct {
+	RequestsTotal    *prometheus.CounterVec   // listener, pool, backend, code
+	RequestDuration  *prometheus.HistogramVec // listener, pool
+	UpstreamErrors   *prometheus.CounterVec   // pool, backend, reason
+	RetriesTotal     *prometheus.CounterVec   // pool
+	HashKeyMissing   *prometheus.CounterVec   // pool
+	HealthChecks     *prometheus.CounterVec   // pool, backend, result
+	Ejections        *prometheus.CounterVec   // pool, backend
+	ConnsActive      *prometheus.GaugeVec     // listener
+	ConnsTotal       *prometheus.CounterVec   // listener
+	ConnsRejected    *prometheus.CounterVec   // listener, reason
+	TCPBytes         *prometheus.CounterVec   // listener, direction
+	JWTVerified      *prometheus.CounterVec   // policy
+	JWTRejected      *prometheus.CounterVec   // policy, reason
+	ConfigReloads    *prometheus.CounterVec   // result
+	ReloadSuccessful prometheus.Gauge
+	ReloadTimestamp  prometheus.Gauge
+	AccessLogDropped prometheus.Counter
+	BuildInfo        *prometheus.GaugeVec // version, goversion
+
+	backends backendCollector
+}
+
+// BackendSource reports live backend state at scrape time. EachBackend calls
+// fn once per backend of every pool in the current runtime.
+type BackendSource interface {
+	EachBackend(fn func(pool, backend string, up bool, inFlight int64))
+}
+
+// New creates every family and registers it, with the Go runtime and process
+// collectors, on reg. It panics if a family is already registered there
+// (a programmer error: call New once per registry).
+func New(reg prometheus.Registerer, version string) *Metrics {
+	m := &Metrics{
+		RequestsTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "requests_total",
+			Help: "HTTP requests and gRPC calls answered, by listener, pool, backend and status class.",
+		}, []string{"listener", "pool", "backend", "code"}),
+		RequestDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "request_duration_seconds",
+			Help:    "Time from reading a request to the end of its response, by listener and pool.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+		}, []string{"listener", "pool"}),
+		UpstreamErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "upstream_errors_total",
+			Help: "Failures talking to backends, by pool, backend and reason (connect, timeout, reset, status_5xx, no_backend, ...).",
+		}, []string{"pool", "backend", "reason"}),
+		RetriesTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "retries_total",
+			Help: "Requests retried on another backend, by pool.",
+		}, []string{"pool"}),
+		HashKeyMissing: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "hash_key_missing_total",
+			Help: "Consistent-hash requests that lacked their hash_on key and fell back to the source address, by pool.",
+		}, []string{"pool"}),
+		HealthChecks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "health_checks_total",
+			Help: "Active health checks run, by pool, backend and result (success, failure).",
+		}, []string{"pool", "backend", "result"}),
+		Ejections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "passive_ejections_total",
+			Help: "Backends ejected by passive failure detection, by pool and backend.",
+		}, []string{"pool", "backend"}),
+		ConnsActive: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "connections_active",
+			Help: "Client connections open now, by listener.",
+		}, []string{"listener"}),
+		ConnsTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "connections_total",
+			Help: "Client connections accepted, by listener.",
+		}, []string{"listener"}),
+		ConnsRejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "connections_rejected_total",
+			Help: "Client connections closed at once, by listener and reason (max_connections, proxy_protocol).",
+		}, []string{"listener", "reason"}),
+		TCPBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "tcp_bytes_total",
+			Help: "Bytes carried by tcp listeners, by listener and direction (upstream: client to backend, downstream: backend to client).",
+		}, []string{"listener", "direction"}),
+		JWTVerified: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "jwt_verified_total",
+			Help: "Requests whose JWT was accepted, by policy.",
+		}, []string{"policy"}),
+		JWTRejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "jwt_rejected_total",
+			Help: "Requests whose JWT was rejected, by policy and reason.",
+		}, []string{"policy", "reason"}),
+		ConfigReloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "config_reloads_total",
+			Help: "Config reloads attempted, by result (success, failure).",
+		}, []string{"result"}),
+		ReloadSuccessful: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "config_last_reload_successful",
+			Help: "1 if the last config reload (or the initial load) succeeded, else 0.",
+		}),
+		ReloadTimestamp: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "config_last_reload_success_timestamp_seconds",
+			Help: "Unix time of the last successful config load or reload.",
+		}),
+		AccessLogDropped: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: namespace, Name: "access_log_dropped_total",
+			Help: "Access log lines dropped because the writer fell behind.",
+		}),
+		BuildInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "build_info",
+			Help: "Always 1; labels carry the frontdoor version and Go version.",
+		}, []string{"version", "goversion"}),
+	}
+	m.backends.up = prometheus.NewDesc(namespace+"_backend_up",
+		"1 if the backend may take traffic (healthy and not ejected), else 0.", []string{"pool", "backend"}, nil)
+	m.backends.inFlight = prometheus.NewDesc(namespace+"_backend_in_flight",
+		"Requests (http) or connections (tcp) in flight to the backend now.", []string{"pool", "backend"}, nil)
+	reg.MustRegister(m.RequestsTotal, m.RequestDuration, m.UpstreamErrors, m.RetriesTotal,
+		m.HashKeyMissing, m.HealthChecks, m.Ejections, m.ConnsActive, m.ConnsTotal, m.ConnsRejected,
+		m.TCPBytes, m.JWTVerified, m.JWTRejected, m.ConfigReloads, m.ReloadSuccessful,
+		m.ReloadTimestamp, m.AccessLogDropped, m.BuildInfo, &m.backends,
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.BuildInfo.WithLabelValues(version, runtime.Version()).Set(1)
+	return m
+}
+
+// SetBackendSource makes backend_up and backend_in_flight report src from the
+// next scrape on. Call it whenever a new runtime is published.
+func (m *Metrics) SetBackendSource(src BackendSource) { m.backends.src.Store(&src) }
+
+// backendCollector reads live backend state at scrape time, so the request
+// path pays nothing for backend_up and backend_in_flight.
+type backendCollector struct {
+	up, inFlight *prometheus.Desc
+	src          atomic.Pointer[BackendSource]
+}
+
+func (c *backendCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.up
+	ch <- c.inFlight
+}
+
+func (c *backendCollector) Collect(ch chan<- prometheus.Metric) {
+	p := c.src.Load()
+	if p == nil || *p == nil {
+		return
+	}
+	seen := make(map[[2]string]bool)
+	(*p).EachBackend(func(pool, backend string, up bool, inFlight int64) {
+		k := [2]string{pool, backend}
+		if seen[k] {
+			return
+		}
+		seen[k] = true
+		v := 0.0
+		if up {
+			v = 1
+		}
+		ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, v, pool, backend)
+		ch <- prometheus.MustNewConstMetric(c.inFlight, prometheus.GaugeValue, float64(inFlight), pool, backend)
+	})
+}
