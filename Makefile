@@ -1,0 +1,70 @@
+# frontdoor: two commands do everything on a fresh machine.
+#   make run    build, start three demo backends and frontdoor on config.toml
+#   make test   vet, staticcheck and every test with -race (installs what tests need)
+
+GO        ?= go
+BIN       := bin/frontdoor
+VERSION   ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -X main.version=$(VERSION)
+STATICCHECK_VERSION := v0.8.2
+GOBIN     := $(shell $(GO) env GOPATH)/bin
+
+# Debian packages the tests drive as real peers (redis through the tcp
+# listener, promtool on /metrics, systemd-analyze on the unit, haproxy for
+# the L4 comparison test). Installed only when a command is missing.
+TEST_PACKAGES := redis-server:redis-server promtool:prometheus systemd-analyze:systemd iperf3:iperf3
+
+.PHONY: all build run test vet lint staticcheck test-deps fmt clean
+
+all: build
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/frontdoor
+
+# make run: demo backends on 127.0.0.1:9001-9003, frontdoor on :8080, admin
+# on :9901. Ctrl-C stops everything it started.
+run: build
+	@$(GO) build -o bin/demobackend ./bench/demobackend
+	@bin/frontdoor -check -config config.toml
+	@echo "Starting 3 demo backends and frontdoor. Try, in another terminal:"
+	@echo "    curl -i http://127.0.0.1:8080/hello"
+	@echo "    curl -s http://127.0.0.1:9901/metrics | grep frontdoor_requests_total"
+	@echo "    curl -s http://127.0.0.1:9901/status"
+	@echo "Ctrl-C stops everything."
+	@bash -c 'bin/demobackend -n 3 -base-port 9001 & b=$$!; \
+	  bin/frontdoor -config config.toml & f=$$!; \
+	  trap "kill -TERM $$f $$b 2>/dev/null; wait $$f $$b 2>/dev/null; exit 0" INT TERM; \
+	  wait -n $$f $$b; kill -TERM $$f $$b 2>/dev/null; wait $$f $$b 2>/dev/null'
+
+test: test-deps vet staticcheck
+	$(GO) test -race -count=1 -timeout 15m ./...
+
+vet:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
+	$(GO) vet ./...
+
+staticcheck: $(GOBIN)/staticcheck
+	$(GOBIN)/staticcheck ./...
+
+$(GOBIN)/staticcheck:
+	$(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+# test-deps installs the Debian packages tests use, once, only if missing.
+test-deps:
+	@missing=""; for pair in $(TEST_PACKAGES); do \
+	  cmd=$${pair%%:*}; pkg=$${pair##*:}; \
+	  command -v $$cmd >/dev/null 2>&1 || [ -x /usr/sbin/$$cmd ] || missing="$$missing $$pkg"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	  echo "installing:$$missing"; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+clean:
+	rm -rf bin
+
+-include bench/bench.mk

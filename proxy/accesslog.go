@@ -1,0 +1,258 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+	"unicode/utf8"
+)
+
+// AccessLog writes one JSON line per request. Lines are formatted on the
+// request path into pooled buffers and handed to a single writer goroutine
+// over a bounded channel, so a slow disk never blocks a request: when the
+// channel is full the line is dropped and counted. A nil *AccessLog is valid
+// and costs nothing (access = "off").
+type AccessLog struct {
+	target  string // "stdout" or a file path
+	lines   chan *[]byte
+	pool    sync.Pool
+	dropped func()
+	reopen  chan chan error
+	done    chan struct{}
+	logger  *slog.Logger
+}
+
+// accessLogQueue is how many formatted lines may wait for the writer.
+const accessLogQueue = 8192
+
+// NewAccessLog opens target ("stdout" or a file path, appended to) and starts
+// its writer goroutine, which runs until ctx ends (then flushes and closes).
+// dropped, if not nil, is called once per line dropped because the writer
+// fell behind.
+func NewAccessLog(ctx context.Context, target string, dropped func(), logger *slog.Logger) (*AccessLog, error) {
+	w, err := openAccessLog(target)
+	if err != nil {
+		return nil, err
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	a := &AccessLog{
+		target:  target,
+		lines:   make(chan *[]byte, accessLogQueue),
+		dropped: dropped,
+		reopen:  make(chan chan error),
+		done:    make(chan struct{}),
+		logger:  logger,
+	}
+	a.pool.New = func() any { b := make([]byte, 0, 512); return &b }
+	go a.run(ctx, w)
+	return a, nil
+}
+
+func openAccessLog(target string) (io.WriteCloser, error) {
+	if target == "stdout" {
+		return nopCloser{os.Stdout}, nil
+	}
+	f, err := os.OpenFile(target, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+	if err != nil {
+		return nil, fmt.Errorf("open access log %s: %w", target, err)
+	}
+	return f, nil
+}
+
+type nopCloser struct{ io.Writer }
+
+func (nopCloser) Close() error { return nil }
+
+// Reopen closes and reopens the log file (after logrotate moved it). It is a
+// no-op for stdout.
+func (a *AccessLog) Reopen() error {
+	if a == nil {
+		return nil
+	}
+	ch := make(chan error, 1)
+	select {
+	case a.reopen <- ch:
+		return <-ch
+	case <-a.done:
+		return nil
+	}
+}
+
+// Done is closed when the writer has flushed and closed after ctx ended.
+func (a *AccessLog) Done() <-chan struct{} { return a.done }
+
+func (a *AccessLog) run(ctx context.Context, w io.WriteCloser) {
+	defer close(a.done)
+	defer func() {
+		if r := recover(); r != nil {
+			a.logger.Error("access log writer panicked", "panic", r)
+		}
+	}()
+	bw := bufio.NewWriterSize(w, 64<<10)
+	write := func(line *[]byte) {
+		if _, err := bw.Write(*line); err != nil {
+			a.logger.Warn("write access log", "err", err)
+		}
+		*line = (*line)[:0]
+		a.pool.Put(line)
+	}
+	for {
+		select {
+		case line := <-a.lines:
+			write(line)
+			// Drain what queued meanwhile, then flush once: one write(2) for
+			// a burst of lines.
+			for n := len(a.lines); n > 0; n-- {
+				write(<-a.lines)
+			}
+			_ = bw.Flush()
+		case ch := <-a.reopen:
+			_ = bw.Flush()
+			if a.target == "stdout" {
+				ch <- nil
+				continue
+			}
+			nw, err := openAccessLog(a.target)
+			if err != nil {
+				ch <- err
+				continue
+			}
+			_ = w.Close()
+			w = nw
+			bw.Reset(w)
+			ch <- nil
+		case <-ctx.Done():
+			for n := len(a.lines); n > 0; n-- {
+				write(<-a.lines)
+			}
+			_ = bw.Flush()
+			_ = w.Close()
+			return
+		}
+	}
+}
+
+// accessRecord is what one access log line says. Byte slices point into
+// fasthttp's request and must be used before the handler returns.
+type accessRecord struct {
+	start     time.Time
+	duration  time.Duration
+	requestID []byte
+	listener  string
+	route     string
+	method    []byte
+	host      []byte
+	path      []byte
+	status    int
+	backend   string
+	bytesIn   int
+	bytesOut  int
+	reason    string
+}
+
+// log formats rec and queues it for the writer. It does not allocate in
+// steady state.
+func (a *AccessLog) log(rec *accessRecord) {
+	if a == nil {
+		return
+	}
+	bp := a.pool.Get().(*[]byte)
+	b := appendAccessRecord((*bp)[:0], rec)
+	*bp = b
+	select {
+	case a.lines <- bp:
+	default:
+		a.pool.Put(bp)
+		if a.dropped != nil {
+			a.dropped()
+		}
+	}
+}
+
+func appendAccessRecord(b []byte, r *accessRecord) []byte {
+	b = append(b, `{"time":"`...)
+	b = r.start.UTC().AppendFormat(b, "2006-01-02T15:04:05.000Z07:00")
+	b = append(b, `","request_id":`...)
+	b = appendJSONString(b, r.requestID)
+	b = append(b, `,"listener":`...)
+	b = appendJSONStr(b, r.listener)
+	b = append(b, `,"route":`...)
+	b = appendJSONStr(b, r.route)
+	b = append(b, `,"method":`...)
+	b = appendJSONString(b, r.method)
+	b = append(b, `,"host":`...)
+	b = appendJSONString(b, r.host)
+	b = append(b, `,"path":`...)
+	b = appendJSONString(b, r.path)
+	b = append(b, `,"status":`...)
+	b = strconv.AppendInt(b, int64(r.status), 10)
+	b = append(b, `,"backend":`...)
+	b = appendJSONStr(b, r.backend)
+	b = append(b, `,"bytes_in":`...)
+	b = strconv.AppendInt(b, int64(r.bytesIn), 10)
+	b = append(b, `,"bytes_out":`...)
+	b = strconv.AppendInt(b, int64(r.bytesOut), 10)
+	b = append(b, `,"duration":`...)
+	b = strconv.AppendFloat(b, r.duration.Seconds(), 'f', 6, 64)
+	if r.reason != "" {
+		b = append(b, `,"reason":`...)
+		b = appendJSONStr(b, r.reason)
+	}
+	return append(b, "}\n"...)
+}
+
+func appendJSONStr(b []byte, s string) []byte {
+	b = append(b, '"')
+	for i := 0; i < len(s); i++ {
+		b = appendJSONByte(b, s[i])
+	}
+	return append(b, '"')
+}
+
+// appendJSONString appends s as a JSON string. Bytes that are not valid
+// UTF-8 become U+FFFD, so a hostile path cannot break the line.
+func appendJSONString(b []byte, s []byte) []byte {
+	b = append(b, '"')
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			b = appendJSONByte(b, c)
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRune(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, `\ufffd`...)
+		} else {
+			b = append(b, s[i:i+size]...)
+		}
+		i += size
+	}
+	return append(b, '"')
+}
+
+const hexDigits = "0123456789abcdef"
+
+func appendJSONByte(b []byte, c byte) []byte {
+	switch {
+	case c == '"' || c == '\\':
+		return append(b, '\\', c)
+	case c == '\n':
+		return append(b, '\\', 'n')
+	case c == '\r':
+		return append(b, '\\', 'r')
+	case c == '\t':
+		return append(b, '\\', 't')
+	case c < 0x20 || c == 0x7f:
+		return append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+	}
+	return append(b, c)
+}

@@ -1,0 +1,294 @@
+package proxy
+
+import (
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+	"github.com/valyala/fasthttp"
+
+	"frontdoor/metrics"
+)
+
+// httpListener is one bound http listener. It outlives runtimes: a reload
+// that keeps the bind keeps the socket, the fasthttp server and every open
+// client connection, and only swaps rt.
+type httpListener struct {
+	name   string
+	bind   string
+	rt     atomic.Pointer[listenerRuntime]
+	ln     *connListener
+	server *fasthttp.Server
+	ids    *requestIDs
+	log    *AccessLog
+	done   chan struct{} // closed when Serve returned
+}
+
+// handle is the fasthttp request handler: route, stages, pick, forward.
+// It allocates nothing in steady state; keep it that way (BenchmarkForward,
+// TestForwardAllocs).
+func (l *httpListener) handle(ctx *fasthttp.RequestCtx) {
+	rt := l.rt.Load()
+	req := &ctx.Request
+	start := ctx.Time()
+
+	var idBuf [32]byte
+	reqID := l.requestID(req, &idBuf)
+
+	rec := accessRecord{
+		start:    start,
+		listener: rt.name,
+		method:   req.Header.Method(),
+		host:     req.Header.Host(),
+		path:     ctx.Path(),
+		bytesIn:  len(req.Body()),
+	}
+
+	r := rt.routes.match(req.Header.Host(), ctx.Path())
+	if r == nil {
+		l.fail(ctx, fasthttp.StatusNotFound, "no route for this host and path", reqID, nil)
+		rt.notFound[metrics.CodeClass(fasthttp.StatusNotFound)].Inc()
+		l.finish(ctx, &rec, reqID, "no_route")
+		return
+	}
+	rec.route = r.name
+	p := r.pool
+
+	// The client's wish to close travels on our side of the hop only:
+	// upstream connections stay keep-alive.
+	clientClose := req.Header.ConnectionClose()
+	removeRequestHopHeaders(&req.Header)
+	var scratch [64]byte
+	setForwardedHeaders(ctx, scratch[:0])
+
+	key := p.key(ctx)
+	p.active.Add(1)
+	var (
+		tried  uint64
+		status int
+		member = -1
+		reason string
+	)
+	for attempt := 0; ; attempt++ {
+		i := p.pool.Pick(key, tried)
+		if i < 0 {
+			p.noBackend.Inc()
+			l.fail(ctx, fasthttp.StatusServiceUnavailable, "no healthy backend", reqID, p)
+			reason = "no_backend"
+			break
+		}
+		member = i
+		u := p.ups[i]
+		u.be.Acquire()
+		err := u.hc.DoTimeout(req, &ctx.Response, p.responseTimeout)
+		u.be.Release()
+		if attempt > 0 {
+			p.retrying.Add(-1)
+		}
+		if err == nil {
+			if ctx.Response.StatusCode() >= 500 {
+				p.errs[i][reasonStatus5xx].Inc()
+				if p.ejector != nil {
+					p.ejector.Failure(i)
+				}
+			} else if p.ejector != nil {
+				p.ejector.Success(i)
+			}
+			removeResponseHopHeaders(&ctx.Response.Header)
+			ctx.Response.Header.SetBytesKV(hdrXRequestID, reqID)
+			break
+		}
+		st, why, retryable := classifyUpstreamError(err, req)
+		p.errs[i][why].Inc()
+		if p.ejector != nil && (why == reasonConnect || why == reasonReset) {
+			p.ejector.Failure(i)
+		}
+		if retryable && attempt < p.retries && p.retryAllowed() {
+			tried |= 1 << (uint(i) % 64)
+			p.retrying.Add(1)
+			p.retriesTotal.Inc()
+			ctx.Response.Reset()
+			continue
+		}
+		reason = reasonNames[why]
+		l.fail(ctx, st, upstreamMessage(st), reqID, p)
+		break
+	}
+	p.active.Add(-1)
+	if clientClose {
+		ctx.SetConnectionClose()
+	}
+
+	status = ctx.Response.StatusCode()
+	class := metrics.CodeClass(status)
+	if member >= 0 && reason == "" {
+		r.stats.requests[member][class].Inc()
+		rec.backend = p.ups[member].be.Address()
+	} else {
+		r.stats.noBackend[class].Inc()
+		if member >= 0 {
+			rec.backend = p.ups[member].be.Address()
+		}
+	}
+	end := l.finish(ctx, &rec, reqID, reason)
+	r.stats.duration.Observe(end.Sub(start).Seconds())
+}
+
+// finish writes the access log line and returns the time it took as end.
+func (l *httpListener) finish(ctx *fasthttp.RequestCtx, rec *accessRecord, reqID []byte, reason string) time.Time {
+	end := time.Now()
+	if l.log == nil {
+		return end
+	}
+	rec.duration = end.Sub(rec.start)
+	rec.requestID = reqID
+	rec.status = ctx.Response.StatusCode()
+	rec.bytesOut = len(ctx.Response.Body())
+	rec.reason = reason
+	l.log.log(rec)
+	return end
+}
+
+// requestID finds the request's ID (traceparent trace-id, else a safe
+// X-Request-ID, else a new one), makes sure X-Request-ID carries it to the
+// backend, and returns it. The result stays valid until the handler returns.
+func (l *httpListener) requestID(req *fasthttp.Request, buf *[32]byte) []byte {
+	h := &req.Header
+	if id := traceID(h.PeekBytes(hdrTraceparent)); id != nil {
+		if cur := h.PeekBytes(hdrXRequestID); string(cur) != string(id) {
+			// Copy first: setting a header may move the header storage
+			// the trace-id points into.
+			n := copy(buf[:], id)
+			h.SetBytesKV(hdrXRequestID, buf[:n])
+		}
+		return h.PeekBytes(hdrXRequestID)
+	}
+	if v := h.PeekBytes(hdrXRequestID); validRequestID(v) {
+		return v
+	}
+	id := l.ids.next(buf)
+	h.SetBytesKV(hdrXRequestID, id)
+	return h.PeekBytes(hdrXRequestID)
+}
+
+// fail answers the client with status and a one-line body naming the
+// request ID. It never includes an error's text (which may carry internal
+// addresses).
+func (l *httpListener) fail(ctx *fasthttp.RequestCtx, status int, msg string, reqID []byte, p *poolRuntime) {
+	resp := &ctx.Response
+	resp.Reset()
+	resp.SetStatusCode(status)
+	resp.Header.SetContentType("text/plain; charset=utf-8")
+	resp.Header.SetBytesKV(hdrXRequestID, reqID)
+	if status == fasthttp.StatusServiceUnavailable {
+		resp.Header.SetBytesKV(hdrRetryAfter, retryAfterValue)
+	}
+	var buf [192]byte
+	b := append(buf[:0], "frontdoor: "...)
+	b = append(b, msg...)
+	if p != nil {
+		b = append(b, " in pool "...)
+		b = append(b, p.name...)
+	}
+	b = append(b, " (request "...)
+	b = append(b, reqID...)
+	b = append(b, ")\n"...)
+	resp.SetBody(b)
+}
+
+var retryAfterValue = []byte("1")
+
+func upstreamMessage(status int) string {
+	switch status {
+	case fasthttp.StatusGatewayTimeout:
+		return "backend timed out"
+	case fasthttp.StatusServiceUnavailable:
+		return "every backend is at its connection limit"
+	}
+	return "backend failed"
+}
+
+// classifyUpstreamError maps a forwarding error to the client status, the
+// upstream_errors_total reason, and whether the request may be tried on
+// another backend. This is the one place that decides it (STYLE.md 4).
+//
+// Retryable: the connection was never made (any method: no byte of the
+// request reached a backend), the backend is at its connection limit, or an
+// idempotent request's connection broke before any response byte.
+func classifyUpstreamError(err error, req *fasthttp.Request) (status, reason int, retryable bool) {
+	switch {
+	case errors.Is(err, fasthttp.ErrNoFreeConns):
+		return fasthttp.StatusServiceUnavailable, reasonLimit, true
+	case errors.Is(err, fasthttp.ErrDialTimeout):
+		return fasthttp.StatusBadGateway, reasonConnect, true
+	case errors.Is(err, fasthttp.ErrTimeout), errors.Is(err, os.ErrDeadlineExceeded):
+		return fasthttp.StatusGatewayTimeout, reasonTimeout, false
+	}
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" {
+		return fasthttp.StatusBadGateway, reasonConnect, true
+	}
+	if errors.Is(err, fasthttp.ErrConnectionClosed) || errors.Is(err, io.EOF) ||
+		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
+		return fasthttp.StatusBadGateway, reasonReset, isIdempotent(req.Header.Method())
+	}
+	return fasthttp.StatusBadGateway, reasonOther, false
+}
+
+func isIdempotent(method []byte) bool {
+	switch string(method) {
+	case "GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE":
+		return true
+	}
+	return false
+}
+
+// retryAllowed applies the retry budget: retries in flight may be at most
+// retry_budget of the requests in flight, with a floor of 3, so a failing
+// pool cannot double its own load.
+func (p *poolRuntime) retryAllowed() bool {
+	r := p.retrying.Load()
+	return r < 3 || float64(r) < p.retryBudget*float64(p.active.Load())
+}
+
+// key returns the consistent-hash key of a request, or 0 for strategies that
+// ignore it. A request that lacks its hash_on key falls back to the client
+// address and counts in hash_key_missing_total.
+func (p *poolRuntime) key(ctx *fasthttp.RequestCtx) uint64 {
+	var v []byte
+	switch p.hashSource {
+	case "":
+		return 0
+	case "source_ip":
+		return sourceIPKey(ctx)
+	case "header":
+		v = ctx.Request.Header.PeekBytes(p.hashName)
+	case "cookie":
+		v = ctx.Request.Header.CookieBytes(p.hashName)
+	case "query":
+		v = ctx.QueryArgs().PeekBytes(p.hashName)
+	case "path":
+		v = ctx.Path()
+	}
+	if len(v) == 0 {
+		p.keyMissing.Inc()
+		return sourceIPKey(ctx)
+	}
+	return xxhash.Sum64(v)
+}
+
+func sourceIPKey(ctx *fasthttp.RequestCtx) uint64 {
+	if a, ok := ctx.RemoteAddr().(*net.TCPAddr); ok {
+		if ip, ok := netip.AddrFromSlice(a.IP); ok {
+			b := ip.Unmap().As16()
+			return xxhash.Sum64(b[:])
+		}
+	}
+	return 0
+}

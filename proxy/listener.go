@@ -1,0 +1,133 @@
+package proxy
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// h2Preface is what an HTTP/2 client with prior knowledge (h2c, gRPC) sends
+// first.
+var h2Preface = []byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+
+// connListener wraps a bound socket for fasthttp: it counts connections for
+// the metrics, enforces max_connections (excess connections are closed at
+// once), and hands connections that open with the HTTP/2 preface to the h2c
+// server. Detection happens inside the first Read that fasthttp makes anyway,
+// so HTTP/1.1 connections pay one branch per read, not a goroutine or a
+// syscall.
+type connListener struct {
+	net.Listener
+	maxConns int64
+	open     atomic.Int64
+	// h2, if set, serves a connection that began with the HTTP/2 preface.
+	h2 atomic.Pointer[func(net.Conn)]
+
+	active   prometheus.Gauge
+	total    prometheus.Counter
+	rejected prometheus.Counter
+}
+
+func (l *connListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		if l.open.Add(1) > l.maxConns {
+			l.open.Add(-1)
+			l.rejected.Inc()
+			_ = c.Close()
+			continue
+		}
+		l.total.Inc()
+		l.active.Inc()
+		return &sniffConn{Conn: c, l: l}, nil
+	}
+}
+
+// sniffConn is a client connection of an http listener.
+type sniffConn struct {
+	net.Conn
+	l         *connListener
+	sniffed   bool
+	handedOff bool
+	closeOnce sync.Once
+}
+
+// Read detects the HTTP/2 preface on the first read. An HTTP/2 connection is
+// handed to the h2c server with the bytes read so far replayed, and fasthttp
+// sees a clean EOF.
+func (c *sniffConn) Read(p []byte) (int, error) {
+	if c.sniffed {
+		return c.Conn.Read(p)
+	}
+	c.sniffed = true
+	n, err := c.Conn.Read(p)
+	if n == 0 || p[0] != 'P' {
+		return n, err
+	}
+	h2 := c.l.h2.Load()
+	if h2 == nil {
+		return n, err
+	}
+	// Read until we can tell: the preface is 24 bytes and usually arrives
+	// whole in the first segment.
+	got := append([]byte(nil), p[:n]...)
+	for err == nil && len(got) < len(h2Preface) && bytes.HasPrefix(h2Preface, got) {
+		var m int
+		m, err = c.Conn.Read(p)
+		got = append(got, p[:m]...)
+	}
+	if !bytes.HasPrefix(got, h2Preface) {
+		// Not HTTP/2 after all: give fasthttp what we read. p is at least
+		// as large as its read buffer; replay whatever does not fit.
+		rc := &replayConn{Conn: c.Conn, buf: got}
+		c.Conn = rc
+		return rc.Read(p)
+	}
+	c.handedOff = true
+	conn := &replayConn{Conn: c.Conn, buf: got}
+	go func() {
+		defer c.release()
+		defer conn.Close()
+		(*h2)(conn)
+	}()
+	// fasthttp takes an EOF before the first byte as a clean close.
+	return 0, io.EOF
+}
+
+// Close closes the connection unless the h2c server now owns it.
+func (c *sniffConn) Close() error {
+	if c.handedOff {
+		return nil
+	}
+	c.release()
+	return c.Conn.Close()
+}
+
+func (c *sniffConn) release() {
+	c.closeOnce.Do(func() {
+		c.l.open.Add(-1)
+		c.l.active.Dec()
+	})
+}
+
+// replayConn reads buf before reading from the connection.
+type replayConn struct {
+	net.Conn
+	buf []byte
+}
+
+func (c *replayConn) Read(p []byte) (int, error) {
+	if len(c.buf) > 0 {
+		n := copy(p, c.buf)
+		c.buf = c.buf[n:]
+		return n, nil
+	}
+	return c.Conn.Read(p)
+}

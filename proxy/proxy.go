@@ -1,0 +1,487 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/valyala/fasthttp"
+
+	"frontdoor/balancer"
+	"frontdoor/config"
+	"frontdoor/health"
+	"frontdoor/metrics"
+)
+
+// Options configure a Proxy. Metrics is required.
+type Options struct {
+	// Metrics holds the metric families; children are bound per runtime.
+	Metrics *metrics.Metrics
+	// Logger receives the process log (health transitions, reloads,
+	// listener errors); nil discards it.
+	Logger *slog.Logger
+	// AccessLog receives one line per request; nil turns it off at no cost.
+	AccessLog *AccessLog
+}
+
+// Proxy owns every listener and the current runtime. Create it with New,
+// then Apply a config; Apply again to reload; Shutdown to drain and stop.
+// Its methods are safe for concurrent use (Apply and Shutdown serialise).
+type Proxy struct {
+	opts Options
+	ids  *requestIDs
+
+	mu        sync.Mutex
+	http      map[string]*httpListener // by bind address
+	backends  map[string]*balancer.Backend
+	upstreams map[string]*upstream
+	gen       atomic.Pointer[generation]
+	closed    bool
+}
+
+// generation is one applied config: its pools and the context of its
+// background work (health checks), cancelled when it is replaced.
+type generation struct {
+	cfg    *config.Config
+	pools  map[string]*poolRuntime
+	names  []string // pool names, sorted
+	cancel context.CancelFunc
+	loaded time.Time
+}
+
+// New returns a Proxy with nothing bound.
+func New(opts Options) *Proxy {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Proxy{
+		opts:      opts,
+		ids:       newRequestIDs(),
+		http:      map[string]*httpListener{},
+		backends:  map[string]*balancer.Backend{},
+		upstreams: map[string]*upstream{},
+	}
+}
+
+// Apply makes cfg the running configuration. It builds the whole new runtime
+// first (pools, checks, newly bound sockets); if anything fails, it releases
+// what it built, changes nothing and returns the error. Otherwise it swaps
+// the runtime in: new requests use it, requests in flight finish on the old
+// one, listeners whose bind is unchanged keep their sockets and connections,
+// and removed listeners drain for drain_timeout.
+func (p *Proxy) Apply(cfg *config.Config) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return errors.New("proxy: apply after shutdown")
+	}
+	old := p.gen.Load()
+
+	gen, newUps, err := p.buildPools(cfg, old)
+	if err != nil {
+		return err
+	}
+	// Bind new sockets before touching anything that runs.
+	bound := map[string]net.Listener{}
+	release := func() {
+		for _, ln := range bound {
+			_ = ln.Close()
+		}
+		for _, pr := range gen.pools {
+			pr.pool.Close()
+		}
+	}
+	wanted := map[string]bool{}
+	for i := range cfg.Listeners {
+		lc := &cfg.Listeners[i]
+		wanted[lc.Bind] = true
+		if lc.Mode != "http" {
+			release()
+			return fmt.Errorf("listener %s: mode %q is not served by this build", lc.Name, lc.Mode)
+		}
+		if _, ok := p.http[lc.Bind]; ok {
+			continue
+		}
+		ln, err := net.Listen("tcp", lc.Bind)
+		if err != nil {
+			release()
+			return fmt.Errorf("listener %s: bind %s: %w", lc.Name, lc.Bind, err)
+		}
+		bound[lc.Bind] = ln
+	}
+
+	// Commit: nothing below fails.
+	ctx, cancel := context.WithCancel(context.Background())
+	gen.cancel = cancel
+	for key, u := range newUps {
+		p.upstreams[key] = u
+	}
+	for _, name := range gen.names {
+		pr := gen.pools[name]
+		go pr.checker.Run(ctx)
+		if pr.ejector != nil {
+			go pr.ejector.Run(ctx)
+		}
+	}
+	for i := range cfg.Listeners {
+		lc := &cfg.Listeners[i]
+		rt := p.buildListenerRuntime(lc, gen)
+		l := p.http[lc.Bind]
+		if l == nil {
+			l = p.newHTTPListener(lc, bound[lc.Bind])
+			p.http[lc.Bind] = l
+			l.rt.Store(rt)
+			go l.serve(p.opts.Logger)
+			continue
+		}
+		l.rt.Store(rt)
+	}
+	p.gen.Store(gen)
+	p.opts.Metrics.SetBackendSource(gen)
+
+	drain := cfg.Global.DrainTimeout.Duration
+	for bind, l := range p.http {
+		if !wanted[bind] {
+			delete(p.http, bind)
+			go l.shutdown(drain, p.opts.Logger)
+		}
+	}
+	if old != nil {
+		old.cancel()
+		for _, pr := range old.pools {
+			pr.pool.Close()
+		}
+		p.retireUpstreams(gen, drain)
+	}
+	return nil
+}
+
+// buildPools builds every pool of cfg, reusing Backend objects (and so their
+// health state) by pool and address, and upstreams by their full key.
+func (p *Proxy) buildPools(cfg *config.Config, old *generation) (*generation, map[string]*upstream, error) {
+	m := p.opts.Metrics
+	gen := &generation{cfg: cfg, pools: map[string]*poolRuntime{}, loaded: time.Now()}
+	newUps := map[string]*upstream{}
+	for name := range cfg.Pools {
+		gen.names = append(gen.names, name)
+	}
+	sort.Strings(gen.names)
+	var errs []error
+	for _, name := range gen.names {
+		pc := cfg.Pools[name]
+		pr := &poolRuntime{
+			name:            name,
+			cfg:             pc,
+			hashSource:      pc.HashOn.Source,
+			hashName:        []byte(pc.HashOn.Name),
+			responseTimeout: pc.ResponseTimeout.Duration,
+			retries:         pc.Retries,
+			retryBudget:     pc.RetryBudget,
+			retriesTotal:    m.RetriesTotal.WithLabelValues(name),
+			keyMissing:      m.HashKeyMissing.WithLabelValues(name),
+			noBackend:       m.UpstreamErrors.WithLabelValues(name, "", "no_backend"),
+		}
+		if pc.Strategy != balancer.ConsistentHash {
+			pr.hashSource = ""
+		}
+		members := make([]balancer.Member, len(pc.Backends))
+		targets := make([]health.Target, len(pc.Backends))
+		ejectables := make([]health.Ejectable, len(pc.Backends))
+		addrs := make([]string, len(pc.Backends))
+		for i, bc := range pc.Backends {
+			key := upstreamKey(name, pc, bc.Address)
+			u := p.upstreams[key]
+			if u == nil {
+				u = newUps[key]
+			}
+			if u == nil {
+				bkey := name + "|" + bc.Address
+				be := p.backends[bkey]
+				if be == nil {
+					be = balancer.NewBackend(bc.Address)
+					p.backends[bkey] = be
+				}
+				u = newUpstream(key, bc.Address, pc, be)
+				newUps[key] = u
+			}
+			pr.ups = append(pr.ups, u)
+			members[i] = balancer.Member{Backend: u.be, Weight: bc.Weight}
+			targets[i] = health.Target{Address: bc.Address, Backend: u.be, Healthy: u.be.Healthy()}
+			ejectables[i] = u.be
+			addrs[i] = bc.Address
+			var errc [numReasons]prometheus.Counter
+			for r, reason := range reasonNames {
+				errc[r] = m.UpstreamErrors.WithLabelValues(name, bc.Address, reason)
+			}
+			pr.errs = append(pr.errs, errc)
+		}
+		pool, err := balancer.NewPool(members, balancer.Options{
+			Strategy: pc.Strategy, TableSize: pc.TableSize, BoundedLoad: pc.BoundedLoad,
+		})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("pool %s: %w", name, err))
+			continue
+		}
+		pr.pool = pool
+		var prev *health.Checker
+		if old != nil && old.pools[name] != nil {
+			prev = old.pools[name].checker
+		}
+		okc := make([]prometheus.Counter, len(addrs))
+		failc := make([]prometheus.Counter, len(addrs))
+		for i, a := range addrs {
+			okc[i] = m.HealthChecks.WithLabelValues(name, a, "success")
+			failc[i] = m.HealthChecks.WithLabelValues(name, a, "failure")
+		}
+		checker, err := health.NewChecker(health.CheckerOptions{
+			Pool:    name,
+			Check:   pc.Health,
+			Targets: targets,
+			Logger:  p.opts.Logger,
+			OnCheck: func(i int, ok bool) {
+				if ok {
+					okc[i].Inc()
+				} else {
+					failc[i].Inc()
+				}
+			},
+			Previous: prev,
+		})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("pool %s: health check: %w", name, err))
+			pool.Close()
+			continue
+		}
+		pr.checker = checker
+		if pc.Passive.ConsecutiveFailures > 0 {
+			ejections := make([]prometheus.Counter, len(addrs))
+			for i, a := range addrs {
+				ejections[i] = m.Ejections.WithLabelValues(name, a)
+			}
+			pr.ejector = health.NewEjector(health.EjectorOptions{
+				Pool: name, Config: pc.Passive, Targets: ejectables, Addresses: addrs,
+				Logger: p.opts.Logger, OnEject: func(i int) { ejections[i].Inc() },
+			})
+		}
+		gen.pools[name] = pr
+	}
+	if len(errs) > 0 {
+		for _, pr := range gen.pools {
+			pr.pool.Close()
+		}
+		return nil, nil, errors.Join(errs...)
+	}
+	return gen, newUps, nil
+}
+
+func (p *Proxy) buildListenerRuntime(lc *config.Listener, gen *generation) *listenerRuntime {
+	m := p.opts.Metrics
+	rt := &listenerRuntime{name: lc.Name}
+	for c, class := range metrics.CodeClasses {
+		rt.notFound[c] = m.RequestsTotal.WithLabelValues(lc.Name, "", "", class)
+	}
+	stats := map[string]*routeStats{}
+	routes := make([]*route, 0, len(lc.Routes))
+	for _, rc := range lc.Routes {
+		pr := gen.pools[rc.Pool]
+		s := stats[rc.Pool]
+		if s == nil {
+			s = bindRouteStats(m, lc.Name, pr)
+			stats[rc.Pool] = s
+		}
+		routes = append(routes, &route{
+			host:   rc.Host,
+			prefix: []byte(rc.PathPrefix),
+			name:   rc.Host + rc.PathPrefix,
+			pool:   pr,
+			stats:  s,
+		})
+	}
+	rt.routes = compileRoutes(routes)
+	return rt
+}
+
+// retireUpstreams drops upstreams the new runtime no longer uses and closes
+// their idle connections once in-flight requests had drain time to finish.
+func (p *Proxy) retireUpstreams(gen *generation, drain time.Duration) {
+	used := map[string]bool{}
+	usedBackend := map[string]bool{}
+	for name, pr := range gen.pools {
+		for _, u := range pr.ups {
+			used[u.key] = true
+			usedBackend[name+"|"+u.be.Address()] = true
+		}
+	}
+	for key, u := range p.upstreams {
+		if used[key] {
+			continue
+		}
+		delete(p.upstreams, key)
+		time.AfterFunc(drain, u.hc.CloseIdleConnections)
+	}
+	for key := range p.backends {
+		if !usedBackend[key] {
+			delete(p.backends, key)
+		}
+	}
+}
+
+func (p *Proxy) newHTTPListener(lc *config.Listener, ln net.Listener) *httpListener {
+	m := p.opts.Metrics
+	cl := &connListener{
+		Listener: ln,
+		maxConns: int64(lc.MaxConnections),
+		active:   m.ConnsActive.WithLabelValues(lc.Name),
+		total:    m.ConnsTotal.WithLabelValues(lc.Name),
+		rejected: m.ConnsRejected.WithLabelValues(lc.Name, "max_connections"),
+	}
+	l := &httpListener{
+		name: lc.Name,
+		bind: lc.Bind,
+		ln:   cl,
+		ids:  p.ids,
+		log:  p.opts.AccessLog,
+		done: make(chan struct{}),
+	}
+	l.server = &fasthttp.Server{
+		Handler:                       l.handle,
+		ErrorHandler:                  l.handleError,
+		NoDefaultServerHeader:         true,
+		NoDefaultDate:                 true,
+		NoDefaultContentType:          true,
+		DisablePreParseMultipartForm:  true,
+		CloseOnShutdown:               true,
+		ReadTimeout:                   lc.ReadTimeout.Duration,
+		WriteTimeout:                  lc.WriteTimeout.Duration,
+		IdleTimeout:                   lc.IdleTimeout.Duration,
+		MaxRequestBodySize:            int(lc.MaxBodyBytes),
+		ReadBufferSize:                lc.MaxHeaderBytes,
+		Concurrency:                   lc.MaxConnections + 1,
+		Logger:                        fasthttpLogger{p.opts.Logger},
+	}
+	return l
+}
+
+func (l *httpListener) serve(logger *slog.Logger) {
+	defer close(l.done)
+	if err := l.server.Serve(l.ln); err != nil {
+		logger.Error("listener stopped", "listener", l.name, "bind", l.bind, "err", err)
+	}
+}
+
+func (l *httpListener) shutdown(drain time.Duration, logger *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), drain)
+	defer cancel()
+	if err := l.server.ShutdownWithContext(ctx); err != nil {
+		logger.Warn("listener drain ended with connections open", "listener", l.name, "err", err)
+	}
+}
+
+// handleError answers requests fasthttp could not read: 431 for a header
+// block above max_header_bytes, 413 for a body above max_body_bytes, 408 for
+// a read timeout, else 400. The connection is closed afterwards.
+func (l *httpListener) handleError(ctx *fasthttp.RequestCtx, err error) {
+	status, msg, reason := fasthttp.StatusBadRequest, "malformed request", "bad_request"
+	var small *fasthttp.ErrSmallBuffer
+	var netErr net.Error
+	switch {
+	case errors.As(err, &small):
+		status, msg, reason = fasthttp.StatusRequestHeaderFieldsTooLarge, "request header block too large", "header_too_large"
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		status, msg, reason = fasthttp.StatusRequestEntityTooLarge, "request body too large", "body_too_large"
+	case errors.As(err, &netErr) && netErr.Timeout():
+		status, msg, reason = fasthttp.StatusRequestTimeout, "request read timed out", "read_timeout"
+	}
+	var idBuf [32]byte
+	reqID := l.ids.next(&idBuf)
+	l.fail(ctx, status, msg, reqID, nil)
+	rt := l.rt.Load()
+	rt.notFound[metrics.CodeClass(status)].Inc()
+	rec := accessRecord{start: ctx.Time(), listener: rt.name, method: ctx.Request.Header.Method(), path: ctx.Path()}
+	l.finish(ctx, &rec, reqID, reason)
+}
+
+// Shutdown stops accepting on every listener, lets in-flight requests finish
+// until ctx ends, stops health checks and returns. It returns ctx's error if
+// connections were still open when ctx ended.
+func (p *Proxy) Shutdown(ctx context.Context) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.closed = true
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var errs []error
+	for _, l := range p.http {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := l.server.ShutdownWithContext(ctx); err != nil {
+				mu.Lock()
+				errs = append(errs, fmt.Errorf("drain listener %s: %w", l.name, err))
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if g := p.gen.Load(); g != nil {
+		g.cancel()
+	}
+	for _, u := range p.upstreams {
+		u.hc.CloseIdleConnections()
+	}
+	return errors.Join(errs...)
+}
+
+// Ready reports whether a config is applied and every pool finished its
+// first round of health checks.
+func (p *Proxy) Ready() bool {
+	g := p.gen.Load()
+	if g == nil {
+		return false
+	}
+	for _, pr := range g.pools {
+		if !pr.checker.FirstRoundDone() {
+			return false
+		}
+	}
+	return true
+}
+
+// Addr returns the bound address of the http listener named name, or nil.
+// Tests bind port 0 and ask here.
+func (p *Proxy) Addr(name string) net.Addr {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, l := range p.http {
+		if l.name == name {
+			return l.ln.Addr()
+		}
+	}
+	return nil
+}
+
+// EachBackend reports every backend of the generation (metrics.BackendSource).
+func (g *generation) EachBackend(fn func(pool, backend string, up bool, inFlight int64)) {
+	for _, name := range g.names {
+		for _, u := range g.pools[name].ups {
+			fn(name, u.be.Address(), u.be.Up(), u.be.InFlight())
+		}
+	}
+}
+
+// fasthttpLogger sends fasthttp's own messages to slog at debug level: they
+// are per-connection noise (clients hanging up) that metrics already count.
+type fasthttpLogger struct{ l *slog.Logger }
+
+func (f fasthttpLogger) Printf(format string, args ...any) {
+	if f.l.Enabled(context.Background(), slog.LevelDebug) {
+		f.l.Debug(fmt.Sprintf(format, args...))
+	}
+}

@@ -1,0 +1,151 @@
+package proxy
+
+import (
+	"net"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/valyala/fasthttp"
+
+	"frontdoor/balancer"
+	"frontdoor/config"
+	"frontdoor/health"
+	"frontdoor/metrics"
+)
+
+// Upstream error reasons, the reason label of upstream_errors_total.
+const (
+	reasonConnect = iota
+	reasonTimeout
+	reasonReset
+	reasonLimit
+	reasonStatus5xx
+	reasonOther
+	numReasons
+)
+
+var reasonNames = [numReasons]string{"connect", "timeout", "reset", "limit", "status_5xx", "other"}
+
+// upstream is one backend of one pool with its HTTP/1.1 connection pool. It
+// outlives a runtime: a reload that keeps the pool name, address and
+// connection settings keeps the upstream, so health state and pooled
+// connections survive.
+type upstream struct {
+	key string
+	be  *balancer.Backend
+	hc  *fasthttp.HostClient
+}
+
+func upstreamKey(pool string, p *config.Pool, addr string) string {
+	// Connection settings are part of the key: changing them builds a new
+	// HostClient (and so new connections) for the backend.
+	var b strings.Builder
+	b.WriteString(pool)
+	b.WriteByte('|')
+	b.WriteString(addr)
+	b.WriteByte('|')
+	b.WriteString(p.ConnectTimeout.String())
+	b.WriteByte('|')
+	b.WriteString(p.IdleTimeout.String())
+	b.WriteByte('|')
+	b.WriteString(strconv.Itoa(p.MaxConnectionsPerBackend))
+	return b.String()
+}
+
+func newUpstream(key, addr string, p *config.Pool, be *balancer.Backend) *upstream {
+	connectTimeout := p.ConnectTimeout.Duration
+	return &upstream{key: key, be: be, hc: &fasthttp.HostClient{
+		Addr: addr,
+		Dial: func(a string) (net.Conn, error) {
+			return fasthttp.DialTimeout(a, connectTimeout)
+		},
+		MaxConns:                      p.MaxConnectionsPerBackend,
+		MaxIdleConnDuration:           p.IdleTimeout.Duration,
+		NoDefaultUserAgentHeader:      true,
+		DisablePathNormalizing:        true,
+		// One attempt: frontdoor retries on another backend itself, and a
+		// retry inside fasthttp would hit the same backend.
+		MaxIdemponentCallAttempts: 1,
+		ReadBufferSize:            8192,
+		WriteBufferSize:           8192,
+	}}
+}
+
+// poolRuntime is a pool as one runtime sees it: members, strategy, checks and
+// pre-bound metric children. Immutable once built, except for the atomics.
+type poolRuntime struct {
+	name            string
+	cfg             *config.Pool
+	pool            *balancer.Pool
+	ups             []*upstream
+	hashSource      string
+	hashName        []byte
+	responseTimeout time.Duration
+	retries         int
+	retryBudget     float64
+
+	active   atomic.Int64 // requests in flight through this runtime's pool
+	retrying atomic.Int64 // retries in flight
+
+	checker *health.Checker
+	ejector *health.Ejector
+
+	retriesTotal prometheus.Counter
+	keyMissing   prometheus.Counter
+	errs         [][numReasons]prometheus.Counter // per member
+	noBackend    prometheus.Counter
+}
+
+// routeStats are a route's metric children for one listener and pool.
+type routeStats struct {
+	duration  prometheus.Observer
+	requests  [][5]prometheus.Counter // per member, per code class
+	noBackend [5]prometheus.Counter   // answered without a backend (backend="")
+}
+
+// route is one compiled [[listener.route]].
+type route struct {
+	host   string
+	prefix []byte
+	name   string // host + path_prefix, for the access log
+	pool   *poolRuntime
+	stats  *routeStats
+}
+
+// listenerRuntime is an http listener's view of one runtime.
+type listenerRuntime struct {
+	name     string
+	routes   routeTable
+	notFound [5]prometheus.Counter // pool="" backend=""
+}
+
+func bindRouteStats(m *metrics.Metrics, listener string, p *poolRuntime) *routeStats {
+	s := &routeStats{
+		duration: m.RequestDuration.WithLabelValues(listener, p.name),
+		requests: make([][5]prometheus.Counter, len(p.ups)),
+	}
+	for i, u := range p.ups {
+		for c, class := range metrics.CodeClasses {
+			s.requests[i][c] = m.RequestsTotal.WithLabelValues(listener, p.name, u.be.Address(), class)
+		}
+	}
+	for c, class := range metrics.CodeClasses {
+		s.noBackend[c] = m.RequestsTotal.WithLabelValues(listener, p.name, "", class)
+	}
+	return s
+}
+
+// appendRemoteIP appends the client's IP address in text form without
+// allocating.
+func appendRemoteIP(b []byte, ctx *fasthttp.RequestCtx) []byte {
+	if a, ok := ctx.RemoteAddr().(*net.TCPAddr); ok {
+		if ip, ok := netip.AddrFromSlice(a.IP); ok {
+			return ip.Unmap().AppendTo(b)
+		}
+	}
+	return append(b, "0.0.0.0"...)
+}
