@@ -1,0 +1,374 @@
+package health
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"frontdoor/config"
+)
+
+// StatusSetter receives active health results; balancer.Backend satisfies it.
+// SetHealthy is called from the Checker's goroutines, once per transition
+// (never per probe), and must be safe for concurrent use. It must not call
+// back into the Checker.
+type StatusSetter interface{ SetHealthy(healthy bool) }
+
+// Target is one backend a Checker watches.
+type Target struct {
+	// Address is the backend's host:port; probes dial it.
+	Address string
+	// Backend receives the verdicts. Required.
+	Backend StatusSetter
+	// Healthy is the state to start from: a backend kept across a reload
+	// passes its current state so traffic does not stop while the new
+	// Checker runs its first round. false (the zero value) means down: the
+	// target goes up on its first successful check.
+	Healthy bool
+}
+
+// CheckerOptions configures NewChecker. The zero value is not usable: Check
+// must name a check kind.
+type CheckerOptions struct {
+	// Pool names the pool, for logs.
+	Pool string
+	// Check is the pool's [pool.NAME.health] table, already defaulted and
+	// validated by config.Load. NewChecker still rejects values it cannot
+	// run (unknown kind, non-positive interval or timeout, rise or fall
+	// below 1, an http path not starting with "/", a bad status range).
+	// An empty Method means GET and an empty Host means the target address.
+	Check config.HealthCheck
+	// Targets are the backends to check, in the order the callbacks' target
+	// index refers to. The slice is copied.
+	Targets []Target
+	// Logger receives one line per up/down transition (keys pool, backend,
+	// err or reason) and panics with their stack. nil discards.
+	Logger *slog.Logger
+	// OnCheck, if set, is called after every probe with the target index
+	// and result (used for health_checks_total). It is called from many
+	// goroutines at once and must be fast and safe for concurrent use.
+	// Probes cut short because Run's context ended are not reported.
+	OnCheck func(target int, ok bool)
+	// OnChange, if set, is called after each up/down transition, after
+	// Backend.SetHealthy and after the OnCheck of the probe that caused it.
+	// Same concurrency rules as OnCheck.
+	OnChange func(target int, healthy bool)
+	// Previous, if set, is the Checker this one replaces on a config
+	// reload: for every address present in both, the last result, last
+	// error, last check and change times and the rise/fall counters are
+	// copied when NewChecker runs. Target.Healthy still decides the starting
+	// verdict; counters are dropped when it disagrees with Previous.
+	// Previous may still be running; it is only read.
+	Previous *Checker
+}
+
+// TargetStatus is one target's state as shown on /status.
+type TargetStatus struct {
+	// Address is the target's host:port.
+	Address string
+	// Healthy is the Checker's current verdict.
+	Healthy bool
+	// LastResult is "success" or "failure" for the last probe, "" before the
+	// first one (and always for check "none").
+	LastResult string
+	// LastError is the last probe's error, "" when it passed.
+	LastError string
+	// LastCheck is when the last probe finished (zero before the first).
+	LastCheck time.Time
+	// LastChange is when the verdict last changed (zero if never).
+	LastChange time.Time
+}
+
+// Checker runs the active health check of one pool: one goroutine per
+// target, each probing every interval ± 10% and applying rise/fall. Create it
+// with NewChecker and start it with Run; Status and FirstRoundDone are safe to
+// call from any goroutine at any time.
+type Checker struct {
+	pool     string
+	check    config.HealthCheck
+	targets  []*target
+	log      *slog.Logger
+	onCheck  func(int, bool)
+	onChange func(int, bool)
+
+	// rand returns a float in [0, 1) for spreading and jitter; tests swap
+	// it. Default math/rand/v2 Float64.
+	rand func() float64
+	// now is the clock for status times; tests may swap it.
+	now func() time.Time
+
+	started atomic.Bool
+	// unprobed counts targets without a recorded result yet.
+	unprobed atomic.Int64
+}
+
+// target is one backend and its state.
+type target struct {
+	index   int
+	address string
+	backend StatusSetter
+
+	mu sync.Mutex
+	st state
+}
+
+// NewChecker validates opts and returns a Checker that has not started: it
+// opens no connection and starts no goroutine until Run. It returns every
+// problem with opts at once.
+func NewChecker(opts CheckerOptions) (*Checker, error) {
+	if err := validateCheck(&opts.Check); err != nil {
+		return nil, fmt.Errorf("health: pool %q: %w", opts.Pool, err)
+	}
+	c := &Checker{
+		pool:     opts.Pool,
+		check:    opts.Check,
+		targets:  make([]*target, len(opts.Targets)),
+		log:      opts.Logger,
+		onCheck:  opts.OnCheck,
+		onChange: opts.OnChange,
+		rand:     rand.Float64,
+		now:      time.Now,
+	}
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
+	}
+	var prev map[string]state
+	if opts.Previous != nil {
+		prev = opts.Previous.states()
+	}
+	var errs []error
+	for i, t := range opts.Targets {
+		if t.Address == "" {
+			errs = append(errs, fmt.Errorf("target %d: empty address", i))
+		}
+		if t.Backend == nil {
+			errs = append(errs, fmt.Errorf("target %d (%s): nil Backend", i, t.Address))
+		}
+		tg := &target{index: i, address: t.Address, backend: t.Backend}
+		tg.st.healthy, tg.st.everUp = t.Healthy, t.Healthy
+		if p, ok := prev[t.Address]; ok {
+			tg.st.inherit(p, t.Healthy)
+		}
+		c.targets[i] = tg
+	}
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("health: pool %q: %w", opts.Pool, errors.Join(errs...))
+	}
+	c.unprobed.Store(int64(len(c.targets)))
+	return c, nil
+}
+
+// validateCheck reports every value of hc the Checker cannot run.
+func validateCheck(hc *config.HealthCheck) error {
+	switch hc.Check {
+	case "none":
+		return nil
+	case "tcp", "http", "grpc":
+	default:
+		return fmt.Errorf("check %q: want http, tcp, grpc or none", hc.Check)
+	}
+	var errs []error
+	if hc.Interval.Duration <= 0 {
+		errs = append(errs, fmt.Errorf("interval %s: must be positive", hc.Interval.Duration))
+	}
+	if hc.Timeout.Duration <= 0 {
+		errs = append(errs, fmt.Errorf("timeout %s: must be positive", hc.Timeout.Duration))
+	}
+	if hc.Rise < 1 {
+		errs = append(errs, fmt.Errorf("rise %d: must be at least 1", hc.Rise))
+	}
+	if hc.Fall < 1 {
+		errs = append(errs, fmt.Errorf("fall %d: must be at least 1", hc.Fall))
+	}
+	if hc.Check == "http" {
+		if !strings.HasPrefix(hc.Path, "/") {
+			errs = append(errs, fmt.Errorf("path %q: must start with /", hc.Path))
+		}
+		if r := hc.ExpectStatus; r.Low < 100 || r.High > 599 || r.Low > r.High {
+			errs = append(errs, fmt.Errorf("expect_status %d-%d: want a range within 100-599", r.Low, r.High))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// states copies every target's state by address, for a successor.
+func (c *Checker) states() map[string]state {
+	m := make(map[string]state, len(c.targets))
+	for _, t := range c.targets {
+		t.mu.Lock()
+		m[t.address] = t.st
+		t.mu.Unlock()
+	}
+	return m
+}
+
+// FirstRoundDone reports whether every target has been probed at least once
+// (a probe that ends by Run's context is not counted). It is always true for
+// check "none" and for a Checker without targets. Safe for concurrent use.
+func (c *Checker) FirstRoundDone() bool {
+	return c.check.Check == "none" || c.unprobed.Load() <= 0
+}
+
+// Status returns a snapshot of every target's state, in Targets order. Safe
+// for concurrent use; the slice is the caller's.
+func (c *Checker) Status() []TargetStatus {
+	out := make([]TargetStatus, len(c.targets))
+	for i, t := range c.targets {
+		t.mu.Lock()
+		s := t.st
+		t.mu.Unlock()
+		ts := TargetStatus{Address: t.address, Healthy: s.healthy, LastCheck: s.lastCheck, LastChange: s.lastChange}
+		if s.checked {
+			ts.LastResult = "failure"
+			if s.lastOK {
+				ts.LastResult = "success"
+			}
+			if s.lastErr != nil {
+				ts.LastError = s.lastErr.Error()
+			}
+		}
+		out[i] = ts
+	}
+	return out
+}
+
+// Run checks the targets until ctx is done, then closes the probes'
+// connections and returns once all its goroutines have ended. Every target
+// is probed at once when Run starts; its second probe comes at a random
+// point within one interval (so that many targets do not fire together), and
+// each following one an interval ± up to 10% after the previous one started.
+// For check "none" Run marks every target healthy and waits for ctx.
+//
+// Call Run once; further calls return at once. A probe still running when
+// ctx ends is abandoned (HTTP probes run to their timeout) and its result
+// discarded, so cancelling a replaced Checker never marks a backend down.
+func (c *Checker) Run(ctx context.Context) {
+	if !c.started.CompareAndSwap(false, true) {
+		return
+	}
+	defer c.recoverPanic("run")
+	if c.check.Check == "none" {
+		for _, t := range c.targets {
+			t.mu.Lock()
+			changed := t.st.markUp(c.now())
+			if changed {
+				t.backend.SetHealthy(true)
+			}
+			t.mu.Unlock()
+			if changed {
+				c.changed(t, true, nil, "check none")
+			}
+		}
+		<-ctx.Done()
+		return
+	}
+	var wg sync.WaitGroup
+	for _, t := range c.targets {
+		wg.Go(func() {
+			defer c.recoverPanic("check " + t.address)
+			p := newProber(&c.check, t.address)
+			defer p.close()
+			c.loop(ctx, t, p)
+		})
+	}
+	wg.Wait()
+}
+
+// loop probes t with p until ctx is done.
+func (c *Checker) loop(ctx context.Context, t *target, p prober) {
+	interval := c.check.Interval.Duration
+	if !c.probe(ctx, t, p) {
+		return
+	}
+	// Spread the second round over (0, interval].
+	wait := time.Duration((1 - c.rand()) * float64(interval))
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+		}
+		start := time.Now()
+		if !c.probe(ctx, t, p) {
+			return
+		}
+		// interval × [0.9, 1.1), measured from this probe's start.
+		next := time.Duration((0.9 + 0.2*c.rand()) * float64(interval))
+		timer.Reset(max(0, next-time.Since(start)))
+	}
+}
+
+// probe runs one probe of t and records it. It reports false when ctx ended,
+// in which case nothing was recorded.
+func (c *Checker) probe(ctx context.Context, t *target, p prober) bool {
+	err := c.safeProbe(ctx, t, p)
+	if ctx.Err() != nil {
+		return false
+	}
+	t.mu.Lock()
+	first, wasUp := !t.st.checked, t.st.everUp
+	changed := t.st.record(err, c.now(), c.check.Rise, c.check.Fall)
+	healthy := t.st.healthy
+	if changed {
+		// Under t.mu, so that verdicts reach the backend in order.
+		t.backend.SetHealthy(healthy)
+	}
+	t.mu.Unlock()
+	if first {
+		c.unprobed.Add(-1)
+	}
+	if c.onCheck != nil {
+		c.onCheck(t.index, err == nil)
+	}
+	if changed {
+		reason := fmt.Sprintf("%d consecutive checks failed", c.check.Fall)
+		switch {
+		case healthy && !wasUp:
+			reason = "first check passed"
+		case healthy:
+			reason = fmt.Sprintf("%d consecutive checks passed", c.check.Rise)
+		}
+		c.changed(t, healthy, err, reason)
+	}
+	return true
+}
+
+// safeProbe runs p, turning a panic into a failed check.
+func (c *Checker) safeProbe(ctx context.Context, t *target, p prober) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			c.log.Error("health: probe panicked", "pool", c.pool, "backend", t.address,
+				"panic", r, "stack", string(debug.Stack()))
+			err = fmt.Errorf("health: probe panicked: %v", r)
+		}
+	}()
+	return p.probe(ctx)
+}
+
+// changed reports a transition of t to the callback and the log.
+func (c *Checker) changed(t *target, healthy bool, err error, reason string) {
+	if c.onChange != nil {
+		c.onChange(t.index, healthy)
+	}
+	if healthy {
+		c.log.Info("backend up", "pool", c.pool, "backend", t.address, "reason", reason)
+		return
+	}
+	c.log.Warn("backend down", "pool", c.pool, "backend", t.address, "reason", reason, "err", err)
+}
+
+// recoverPanic logs a panic of a goroutine with its stack. Deferred directly.
+func (c *Checker) recoverPanic(where string) {
+	if r := recover(); r != nil {
+		c.log.Error("health: panic", "pool", c.pool, "in", where, "panic", r, "stack", string(debug.Stack()))
+	}
+}
