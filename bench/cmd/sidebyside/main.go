@@ -1,0 +1,465 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// options are the command-line settings.
+type options struct {
+	Quick        bool
+	Rounds       int
+	Duration     time.Duration
+	Warmup       time.Duration
+	Workloads    string
+	Targets      string
+	FrontdoorBin string
+	MinproxyBin  string
+	Out          string
+	CPUProxy     string
+	CPULoad      string
+	Keep         bool
+	ProfileDir   string
+	Command      string
+}
+
+func main() {
+	var o options
+	flag.BoolVar(&o.Quick, "quick", false, "quick preset: 1 round, 3s runs, workloads small-64,big-64,close-64,l4-1")
+	flag.IntVar(&o.Rounds, "rounds", 3, "rounds (each round runs every target once per workload)")
+	flag.DurationVar(&o.Duration, "d", 10*time.Second, "length of one measured run (whole seconds)")
+	flag.DurationVar(&o.Warmup, "warmup", 2*time.Second, "HTTP warm-up before each measured run (0 disables)")
+	flag.StringVar(&o.Workloads, "workloads", "", "comma-separated workloads (default: all; see -list)")
+	flag.StringVar(&o.Targets, "targets", "", "comma-separated targets to run (default: all; baselines always run)")
+	flag.StringVar(&o.FrontdoorBin, "frontdoor", "bin/frontdoor", "frontdoor binary (missing: frontdoor is n/a)")
+	flag.StringVar(&o.MinproxyBin, "minproxy", "bench/out/minproxy", "minproxy binary (go build ./bench/minproxy)")
+	flag.StringVar(&o.Out, "out", "bench/RESULTS.md", "markdown report to write (also printed)")
+	flag.StringVar(&o.CPUProxy, "cpu-proxy", "1", "CPU list (taskset) of the proxy under test")
+	flag.StringVar(&o.CPULoad, "cpu-load", "0", "CPU list of the load generator and the backend")
+	flag.BoolVar(&o.Keep, "keep", false, "keep the temp dir with configs and logs")
+	flag.StringVar(&o.ProfileDir, "profile", "", "save a CPU profile of frontdoor per HTTP workload here (from its admin /debug/pprof/profile)")
+	flag.StringVar(&o.Command, "command", "", "command named in the report (default: this command line)")
+	list := flag.Bool("list", false, "list workloads and targets, then exit")
+	flag.Parse()
+	if *list {
+		for _, w := range allWorkloads {
+			fmt.Printf("workload %-11s %s\n", w.Name, w.Title)
+		}
+		for _, t := range append(slices.Clone(httpTargets), l4Targets...) {
+			fmt.Printf("target   %-15s l4=%v\n", t.Name, t.L4)
+		}
+		return
+	}
+	if o.Quick {
+		setIfUnset := func(name, v string) {
+			set := false
+			flag.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+			if !set {
+				_ = flag.Set(name, v)
+			}
+		}
+		setIfUnset("rounds", "1")
+		setIfUnset("d", "3s")
+		setIfUnset("warmup", "1s")
+		setIfUnset("workloads", "small-64,big-64,close-64,l4-1")
+	}
+	if o.Command == "" {
+		o.Command = strings.Join(append([]string{filepath.Base(os.Args[0])}, os.Args[1:]...), " ")
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, o, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "sidebyside:", err)
+		os.Exit(1)
+	}
+}
+
+// selectWorkloads returns the named workloads in their canonical order.
+func selectWorkloads(names string) ([]workload, error) {
+	if names == "" {
+		return allWorkloads, nil
+	}
+	want := map[string]bool{}
+	for n := range strings.SplitSeq(names, ",") {
+		want[strings.TrimSpace(n)] = true
+	}
+	var out []workload
+	for _, w := range allWorkloads {
+		if want[w.Name] {
+			out = append(out, w)
+			delete(want, w.Name)
+		}
+	}
+	for n := range want {
+		return nil, fmt.Errorf("unknown workload %q (see -list)", n)
+	}
+	return out, nil
+}
+
+// selectTargets filters ts by names, always keeping the baseline (first).
+func selectTargets(ts []target, names string) []target {
+	if names == "" {
+		return ts
+	}
+	want := map[string]bool{}
+	for n := range strings.SplitSeq(names, ",") {
+		want[strings.TrimSpace(n)] = true
+	}
+	out := []target{ts[0]}
+	for _, t := range ts[1:] {
+		if want[t.Name] {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
+	start := time.Now()
+	workloads, err := selectWorkloads(o.Workloads)
+	if err != nil {
+		return err
+	}
+	httpTs := selectTargets(httpTargets, o.Targets)
+	l4Ts := selectTargets(l4Targets, o.Targets)
+	needL4 := slices.ContainsFunc(workloads, func(w workload) bool { return w.L4 })
+	needHTTP := slices.ContainsFunc(workloads, func(w workload) bool { return !w.L4 })
+	tools := []string{"taskset"}
+	if needHTTP {
+		tools = append(tools, "wrk", "nginx", "haproxy")
+	}
+	if needL4 {
+		tools = append(tools, "iperf3", "haproxy")
+	}
+	for _, t := range tools {
+		if _, err := exec.LookPath(t); err != nil {
+			return fmt.Errorf("%s not found (make bench installs it from Debian): %w", t, err)
+		}
+	}
+	raiseNoFile(stderr)
+
+	dir, err := os.MkdirTemp("", "frontdoor-bench-")
+	if err != nil {
+		return err
+	}
+	if o.Keep {
+		fmt.Fprintln(stderr, "configs and logs in", dir)
+	} else {
+		defer os.RemoveAll(dir)
+	}
+	// nginx workers may drop privileges; they need to reach files in dir.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "big.bin"), []byte(strings.Repeat("x", bigBytes)), 0o644); err != nil {
+		return err
+	}
+	script := filepath.Join(dir, "report.lua")
+	if err := os.WriteFile(script, []byte(wrkScript), 0o644); err != nil {
+		return err
+	}
+	absFrontdoor := ""
+	if o.FrontdoorBin != "" {
+		absFrontdoor, _ = filepath.Abs(o.FrontdoorBin)
+	}
+	absMinproxy, _ := filepath.Abs(o.MinproxyBin)
+	e := &env{Dir: dir, FrontdoorBin: absFrontdoor, MinproxyBin: absMinproxy}
+	tick := clockTick()
+
+	// Backends, on the load CPU, for the whole run.
+	if needHTTP {
+		if e.BackendPort, err = freePort(); err != nil {
+			return err
+		}
+		conf, err := writeFile(dir, "nginx-backend.conf", nginxBackendConfig(dir, e.BackendPort))
+		if err != nil {
+			return err
+		}
+		argv, err := nginxCmd(dir, conf, "backend")
+		if err != nil {
+			return err
+		}
+		be, err := startProc("nginx backend", o.CPULoad, argv, nil, filepath.Join(dir, "backend.log"))
+		if err != nil {
+			return err
+		}
+		defer be.stop(5 * time.Second)
+		if err := waitHTTP(ctx, be, "http://"+addr(e.BackendPort)+"/big", 10*time.Second); err != nil {
+			return fmt.Errorf("backend: %w", err)
+		}
+	}
+	if needL4 {
+		if e.IperfPort, err = freePort(); err != nil {
+			return err
+		}
+		srv, err := startProc("iperf3 server", o.CPULoad,
+			[]string{"iperf3", "-s", "-B", "127.0.0.1", "-p", strconv.Itoa(e.IperfPort)}, nil, filepath.Join(dir, "iperf3-server.log"))
+		if err != nil {
+			return err
+		}
+		defer srv.stop(5 * time.Second)
+		if err := waitListening(ctx, srv, e.IperfPort, 10*time.Second); err != nil {
+			return err
+		}
+	}
+	if o.ProfileDir != "" {
+		if err := os.MkdirAll(o.ProfileDir, 0o755); err != nil {
+			return err
+		}
+	}
+
+	loadStart := readLoadAvg()
+	var samples []sample
+	for r := 1; r <= o.Rounds; r++ {
+		for _, w := range workloads {
+			ts := httpTs
+			if w.L4 {
+				ts = l4Ts
+			}
+			for _, t := range ts {
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				s := runOne(ctx, o, e, t, w, r, script, tick)
+				samples = append(samples, s)
+				fmt.Fprintf(stderr, "round %d/%d %-10s %-15s %s\n", r, o.Rounds, w.Name, t.Name, progress(s))
+			}
+		}
+	}
+
+	m := meta{
+		Command: o.Command, Started: start, Elapsed: time.Since(start), Rounds: o.Rounds,
+		Duration: o.Duration, Warmup: o.Warmup, CPUProxy: o.CPUProxy, CPULoad: o.CPULoad,
+		Machine: machine(e.FrontdoorBin, loadStart),
+	}
+	report := render(m, workloads, httpTs, l4Ts, samples)
+	fmt.Fprint(stdout, report)
+	if o.Out != "" {
+		if err := os.MkdirAll(filepath.Dir(o.Out), 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(o.Out, []byte(report), 0o644); err != nil {
+			return err
+		}
+		fmt.Fprintln(stderr, "wrote", o.Out)
+	}
+	return nil
+}
+
+func progress(s sample) string {
+	if !s.ok() {
+		return "n/a: " + oneLine(s.Err)
+	}
+	if s.Workload != "" && strings.HasPrefix(s.Workload, "l4") {
+		return fmt.Sprintf("%.2f Gbit/s, cpu %.2fs", s.Iperf.End.SumReceived.BitsPerSecond/1e9, s.CPU.Seconds())
+	}
+	return fmt.Sprintf("%.0f req/s, %.2f µs/req, p99 %.2f ms, errors %d, rss %.1f MiB",
+		s.Wrk.RPS(), cpuPerReqUS(s), s.Wrk.P99US/1000, s.Wrk.Errors(), rssMiB(s))
+}
+
+// runOne starts target t, runs workload w through it and stops it.
+func runOne(ctx context.Context, o options, e *env, t target, w workload, round int, script string, tick time.Duration) sample {
+	s := sample{Round: round, Workload: w.Name, Target: t.Name}
+	fail := func(err error) sample { s.Err = err.Error(); return s }
+	port := e.IperfPort
+	var p *proc
+	var l launch
+	if t.Setup != nil {
+		var err error
+		if port, err = freePort(); err != nil {
+			return fail(err)
+		}
+		if l, err = t.Setup(e, port); err != nil {
+			return fail(err)
+		}
+		logPath := filepath.Join(e.Dir, fmt.Sprintf("r%d-%s-%s.log", round, w.Name, t.Name))
+		if p, err = startProc(t.Name, o.CPUProxy, l.Argv, l.Env, logPath); err != nil {
+			return fail(err)
+		}
+		defer p.stop(5 * time.Second)
+		if err := waitListening(ctx, p, port, 10*time.Second); err != nil {
+			return fail(err)
+		}
+	}
+	url := "http://" + addr(port) + w.Path
+	if !w.L4 {
+		if err := waitHTTP(ctx, p, url, 10*time.Second); err != nil {
+			return fail(err)
+		}
+		if o.Warmup > 0 {
+			if _, out, err := runWrk(ctx, o.CPULoad, script, url, w.Conns, w.Close, o.Warmup); err != nil {
+				return fail(fmt.Errorf("warm-up: %w: %s", err, lastLine(out)))
+			}
+		}
+	}
+	var before treeUsage
+	if p != nil {
+		var err error
+		if before, err = readTree("/proc", p.pid(), tick); err != nil {
+			return fail(err)
+		}
+	}
+	var profDone chan error
+	if o.ProfileDir != "" && l.AdminURL != "" && !w.L4 {
+		profDone = make(chan error, 1)
+		go func() {
+			profDone <- fetchProfile(ctx, l.AdminURL, filepath.Join(o.ProfileDir, fmt.Sprintf("frontdoor-%s-r%d.pprof", w.Name, round)), o.Duration)
+		}()
+	}
+	if w.L4 {
+		r, out, err := runIperf(ctx, o.CPULoad, port, w.Streams, o.Duration)
+		if err != nil {
+			return fail(fmt.Errorf("%w: %s", err, lastLine(out)))
+		}
+		s.Iperf = r
+	} else {
+		r, out, err := runWrk(ctx, o.CPULoad, script, url, w.Conns, w.Close, o.Duration)
+		if err != nil {
+			return fail(fmt.Errorf("%w: %s", err, lastLine(out)))
+		}
+		if r.Requests == 0 {
+			return fail(errors.New("no request completed"))
+		}
+		s.Wrk = r
+	}
+	if p != nil {
+		if p.exited() {
+			return fail(fmt.Errorf("%s exited during the run: %v: %s", t.Name, p.err, p.logTail()))
+		}
+		after, err := readTree("/proc", p.pid(), tick)
+		if err != nil {
+			return fail(err)
+		}
+		s.CPU = after.CPU - before.CPU
+		s.HWMKiB = after.HWMKiB
+	}
+	if profDone != nil {
+		if err := <-profDone; err != nil {
+			fmt.Fprintln(os.Stderr, "profile:", err)
+		}
+	}
+	return s
+}
+
+// fetchProfile saves a CPU profile of d (less a second) from a Go admin
+// server's /debug/pprof/profile.
+func fetchProfile(ctx context.Context, base, path string, d time.Duration) error {
+	secs := max(1, int(d/time.Second)-1)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", base, secs), nil)
+	if err != nil {
+		return err
+	}
+	resp, err := (&http.Client{Timeout: d + 10*time.Second}).Do(req)
+	if err != nil {
+		return fmt.Errorf("fetch frontdoor profile: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("fetch frontdoor profile: %s (does the admin server offer /debug/pprof?)", resp.Status)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return fmt.Errorf("save profile %s: %w", path, err)
+	}
+	return f.Close()
+}
+
+func lastLine(out []byte) string {
+	s := strings.TrimSpace(string(out))
+	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
+		s = s[i+1:]
+	}
+	return s
+}
+
+// raiseNoFile lifts the open-file limit to its hard maximum; the children
+// inherit it (the 1,000-connection workload needs a few thousand).
+func raiseNoFile(stderr io.Writer) {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		return
+	}
+	rl.Cur = rl.Max
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		fmt.Fprintln(stderr, "raise open-file limit:", err)
+	}
+	if rl.Cur < 8192 {
+		fmt.Fprintf(stderr, "warning: open-file limit %d is low for 1,000 connections\n", rl.Cur)
+	}
+}
+
+func readLoadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+// machine collects the report's machine and version table.
+func machine(frontdoorBin, loadStart string) [][2]string {
+	first := func(name string, args ...string) string {
+		out, err := exec.Command(name, args...).CombinedOutput()
+		s := strings.TrimSpace(string(out))
+		if s == "" {
+			if err != nil {
+				return "n/a (" + err.Error() + ")"
+			}
+			return "n/a"
+		}
+		if i := strings.IndexByte(s, '\n'); i >= 0 {
+			s = s[:i]
+		}
+		return s
+	}
+	cpu := "?"
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for line := range strings.Lines(string(b)) {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				cpu = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	fd := "n/a (not built)"
+	if frontdoorBin != "" {
+		if _, err := os.Stat(frontdoorBin); err == nil {
+			fd = first(frontdoorBin, "-version")
+		}
+	}
+	kernel := first("uname", "-r")
+	return [][2]string{
+		{"CPUs (nproc)", first("nproc")},
+		{"CPU model", cpu},
+		{"kernel", kernel},
+		{"go", runtime.Version()},
+		{"frontdoor", fd},
+		{"haproxy", first("haproxy", "-v")},
+		{"nginx", first("nginx", "-v")},
+		{"wrk", first("wrk", "-v")},
+		{"iperf3", first("iperf3", "-v")},
+		{"load average (1 5 15 min) at start / end", loadStart + " / " + readLoadAvg()},
+	}
+}

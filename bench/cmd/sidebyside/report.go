@@ -1,0 +1,229 @@
+package main
+
+import (
+	"fmt"
+	"math"
+	"strings"
+	"time"
+)
+
+// sample is one run of one target on one workload in one round.
+type sample struct {
+	Round    int
+	Workload string
+	Target   string
+	Err      string // non-empty: the run failed and counts as n/a
+	CPU      time.Duration
+	HWMKiB   int64
+	Wrk      wrkResult
+	Iperf    iperfResult
+}
+
+func (s sample) ok() bool { return s.Err == "" }
+
+// metric extracts one figure from a sample; NaN when it does not apply.
+type metric struct {
+	Head  string
+	Ratio bool // also show the ratio to the baseline
+	Fmt   string
+	Get   func(s sample) float64
+}
+
+func cpuPerReqUS(s sample) float64 {
+	if s.Wrk.Requests == 0 {
+		return math.NaN()
+	}
+	return float64(s.CPU.Microseconds()) / float64(s.Wrk.Requests)
+}
+
+func rssMiB(s sample) float64 {
+	if s.HWMKiB == 0 {
+		return math.NaN()
+	}
+	return float64(s.HWMKiB) / 1024
+}
+
+var httpMetrics = []metric{
+	{Head: "CPU µs/req", Ratio: true, Fmt: "%.2f", Get: cpuPerReqUS},
+	{Head: "req/s", Ratio: true, Fmt: "%.0f", Get: func(s sample) float64 { return s.Wrk.RPS() }},
+	{Head: "p50 ms", Fmt: "%.2f", Get: func(s sample) float64 { return s.Wrk.P50US / 1000 }},
+	{Head: "p99 ms", Ratio: true, Fmt: "%.2f", Get: func(s sample) float64 { return s.Wrk.P99US / 1000 }},
+	{Head: "peak RSS MiB", Ratio: true, Fmt: "%.1f", Get: rssMiB},
+	{Head: "errors", Fmt: "%.0f", Get: func(s sample) float64 { return float64(s.Wrk.Errors()) }},
+}
+
+var l4Metrics = []metric{
+	{Head: "CPU s/GB", Ratio: true, Fmt: "%.3f", Get: func(s sample) float64 {
+		if s.Target == "direct" || s.Iperf.End.SumReceived.Bytes == 0 {
+			return math.NaN()
+		}
+		return s.CPU.Seconds() / (s.Iperf.End.SumReceived.Bytes / 1e9)
+	}},
+	{Head: "Gbit/s", Ratio: true, Fmt: "%.2f", Get: func(s sample) float64 { return s.Iperf.End.SumReceived.BitsPerSecond / 1e9 }},
+	{Head: "peak RSS MiB", Ratio: true, Fmt: "%.1f", Get: rssMiB},
+}
+
+// meta is the header of the report.
+type meta struct {
+	Command  string
+	Started  time.Time
+	Elapsed  time.Duration
+	Rounds   int
+	Duration time.Duration
+	Warmup   time.Duration
+	CPUProxy string
+	CPULoad  string
+	Machine  [][2]string // label, value
+}
+
+// fmtSpread formats a median with its range when there is more than one
+// value.
+func fmtSpread(f string, sp spread) string {
+	if sp.N == 0 {
+		return "n/a"
+	}
+	if sp.N == 1 || sp.Min == sp.Max {
+		return fmt.Sprintf(f, sp.Median)
+	}
+	return fmt.Sprintf(f+" ("+f+"–"+f+")", sp.Median, sp.Min, sp.Max)
+}
+
+// table renders one workload's results. samples are that workload's runs;
+// targets gives the row order, the first being the baseline the ratios are
+// taken against, round by round.
+func table(w workload, targets []target, samples []sample, metrics []metric) string {
+	var b strings.Builder
+	base := targets[0].Name
+	byKey := map[string]map[int]sample{}
+	rounds := map[int]bool{}
+	for _, s := range samples {
+		if byKey[s.Target] == nil {
+			byKey[s.Target] = map[int]sample{}
+		}
+		byKey[s.Target][s.Round] = s
+		rounds[s.Round] = true
+	}
+	baseName := displayName(base)
+	fmt.Fprintf(&b, "### %s\n\n| %s |", w.Title, map[bool]string{true: "path", false: "proxy"}[w.L4])
+	sep := "|---|"
+	for _, m := range metrics {
+		fmt.Fprintf(&b, " %s |", m.Head)
+		sep += "---:|"
+		if m.Ratio {
+			fmt.Fprintf(&b, " ×%s |", baseName)
+			sep += "---:|"
+		}
+	}
+	b.WriteString("\n" + sep + "\n")
+	var notes []string
+	for _, t := range targets {
+		runs := byKey[t.Name]
+		okRuns, firstErr := 0, ""
+		for _, s := range runs {
+			if s.ok() {
+				okRuns++
+			} else if firstErr == "" {
+				firstErr = s.Err
+			}
+		}
+		name := t.Name
+		if okRuns < len(runs) {
+			notes = append(notes, fmt.Sprintf("%s: %d of %d runs failed: %s", t.Name, len(runs)-okRuns, len(runs), firstErr))
+			name += fmt.Sprintf(" [%d/%d runs]", okRuns, len(runs))
+		}
+		fmt.Fprintf(&b, "| %s |", name)
+		for _, m := range metrics {
+			var vals, ratios []float64
+			for r := range rounds {
+				s, ok := runs[r]
+				if !ok || !s.ok() {
+					continue
+				}
+				v := m.Get(s)
+				vals = append(vals, v)
+				if bs, ok := byKey[base][r]; ok && bs.ok() {
+					ratios = append(ratios, ratio(v, m.Get(bs)))
+				}
+			}
+			fmt.Fprintf(&b, " %s |", fmtSpread(m.Fmt, summarize(vals)))
+			if m.Ratio {
+				fmt.Fprintf(&b, " %s |", fmtSpread("%.2f", summarize(ratios)))
+			}
+		}
+		b.WriteString("\n")
+	}
+	if len(notes) > 0 {
+		b.WriteString("\n")
+		for _, n := range notes {
+			fmt.Fprintf(&b, "- n/a %s\n", oneLine(n))
+		}
+	}
+	b.WriteString("\n")
+	return b.String()
+}
+
+func displayName(t string) string {
+	if t == "haproxy" {
+		return "HAProxy"
+	}
+	return t
+}
+
+// oneLine keeps an error message table- and list-safe.
+func oneLine(s string) string {
+	s = strings.ReplaceAll(s, "\n", " ")
+	s = strings.ReplaceAll(s, "|", "/")
+	if len(s) > 300 {
+		s = s[:300] + "…"
+	}
+	return s
+}
+
+// render returns the whole markdown report; httpTs and l4Ts are the row
+// orders (baseline first) of the HTTP and L4 tables.
+func render(m meta, workloads []workload, httpTs, l4Ts []target, samples []sample) string {
+	var b strings.Builder
+	b.WriteString("# frontdoor side-by-side benchmark\n\n")
+	fmt.Fprintf(&b, "Generated by `%s` (bench/cmd/sidebyside) on %s, in %s. ", m.Command,
+		m.Started.UTC().Format("2006-01-02 15:04 MST"), m.Elapsed.Round(time.Second))
+	fmt.Fprintf(&b, "%d round(s), %s per run after a %s warm-up; targets interleaved round by round. ",
+		m.Rounds, m.Duration, m.Warmup)
+	fmt.Fprintf(&b, "Proxy under test alone on CPU %s (GOMAXPROCS=1, `nbthread 1`, one nginx worker); "+
+		"wrk/iperf3 and the backend on CPU %s. See bench/README.md for what each figure means.\n\n", m.CPUProxy, m.CPULoad)
+	b.WriteString("| machine | |\n|---|---|\n")
+	for _, kv := range m.Machine {
+		fmt.Fprintf(&b, "| %s | %s |\n", kv[0], oneLine(kv[1]))
+	}
+	b.WriteString("\nCells are the median over rounds with (min–max); ratios are taken against HAProxy in the same round, " +
+		"then summarised the same way. Lower is better for CPU, latency and RSS; higher for req/s and Gbit/s.\n\n")
+	var http, l4 []workload
+	for _, w := range workloads {
+		if w.L4 {
+			l4 = append(l4, w)
+		} else {
+			http = append(http, w)
+		}
+	}
+	pick := func(name string) []sample {
+		var out []sample
+		for _, s := range samples {
+			if s.Workload == name {
+				out = append(out, s)
+			}
+		}
+		return out
+	}
+	if len(http) > 0 {
+		b.WriteString("## HTTP/1.1 (wrk, 1 thread)\n\n")
+		for _, w := range http {
+			b.WriteString(table(w, httpTs, pick(w.Name), httpMetrics))
+		}
+	}
+	if len(l4) > 0 {
+		b.WriteString("## L4 TCP (iperf3 -Z, client to server through the proxy)\n\n")
+		for _, w := range l4 {
+			b.WriteString(table(w, l4Ts, pick(w.Name), l4Metrics))
+		}
+	}
+	return b.String()
+}
