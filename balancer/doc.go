@@ -5,5 +5,26 @@
 // count) that survives config reloads. A Pool is an immutable set of weighted
 // members plus a strategy; Pick is lock-free and allocation-free. The package
 // knows nothing of HTTP, sockets or metrics: callers turn requests into a
-// uint64 key and report outcomes through Backend methods.
+// uint64 key and report outcomes through Backend and Pool methods.
+//
+// Strategies:
+//
+//   - RoundRobin: smooth weighted round robin, one atomic add per pick.
+//   - LeastConn: fewest in-flight requests per unit of weight, ties broken at
+//     random; an exact scan up to 16 members, power of two choices beyond.
+//   - ConsistentHash: a Maglev lookup table (O(1) lookup, minimal disruption
+//     when a member goes down or comes back, the same mapping in every
+//     process with the same backends), optionally with bounded loads so that
+//     hot keys spill to the next member in table order instead of
+//     overloading one backend.
+//
+// The request cycle is
+//
+//	i := pool.PickAcquire(key, tried) // or Pick then Acquire(i)
+//	if i < 0 {
+//		// ErrNoBackend: 503
+//	}
+//	b := pool.Members()[i].Backend
+//	// ... forward to b.Address(); on failure, retry with tried |= 1 << (i % 64)
+//	pool.Release(i)
 package balancer

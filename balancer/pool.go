@@ -3,6 +3,11 @@ package balancer
 import (
 	"errors"
 	"fmt"
+	"log/slog"
+	"math"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
 )
 
 // ErrNoBackend is returned when a pool has no member that may take traffic.
@@ -15,7 +20,26 @@ const (
 	ConsistentHash = "consistent_hash"
 )
 
-// Member is one backend of a pool with its weight (at least 1).
+// Limits NewPool enforces.
+const (
+	// MaxWeight is the largest member weight NewPool accepts. Weights are
+	// divided by their greatest common divisor first, so only their ratios
+	// matter; round robin keeps a schedule as long as the sum of the reduced
+	// weights.
+	MaxWeight = 1000
+	// DefaultTableSize is the Maglev table size used when Options.TableSize
+	// is 0 and the pool has at most 655 members.
+	DefaultTableSize = 65537
+	// MaxTableSize bounds Options.TableSize (2 bytes per slot, 32 MiB).
+	MaxTableSize = 1 << 24
+	// maxHashMembers is the most members a consistent_hash pool can have:
+	// table slots hold uint16 member indices, 0xffff marking a free slot
+	// while the table is built.
+	maxHashMembers = 1<<16 - 1
+)
+
+// Member is one backend of a pool with its weight, from 1 to MaxWeight. The
+// zero Weight is invalid; config defaults it to 1.
 type Member struct {
 	Backend *Backend
 	Weight  int
@@ -25,10 +49,24 @@ type Member struct {
 type Options struct {
 	// Strategy is RoundRobin (default when ""), LeastConn or ConsistentHash.
 	Strategy string
-	// TableSize is the Maglev table size (ConsistentHash); default 65537.
+	// TableSize is the Maglev table size (ConsistentHash only; ignored
+	// otherwise). It must be a prime of at least 100 x the member count and
+	// at least the sum of the members' weights divided by their greatest
+	// common divisor. 0 means DefaultTableSize, or the smallest prime that
+	// meets both bounds when DefaultTableSize does not.
 	TableSize int
-	// BoundedLoad > 1 enables bounded loads for ConsistentHash.
+	// BoundedLoad is c in consistent hashing with bounded loads
+	// (ConsistentHash only; ignored otherwise): when above 1, a member whose in-flight count
+	// would exceed ceil(c x (pool in-flight + 1) x weight / up weight) is
+	// passed over for the next member in table order. 0 (default) disables
+	// it; values in (0, 1], negative, NaN or infinite are errors. With it on,
+	// count requests with Pool.Acquire/Release or Pool.PickAcquire, never
+	// Backend.Acquire/Release directly.
 	BoundedLoad float64
+	// Logger receives the stack of a panic in the pool's table-rebuild
+	// goroutine (a bug; the old table stays in use). nil means
+	// slog.Default().
+	Logger *slog.Logger
 }
 
 // Picker chooses a member index for a key. It must not allocate or lock.
@@ -39,37 +77,92 @@ type Picker interface {
 	Pick(key uint64, tried uint64) int
 }
 
-// Pool is an immutable set of members with a strategy. Pick is safe for
-// concurrent use and allocation-free. Close detaches the pool from its
-// backends' state notifications; call it when a reload retires the pool.
+// Pool is an immutable set of members with a strategy. Pick, PickAcquire,
+// Acquire, Release and Members are safe for concurrent use, lock-free and
+// allocation-free.
+//
+// A consistent_hash pool watches its backends and rebuilds its Maglev table
+// off the request path when one of them goes up or down; until the rebuild
+// lands, Pick walks past members that are down. Close stops the watching;
+// call it when a reload retires the pool, or the backends keep the pool
+// reachable. Round robin and least_conn pools hold no such state, and Close
+// is a no-op for them.
+//
+// Create pools with NewPool; the zero value is not usable. Do not copy.
 type Pool struct {
 	members []Member
 	picker  Picker
-	// onChange is called after a member's up/down state changed, so that
-	// strategies with precomputed tables can rebuild them.
-	onChange func()
+	// hash is the picker of a consistent_hash pool, nil otherwise.
+	hash *maglev
+	// bounded says whether Acquire/Release maintain total.
+	bounded bool
+	log     *slog.Logger
+
+	// Rebuild scheduling (slow path, consistent_hash only).
+	mu      sync.Mutex
+	dirty   bool // a member changed Up since the running rebuild started
+	running bool // a rebuild goroutine is live
+	closed  bool
+	wg      sync.WaitGroup
+	buildMu sync.Mutex // serialises table builds
+	builds  atomic.Int64
+
+	// total is the pool's in-flight count under bounded loads; it is written
+	// on every request, so it sits on its own cache line.
+	_     [64]byte
+	total atomic.Int64
+	_     [56]byte
 }
 
 // NewPool builds a pool over members with opts. Members keep their order;
-// Pick returns indices into Members().
+// Pick returns indices into Members(). It returns an error, naming the
+// problem, when members is empty, a backend is nil, a weight is out of
+// range, or opts are invalid for the strategy. NewPool keeps members (the
+// caller must not modify the slice afterwards).
 func NewPool(members []Member, opts Options) (*Pool, error) {
 	if len(members) == 0 {
 		return nil, errors.New("balancer: pool needs at least one backend")
 	}
-	for _, m := range members {
-		if m.Weight < 1 {
-			return nil, fmt.Errorf("balancer: backend %s: weight %d is below 1", m.Backend.Address(), m.Weight)
+	for i, m := range members {
+		if m.Backend == nil {
+			return nil, fmt.Errorf("balancer: member %d: nil backend", i)
+		}
+		if m.Weight < 1 || m.Weight > MaxWeight {
+			return nil, fmt.Errorf("balancer: backend %s: weight %d is outside 1..%d", m.Backend.Address(), m.Weight, MaxWeight)
 		}
 	}
-	p := &Pool{members: members}
+	p := &Pool{members: members, log: opts.Logger}
+	if p.log == nil {
+		p.log = slog.Default()
+	}
 	switch opts.Strategy {
 	case "", RoundRobin:
 		p.picker = newWeightedRoundRobin(members)
+	case LeastConn:
+		p.picker = newLeastConn(members)
+	case ConsistentHash:
+		c := opts.BoundedLoad
+		if c != 0 && (math.IsNaN(c) || math.IsInf(c, 0) || c <= 1) {
+			return nil, fmt.Errorf("balancer: bounded load %v is not above 1", c)
+		}
+		if len(members) > maxHashMembers {
+			return nil, fmt.Errorf("balancer: %d backends exceed the consistent_hash limit of %d", len(members), maxHashMembers)
+		}
+		size, err := tableSize(opts.TableSize, len(members), reducedWeight(members))
+		if err != nil {
+			return nil, err
+		}
+		p.bounded = c != 0
+		p.hash = newMaglev(members, size, c, &p.total)
+		p.picker = p.hash
+		// Watch first, then build: a change that lands in between
+		// schedules a rebuild that waits on buildMu and reads the new state.
+		for _, m := range members {
+			m.Backend.watch(p)
+		}
+		p.rebuild()
 	default:
 		return nil, fmt.Errorf("balancer: unknown strategy %q", opts.Strategy)
-	}
-	for _, m := range members {
-		m.Backend.watch(p)
 	}
 	return p, nil
 }
@@ -79,18 +172,134 @@ func NewPool(members []Member, opts Options) (*Pool, error) {
 func (p *Pool) Members() []Member { return p.members }
 
 // Pick returns the index of the member to use for key, avoiding the members
-// in tried (a bitmask of index % 64), or -1 when none is up.
+// in tried (a bitmask of index % 64), or -1 when none is up. Members in
+// tried are returned only when no other member is up. Pick does not count
+// the request: follow it with Acquire, or use PickAcquire.
 func (p *Pool) Pick(key uint64, tried uint64) int { return p.picker.Pick(key, tried) }
 
-// Close stops the pool from watching its backends' state.
-func (p *Pool) Close() {
-	for _, m := range p.members {
-		m.Backend.unwatch(p)
+// PickAcquire is Pick followed by Acquire of the chosen member, or -1 (and
+// nothing acquired) when no member is up. Under bounded loads the capacity
+// test and the increment are one compare-and-swap, so concurrent requests
+// cannot push a member past its bound as Pick-then-Acquire can. Pair a
+// result >= 0 with Release.
+func (p *Pool) PickAcquire(key uint64, tried uint64) int {
+	if p.bounded {
+		i, _, _ := p.hash.pickAcquire(key, tried)
+		return i
+	}
+	i := p.picker.Pick(key, tried)
+	if i >= 0 {
+		p.members[i].Backend.Acquire()
+	}
+	return i
+}
+
+// Acquire counts one in-flight request on member i (an index from Pick) in
+// the backend's InFlight and, under bounded loads, in the pool's total. Pair
+// it with Release(i). i must be a valid index.
+func (p *Pool) Acquire(i int) {
+	// Total first, member second; Release undoes them in the opposite
+	// order, so the total always covers the members' counts (maglev.pickAcquire).
+	if p.bounded {
+		p.total.Add(1)
+	}
+	p.members[i].Backend.Acquire()
+}
+
+// Release counts one in-flight request on member i as done: once per Acquire
+// or successful PickAcquire of the same pool, never more.
+func (p *Pool) Release(i int) {
+	p.members[i].Backend.Release()
+	if p.bounded {
+		p.total.Add(-1)
 	}
 }
 
-func (p *Pool) stateChanged() {
-	if p.onChange != nil {
-		p.onChange()
+// InFlight is the pool's in-flight total under bounded loads (requests
+// counted through this pool's Acquire and PickAcquire), else the sum of its
+// members' InFlight.
+func (p *Pool) InFlight() int64 {
+	if p.bounded {
+		return p.total.Load()
 	}
+	var n int64
+	for _, m := range p.members {
+		n += m.Backend.InFlight()
+	}
+	return n
+}
+
+// Close stops the pool from watching its backends' state and waits for a
+// table rebuild in progress to finish. The pool stays usable: Pick keeps
+// using the last table. Close is idempotent and safe to call concurrently.
+func (p *Pool) Close() {
+	if p.hash == nil {
+		return
+	}
+	for _, m := range p.members {
+		m.Backend.unwatch(p)
+	}
+	p.mu.Lock()
+	p.closed = true
+	p.mu.Unlock()
+	p.wg.Wait()
+}
+
+// stateChanged runs in the goroutine that changed a member's Up state. It
+// marks the table stale and starts a rebuild goroutine unless one is live;
+// that goroutine loops until no change arrived during its last build, so a
+// burst of transitions costs one or two builds.
+func (p *Pool) stateChanged() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed || p.hash == nil {
+		return
+	}
+	p.dirty = true
+	if p.running {
+		return
+	}
+	p.running = true
+	p.wg.Add(1)
+	go p.rebuildLoop()
+}
+
+func (p *Pool) rebuildLoop() {
+	defer p.wg.Done()
+	for {
+		p.mu.Lock()
+		if p.closed || !p.dirty {
+			p.running = false
+			p.mu.Unlock()
+			return
+		}
+		p.dirty = false
+		p.mu.Unlock()
+		p.safeRebuild()
+	}
+}
+
+func (p *Pool) safeRebuild() {
+	defer func() {
+		if r := recover(); r != nil {
+			p.log.Error("balancer: rebuild maglev table", "err", r, "stack", string(debug.Stack()))
+		}
+	}()
+	p.rebuild()
+}
+
+// rebuild builds a table from the members' current Up state and publishes it.
+func (p *Pool) rebuild() {
+	p.buildMu.Lock()
+	defer p.buildMu.Unlock()
+	p.hash.table.Store(p.hash.build())
+	p.builds.Add(1)
+}
+
+// settled reports whether no rebuild is pending or running, so the table
+// reflects every Up change made before the call. Tests poll it.
+func (p *Pool) settled() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return !p.running && !p.dirty
 }
