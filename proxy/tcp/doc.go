@@ -1,0 +1,30 @@
+// Package tcp is frontdoor's Layer-4 engine: it accepts TCP connections on a
+// listener that the caller bound, picks a backend from a balancer.Pool for
+// each one, and moves bytes between the two sockets with splice(2) through a
+// kernel pipe, so payload never enters user space.
+//
+// A Server serves one listener. Its Upstream (the pool, connect timeout,
+// retries and PROXY protocol setting) is swapped atomically with SetUpstream
+// on a config reload; sessions already open keep the Upstream they started
+// with. StopAccepting, Shutdown and Close stop a Server without closing its
+// listener, which stays with the caller so it can survive reloads.
+//
+// TCP semantics are kept end to end: a FIN from one side becomes a
+// shutdown(SHUT_WR) towards the other and the session lasts until both
+// directions are done; a reset from one side is passed on as a reset (linger
+// 0) to the other; a session with no bytes in either direction for
+// Options.IdleTimeout is closed. Connect failures are retried on another
+// backend before any byte is sent. PROXY protocol v1 and v2 headers are read
+// from clients (Options.AcceptProxy) and written to backends
+// (Upstream.SendProxy) in the format HAProxy uses.
+//
+// # Memory per session
+//
+// A session holds two goroutines, two sockets and one pooled session struct.
+// It holds a pipe (two file descriptors) only while bytes are in flight: a
+// direction that finds its source empty returns the pipe to a pool before it
+// waits, so idle sessions cost no pipes and no copy buffers. (The standard
+// library's splice path, io.Copy between two *net.TCPConn, keeps a pipe per
+// direction for as long as the copy runs: six file descriptors per idle
+// session instead of two.)
+package tcp

@@ -1,0 +1,321 @@
+package tcp
+
+import (
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"github.com/cespare/xxhash/v2"
+	"golang.org/x/sys/unix"
+)
+
+// SourceKey is the consistent_hash key of a client address: xxhash64 of its
+// 16-byte form (IPv4 as ::ffff:a.b.c.d), so a client keeps its backend
+// whether it arrives over IPv4 or a dual-stack socket.
+func SourceKey(a netip.Addr) uint64 {
+	b := a.As16()
+	return xxhash.Sum64(b[:])
+}
+
+// session is one client connection and its backend connection. Sessions are
+// pooled per Server and reused; the method values they hand to RawConn are
+// bound once, when the struct is created.
+type session struct {
+	srv *Server
+	// client is set by admit and read by closeSessions under srv.mu.
+	client net.Conn
+	// backend is set once connected; closeSessions reads it concurrently.
+	backend atomic.Pointer[net.TCPConn]
+	// prev and next link the Server's live sessions; guarded by srv.mu.
+	prev, next *session
+
+	start        time.Time
+	idle         int64 // Options.IdleTimeout in nanoseconds, 0: none
+	refreshEvery int64
+	up, down     half // client to backend, backend to client
+	member       *boundMember
+	wg           sync.WaitGroup
+	runDownFn    func()
+	handleFn     func()
+
+	// PROXY protocol header in and out.
+	buf    [proxyBufLen]byte
+	hdr    proxyHeader
+	hdrErr error
+	peekFn func(uintptr) bool
+}
+
+func newSession(s *Server) *session {
+	ss := &session{srv: s}
+	ss.up.bind(ss, &ss.down)
+	ss.down.bind(ss, &ss.up)
+	ss.up.counter, ss.down.counter = s.bytesUp, s.bytesDown
+	ss.peekFn = ss.peek
+	ss.runDownFn = ss.runDown
+	ss.handleFn = ss.handle
+	return ss
+}
+
+func (ss *session) reset() {
+	ss.client = nil
+	ss.backend.Store(nil)
+	ss.member = nil
+	ss.up.reset()
+	ss.down.reset()
+	ss.hdr, ss.hdrErr = proxyHeader{}, nil
+}
+
+// handle runs a session from accept to close, then returns it to the pool.
+func (ss *session) handle() {
+	s := ss.srv
+	defer s.recoverSession()
+	defer s.finish(ss)
+	ss.serve()
+}
+
+func (s *Server) finish(ss *session) {
+	_ = ss.client.Close()
+	if b := ss.backend.Load(); b != nil {
+		_ = b.Close()
+	}
+	s.forget(ss)
+	ss.reset()
+	s.sessions.Put(ss)
+}
+
+func (ss *session) serve() {
+	s := ss.srv
+	ss.start = time.Now()
+	ss.idle, ss.refreshEvery = s.idle, s.refresh
+	client, isTCP := ss.client.(*net.TCPConn)
+	src, dst := addrPort(ss.client.RemoteAddr()), addrPort(ss.client.LocalAddr())
+	if s.opts.AcceptProxy {
+		if !isTCP || !ss.readProxyHeader(client) {
+			s.rejectedProxy.Inc()
+			return
+		}
+		if !ss.hdr.local {
+			src, dst = ss.hdr.src, ss.hdr.dst
+		}
+	}
+	up := s.upstream.Load()
+	backend := ss.connect(up, SourceKey(src.Addr()))
+	if backend == nil {
+		return
+	}
+	defer ss.member.backend.Release()
+	if up.sendProxy != 0 {
+		hdr := appendProxyHeader(ss.buf[:0], up.sendProxy, src, dst)
+		if _, err := backend.Write(hdr); err != nil {
+			ss.member.errs[reasonConnect].Inc()
+			return
+		}
+	}
+	if !isTCP {
+		ss.copyGeneric(backend)
+		return
+	}
+	ss.splice(client, backend)
+}
+
+func addrPort(a net.Addr) netip.AddrPort {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.AddrPort()
+	}
+	return netip.AddrPort{}
+}
+
+// connect dials the pool's pick for key, retrying connect failures on
+// members not tried yet. It returns nil when every attempt failed or no
+// member is up.
+func (ss *session) connect(up *boundUpstream, key uint64) *net.TCPConn {
+	s := ss.srv
+	var tried uint64
+	for attempt := range up.attempts {
+		i := up.up.Pool.Pick(key, tried)
+		if i < 0 {
+			up.noBackend.Inc()
+			return nil
+		}
+		if attempt > 0 {
+			up.retries.Inc()
+		}
+		tried |= 1 << (uint(i) % 64)
+		m := &up.members[i]
+		m.backend.Acquire()
+		c, err := up.dial(s.ctx, i)
+		if err == nil {
+			ss.member = m
+			ss.backend.Store(c)
+			if s.forced.Load() {
+				_ = c.Close() // closeSessions may have missed it
+			}
+			if up.up.Passive != nil {
+				up.up.Passive.Success(i)
+			}
+			return c
+		}
+		m.backend.Release()
+		if s.ctx.Err() != nil {
+			return nil // Close, not the backend's fault
+		}
+		m.errs[dialReason(err)].Inc()
+		if up.up.Passive != nil {
+			up.up.Passive.Failure(i)
+		}
+		if s.log.Enabled(s.ctx, slog.LevelDebug) {
+			s.log.LogAttrs(s.ctx, slog.LevelDebug, "tcp connect",
+				slog.String("listener", s.opts.Name), slog.String("pool", up.up.PoolName),
+				slog.String("backend", m.address), slog.Any("err", err))
+		}
+	}
+	return nil
+}
+
+// splice runs both directions, this one in the calling goroutine.
+func (ss *session) splice(client, backend *net.TCPConn) {
+	crc, err1 := client.SyscallConn()
+	brc, err2 := backend.SyscallConn()
+	if err1 != nil || err2 != nil {
+		return
+	}
+	ss.up.src, ss.up.dst, ss.up.srcRC, ss.up.dstRC = client, backend, crc, brc
+	ss.down.src, ss.down.dst, ss.down.srcRC, ss.down.dstRC = backend, client, brc, crc
+	ss.down.fromBackend = true
+	if ss.idle > 0 {
+		dl := ss.start.Add(time.Duration(ss.idle))
+		_ = client.SetDeadline(dl)
+		_ = backend.SetDeadline(dl)
+	}
+	ss.wg.Add(1)
+	go ss.runDownFn()
+	ss.up.finish(ss.up.run())
+	ss.wg.Wait()
+}
+
+func (ss *session) runDown() {
+	defer ss.wg.Done()
+	defer ss.srv.recoverSession()
+	ss.down.finish(ss.down.run())
+}
+
+// finish acts on how a direction ended: a FIN becomes a shutdown(SHUT_WR)
+// towards the destination, a reset becomes a reset of the other socket, and
+// anything else closes both.
+func (h *half) finish(end int) {
+	h.release()
+	h.flush()
+	switch end {
+	case endEOF:
+		_ = h.dst.CloseWrite()
+		return
+	case endReadReset:
+		_ = h.dst.SetLinger(0)
+		if h.fromBackend {
+			h.s.member.errs[reasonReset].Inc()
+		}
+	case endWriteReset:
+		_ = h.src.SetLinger(0)
+		if !h.fromBackend {
+			h.s.member.errs[reasonReset].Inc()
+		}
+	}
+	_ = h.src.Close()
+	_ = h.dst.Close()
+}
+
+// flush adds the bytes moved since the last flush to the metrics.
+func (h *half) flush() {
+	d := h.moved - h.flushed
+	if d == 0 {
+		return
+	}
+	h.flushed = h.moved
+	h.counter.Add(float64(d))
+	h.s.srv.spliced.Add(d)
+}
+
+// copyGeneric serves a client connection that is not a *net.TCPConn with
+// io.Copy (no splice, no idle timeout).
+func (ss *session) copyGeneric(backend *net.TCPConn) {
+	client := ss.client
+	ss.wg.Add(1)
+	go func() {
+		defer ss.wg.Done()
+		n, _ := io.Copy(client, backend)
+		ss.srv.bytesDown.Add(float64(n))
+		ss.srv.copied.Add(n)
+		if cw, ok := client.(interface{ CloseWrite() error }); ok {
+			_ = cw.CloseWrite()
+		} else {
+			_ = client.Close()
+		}
+	}()
+	n, _ := io.Copy(backend, client)
+	ss.srv.bytesUp.Add(float64(n))
+	ss.srv.copied.Add(n)
+	_ = backend.CloseWrite()
+	ss.wg.Wait()
+}
+
+// readProxyHeader reads the client's PROXY protocol header into ss.hdr. It
+// peeks until the header is complete and then consumes exactly its bytes,
+// so nothing after it is buffered in user space and splice starts at the
+// first payload byte.
+func (ss *session) readProxyHeader(c *net.TCPConn) bool {
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return false
+	}
+	_ = c.SetReadDeadline(ss.start.Add(ss.srv.opts.ProxyHeaderTimeout))
+	if err := rc.Read(ss.peekFn); err != nil || ss.hdrErr != nil {
+		return false
+	}
+	for left := ss.hdr.length; left > 0; {
+		n, err := c.Read(ss.buf[:min(left, len(ss.buf))])
+		left -= n
+		if err != nil {
+			return false
+		}
+	}
+	_ = c.SetReadDeadline(time.Time{})
+	return true
+}
+
+func (ss *session) peek(fd uintptr) bool {
+	for {
+		n, err := recvPeek(int(fd), ss.buf[:])
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			return false
+		case err != nil:
+			ss.hdrErr = err
+			return true
+		case n == 0:
+			ss.hdrErr = io.ErrUnexpectedEOF
+			return true
+		}
+		ss.hdr, ss.hdrErr = parseProxyHeader(ss.buf[:n])
+		// A valid prefix: wait for more bytes (parse rejects a prefix that
+		// has outgrown the longest header, so the buffer cannot fill up).
+		return ss.hdrErr != errProxyShort
+	}
+}
+
+// recvPeek is recv(fd, b, MSG_PEEK|MSG_DONTWAIT) without the allocations
+// of unix.Recvfrom.
+func recvPeek(fd int, b []byte) (int, error) {
+	n, _, e := unix.Syscall6(unix.SYS_RECVFROM, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)),
+		unix.MSG_PEEK|unix.MSG_DONTWAIT, 0, 0)
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}

@@ -1,0 +1,161 @@
+package tcp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"frontdoor/balancer"
+	"frontdoor/config"
+	"frontdoor/metrics"
+)
+
+// Reporter receives the outcome of each backend connect by member index
+// (an index into Pool.Members()), for passive ejection. health.Ejector
+// satisfies it. Both methods are called from session goroutines, so they
+// must be safe for concurrent use, must not block, and must not allocate if
+// the engine is to stay allocation-free.
+type Reporter interface {
+	Success(member int)
+	Failure(member int)
+}
+
+// Upstream is where a listener forwards connections. Fill it in, hand it to
+// NewServer or Server.SetUpstream, and do not change it afterwards: sessions
+// read it without locks. The zero value is not usable: Pool is required.
+type Upstream struct {
+	// PoolName is the pool label of the metrics.
+	PoolName string
+	// Pool picks a member for each connection: round robin, least_conn
+	// (the engine holds Backend.Acquire for the life of each session, so
+	// in-flight counts are open connections) or consistent_hash, whose key
+	// is SourceKey of the client address. Required.
+	Pool *balancer.Pool
+	// ConnectTimeout bounds one backend dial; default DefaultConnectTimeout.
+	ConnectTimeout time.Duration
+	// Retries is how many more backends are tried after a failed connect,
+	// each a member not tried yet when one is up. Connect failures only:
+	// once connected, no byte of the client is ever sent twice. Default 0.
+	Retries int
+	// SendProxy writes a PROXY protocol header to each backend before any
+	// client byte: "" (none), ProxyV1 or ProxyV2. It carries the client
+	// address (from the client's PROXY header with AcceptProxy) and the
+	// address the client connected to.
+	SendProxy string
+	// Passive, if set, hears about every connect success and failure.
+	Passive Reporter
+}
+
+// UpstreamFor returns the Upstream of a tcp listener lc forwarding to the
+// pool built from pc.
+func UpstreamFor(lc *config.Listener, pc *config.Pool, pool *balancer.Pool, passive Reporter) *Upstream {
+	return &Upstream{
+		PoolName:       pc.Name,
+		Pool:           pool,
+		ConnectTimeout: pc.ConnectTimeout.Duration,
+		Retries:        pc.Retries,
+		SendProxy:      lc.SendProxy,
+		Passive:        passive,
+	}
+}
+
+// Reasons of upstream_errors_total counted by the engine.
+const (
+	reasonConnect = iota // dial failed otherwise
+	reasonRefused        // ECONNREFUSED
+	reasonTimeout        // connect timeout
+	reasonReset          // the backend reset an open session
+	numReasons
+)
+
+var reasonNames = [numReasons]string{"connect", "refused", "timeout", "reset"}
+
+// boundUpstream is an Upstream with everything a session needs precomputed:
+// parsed addresses and metric children.
+type boundUpstream struct {
+	up        *Upstream
+	dialer    net.Dialer
+	attempts  int
+	sendProxy int // 0, 1 or 2
+	members   []boundMember
+	retries   prometheus.Counter
+	noBackend prometheus.Counter
+}
+
+type boundMember struct {
+	backend *balancer.Backend
+	// addr is the parsed address; when the configured one is a host name it
+	// is invalid and dials go through the resolver with address.
+	addr    netip.AddrPort
+	address string
+	errs    [numReasons]prometheus.Counter
+}
+
+func (up *Upstream) bind(m *metrics.Metrics) *boundUpstream {
+	if up == nil || up.Pool == nil {
+		panic("tcp: Upstream without a Pool")
+	}
+	b := &boundUpstream{up: up, attempts: 1 + max(up.Retries, 0)}
+	b.dialer.Timeout = up.ConnectTimeout
+	if b.dialer.Timeout <= 0 {
+		b.dialer.Timeout = DefaultConnectTimeout
+	}
+	switch up.SendProxy {
+	case "":
+	case ProxyV1:
+		b.sendProxy = 1
+	case ProxyV2:
+		b.sendProxy = 2
+	default:
+		panic(fmt.Sprintf("tcp: unknown send_proxy %q", up.SendProxy))
+	}
+	b.retries = m.RetriesTotal.WithLabelValues(up.PoolName)
+	b.noBackend = m.UpstreamErrors.WithLabelValues(up.PoolName, "", "no_backend")
+	for _, mem := range up.Pool.Members() {
+		bm := boundMember{backend: mem.Backend, address: mem.Backend.Address()}
+		if ap, err := netip.ParseAddrPort(bm.address); err == nil {
+			bm.addr = ap
+		}
+		for r := range numReasons {
+			bm.errs[r] = m.UpstreamErrors.WithLabelValues(up.PoolName, bm.address, reasonNames[r])
+		}
+		b.members = append(b.members, bm)
+	}
+	return b
+}
+
+// dial connects to member i.
+func (b *boundUpstream) dial(ctx context.Context, i int) (*net.TCPConn, error) {
+	m := &b.members[i]
+	if m.addr.IsValid() {
+		return b.dialer.DialTCP(ctx, "tcp", netip.AddrPort{}, m.addr)
+	}
+	c, err := b.dialer.DialContext(ctx, "tcp", m.address)
+	if err != nil {
+		return nil, err
+	}
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		_ = c.Close()
+		return nil, fmt.Errorf("dial backend %s: not a tcp connection", m.address)
+	}
+	return tc, nil
+}
+
+// dialReason classifies a dial error for upstream_errors_total.
+func dialReason(err error) int {
+	switch {
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return reasonRefused
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded):
+		return reasonTimeout
+	}
+	return reasonConnect
+}
