@@ -26,5 +26,5 @@
 //
 //	sidebyside [-quick] [-rounds 3] [-d 10s] [-workloads small-64,l4-1] [-targets frontdoor]
 //	           [-frontdoor bin/frontdoor] [-minproxy bench/out/minproxy] [-out bench/RESULTS.md]
-//	           [-profile DIR] [-keep] [-list]
+//	           [-perf DIR] [-keep] [-list]
 package main

@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -33,7 +32,7 @@ type options struct {
 	CPUProxy     string
 	CPULoad      string
 	Keep         bool
-	ProfileDir   string
+	PerfDir      string
 	Command      string
 }
 
@@ -51,7 +50,7 @@ func main() {
 	flag.StringVar(&o.CPUProxy, "cpu-proxy", "1", "CPU list (taskset) of the proxy under test")
 	flag.StringVar(&o.CPULoad, "cpu-load", "0", "CPU list of the load generator and the backend")
 	flag.BoolVar(&o.Keep, "keep", false, "keep the temp dir with configs and logs")
-	flag.StringVar(&o.ProfileDir, "profile", "", "save a CPU profile of frontdoor per HTTP workload here (from its admin /debug/pprof/profile)")
+	flag.StringVar(&o.PerfDir, "perf", "", "record each proxy with `perf record -g` during its measured runs into this dir (adds load; figures are then not comparable)")
 	flag.StringVar(&o.Command, "command", "", "command named in the report (default: this command line)")
 	list := flag.Bool("list", false, "list workloads and targets, then exit")
 	flag.Parse()
@@ -216,8 +215,8 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
-	if o.ProfileDir != "" {
-		if err := os.MkdirAll(o.ProfileDir, 0o755); err != nil {
+	if o.PerfDir != "" {
+		if err := os.MkdirAll(o.PerfDir, 0o755); err != nil {
 			return err
 		}
 	}
@@ -313,12 +312,12 @@ func runOne(ctx context.Context, o options, e *env, t target, w workload, round 
 			return fail(err)
 		}
 	}
-	var profDone chan error
-	if o.ProfileDir != "" && l.AdminURL != "" && !w.L4 {
-		profDone = make(chan error, 1)
-		go func() {
-			profDone <- fetchProfile(ctx, l.AdminURL, filepath.Join(o.ProfileDir, fmt.Sprintf("frontdoor-%s-r%d.pprof", w.Name, round)), o.Duration)
-		}()
+	var perf *proc
+	if o.PerfDir != "" && p != nil {
+		perf = startPerf(o, p.pid(), filepath.Join(o.PerfDir, fmt.Sprintf("%s-%s-r%d.perf.data", t.Name, w.Name, round)))
+		if perf != nil {
+			defer perf.stop(5 * time.Second)
+		}
 	}
 	if w.L4 {
 		r, out, err := runIperf(ctx, o.CPULoad, port, w.Streams, o.Duration)
@@ -347,39 +346,27 @@ func runOne(ctx context.Context, o options, e *env, t target, w workload, round 
 		s.CPU = after.CPU - before.CPU
 		s.HWMKiB = after.HWMKiB
 	}
-	if profDone != nil {
-		if err := <-profDone; err != nil {
-			fmt.Fprintln(os.Stderr, "profile:", err)
+	if perf != nil {
+		select {
+		case <-perf.done:
+		case <-time.After(10 * time.Second):
 		}
 	}
 	return s
 }
 
-// fetchProfile saves a CPU profile of d (less a second) from a Go admin
-// server's /debug/pprof/profile.
-func fetchProfile(ctx context.Context, base, path string, d time.Duration) error {
-	secs := max(1, int(d/time.Second)-1)
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", base, secs), nil)
+// startPerf starts `perf record` on pid for the length of one measured run,
+// pinned to the load CPU. It returns nil (and says why) when perf cannot
+// start.
+func startPerf(o options, pid int, out string) *proc {
+	secs := max(1, int(o.Duration.Round(time.Second)/time.Second))
+	p, err := startProc("perf", o.CPULoad, []string{"perf", "record", "-e", "cpu-clock", "-F", "999", "-g",
+		"-p", strconv.Itoa(pid), "-o", out, "--", "sleep", strconv.Itoa(secs)}, nil, out+".log")
 	if err != nil {
-		return err
+		fmt.Fprintln(os.Stderr, "perf:", err)
+		return nil
 	}
-	resp, err := (&http.Client{Timeout: d + 10*time.Second}).Do(req)
-	if err != nil {
-		return fmt.Errorf("fetch frontdoor profile: %w", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("fetch frontdoor profile: %s (does the admin server offer /debug/pprof?)", resp.Status)
-	}
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(f, resp.Body); err != nil {
-		f.Close()
-		return fmt.Errorf("save profile %s: %w", path, err)
-	}
-	return f.Close()
+	return p
 }
 
 func lastLine(out []byte) string {

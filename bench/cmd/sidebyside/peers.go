@@ -28,9 +28,6 @@ type target struct {
 // launch is how to start one target.
 type launch struct {
 	Argv, Env []string
-	// AdminURL, when set, is the base URL of the target's admin server
-	// (frontdoor), for CPU profiles.
-	AdminURL string
 }
 
 // httpTargets are compared on the HTTP workloads; the first is the baseline.
@@ -72,8 +69,8 @@ func frontdoorBin(e *env) (string, error) {
 }
 
 // frontdoorConfig returns frontdoor's TOML for an http listener on port
-// forwarding to the nginx backend. The admin listener gets a port of its own
-// so a CPU profile can be taken from it while a workload runs.
+// forwarding to the nginx backend (mode "http") or a tcp listener forwarding
+// to the iperf3 server (mode "tcp"). adminPort 0 turns the admin server off.
 func frontdoorConfig(port, adminPort, backendPort int, mode string) string {
 	admin := `bind = "off"`
 	if adminPort > 0 {
@@ -132,7 +129,7 @@ func frontdoorHTTP(e *env, port int) (launch, error) {
 		return launch{}, err
 	}
 	p, err := writeFile(e.Dir, "frontdoor-http.toml", frontdoorConfig(port, admin, e.BackendPort, "http"))
-	return launch{Argv: []string{bin, "-config", p}, Env: goEnv, AdminURL: "http://" + addr(admin)}, err
+	return launch{Argv: []string{bin, "-config", p}, Env: goEnv}, err
 }
 
 func frontdoorTCP(e *env, port int) (launch, error) {
