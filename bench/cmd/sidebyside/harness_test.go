@@ -212,6 +212,18 @@ func TestParseIperf(t *testing.T) {
 	}
 }
 
+func TestParseCPUStat(t *testing.T) {
+	t.Parallel()
+	stat := "cpu  100 2 30 4000 5 6 7 8 0 0\ncpu0 50 1 15 2000 2 3 3 4 0 0\ncpu1 50 1 15 2000 3 3 4 4 0 0\nintr 1 2\n"
+	got, err := parseCPUStat([]byte(stat), "1")
+	if err != nil || got != (cpuTimes{Busy: 66, Steal: 4}) {
+		t.Fatalf("parseCPUStat = %+v, %v", got, err)
+	}
+	if _, err := parseCPUStat([]byte(stat), "2"); err == nil {
+		t.Fatal("parseCPUStat of a missing CPU: want error")
+	}
+}
+
 func TestListening(t *testing.T) {
 	t.Parallel()
 	table := `  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode

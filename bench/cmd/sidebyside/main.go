@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -50,7 +51,7 @@ func main() {
 	flag.StringVar(&o.CPUProxy, "cpu-proxy", "1", "CPU list (taskset) of the proxy under test")
 	flag.StringVar(&o.CPULoad, "cpu-load", "0", "CPU list of the load generator and the backend")
 	flag.BoolVar(&o.Keep, "keep", false, "keep the temp dir with configs and logs")
-	flag.StringVar(&o.PerfDir, "perf", "", "record each proxy with `perf record -g` during its measured runs into this dir (adds load; figures are then not comparable)")
+	flag.StringVar(&o.PerfDir, "perf", "", "record each proxy with perf record -g during its measured runs into `DIR` (adds load: figures are then not comparable)")
 	flag.StringVar(&o.Command, "command", "", "command named in the report (default: this command line)")
 	list := flag.Bool("list", false, "list workloads and targets, then exit")
 	flag.Parse()
@@ -264,10 +265,10 @@ func progress(s sample) string {
 		return "n/a: " + oneLine(s.Err)
 	}
 	if s.Workload != "" && strings.HasPrefix(s.Workload, "l4") {
-		return fmt.Sprintf("%.2f Gbit/s, cpu %.2fs", s.Iperf.End.SumReceived.BitsPerSecond/1e9, s.CPU.Seconds())
+		return fmt.Sprintf("%.2f Gbit/s, cpu %.2fs, noise %.0f%%", s.Iperf.End.SumReceived.BitsPerSecond/1e9, s.CPU.Seconds(), noisePct(s))
 	}
-	return fmt.Sprintf("%.0f req/s, %.2f µs/req, p99 %.2f ms, errors %d, rss %.1f MiB",
-		s.Wrk.RPS(), cpuPerReqUS(s), s.Wrk.P99US/1000, s.Wrk.Errors(), rssMiB(s))
+	return fmt.Sprintf("%.0f req/s, %.2f µs/req, p99 %.2f ms, errors %d, rss %.1f MiB, noise %.0f%%",
+		s.Wrk.RPS(), cpuPerReqUS(s), s.Wrk.P99US/1000, s.Wrk.Errors(), rssMiB(s), noisePct(s))
 }
 
 // runOne starts target t, runs workload w through it and stops it.
@@ -312,6 +313,8 @@ func runOne(ctx context.Context, o options, e *env, t target, w workload, round 
 			return fail(err)
 		}
 	}
+	cpuBefore, cpuErr := readCPUStat(o.CPUProxy)
+	wallStart := time.Now()
 	var perf *proc
 	if o.PerfDir != "" && p != nil {
 		perf = startPerf(o, p.pid(), filepath.Join(o.PerfDir, fmt.Sprintf("%s-%s-r%d.perf.data", t.Name, w.Name, round)))
@@ -346,6 +349,11 @@ func runOne(ctx context.Context, o options, e *env, t target, w workload, round 
 		s.CPU = after.CPU - before.CPU
 		s.HWMKiB = after.HWMKiB
 	}
+	s.Other = math.NaN()
+	if cpuAfter, err := readCPUStat(o.CPUProxy); err == nil && cpuErr == nil {
+		other := time.Duration(cpuAfter.Busy-cpuBefore.Busy+cpuAfter.Steal-cpuBefore.Steal)*tick - s.CPU
+		s.Other = max(0, other.Seconds()/time.Since(wallStart).Seconds())
+	}
 	if perf != nil {
 		select {
 		case <-perf.done:
@@ -353,6 +361,19 @@ func runOne(ctx context.Context, o options, e *env, t target, w workload, round 
 		}
 	}
 	return s
+}
+
+// readCPUStat reads the /proc/stat times of cpu, which must be a single CPU
+// number.
+func readCPUStat(cpu string) (cpuTimes, error) {
+	if _, err := strconv.Atoi(cpu); err != nil {
+		return cpuTimes{}, fmt.Errorf("cpu %q is not a single CPU", cpu)
+	}
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return cpuTimes{}, err
+	}
+	return parseCPUStat(b, cpu)
 }
 
 // startPerf starts `perf record` on pid for the length of one measured run,

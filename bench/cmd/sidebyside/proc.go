@@ -129,3 +129,30 @@ func clockTick() time.Duration {
 	}
 	return 10 * time.Millisecond
 }
+
+// cpuTimes is one "cpuN" line of /proc/stat, in clock ticks.
+type cpuTimes struct {
+	Busy  uint64 // user + nice + system (time spent running tasks)
+	Steal uint64 // time the hypervisor ran something else
+}
+
+// parseCPUStat returns the times of CPU cpu (e.g. "1") from /proc/stat.
+func parseCPUStat(b []byte, cpu string) (cpuTimes, error) {
+	want := "cpu" + cpu
+	for line := range bytes.Lines(b) {
+		f := strings.Fields(string(line))
+		if len(f) < 9 || f[0] != want {
+			continue
+		}
+		var v [8]uint64
+		for i := range v {
+			n, err := strconv.ParseUint(f[i+1], 10, 64)
+			if err != nil {
+				return cpuTimes{}, fmt.Errorf("stat: %s field %d: %w", want, i+1, err)
+			}
+			v[i] = n
+		}
+		return cpuTimes{Busy: v[0] + v[1] + v[2], Steal: v[7]}, nil
+	}
+	return cpuTimes{}, fmt.Errorf("stat: no %s line", want)
+}

@@ -17,6 +17,10 @@ type sample struct {
 	HWMKiB   int64
 	Wrk      wrkResult
 	Iperf    iperfResult
+	// Other is the share (0..1) of the run's wall time that the proxy's CPU
+	// spent running other processes or stolen by the hypervisor: noise.
+	// NaN when unknown.
+	Other float64
 }
 
 func (s sample) ok() bool { return s.Err == "" }
@@ -50,7 +54,10 @@ var httpMetrics = []metric{
 	{Head: "p99 ms", Ratio: true, Fmt: "%.2f", Get: func(s sample) float64 { return s.Wrk.P99US / 1000 }},
 	{Head: "peak RSS MiB", Ratio: true, Fmt: "%.1f", Get: rssMiB},
 	{Head: "errors", Fmt: "%.0f", Get: func(s sample) float64 { return float64(s.Wrk.Errors()) }},
+	{Head: "noise %", Fmt: "%.0f", Get: noisePct},
 }
+
+func noisePct(s sample) float64 { return 100 * s.Other }
 
 var l4Metrics = []metric{
 	{Head: "CPU s/GB", Ratio: true, Fmt: "%.3f", Get: func(s sample) float64 {
@@ -61,6 +68,7 @@ var l4Metrics = []metric{
 	}},
 	{Head: "Gbit/s", Ratio: true, Fmt: "%.2f", Get: func(s sample) float64 { return s.Iperf.End.SumReceived.BitsPerSecond / 1e9 }},
 	{Head: "peak RSS MiB", Ratio: true, Fmt: "%.1f", Get: rssMiB},
+	{Head: "noise %", Fmt: "%.0f", Get: noisePct},
 }
 
 // meta is the header of the report.
@@ -195,7 +203,9 @@ func render(m meta, workloads []workload, httpTs, l4Ts []target, samples []sampl
 		fmt.Fprintf(&b, "| %s | %s |\n", kv[0], oneLine(kv[1]))
 	}
 	b.WriteString("\nCells are the median over rounds with (min–max); ratios are taken against HAProxy in the same round, " +
-		"then summarised the same way. Lower is better for CPU, latency and RSS; higher for req/s and Gbit/s.\n\n")
+		"then summarised the same way. Lower is better for CPU, latency and RSS; higher for req/s and Gbit/s. " +
+		"noise % is the share of the run the proxy's CPU spent on other processes (or stolen by the hypervisor); " +
+		"above a few percent, distrust that row.\n\n")
 	var http, l4 []workload
 	for _, w := range workloads {
 		if w.L4 {
