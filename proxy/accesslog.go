@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"os"
 	"strconv"
-	"sync"
 	"time"
 	"unicode/utf8"
 )
@@ -21,7 +20,7 @@ import (
 type AccessLog struct {
 	target  string // "stdout" or a file path
 	lines   chan *[]byte
-	pool    sync.Pool
+	free    chan *[]byte // recycled line buffers
 	dropped func()
 	reopen  chan chan error
 	done    chan struct{}
@@ -46,12 +45,12 @@ func NewAccessLog(ctx context.Context, target string, dropped func(), logger *sl
 	a := &AccessLog{
 		target:  target,
 		lines:   make(chan *[]byte, accessLogQueue),
+		free:    make(chan *[]byte, accessLogQueue),
 		dropped: dropped,
 		reopen:  make(chan chan error),
 		done:    make(chan struct{}),
 		logger:  logger,
 	}
-	a.pool.New = func() any { b := make([]byte, 0, 512); return &b }
 	go a.run(ctx, w)
 	return a, nil
 }
@@ -101,8 +100,7 @@ func (a *AccessLog) run(ctx context.Context, w io.WriteCloser) {
 		if _, err := bw.Write(*line); err != nil {
 			a.logger.Warn("write access log", "err", err)
 		}
-		*line = (*line)[:0]
-		a.pool.Put(line)
+		a.recycle(line)
 	}
 	for {
 		select {
@@ -164,16 +162,35 @@ func (a *AccessLog) log(rec *accessRecord) {
 	if a == nil {
 		return
 	}
-	bp := a.pool.Get().(*[]byte)
-	b := appendAccessRecord((*bp)[:0], rec)
-	*bp = b
+	var bp *[]byte
+	select {
+	case bp = <-a.free:
+	default:
+		// Only while warming up: afterwards the writer recycles buffers.
+		b := make([]byte, 0, 512)
+		bp = &b
+	}
+	*bp = appendAccessRecord((*bp)[:0], rec)
 	select {
 	case a.lines <- bp:
 	default:
-		a.pool.Put(bp)
+		a.recycle(bp)
 		if a.dropped != nil {
 			a.dropped()
 		}
+	}
+}
+
+// recycle returns a line buffer for reuse. A free list on a channel, rather
+// than a sync.Pool, because the buffers move from request goroutines to the
+// writer and back: a pool's per-P caches would keep allocating on one side.
+func (a *AccessLog) recycle(bp *[]byte) {
+	if cap(*bp) > 4096 {
+		return // an unusually long line: let it go
+	}
+	select {
+	case a.free <- bp:
+	default:
 	}
 }
 
@@ -211,16 +228,35 @@ func appendAccessRecord(b []byte, r *accessRecord) []byte {
 
 func appendJSONStr(b []byte, s string) []byte {
 	b = append(b, '"')
-	for i := 0; i < len(s); i++ {
-		b = appendJSONByte(b, s[i])
+	if plainJSON(s) {
+		b = append(b, s...)
+	} else {
+		for i := 0; i < len(s); i++ {
+			b = appendJSONByte(b, s[i])
+		}
 	}
 	return append(b, '"')
+}
+
+// plainJSON reports whether s needs no escaping: printable ASCII without
+// quotes or backslashes, the common case for hosts, paths and names.
+func plainJSON[T string | []byte](s T) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return true
 }
 
 // appendJSONString appends s as a JSON string. Bytes that are not valid
 // UTF-8 become U+FFFD, so a hostile path cannot break the line.
 func appendJSONString(b []byte, s []byte) []byte {
 	b = append(b, '"')
+	if plainJSON(s) {
+		b = append(b, s...)
+		return append(b, '"')
+	}
 	for i := 0; i < len(s); {
 		c := s[i]
 		if c < utf8.RuneSelf {

@@ -235,11 +235,17 @@ func classifyUpstreamError(err error, req *fasthttp.Request) (status, reason int
 		return fasthttp.StatusBadGateway, reasonConnect, true
 	}
 	if errors.Is(err, fasthttp.ErrConnectionClosed) || errors.Is(err, io.EOF) ||
-		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE) {
+		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, errConnReset) || errors.Is(err, errBrokenPipe) {
 		return fasthttp.StatusBadGateway, reasonReset, isIdempotent(req.Header.Method())
 	}
 	return fasthttp.StatusBadGateway, reasonOther, false
 }
+
+// Boxed once, so that classifying an error does not allocate.
+var (
+	errConnReset  error = syscall.ECONNRESET
+	errBrokenPipe error = syscall.EPIPE
+)
 
 func isIdempotent(method []byte) bool {
 	switch string(method) {
