@@ -63,10 +63,10 @@ func newUpstream(key, addr string, p *config.Pool, be *balancer.Backend) *upstre
 		Dial: func(a string) (net.Conn, error) {
 			return fasthttp.DialTimeout(a, connectTimeout)
 		},
-		MaxConns:                      p.MaxConnectionsPerBackend,
-		MaxIdleConnDuration:           p.IdleTimeout.Duration,
-		NoDefaultUserAgentHeader:      true,
-		DisablePathNormalizing:        true,
+		MaxConns:                 p.MaxConnectionsPerBackend,
+		MaxIdleConnDuration:      p.IdleTimeout.Duration,
+		NoDefaultUserAgentHeader: true,
+		DisablePathNormalizing:   true,
 		// One attempt: frontdoor retries on another backend itself, and a
 		// retry inside fasthttp would hit the same backend.
 		MaxIdemponentCallAttempts: 1,
