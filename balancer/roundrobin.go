@@ -22,18 +22,23 @@ func newWeightedRoundRobin(members []Member) *weightedRoundRobin {
 	for _, m := range members {
 		g = gcd(g, m.Weight)
 	}
+	n := int64(len(members))
 	h := make(turnHeap, len(members))
 	total := 0
 	for i, m := range members {
-		h[i] = turn{member: int32(i), weight: int64(m.Weight / g)}
+		h[i] = turn{member: int32(i), weight: int64(m.Weight / g), phase: 2*int64(i) + 1, span: 2 * n}
 		total += m.Weight / g
 	}
 	heap.Init(&h)
-	// Earliest deadline first (stride scheduling): member i's k-th turn is
-	// due at k / weight_i; ties go to the lower index. Over one cycle of
-	// total turns every member gets exactly its weight, spread evenly, in
-	// O(total x log n) rather than the O(total x n) of nginx's smooth
-	// weighted round robin.
+	// Earliest deadline first (stride scheduling): member i's k-th turn
+	// (k from 0) is due at (k + phase_i) / weight_i, with phases
+	// (2i+1)/2n staggered over (0, 1) so that members of equal weight do
+	// not fall due together. Each member has exactly weight_i deadlines in
+	// every unit interval, so one cycle of total turns gives every member
+	// exactly its weight, and a heavy member's turns interleave with the
+	// light ones: weights 5:1:1:1:1 give a a b a c a d a e. It costs
+	// O(total x log n), where nginx's smooth weighted round robin costs
+	// O(total x n).
 	schedule := make([]int32, 0, total)
 	for range total {
 		schedule = append(schedule, h[0].member)
@@ -44,19 +49,21 @@ func newWeightedRoundRobin(members []Member) *weightedRoundRobin {
 }
 
 // turn is one member's position in the round-robin schedule build: its next
-// turn is due at (done+1) / weight.
+// turn is due at (done + phase/span) / weight.
 type turn struct {
 	member int32
 	weight int64
 	done   int64
+	phase  int64
+	span   int64
 }
 
 type turnHeap []turn
 
 func (h turnHeap) Len() int { return len(h) }
 func (h turnHeap) Less(a, b int) bool {
-	da := (h[a].done + 1) * h[b].weight
-	db := (h[b].done + 1) * h[a].weight
+	da := (h[a].done*h[a].span + h[a].phase) * h[b].weight
+	db := (h[b].done*h[b].span + h[b].phase) * h[a].weight
 	if da != db {
 		return da < db
 	}

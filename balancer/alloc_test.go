@@ -1,0 +1,56 @@
+//go:build !race
+
+package balancer
+
+import (
+	"fmt"
+	"testing"
+)
+
+// TestPickAllocs asserts that every picker allocates nothing per request at
+// every benchmarked size: a plain pick, a retry (tried bits), a pick with
+// members down before the table rebuild, and the PickAcquire/Release cycle.
+//
+// Not parallel: AllocsPerRun refuses to run beside parallel tests.
+func TestPickAllocs(t *testing.T) {
+	for _, s := range benchStrategies {
+		for _, n := range benchSizes {
+			t.Run(fmt.Sprintf("%s/%d", s.name, n), func(t *testing.T) {
+				p := benchPool(t, n, s.opts)
+				var state, key uint64
+				cases := []struct {
+					name string
+					fn   func()
+				}{
+					{"Pick", func() {
+						state, key = wyrand(state)
+						p.Pick(key, 0)
+					}},
+					{"Pick retry", func() {
+						state, key = wyrand(state)
+						p.Pick(key, 1|1<<1)
+					}},
+					{"PickAcquire/Release", func() {
+						state, key = wyrand(state)
+						p.Release(p.PickAcquire(key, 0))
+					}},
+					{"Pick with members down", func() {
+						state, key = wyrand(state)
+						p.Pick(key, 0)
+					}},
+				}
+				for _, c := range cases {
+					if c.name == "Pick with members down" {
+						p.Close() // keep the stale table: walk past down members
+						for i := 0; i < n; i += 2 {
+							p.Members()[i].Backend.SetHealthy(false)
+						}
+					}
+					if a := testing.AllocsPerRun(1000, c.fn); a != 0 {
+						t.Errorf("%s: %v allocs per run, want 0", c.name, a)
+					}
+				}
+			})
+		}
+	}
+}

@@ -1,0 +1,95 @@
+package balancer_test
+
+import (
+	"fmt"
+
+	"frontdoor/balancer"
+)
+
+// newMembers makes healthy backends for the examples; in frontdoor the health
+// checker marks them up.
+func newMembers(addrs ...string) []balancer.Member {
+	members := make([]balancer.Member, len(addrs))
+	for i, a := range addrs {
+		b := balancer.NewBackend(a)
+		b.SetHealthy(true)
+		members[i] = balancer.Member{Backend: b, Weight: 1}
+	}
+	return members
+}
+
+// A request's whole cycle through a pool: pick, count it in flight, retry on
+// another member after a failure, release.
+func Example() {
+	members := newMembers("127.0.0.1:9001", "127.0.0.1:9002", "127.0.0.1:9003")
+	pool, err := balancer.NewPool(members, balancer.Options{Strategy: balancer.LeastConn})
+	if err != nil {
+		panic(err)
+	}
+	defer pool.Close()
+
+	// Three requests are busy: two on the first backend, one on the second.
+	pool.Acquire(0)
+	pool.Acquire(0)
+	pool.Acquire(1)
+
+	var tried uint64
+	i := pool.PickAcquire(0, tried)
+	fmt.Println("first try:", pool.Members()[i].Backend.Address())
+	// Suppose that backend failed: release it and try another.
+	pool.Release(i)
+	tried |= 1 << (i % 64)
+	j := pool.PickAcquire(0, tried)
+	fmt.Println("retry:", pool.Members()[j].Backend.Address(), "retry avoids first:", j != i)
+	pool.Release(j)
+
+	for _, m := range members {
+		m.Backend.SetHealthy(false)
+	}
+	if pool.Pick(0, 0) < 0 {
+		fmt.Println(balancer.ErrNoBackend)
+	}
+	// Output:
+	// first try: 127.0.0.1:9003
+	// retry: 127.0.0.1:9002 retry avoids first: true
+	// balancer: no healthy backend
+}
+
+func ExampleNewPool() {
+	members := newMembers("127.0.0.1:9001", "127.0.0.1:9002", "127.0.0.1:9003")
+	members[2].Weight = 2
+	pool, err := balancer.NewPool(members, balancer.Options{Strategy: balancer.RoundRobin})
+	if err != nil {
+		panic(err)
+	}
+	defer pool.Close()
+	for range 8 {
+		fmt.Print(pool.Pick(0, 0), " ")
+	}
+	fmt.Println()
+	// Output: 0 2 1 2 0 2 1 2
+}
+
+// Consistent hashing maps a key to the same backend in every process that
+// has the same backends, listed in any order, and moves only the keys of a
+// backend that goes down.
+func ExampleNewPool_consistentHash() {
+	a := newMembers("10.0.0.1:80", "10.0.0.2:80", "10.0.0.3:80", "10.0.0.4:80")
+	b := newMembers("10.0.0.3:80", "10.0.0.1:80", "10.0.0.4:80", "10.0.0.2:80")
+	opts := balancer.Options{Strategy: balancer.ConsistentHash, BoundedLoad: 1.25}
+	pa, err := balancer.NewPool(a, opts)
+	if err != nil {
+		panic(err)
+	}
+	defer pa.Close()
+	pb, err := balancer.NewPool(b, opts)
+	if err != nil {
+		panic(err)
+	}
+	defer pb.Close()
+
+	const key = 0x9e3779b97f4a7c15 // e.g. xxhash of a user ID
+	ia, ib := pa.Pick(key, 0), pb.Pick(key, 0)
+	fmt.Println(a[ia].Backend.Address(), b[ib].Backend.Address())
+	// Output: 10.0.0.2:80 10.0.0.2:80
+}

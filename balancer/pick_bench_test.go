@@ -1,0 +1,105 @@
+package balancer
+
+import (
+	"fmt"
+	"testing"
+)
+
+// benchSizes are the pool sizes every picker is measured and alloc-tested at.
+var benchSizes = []int{3, 10, 16, 256, 1000}
+
+// benchStrategies names the pickers; consistent_hash_bounded is
+// consistent_hash with bounded_load = 1.25.
+var benchStrategies = []struct {
+	name string
+	opts Options
+}{
+	{RoundRobin, Options{Strategy: RoundRobin}},
+	{LeastConn, Options{Strategy: LeastConn}},
+	{ConsistentHash, Options{Strategy: ConsistentHash}},
+	{ConsistentHash + "_bounded", Options{Strategy: ConsistentHash, BoundedLoad: 1.25}},
+}
+
+// benchPool builds a pool of n up members with uneven in-flight counts (0 to
+// 4, counted through the pool so bounded loads see them), as under traffic.
+func benchPool(tb testing.TB, n int, opts Options) *Pool {
+	tb.Helper()
+	p := mustPool(tb, testMembers(testBackends(n)), opts)
+	for i := range n {
+		for range i * 7 % 5 {
+			p.Acquire(i)
+		}
+	}
+	return p
+}
+
+// BenchmarkPick measures Pool.Pick with random keys from parallel
+// goroutines: go test -run '^$' -bench Pick -benchmem ./balancer/
+func BenchmarkPick(b *testing.B) {
+	for _, s := range benchStrategies {
+		for _, n := range benchSizes {
+			b.Run(fmt.Sprintf("%s/%d", s.name, n), func(b *testing.B) {
+				p := benchPool(b, n, s.opts)
+				b.ReportAllocs()
+				b.ResetTimer()
+				b.RunParallel(func(pb *testing.PB) {
+					var state, key uint64
+					for pb.Next() {
+						state, key = wyrand(state)
+						if p.Pick(key, 0) < 0 {
+							b.Error("Pick = -1")
+							return
+						}
+					}
+				})
+			})
+		}
+	}
+}
+
+// BenchmarkPickAcquireRelease measures a request's whole balancer cycle:
+// PickAcquire, then Release.
+func BenchmarkPickAcquireRelease(b *testing.B) {
+	for _, s := range benchStrategies {
+		for _, n := range benchSizes {
+			b.Run(fmt.Sprintf("%s/%d", s.name, n), func(b *testing.B) {
+				p := benchPool(b, n, s.opts)
+				b.ReportAllocs()
+				b.ResetTimer()
+				b.RunParallel(func(pb *testing.PB) {
+					var state, key uint64
+					for pb.Next() {
+						state, key = wyrand(state)
+						i := p.PickAcquire(key, 0)
+						if i < 0 {
+							b.Error("PickAcquire = -1")
+							return
+						}
+						p.Release(i)
+					}
+				})
+			})
+		}
+	}
+}
+
+// BenchmarkLeastConnScanVsP2C sets leastConnScanMax: the exact scan's cost
+// grows with the pool, p2c's does not.
+func BenchmarkLeastConnScanVsP2C(b *testing.B) {
+	for _, n := range []int{4, 8, 12, 16, 20, 24, 32, 64} {
+		p := benchPool(b, n, Options{Strategy: LeastConn})
+		lc := p.picker.(*leastConn)
+		b.Run(fmt.Sprintf("scan/%d", n), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				lc.scan(0)
+			}
+		})
+		b.Run(fmt.Sprintf("p2c/%d", n), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				lc.pickP2C(0)
+			}
+		})
+	}
+}
