@@ -76,7 +76,7 @@ func (l *httpListener) handle(ctx *fasthttp.RequestCtx) {
 		reason string
 	)
 	for attempt := 0; ; attempt++ {
-		i := p.pool.Pick(key, tried)
+		i := p.pool.PickAcquire(key, tried)
 		if i < 0 {
 			p.noBackend.Inc()
 			l.fail(ctx, fasthttp.StatusServiceUnavailable, "no healthy backend", reqID, p)
@@ -85,9 +85,8 @@ func (l *httpListener) handle(ctx *fasthttp.RequestCtx) {
 		}
 		member = i
 		u := p.ups[i]
-		u.be.Acquire()
 		err := u.hc.DoTimeout(req, &ctx.Response, p.responseTimeout)
-		u.be.Release()
+		p.pool.Release(i)
 		if attempt > 0 {
 			p.retrying.Add(-1)
 		}
