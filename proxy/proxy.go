@@ -40,6 +40,7 @@ type Proxy struct {
 
 	mu        sync.Mutex
 	http      map[string]*httpListener // by bind address
+	tcp       map[string]*tcpListener  // by bind address
 	backends  map[string]*balancer.Backend
 	upstreams map[string]*upstream
 	gen       atomic.Pointer[generation]
@@ -65,6 +66,7 @@ func New(opts Options) *Proxy {
 		opts:      opts,
 		ids:       newRequestIDs(),
 		http:      map[string]*httpListener{},
+		tcp:       map[string]*tcpListener{},
 		backends:  map[string]*balancer.Backend{},
 		upstreams: map[string]*upstream{},
 	}
@@ -102,11 +104,13 @@ func (p *Proxy) Apply(cfg *config.Config) error {
 	for i := range cfg.Listeners {
 		lc := &cfg.Listeners[i]
 		wanted[lc.Bind] = true
-		if lc.Mode != "http" {
+		_, isHTTP := p.http[lc.Bind]
+		_, isTCP := p.tcp[lc.Bind]
+		if isHTTP && lc.Mode != "http" || isTCP && lc.Mode != "tcp" {
 			release()
-			return fmt.Errorf("listener %s: mode %q is not served by this build", lc.Name, lc.Mode)
+			return fmt.Errorf("listener %s: bind %s changes mode to %q while it is open; remove the listener in one reload and add it back in the next, or restart", lc.Name, lc.Bind, lc.Mode)
 		}
-		if _, ok := p.http[lc.Bind]; ok {
+		if isHTTP || isTCP {
 			continue
 		}
 		ln, err := net.Listen("tcp", lc.Bind)
@@ -130,8 +134,13 @@ func (p *Proxy) Apply(cfg *config.Config) error {
 			go pr.ejector.Run(ctx)
 		}
 	}
+	drain := cfg.Global.DrainTimeout.Duration
 	for i := range cfg.Listeners {
 		lc := &cfg.Listeners[i]
+		if lc.Mode == "tcp" {
+			p.applyTCP(lc, gen, bound[lc.Bind], drain)
+			continue
+		}
 		rt := p.buildListenerRuntime(lc, gen)
 		l := p.http[lc.Bind]
 		if l == nil {
@@ -146,11 +155,16 @@ func (p *Proxy) Apply(cfg *config.Config) error {
 	p.gen.Store(gen)
 	p.opts.Metrics.SetBackendSource(gen)
 
-	drain := cfg.Global.DrainTimeout.Duration
 	for bind, l := range p.http {
 		if !wanted[bind] {
 			delete(p.http, bind)
 			go l.shutdown(drain, p.opts.Logger)
+		}
+	}
+	for bind, l := range p.tcp {
+		if !wanted[bind] {
+			delete(p.tcp, bind)
+			go l.retire(l.srv, l.name, drain, true, p.opts.Logger)
 		}
 	}
 	if old != nil {
@@ -429,6 +443,18 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 			}
 		}()
 	}
+	for _, l := range p.tcp {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := l.srv.Shutdown(ctx); err != nil {
+				mu.Lock()
+				errs = append(errs, fmt.Errorf("drain listener %s: %w", l.name, err))
+				mu.Unlock()
+			}
+			_ = l.ln.Close()
+		}()
+	}
 	wg.Wait()
 	if g := p.gen.Load(); g != nil {
 		g.cancel()
@@ -460,6 +486,11 @@ func (p *Proxy) Addr(name string) net.Addr {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, l := range p.http {
+		if l.name == name {
+			return l.ln.Addr()
+		}
+	}
+	for _, l := range p.tcp {
 		if l.name == name {
 			return l.ln.Addr()
 		}

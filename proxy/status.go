@@ -58,6 +58,9 @@ func (p *Proxy) Status(cs ConfigStatus) Status {
 	for _, l := range p.http {
 		st.Listeners = append(st.Listeners, ListenerStatus{Name: l.name, Bind: l.bind, Mode: "http", Addr: l.ln.Addr().String()})
 	}
+	for _, l := range p.tcp {
+		st.Listeners = append(st.Listeners, ListenerStatus{Name: l.name, Bind: l.bind, Mode: "tcp", Addr: l.ln.Addr().String()})
+	}
 	p.mu.Unlock()
 	sort.Slice(st.Listeners, func(i, j int) bool { return st.Listeners[i].Name < st.Listeners[j].Name })
 	g := p.gen.Load()
