@@ -11,7 +11,7 @@
 //
 //   - RoundRobin: smooth weighted round robin, one atomic add per pick.
 //   - LeastConn: fewest in-flight requests per unit of weight, ties broken at
-//     random; an exact scan up to 16 members, power of two choices beyond.
+//     random; an exact scan up to 8 members, power of two choices beyond.
 //   - ConsistentHash: a Maglev lookup table (O(1) lookup, minimal disruption
 //     when a member goes down or comes back, the same mapping in every
 //     process with the same backends), optionally with bounded loads so that

@@ -6,15 +6,19 @@ import (
 )
 
 // leastConnScanMax is the largest pool that least_conn scans exactly; larger
-// pools use power of two choices. An exact scan costs about 1.5 ns per
-// member and always finds the least loaded member; p2c costs about the same
-// as a scan of 8 to 10 members whatever the pool size, and finds a member
-// that is better loaded than most (Mitzenmacher). BenchmarkLeastConnScanVsP2C
-// on the 2-core development machine (Go 1.26, amd64): scan 8: 15 ns, 16:
-// 25 ns, 24: 36 ns, 32: 47 ns; p2c: 16-18 ns at every size. We keep the
-// exact answer up to 16 members, where the scan costs at most 8 ns more than
-// p2c, and switch beyond, where the scan's cost keeps growing linearly.
-const leastConnScanMax = 16
+// pools use power of two choices. The exact scan reads every member (about
+// 3 ns each, plus one random draw when the least loaded ones tie) and always
+// finds the least loaded; p2c costs one random draw and two members whatever
+// the pool size, and finds a member better loaded than most (Mitzenmacher).
+// BenchmarkLeastConnScanVsP2C, process CPU time per pick (cpu-ns/op, the
+// 2-core development machine was shared and loaded, so wall time was noise),
+// Go 1.26 amd64, -count 6: scan 4: 20 ns, 8: 35, 12: 51, 16: 61, 32: 114,
+// 64: 206; p2c: 22-36 ns at every size. The lines cross between 4 and 8
+// members. Up to 8 the scan costs at most about 10 ns more than p2c for the
+// exact answer, which matters most in small pools, where one slow backend
+// is a large share of the capacity; beyond 8 it costs twice p2c and more,
+// growing linearly.
+const leastConnScanMax = 8
 
 // leastConn picks the member with the fewest in-flight requests per unit of
 // weight (inFlight_a x weight_b < inFlight_b x weight_a), breaking ties at
@@ -46,9 +50,11 @@ func (lc *leastConn) Pick(_ uint64, tried uint64) int {
 
 // scan returns the least loaded up member not in tried, a uniformly random
 // one among equals (reservoir sampling over the ties, with a cheap generator
-// seeded once per pick), or else the least loaded tried one, or -1.
+// seeded from lc.rand at the first tie), or else the least loaded tried one,
+// or -1.
 func (lc *leastConn) scan(tried uint64) int {
-	seed := lc.rand()
+	var seed uint64 // drawn at the first tie: most picks under load have none
+	seeded := false
 	best, fallback := -1, -1
 	var bestLoad, bestWeight, fbLoad, fbWeight int64
 	ties := uint64(0)
@@ -75,6 +81,9 @@ func (lc *leastConn) scan(tried uint64) int {
 				// probability 1/k, so each of them ends up chosen
 				// with probability 1/ties.
 				ties++
+				if !seeded {
+					seed, seeded = lc.rand(), true
+				}
 				var x uint64
 				seed, x = wyrand(seed)
 				if (x>>32)*ties>>32 != 0 {

@@ -48,7 +48,7 @@ func TestLeastConnAvoidsLoaded(t *testing.T) {
 		want    []int // the only acceptable picks
 	}{
 		{name: "one loaded of 3", n: 3, loaded: []int{0}, want: []int{1, 2}},
-		{name: "all but one loaded", n: 10, loaded: []int{0, 1, 2, 3, 4, 5, 6, 7, 9}, want: []int{8}},
+		{name: "all but one loaded of 8 (scan)", n: 8, loaded: []int{0, 1, 2, 3, 4, 5, 7}, want: []int{6}},
 		{name: "one loaded of 200 (p2c)", n: 200, loaded: []int{17}},
 		{name: "heavier weight absorbs load", n: 2, loaded: []int{0, 1}, weights: []int{10, 1}, want: []int{0}},
 	}
@@ -156,5 +156,29 @@ func TestLeastConnUsesTopLevelRand(t *testing.T) {
 	}
 	if len(seen) < 8 {
 		t.Fatalf("1000 picks over 8 idle members reached only %d of them", len(seen))
+	}
+}
+
+func TestLeastConnP2CShunsLoadedHalf(t *testing.T) {
+	t.Parallel()
+	// p2c takes a loaded member only when both draws are loaded:
+	// (50/100) x (49/99) = 24.7% of picks.
+	const n, picks = 100, 20_000
+	bs := testBackends(n)
+	p := mustPool(t, testMembers(bs), Options{Strategy: LeastConn})
+	seeded(t, p, 11)
+	for i := 0; i < n; i += 2 {
+		bs[i].Acquire()
+	}
+	loaded := 0
+	for range picks {
+		if p.Pick(0, 0)%2 == 0 {
+			loaded++
+		}
+	}
+	frac := float64(loaded) / picks
+	t.Logf("least_conn p2c: half of %d members loaded: %.1f%% of picks went to a loaded one (24.7%% expected)", n, 100*frac)
+	if frac < 0.22 || frac > 0.28 {
+		t.Errorf("%.3f of picks went to loaded members, want 0.247 +-0.03", frac)
 	}
 }

@@ -39,29 +39,34 @@ const (
 )
 
 // Member is one backend of a pool with its weight, from 1 to MaxWeight. The
-// zero Weight is invalid; config defaults it to 1.
+// zero Weight is invalid (NewPool rejects it); config defaults it to 1. The
+// Backend may be shared with other pools.
 type Member struct {
 	Backend *Backend
 	Weight  int
 }
 
-// Options configure a Pool. The zero value is round robin.
+// Options configure a Pool. The zero value is round robin. Options are read
+// only by NewPool.
 type Options struct {
 	// Strategy is RoundRobin (default when ""), LeastConn or ConsistentHash.
 	Strategy string
 	// TableSize is the Maglev table size (ConsistentHash only; ignored
 	// otherwise). It must be a prime of at least 100 x the member count and
 	// at least the sum of the members' weights divided by their greatest
-	// common divisor. 0 means DefaultTableSize, or the smallest prime that
-	// meets both bounds when DefaultTableSize does not.
+	// common divisor, and at most MaxTableSize. 0 means DefaultTableSize
+	// (65537), or the smallest prime that meets both bounds when 65537 does
+	// not (more than 655 members).
 	TableSize int
 	// BoundedLoad is c in consistent hashing with bounded loads
-	// (ConsistentHash only; ignored otherwise): when above 1, a member whose in-flight count
-	// would exceed ceil(c x (pool in-flight + 1) x weight / up weight) is
-	// passed over for the next member in table order. 0 (default) disables
-	// it; values in (0, 1], negative, NaN or infinite are errors. With it on,
-	// count requests with Pool.Acquire/Release or Pool.PickAcquire, never
-	// Backend.Acquire/Release directly.
+	// (ConsistentHash only; ignored otherwise). When above 1, a member whose
+	// in-flight count would exceed ceil(c x (pool in-flight + 1) x weight /
+	// weight of up members) is passed over for the next distinct member in
+	// table order: hot keys spill, cold keys stay put. 0 (default) disables
+	// it; values in (0, 1], negative, NaN or infinite are errors. With it
+	// on, count requests with Pool.PickAcquire or Pool.Acquire and Release,
+	// never with Backend.Acquire/Release directly: the pool's in-flight
+	// total would stay 0 and every busy member would look overloaded.
 	BoundedLoad float64
 	// Logger receives the stack of a panic in the pool's table-rebuild
 	// goroutine (a bug; the old table stays in use). nil means
@@ -69,10 +74,10 @@ type Options struct {
 	Logger *slog.Logger
 }
 
-// Picker chooses a member index for a key. It must not allocate or lock.
-// tried is a bitmask of member indices (index % 64) already tried for this
-// request; pickers avoid them when another member is up. It returns -1 when
-// no member is up.
+// Picker chooses a member index for a key. Implementations must be safe for
+// concurrent use and must not allocate or lock. tried is a bitmask of member
+// indices (index % 64) already tried for this request; pickers avoid them
+// when another member is up. It returns -1 when no member is up.
 type Picker interface {
 	Pick(key uint64, tried uint64) int
 }
