@@ -275,43 +275,54 @@ func sortedKeys(m map[string]any) []string {
 	return keys
 }
 
-// nearest returns the candidate closest to s in edit distance when it is
-// close enough to be a likely misspelling, else "".
+// nearest returns the candidate closest to s when it is close enough to be
+// a likely misspelling (a few edits, a swap of two letters, or one being a
+// prefix of the other), else "".
 func nearest(s string, candidates []string) string {
 	if s == "" || len(s) > 64 {
 		return ""
 	}
+	ls := strings.ToLower(s)
 	best, bestDist := "", 0
 	for _, c := range candidates {
-		if len(c) > 64 {
+		if len(c) > 64 || c == "" {
 			continue
 		}
-		dist := editDistance(strings.ToLower(s), strings.ToLower(c))
+		lc := strings.ToLower(c)
+		dist := editDistance(ls, lc)
 		limit := max(1, min(3, len(c)/3))
-		if dist <= limit && (best == "" || dist < bestDist) {
+		isPrefix := min(len(ls), len(lc)) >= 3 && (strings.HasPrefix(ls, lc) || strings.HasPrefix(lc, ls))
+		if (dist <= limit || isPrefix) && (best == "" || dist < bestDist) {
 			best, bestDist = c, dist
 		}
 	}
 	return best
 }
 
-// editDistance is the Levenshtein distance between a and b, in bytes.
+// editDistance is the optimal string alignment distance between a and b, in
+// bytes: insertions, deletions, substitutions and swaps of adjacent bytes
+// each cost 1.
 func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
+	rows := make([][]int, len(a)+1)
+	for i := range rows {
+		rows[i] = make([]int, len(b)+1)
+		rows[i][0] = i
+	}
+	for j := range rows[0] {
+		rows[0][j] = j
 	}
 	for i := 1; i <= len(a); i++ {
-		cur[0] = i
 		for j := 1; j <= len(b); j++ {
 			cost := 1
 			if a[i-1] == b[j-1] {
 				cost = 0
 			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+			d := min(rows[i-1][j]+1, rows[i][j-1]+1, rows[i-1][j-1]+cost)
+			if i > 1 && j > 1 && a[i-1] == b[j-2] && a[i-2] == b[j-1] {
+				d = min(d, rows[i-2][j-2]+1)
+			}
+			rows[i][j] = d
 		}
-		prev, cur = cur, prev
 	}
-	return prev[len(b)]
+	return rows[len(a)][len(b)]
 }

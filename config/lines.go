@@ -33,15 +33,6 @@ func (x *lineIndex) line(path string) int {
 	return 0
 }
 
-// has reports whether path itself is written in the file.
-func (x *lineIndex) has(path string) bool {
-	if x == nil {
-		return false
-	}
-	_, ok := x.lines[path]
-	return ok
-}
-
 // keySeg renders one key as it appears in a path: bare when it is a TOML bare
 // key, quoted otherwise.
 func keySeg(k string) string {
@@ -56,7 +47,7 @@ func keySeg(k string) string {
 	return k
 }
 
-// join appends key k to path p.
+// joinKey appends key k to path p.
 func joinKey(p, k string) string {
 	if p == "" {
 		return keySeg(k)
@@ -112,6 +103,17 @@ func (sc *scanner) record(path string, line int) {
 	if _, ok := sc.x.lines[path]; !ok {
 		sc.x.lines[path] = line
 	}
+}
+
+// recordKey records the (possibly dotted) key segs under base, and every
+// table the dots define on the way, at line; it returns the key's path.
+func (sc *scanner) recordKey(base string, segs []string, line int) string {
+	p := base
+	for _, k := range segs {
+		p = joinKey(p, k)
+		sc.record(p, line)
+	}
+	return p
 }
 
 func (sc *scanner) eof() bool { return sc.i >= len(sc.s) }
@@ -197,11 +199,7 @@ func (sc *scanner) document() {
 			sc.skipBlank()
 			if sc.peek(0) == '=' {
 				sc.i++
-				p := table
-				for _, k := range segs {
-					p = joinKey(p, k)
-				}
-				sc.record(p, line)
+				p := sc.recordKey(table, segs, line)
 				sc.value(p)
 			}
 			sc.skipBlank()
@@ -227,6 +225,10 @@ func (sc *scanner) header(segs []string, isArray bool) string {
 			p = indexKey(p, count)
 		case seen && count > 0:
 			p = indexKey(p, count-1)
+		case n < len(segs)-1:
+			// [pool.api] also defines the table "pool" here, unless an
+			// earlier line did.
+			sc.record(p, sc.line)
 		}
 	}
 	return p
@@ -322,11 +324,7 @@ func (sc *scanner) value(path string) {
 			sc.skipBlank()
 			if sc.peek(0) == '=' {
 				sc.i++
-				p := path
-				for _, k := range segs {
-					p = joinKey(p, k)
-				}
-				sc.record(p, line)
+				p := sc.recordKey(path, segs, line)
 				sc.value(p)
 			}
 			sc.skipSpace()

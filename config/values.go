@@ -35,11 +35,11 @@ func (d Duration) String() string { return d.Duration.String() }
 
 // Sources a HashKey may name.
 const (
-	sourceIP = "source_ip"
-	sourcePath = "path"
+	sourceIP     = "source_ip"
+	sourcePath   = "path"
 	sourceHeader = "header"
 	sourceCookie = "cookie"
-	sourceQuery = "query"
+	sourceQuery  = "query"
 )
 
 // ParseHashKey parses a key source: "source_ip", "path", "header:NAME",

@@ -1,0 +1,68 @@
+package config_test
+
+import (
+	"fmt"
+
+	"frontdoor/config"
+)
+
+func ExampleParse() {
+	cfg, err := config.Parse([]byte(`
+[[listener]]
+name = "public"
+bind = "127.0.0.1:8080"
+  [[listener.route]]
+  pool = "web"
+
+[pool.web]
+backends = [
+  { address = "127.0.0.1:9001" },
+  { address = "127.0.0.1:9002", weight = 2 },
+]
+retries = 0
+`), "frontdoor.toml")
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	l := cfg.Listeners[0]
+	p := cfg.Pools[l.Routes[0].Pool]
+	fmt.Println(l.Name, l.Mode, l.IdleTimeout, l.Routes[0].PathPrefix)
+	fmt.Println(p.Name, p.Strategy, p.Retries, p.Health.Check, p.Health.Interval, p.Backends[1].Weight)
+	// Output:
+	// public http 1m0s /
+	// web round_robin 0 tcp 2s 2
+}
+
+func ExampleErrors() {
+	_, err := config.Parse([]byte(`
+[[listener]]
+name = "public"
+bind = "127.0.0.1:8080"
+colour = "blue"
+  [[listener.route]]
+  pool = "apii"
+
+[pool.api]
+backends = [{ address = "127.0.0.1:9001" }]
+  [pool.api.health]
+  interval = "3x"
+`), "config.toml")
+	for _, e := range config.Errors(err) {
+		fmt.Println(e)
+	}
+	// Output:
+	// config.toml:5: listener[0].colour: unknown key; remove it or use one of: accept_proxy, bind, idle_timeout, max_body_bytes, max_connections, max_header_bytes, mode, name, pool, read_timeout, route, send_proxy, write_timeout
+	// config.toml:7: listener[0].route[0].pool: no pool named "apii"; define [pool.apii] or fix the name (did you mean "api"?)
+	// config.toml:12: pool.api.health.interval: bad duration "3x": use a Go duration such as 2s or 1m30s
+}
+
+func ExampleParseHashKey() {
+	k, err := config.ParseHashKey("header:X-User-ID")
+	fmt.Println(k.Source, k.Name, err)
+	_, err = config.ParseHashKey("header:")
+	fmt.Println(err)
+	// Output:
+	// header X-User-ID <nil>
+	// bad key source "header:": the header name after the colon is empty
+}
