@@ -66,3 +66,19 @@ func ExampleParseHashKey() {
 	// header X-User-ID <nil>
 	// bad key source "header:": the header name after the colon is empty
 }
+
+func ExampleLoad() {
+	cfg, err := config.Load("testdata/full.toml")
+	if err != nil {
+		for _, e := range config.Errors(err) {
+			fmt.Println(e)
+		}
+		return
+	}
+	api := cfg.Pools["api"]
+	fmt.Println(api.Strategy, api.HashOn, api.TableSize, api.Health.ExpectStatus)
+	fmt.Println(cfg.JWT["users"].JWKSFile)
+	// Output:
+	// consistent_hash header:X-User-ID 65537 200-399
+	// testdata/keys/jwks.json
+}

@@ -1,6 +1,8 @@
 package config
 
 import (
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -271,4 +273,53 @@ func mustParse(t *testing.T, text string) *Config {
 		t.Fatalf("Parse of\n%s\nfailed", text)
 	}
 	return cfg
+}
+
+// TestValidEdgeCases loads settings at the edge of what is allowed.
+func TestValidEdgeCases(t *testing.T) {
+	t.Parallel()
+	cases := []struct{ name, text string }{
+		{"admin off, access log off", minimal("", "", "", "[admin]\nbind = \"off\"\n[log]\naccess = \"off\"\nlevel = \"debug\"\n")},
+		{"port 0 binds never collide", minimal("", "", "", "[[listener]]\nname = \"b\"\nbind = \"127.0.0.1:0\"\nmode = \"tcp\"\npool = \"api\"\n")},
+		{"same port on two loopback addresses", minimal("", "", "", "[[listener]]\nname = \"b\"\nbind = \"127.0.0.2:8080\"\nmode = \"tcp\"\npool = \"api\"\n[[listener]]\nname = \"c\"\nbind = \"127.0.0.3:8080\"\nmode = \"tcp\"\npool = \"api\"\n")},
+		{"ipv4 wildcard beside ipv6", minimal("", "", "", "[[listener]]\nname = \"b\"\nbind = \"0.0.0.0:8080\"\nmode = \"tcp\"\npool = \"api\"\n[[listener]]\nname = \"c\"\nbind = \"[::1]:8080\"\nmode = \"tcp\"\npool = \"api\"\n")},
+		{"tcp pool hashing on source_ip", minimal("", "", "strategy = \"consistent_hash\"\nhash_on = \"source_ip\"\ntable_size = 101\n", "[[listener]]\nname = \"pg\"\nbind = \"127.0.0.1:0\"\nmode = \"tcp\"\npool = \"api\"\naccept_proxy = true\nsend_proxy = \"v2\"\n")},
+		{"wildcard host and hostname backends", minimal("", "  host = \"*.example.com\"\n  path_prefix = \"/v1/\"\n", "", "[pool.b]\nbackends = [{ address = \"backend-1.internal:80\" }, { address = \"[::1]:81\", weight = 100 }]\n")},
+		{"route hosts differ only by path", minimal("", "  host = \"a.example.com\"\n  [[listener.route]]\n  host = \"a.example.com\"\n  path_prefix = \"/api/\"\n  pool = \"api\"\n", "", "")},
+		{"bounded load and affinity", minimal("", "", "strategy = \"consistent_hash\"\nhash_on = \"query:user\"\nbounded_load = 1.01\naffinity = \"header:Mcp-Session-Id\"\nprotocol = \"h2c\"\nretries = 10\nretry_budget = 1\n", "")},
+		{"health extremes", minimal("", "", "[pool.api.health]\ncheck = \"none\"\nexpect_status = 204\nrise = 1\nfall = 1\n[pool.api.passive]\nmax_ejection_percent = 0\n", "")},
+		{"grpc check", minimal("", "", "[pool.api.health]\ncheck = \"grpc\"\nservice = \"my.Service\"\ninterval = \"10s\"\ntimeout = \"9s\"\n", "")},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			mustParse(t, tc.text)
+		})
+	}
+}
+
+func TestErrorsHelper(t *testing.T) {
+	t.Parallel()
+	if Errors(nil) != nil {
+		t.Error("Errors(nil) is not nil")
+	}
+	foreign := errors.New("boom")
+	a := &Error{File: "f.toml", Line: 2, Key: "k", Msg: "m"}
+	got := Errors(errors.Join(a, fmt.Errorf("wrapped: %w", &Error{Msg: "inner"}), foreign))
+	if len(got) != 3 || got[0] != a || got[1].Msg != "inner" || got[2].Msg != "boom" {
+		t.Fatalf("Errors = %v", got)
+	}
+	for _, tc := range []struct {
+		e    Error
+		want string
+	}{
+		{Error{File: "f.toml", Line: 2, Key: "k", Msg: "m"}, "f.toml:2: k: m"},
+		{Error{File: "f.toml", Msg: "m"}, "f.toml: m"},
+		{Error{Line: 3, Key: "k", Msg: "m"}, "line 3: k: m"},
+		{Error{Msg: "m"}, "m"},
+	} {
+		if got := tc.e.Error(); got != tc.want {
+			t.Errorf("Error() = %q, want %q", got, tc.want)
+		}
+	}
 }
