@@ -14,6 +14,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"frontdoor/metrics"
+	"frontdoor/proxy/jwt"
 )
 
 // httpListener is one bound http listener. It outlives runtimes: a reload
@@ -59,6 +60,17 @@ func (l *httpListener) handle(ctx *fasthttp.RequestCtx) {
 	}
 	rec.route = r.name
 	p := r.pool
+	if r.jwt != nil {
+		if why := r.jwt.ApplyFast(req, start); why != jwt.Valid {
+			l.fail(ctx, fasthttp.StatusUnauthorized, why.Description(), reqID, nil)
+			ctx.Response.Header.Set("WWW-Authenticate", why.WWWAuthenticate())
+			ctx.Response.Header.Set("Cache-Control", "no-store")
+			r.stats.noBackend[metrics.CodeClass(fasthttp.StatusUnauthorized)].Inc()
+			end := l.finish(ctx, &rec, reqID, why.String())
+			r.stats.duration.Observe(end.Sub(start).Seconds())
+			return
+		}
+	}
 
 	// The client's wish to close travels on our side of the hop only:
 	// upstream connections stay keep-alive.

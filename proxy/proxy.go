@@ -18,6 +18,7 @@ import (
 	"frontdoor/config"
 	"frontdoor/health"
 	"frontdoor/metrics"
+	"frontdoor/proxy/jwt"
 )
 
 // Options configure a Proxy. Metrics is required.
@@ -53,6 +54,7 @@ type generation struct {
 	cfg    *config.Config
 	pools  map[string]*poolRuntime
 	names  []string // pool names, sorted
+	jwts   map[string]*jwt.Policy
 	cancel context.CancelFunc
 	loaded time.Time
 }
@@ -88,6 +90,12 @@ func (p *Proxy) Apply(cfg *config.Config) error {
 
 	gen, newUps, err := p.buildPools(cfg, old)
 	if err != nil {
+		return err
+	}
+	if err := p.buildJWT(cfg, gen, old); err != nil {
+		for _, pr := range gen.pools {
+			pr.pool.Close()
+		}
 		return err
 	}
 	// Bind new sockets before touching anything that runs.
@@ -126,6 +134,9 @@ func (p *Proxy) Apply(cfg *config.Config) error {
 	gen.cancel = cancel
 	for key, u := range newUps {
 		p.upstreams[key] = u
+	}
+	for _, pol := range gen.jwts {
+		go pol.Run(ctx)
 	}
 	for _, name := range gen.names {
 		pr := gen.pools[name]
@@ -295,6 +306,26 @@ func (p *Proxy) buildPools(cfg *config.Config, old *generation) (*generation, ma
 	return gen, newUps, nil
 }
 
+// buildJWT builds every JWT policy of cfg (reading key files again, which
+// is how a SIGHUP rotates keys), carrying over the policy of the same name.
+func (p *Proxy) buildJWT(cfg *config.Config, gen *generation, old *generation) error {
+	gen.jwts = map[string]*jwt.Policy{}
+	var errs []error
+	for name, pc := range cfg.JWT {
+		var prev *jwt.Policy
+		if old != nil {
+			prev = old.jwts[name]
+		}
+		pol, err := jwt.New(pc, jwt.Options{Logger: p.opts.Logger, Metrics: p.opts.Metrics, Previous: prev})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("jwt policy %s: %w", name, err))
+			continue
+		}
+		gen.jwts[name] = pol
+	}
+	return errors.Join(errs...)
+}
+
 func (p *Proxy) buildListenerRuntime(lc *config.Listener, gen *generation) *listenerRuntime {
 	m := p.opts.Metrics
 	rt := &listenerRuntime{name: lc.Name}
@@ -316,6 +347,7 @@ func (p *Proxy) buildListenerRuntime(lc *config.Listener, gen *generation) *list
 			name:   rc.Host + rc.PathPrefix,
 			pool:   pr,
 			stats:  s,
+			jwt:    gen.jwts[rc.JWT],
 		})
 	}
 	rt.routes = compileRoutes(routes)

@@ -15,6 +15,7 @@ import (
 	"frontdoor/config"
 	"frontdoor/health"
 	"frontdoor/metrics"
+	"frontdoor/proxy/jwt"
 )
 
 // Upstream error reasons, the reason label of upstream_errors_total.
@@ -114,6 +115,7 @@ type route struct {
 	name   string // host + path_prefix, for the access log
 	pool   *poolRuntime
 	stats  *routeStats
+	jwt    *jwt.Policy // nil: no JWT stage
 }
 
 // listenerRuntime is an http listener's view of one runtime.
