@@ -95,6 +95,9 @@ func (v *validator) log(c *Config) {
 
 // listeners checks every listener and its routes.
 func (v *validator) listeners(c *Config) {
+	if len(c.Listeners) == 0 {
+		v.add("listener", `no listeners; add a [[listener]] table with name, bind and a [[listener.route]]`)
+	}
 	names := make(map[string]string) // name -> path of first use
 	for i := range c.Listeners {
 		l := &c.Listeners[i]

@@ -95,6 +95,7 @@ func TestDecodeErrors(t *testing.T) {
 func TestValidateListeners(t *testing.T) {
 	t.Parallel()
 	runErrCases(t, []errCase{
+		{"no listeners", "[pool.api]\nbackends = [{ address = \"127.0.0.1:1\" }]\n", "listener", "no listeners; add a [[listener]] table"},
 		{"drain_timeout zero", minimal("", "", "", "[global]\ndrain_timeout = \"0s\" #<\n"), "global.drain_timeout", "drain_timeout must be greater than 0"},
 		{"admin bind", minimal("", "", "", "[admin]\nbind = \"localhost\" #<\n"), "admin.bind", `bad address "localhost": not host:port; use host:port such as 127.0.0.1:9901, or "off"`},
 		{"log level", minimal("", "", "", "[log]\nlevel = \"warning\" #<\n"), "log.level", `unknown log level "warning"; did you mean "warn"?`},
