@@ -253,12 +253,14 @@ func TestCapacity(t *testing.T) {
 		{name: "paper", c: 1.25, weight: 1, upWeight: 10, total: 100, want: 13},
 		{name: "exact product", c: 1.5, weight: 1, upWeight: 5, total: 9, want: 3},
 		{name: "inexact c", c: 1.1, weight: 1, upWeight: 1, total: 9, want: 11},
+		{name: "inexact share", c: 1.5, weight: 1, upWeight: 5, total: 9, want: 3},
+		{name: "just above", c: 1.25, weight: 1, upWeight: 10, total: 80, want: 11},
 		{name: "weighted", c: 2, weight: 2, upWeight: 4, total: 3, want: 4},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			tb := &maglevTable{cw: []float64{tc.c * float64(tc.weight)}, upWeight: float64(tc.upWeight)}
+			tb := &maglevTable{share: []float64{tc.c * float64(tc.weight) / float64(tc.upWeight)}}
 			if got := tb.capacity(0, tc.total); got != tc.want {
 				t.Fatalf("capacity = %d, want %d", got, tc.want)
 			}

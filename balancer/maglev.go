@@ -25,10 +25,11 @@ const freeSlot = 0xffff
 //
 // A lookup is table[key % M]. The table holds up members only; it is rebuilt
 // off the request path (Pool.stateChanged) and swapped atomically. Until the
-// swap lands, and for retries (tried), Pick walks forward from key % M to the
-// next distinct member that is up and untried, which is also the order in
-// which the rebuilt table would spread that slot's keys, up to a bound; then
-// it scans the members in canonical order.
+// swap lands, for retries (tried) and for members over their bounded load,
+// Pick walks forward from key % M to the next distinct member that is up,
+// untried and within its bound, for at most 8n+64 slots, then scans the
+// members in canonical order. The walk depends only on the table and the
+// members' state, so it too is the same in every process.
 type maglev struct {
 	members []Member
 	size    uint64 // M, a prime
@@ -47,11 +48,10 @@ type maglev struct {
 // maglevTable is one immutable population of the table.
 type maglevTable struct {
 	slots []uint16
-	// cw[i] is c x weight of member i and upWeight the weight of the members
-	// the table was built over: member i's bound is
-	// ceil(cw[i] x (total+1) / upWeight).
-	cw       []float64
-	upWeight float64
+	// share[i] is c x weight of member i / weight of the members the table
+	// was built over (bounded loads only): member i's bound is
+	// ceil(share[i] x (total+1)).
+	share []float64
 }
 
 func newMaglev(members []Member, size int, c float64, total *atomic.Int64) *maglev {
@@ -142,11 +142,11 @@ fill:
 			}
 		}
 	}
-	t := &maglevTable{slots: slots, upWeight: float64(upWeight)}
+	t := &maglevTable{slots: slots}
 	if m.c != 0 {
-		t.cw = make([]float64, len(m.members))
+		t.share = make([]float64, len(m.members))
 		for i, mb := range m.members {
-			t.cw[i] = m.c * float64(mb.Weight)
+			t.share[i] = m.c * float64(mb.Weight) / float64(upWeight)
 		}
 	}
 	return t
@@ -154,11 +154,10 @@ fill:
 
 // capacity is member i's bound for a request arriving when total requests
 // are in flight: ceil(c x weight x (total+1) / up weight). The relative
-// epsilon keeps float rounding (1.1 x 10 = 11.000000000000002) from raising
+// epsilon keeps float rounding (0.3 x 10 = 3.0000000000000004) from raising
 // the bound by one.
 func (t *maglevTable) capacity(i int, total int64) int64 {
-	v := t.cw[i] * float64(total+1) / t.upWeight
-	return int64(math.Ceil(v * (1 - 1e-12)))
+	return int64(math.Ceil(t.share[i] * float64(total+1) * (1 - 1e-12)))
 }
 
 // Pick implements Picker.
