@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
 	jose "github.com/go-jose/go-jose/v4"
 	jwtlib "github.com/golang-jwt/jwt/v5"
 
@@ -193,3 +194,5 @@ func mustNew(tb testing.TB, pc config.JWTPolicy, opts Options) *Policy {
 	}
 	return p
 }
+
+func hashOf(s string) uint64 { return xxhash.Sum64String(s) }

@@ -56,8 +56,8 @@ func (p *Policy) Run(ctx context.Context) {
 				return
 			}
 			p.log.Warn("jwt: jwks_url fetch failed; keeping the last good key set",
-				"url", p.url, "keys", len(p.keys.Load().keys), "retry_in", backoff, "err", err)
-			wait = backoff
+				"url", p.url, "keys", len(p.keys.Load().keys), "retry_in", min(backoff, p.refresh), "err", err)
+			wait = min(backoff, p.refresh)
 			backoff = min(backoff*2, p.refresh)
 		} else {
 			backoff = minBackoff
