@@ -45,6 +45,8 @@ type Log struct {
 
 // Listener is one [[listener]] table: a bound address in http or tcp mode.
 type Listener struct {
+	// Name is unique among listeners, required; the listener label of
+	// metrics.
 	Name string `toml:"name"`
 	// Bind is host:port, required.
 	Bind string `toml:"bind"`
@@ -151,8 +153,8 @@ type Backend struct {
 
 // HealthCheck is a pool's active check, [pool.NAME.health].
 type HealthCheck struct {
-	// Check is "http", "tcp", "grpc" or "none". Default "tcp" for pools
-	// used only by tcp listeners, "http" otherwise... see Load.
+	// Check is "http", "tcp" (connect only), "grpc" or "none". Default
+	// "tcp", as HAProxy's plain "check".
 	Check string `toml:"check"`
 	// Path (http) is the request path. Default "/healthz".
 	Path string `toml:"path"`
