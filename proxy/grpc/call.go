@@ -1,0 +1,333 @@
+package grpc
+
+import (
+	"context"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc/codes"
+)
+
+// Causes of the call context's cancellation that frontdoor sets itself.
+var (
+	errCallDeadline    = errors.New("grpc: call deadline exceeded")
+	errResponseTimeout = errors.New("grpc: backend response timeout")
+)
+
+const copyBufSize = 32 << 10
+
+var (
+	copyBufs = sync.Pool{New: func() any { b := make([]byte, copyBufSize); return &b }}
+	outcomes = sync.Pool{New: func() any { return new(Outcome) }}
+)
+
+// ServeHTTP proxies one call. ServeConn routes every stream here; it is
+// exported so the Server can also sit behind another HTTP/2 server, in which
+// case that server must not buffer responses or alter trailers.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	o := outcomes.Get().(*Outcome)
+	*o = Outcome{Request: r, Backend: -1, GRPCStatus: -1, Start: time.Now()}
+	o.RequestID = requestID(r.Header)
+	w.Header()[hdrRequestID] = r.Header[hdrRequestID]
+
+	observe := s.opts.Observe
+	var route *Route
+	switch {
+	case r.Method != http.MethodPost:
+		o.HTTPStatus, o.Reason = http.StatusMethodNotAllowed, ReasonNotGRPC
+		w.Header()["Allow"] = valAllowPost
+		plainError(w, http.StatusMethodNotAllowed, "frontdoor: gRPC calls use POST\n")
+	case !isGRPC(r.Header[hdrContentType]):
+		o.HTTPStatus, o.Reason = http.StatusUnsupportedMediaType, ReasonNotGRPC
+		plainError(w, http.StatusUnsupportedMediaType, "frontdoor: only gRPC is served over HTTP/2 cleartext\n")
+	case !s.route(r, &route):
+		o.HTTPStatus, o.GRPCStatus, o.Reason = http.StatusOK, int(codes.Unimplemented), ReasonNoRoute
+		writeStatus(w, codes.Unimplemented, msgNoRoute)
+	default:
+		o.Route = route
+		observe = route.Observe
+		s.call(w, r, route, o)
+	}
+	if observe != nil {
+		o.Duration = time.Since(o.Start)
+		observe(o)
+	}
+	*o = Outcome{}
+	outcomes.Put(o)
+}
+
+var valAllowPost = []string{http.MethodPost}
+
+// route resolves r through the Router into *rt and reports whether a route
+// matched.
+func (s *Server) route(r *http.Request, rt **Route) bool {
+	if s.opts.Router == nil {
+		return false
+	}
+	var ok bool
+	*rt, ok = s.opts.Router.RouteGRPC(r.Host, r.URL.Path)
+	return ok && *rt != nil
+}
+
+// requestID returns the call's request ID and makes sure h carries it as
+// X-Request-Id: the client's own, else the trace ID of its traceparent,
+// else a new random one.
+func requestID(h http.Header) string {
+	if v := h[hdrRequestID]; len(v) > 0 && v[0] != "" {
+		return v[0]
+	}
+	var id string
+	// traceparent: version "-" 32 hex trace-id "-" 16 hex parent-id "-" flags.
+	if v := h[hdrTraceparent]; len(v) > 0 && len(v[0]) >= 55 && v[0][2] == '-' && v[0][35] == '-' {
+		id = v[0][3:35]
+	} else {
+		id = newRequestID()
+	}
+	h[hdrRequestID] = []string{id}
+	return id
+}
+
+func newRequestID() string {
+	const hex = "0123456789abcdef"
+	var b [32]byte
+	x, y := rand.Uint64(), rand.Uint64()
+	for i := range 16 {
+		b[i] = hex[x>>(60-4*uint(i))&0xf]
+		b[16+i] = hex[y>>(60-4*uint(i))&0xf]
+	}
+	return string(b[:])
+}
+
+// call forwards a routed call: authorize, pick, connect (with retries),
+// then relay the response.
+func (s *Server) call(w http.ResponseWriter, r *http.Request, rt *Route, o *Outcome) {
+	st := rt.prepare(s)
+	o.HTTPStatus = http.StatusOK
+
+	if rt.Authorize != nil {
+		if ok, www := rt.Authorize(r); !ok {
+			if www != "" {
+				w.Header()[hdrWWWAuth] = []string{www}
+			}
+			o.GRPCStatus, o.Reason = int(codes.Unauthenticated), ReasonUnauthenticated
+			writeStatus(w, codes.Unauthenticated, msgUnauthenticated)
+			return
+		}
+	}
+	if rt.Pool == nil {
+		s.fail(w, o, st, -1, ReasonNoBackend, codes.Unavailable, msgNoBackend)
+		return
+	}
+
+	// The call's context: cancelled when the client resets its stream, at
+	// its grpc-timeout, and at the route's response timeout until the
+	// response headers are in.
+	ctx, cancel := context.WithCancelCause(r.Context())
+	defer cancel(nil)
+	timeout, hasTimeout := time.Duration(0), false
+	if v := r.Header[hdrGRPCTimeout]; len(v) > 0 {
+		timeout, hasTimeout = parseTimeout(v[0])
+	}
+	if hasTimeout {
+		var cancelDeadline context.CancelFunc
+		ctx, cancelDeadline = context.WithDeadlineCause(ctx, o.Start.Add(timeout), errCallDeadline)
+		defer cancelDeadline()
+	}
+	var headerTimer *time.Timer
+	if rt.ResponseTimeout > 0 && (!hasTimeout || rt.ResponseTimeout < timeout) {
+		headerTimer = time.AfterFunc(rt.ResponseTimeout, func() { cancel(errResponseTimeout) })
+		defer headerTimer.Stop()
+	}
+
+	body := &reqBody{rc: r.Body}
+	var outBody io.ReadCloser = body
+	if r.Body == nil || r.Body == http.NoBody {
+		outBody = nil
+	}
+	key := st.key(r)
+	members := rt.Pool.Members()
+	var tried uint64
+	for {
+		idx := rt.Pool.Pick(key, tried)
+		if idx < 0 || tried&(1<<(uint(idx)%64)) != 0 {
+			reason, msg := ReasonNoBackend, msgNoBackend
+			if tried != 0 {
+				reason, msg = ReasonConnect, msgConnect // the last error was already counted
+			}
+			s.fail(w, o, st, -1, reason, codes.Unavailable, msg)
+			return
+		}
+		o.Backend = idx
+		b := members[idx].Backend
+		out := r.WithContext(ctx)
+		out.URL = &url.URL{Scheme: "http", Host: b.Address(), Path: r.URL.Path, RawPath: r.URL.RawPath}
+		out.RequestURI = ""
+		out.Body = outBody
+		out.Close = false
+
+		b.Acquire()
+		resp, err := s.transport.RoundTrip(out)
+		if err == nil {
+			defer b.Release()
+			if headerTimer != nil {
+				headerTimer.Stop()
+			}
+			s.relay(ctx, w, r, resp, st, o)
+			return
+		}
+		b.Release()
+		reason, code, msg := classify(ctx, r, err)
+		if reason == ReasonClientGone {
+			o.HTTPStatus, o.GRPCStatus, o.Reason = 499, int(codes.Canceled), reason
+			return
+		}
+		st.countErr(idx, errIndex(reason))
+		if reason == ReasonConnect && !body.started.Load() && o.Retries < rt.Retries && ctx.Err() == nil {
+			tried |= 1 << (uint(idx) % 64)
+			o.Retries++
+			if st.retries != nil {
+				st.retries.Inc()
+			}
+			continue
+		}
+		s.fail(w, o, st, idx, reason, code, msg)
+		return
+	}
+}
+
+// relay streams the backend's response to the client: headers at once, each
+// chunk of body as soon as it is read, then the trailers.
+func (s *Server) relay(ctx context.Context, w http.ResponseWriter, r *http.Request, resp *http.Response, st *routeState, o *Outcome) {
+	defer resp.Body.Close()
+	h := w.Header()
+	for k, v := range resp.Header {
+		h[k] = v
+	}
+	if _, ok := resp.Header[hdrDate]; !ok {
+		h[hdrDate] = nil // faithful: add no Date the backend did not send
+	}
+	o.HTTPStatus = resp.StatusCode
+
+	// Trailers-only: the backend answered with grpc-status in its only
+	// HEADERS frame. Forward it the same way, one HEADERS frame with
+	// END_STREAM, by writing no body and flushing nothing.
+	if v := resp.Header[hdrGRPCStatus]; len(v) > 0 {
+		o.GRPCStatus = parseStatus(v)
+		w.WriteHeader(resp.StatusCode)
+		return
+	}
+
+	flusher, _ := w.(http.Flusher)
+	w.WriteHeader(resp.StatusCode)
+	if flusher != nil {
+		flusher.Flush() // a client may wait for headers before sending
+	}
+	bufp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bufp)
+	buf := *bufp
+	for {
+		n, err := resp.Body.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				o.HTTPStatus, o.GRPCStatus, o.Reason = 499, int(codes.Canceled), ReasonClientGone
+				return
+			}
+			if flusher != nil {
+				flusher.Flush()
+			}
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			reason, code, msg := classify(ctx, r, err)
+			if reason == ReasonClientGone {
+				o.HTTPStatus, o.GRPCStatus, o.Reason = 499, int(codes.Canceled), reason
+				return
+			}
+			if reason == ReasonConnect {
+				reason, msg = ReasonReset, msgStreamBroken
+			}
+			if code == codes.Unavailable {
+				msg = msgStreamBroken
+			}
+			st.countErr(o.Backend, errIndex(reason))
+			o.GRPCStatus, o.Reason = int(code), reason
+			writeTrailerStatus(h, code, msg)
+			return
+		}
+	}
+	for k, v := range resp.Trailer {
+		h[trailerKey(k)] = v
+	}
+	o.GRPCStatus = parseStatus(resp.Trailer[hdrGRPCStatus])
+}
+
+// fail ends a call that frontdoor could not complete, trailers-only.
+func (s *Server) fail(w http.ResponseWriter, o *Outcome, st *routeState, member int, reason string, code codes.Code, msg []string) {
+	if reason == ReasonNoBackend && st.noBackend != nil {
+		st.noBackend.Inc()
+	}
+	o.Backend, o.GRPCStatus, o.Reason = member, int(code), reason
+	writeStatus(w, code, msg)
+}
+
+// classify maps an upstream error to a failure reason and the status the
+// client gets.
+func classify(ctx context.Context, r *http.Request, err error) (reason string, code codes.Code, msg []string) {
+	if ctx.Err() != nil {
+		switch cause := context.Cause(ctx); {
+		case errors.Is(cause, errCallDeadline):
+			return ReasonTimeout, codes.DeadlineExceeded, msgDeadline
+		case errors.Is(cause, errResponseTimeout):
+			return ReasonTimeout, codes.DeadlineExceeded, msgResponseTimeout
+		case r.Context().Err() != nil:
+			return ReasonClientGone, codes.Canceled, nil
+		}
+	}
+	if errors.Is(err, errDial) {
+		return ReasonConnect, codes.Unavailable, msgConnect
+	}
+	return ReasonReset, codes.Unavailable, msgUnavailable
+}
+
+func errIndex(reason string) int {
+	switch reason {
+	case ReasonConnect:
+		return errConnect
+	case ReasonTimeout:
+		return errTimeout
+	}
+	return errReset
+}
+
+// reqBody is the upstream request's body: the client's request body, read
+// directly (no copy, no buffering). It records whether the transport has
+// started to read it, and ignores Close until then, because net/http closes
+// a request's body when RoundTrip fails and a call whose connect failed must
+// keep its body for the next backend. The HTTP/2 server closes the client's
+// body itself when the call ends.
+type reqBody struct {
+	rc      io.ReadCloser
+	started atomic.Bool
+}
+
+func (b *reqBody) Read(p []byte) (int, error) {
+	if !b.started.Load() {
+		b.started.Store(true)
+	}
+	return b.rc.Read(p)
+}
+
+func (b *reqBody) Close() error {
+	if b.started.Load() {
+		return b.rc.Close()
+	}
+	return nil
+}
