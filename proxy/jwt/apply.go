@@ -114,6 +114,9 @@ func isForwardName[T string | []byte](forward []forwardClaim, k T) bool {
 // allocates a little on success (one []string per claim header set);
 // nothing else on a cache hit. r must not be used concurrently.
 func (p *Policy) ApplyHTTP(r *http.Request, now time.Time) Reason {
+	if r.Header == nil {
+		r.Header = http.Header{}
+	}
 	if len(p.forward) > 0 {
 		for k := range r.Header {
 			if isForwardName(p.forward, k) {

@@ -125,7 +125,7 @@ func FuzzJWKS(f *testing.F) {
 			t.Fatal("keys returned with an error")
 		}
 		for _, vk := range keys {
-			if !usable(vk.kind, vk.alg, algs) {
+			if !usable(vk, algs) {
 				t.Fatalf("key %q of kind %v unusable", vk.kid, vk.kind)
 			}
 			if _, err := newKeySet([]verifyKey{vk}); err != nil {

@@ -24,8 +24,20 @@ import (
 const minRSABits = 2048
 
 // minHMACBytes is the smallest HMAC secret accepted (RFC 7518 section 3.2:
-// at least the hash size; 32 bytes for HS256).
+// at least the hash size; 32 bytes for HS256). HS384 and HS512 need 48 and
+// 64 bytes; a shorter secret is never used with them (hmacMin).
 const minHMACBytes = 32
+
+// hmacMin is the smallest secret an HS algorithm may use (its hash size).
+func hmacMin(alg string) int {
+	switch alg {
+	case "HS384":
+		return 48
+	case "HS512":
+		return 64
+	}
+	return minHMACBytes
+}
 
 // keyKind is what an algorithm needs and what a key is: the pairing of the
 // two is the whole of "the key type must match the algorithm".
@@ -136,7 +148,13 @@ func (ks *keySet) lookup(kid string, hasKid bool, alg string) (any, error) {
 }
 
 func (k *verifyKey) fits(alg string, want keyKind) bool {
-	return want != kindNone && k.kind == want && (k.alg == "" || k.alg == alg)
+	if want == kindNone || k.kind != want || (k.alg != "" && k.alg != alg) {
+		return false
+	}
+	if b, ok := k.key.([]byte); ok && len(b) < hmacMin(alg) {
+		return false
+	}
+	return true
 }
 
 // newKeySet computes the fingerprint of keys and returns the set.
@@ -205,11 +223,10 @@ func classifyKey(key any) (keyKind, error) {
 	return kindNone, fmt.Errorf("key type %T is not supported", key)
 }
 
-// usable reports whether some allowed algorithm can use a key of kind (and
-// JWK alg, if set).
-func usable(kind keyKind, jwkAlg string, algs []string) bool {
+// usable reports whether some allowed algorithm can use k.
+func usable(k verifyKey, algs []string) bool {
 	for _, a := range algs {
-		if algKind(a) == kind && (jwkAlg == "" || jwkAlg == a) {
+		if k.fits(a, algKind(a)) {
 			return true
 		}
 	}
@@ -272,14 +289,15 @@ func parseJWKS(data []byte, algs []string) ([]verifyKey, []keyIssue, error) {
 			issues = append(issues, keyIssue{kid: jwk.KeyID, err: fmt.Errorf("alg %q does not fit a %s key", jwk.Algorithm, kind), hard: true})
 			continue
 		}
-		if !usable(kind, jwk.Algorithm, algs) {
-			issues = append(issues, keyIssue{kid: jwk.KeyID, err: fmt.Errorf("no allowed algorithm verifies with a %s key", kind)})
-			continue
-		}
 		if b, ok := key.([]byte); ok {
 			key = bytes.Clone(b)
 		}
-		keys = append(keys, verifyKey{kid: jwk.KeyID, alg: jwk.Algorithm, kind: kind, key: key})
+		vk := verifyKey{kid: jwk.KeyID, alg: jwk.Algorithm, kind: kind, key: key}
+		if !usable(vk, algs) {
+			issues = append(issues, keyIssue{kid: jwk.KeyID, err: fmt.Errorf("no allowed algorithm verifies with a %s key", kind)})
+			continue
+		}
+		keys = append(keys, vk)
 	}
 	return keys, issues, nil
 }
@@ -363,10 +381,11 @@ func loadPEMFile(path string, algs []string) (verifyKey, error) {
 	if err != nil {
 		return verifyKey{}, fmt.Errorf("public_key_file %s: %w", path, err)
 	}
-	if kind == kindHMAC || !usable(kind, "", algs) {
+	vk := verifyKey{kind: kind, key: key}
+	if kind == kindHMAC || !usable(vk, algs) {
 		return verifyKey{}, fmt.Errorf("public_key_file %s: a %s key verifies none of the algorithms %s", path, kind, strings.Join(algs, ", "))
 	}
-	return verifyKey{kind: kind, key: key}, nil
+	return vk, nil
 }
 
 // loadHMACFile reads a raw secret; one trailing "\n" (or "\r\n") is ignored.
@@ -384,10 +403,11 @@ func loadHMACFile(path string, algs []string) (verifyKey, error) {
 	if _, err := classifyKey(data); err != nil {
 		return verifyKey{}, fmt.Errorf("hmac_secret_file %s: %w", path, err)
 	}
-	if !usable(kindHMAC, "", algs) {
-		return verifyKey{}, fmt.Errorf("hmac_secret_file %s: none of the algorithms %s is HS256, HS384 or HS512", path, strings.Join(algs, ", "))
+	vk := verifyKey{kind: kindHMAC, key: data}
+	if !usable(vk, algs) {
+		return verifyKey{}, fmt.Errorf("hmac_secret_file %s: a secret of %d bytes fits none of the algorithms %s (HS256 needs 32 bytes, HS384 48, HS512 64)", path, len(data), strings.Join(algs, ", "))
 	}
-	return verifyKey{kind: kindHMAC, key: data}, nil
+	return vk, nil
 }
 
 // defaultAlgorithms is used when a policy lists none.

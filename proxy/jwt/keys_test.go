@@ -87,7 +87,11 @@ func TestKeySources(t *testing.T) {
 		{"hmac crlf", func(pc *config.JWTPolicy) {
 			pc.HMACSecretFile = writeFile(t, dir, "s2", append(append([]byte{}, k.hmac...), '\r', '\n'))
 			pc.Algorithms = []string{"HS256", "HS512"}
-		}, hs512Tok, Valid},
+		}, hsTok, Valid},
+		{"hmac 32 bytes never used for HS512", func(pc *config.JWTPolicy) {
+			pc.HMACSecretFile = writeFile(t, dir, "s4", k.hmac)
+			pc.Algorithms = []string{"HS256", "HS512"}
+		}, hs512Tok, BadAlgorithm},
 		{"hmac two newlines keep one", func(pc *config.JWTPolicy) {
 			pc.HMACSecretFile = writeFile(t, dir, "s3", append(append([]byte{}, k.hmac...), '\n', '\n'))
 			pc.Algorithms = []string{"HS256"}
@@ -178,6 +182,7 @@ func TestNewErrors(t *testing.T) {
 			pc.Algorithms = []string{"HS256"}
 		}, "too short"},
 		{"hmac without HS algorithm", func(pc *config.JWTPolicy) { pc.HMACSecretFile = secret }, "HS256"},
+		{"hmac too short for HS512", func(pc *config.JWTPolicy) { pc.HMACSecretFile = secret; pc.Algorithms = []string{"HS512"} }, "HS512 64"},
 		{"alg none", func(pc *config.JWTPolicy) { pc.PublicKeyFile = rsaPEM; pc.Algorithms = []string{"RS256", "none"} }, `"none"`},
 		{"unknown alg", func(pc *config.JWTPolicy) { pc.PublicKeyFile = rsaPEM; pc.Algorithms = []string{"RS1"} }, `"RS1"`},
 		{"forward to Authorization", func(pc *config.JWTPolicy) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"net/textproto"
 	"reflect"
 	"slices"
@@ -53,8 +54,11 @@ type Options struct {
 	// policy's name once. nil counts nothing.
 	Metrics *metrics.Metrics
 	// HTTPClient fetches jwks_url. nil means a client with a 10s timeout
-	// over http.DefaultTransport. Its redirects, proxies and TLS settings
-	// are the caller's decision.
+	// over http.DefaultTransport that follows at most 5 redirects, and only
+	// to https or to plain http on a loopback address (never a downgrade
+	// that would let the network inject keys). A client given here is used
+	// as is: its redirects, proxies and TLS settings are the caller's
+	// decision.
 	HTTPClient *http.Client
 	// Previous is the policy this one replaces on reload (same name), or
 	// nil. New keeps its last good jwks_url key set when the fetch made in
@@ -162,7 +166,7 @@ func New(pc *config.JWTPolicy, opts Options) (*Policy, error) {
 		p.now = time.Now
 	}
 	if p.client == nil {
-		p.client = &http.Client{Timeout: clientTimeout}
+		p.client = &http.Client{Timeout: clientTimeout, CheckRedirect: checkRedirect}
 	}
 	if p.maxTok <= 0 {
 		p.maxTok = DefaultMaxTokenBytes
@@ -293,6 +297,24 @@ func (p *Policy) logIssues(issues []keyIssue) {
 	for _, is := range issues {
 		p.log.Warn("jwt: key skipped", "kid", is.kid, "err", is.err)
 	}
+}
+
+// checkRedirect is the default client's redirect policy for jwks_url.
+func checkRedirect(req *http.Request, via []*http.Request) error {
+	if len(via) >= 5 {
+		return errors.New("jwt: jwks_url: more than 5 redirects")
+	}
+	u := req.URL
+	if u.Scheme == "https" {
+		return nil
+	}
+	if u.Scheme == "http" {
+		h := u.Hostname()
+		if a, err := netip.ParseAddr(h); (err == nil && a.IsLoopback()) || h == "localhost" {
+			return nil
+		}
+	}
+	return fmt.Errorf("jwt: jwks_url: refusing redirect to %s (only https, or http to loopback)", u.Redacted())
 }
 
 // reservedHeader reports headers that forward_claims must not set: framing,

@@ -278,3 +278,33 @@ func TestRunWithoutURLReturns(t *testing.T) {
 		t.Fatal("Run without jwks_url did not return")
 	}
 }
+
+func TestJWKSRedirectPolicy(t *testing.T) {
+	t.Parallel()
+	k := keys(t)
+	srv := newJWKSServer(t, jwksJSON(t, jwk{kid: "a", key: &k.rsa.PublicKey}))
+	redir := func(to string) *httptest.Server {
+		s := httptest.NewServer(http.RedirectHandler(to, http.StatusFound))
+		t.Cleanup(s.Close)
+		return s
+	}
+	cases := []struct {
+		name string
+		url  string
+		keys int
+	}{
+		{"to loopback http", redir(srv.URL).URL, 1},
+		{"to non-loopback http", redir("http://192.0.2.1:1/jwks").URL, 0},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			pc := basePolicy("redir")
+			pc.JWKSURL = tc.url
+			p := mustNew(t, pc, Options{})
+			if got := p.KeyCount(); got != tc.keys {
+				t.Fatalf("%d keys, want %d", got, tc.keys)
+			}
+		})
+	}
+}
