@@ -86,6 +86,9 @@ type TargetStatus struct {
 	LastChange time.Time
 }
 
+// slotsPerInterval is how many wake-up slots one interval is cut into.
+const slotsPerInterval = 10
+
 // Checker runs the active health check of one pool: one goroutine per
 // target, each probing every interval ± 10% and applying rise/fall. Create it
 // with NewChecker and start it with Run; Status and FirstRoundDone are safe to
@@ -101,8 +104,10 @@ type Checker struct {
 	// rand returns a float in [0, 1) for spreading and jitter; tests swap
 	// it. Default math/rand/v2 Float64.
 	rand func() float64
-	// now is the clock for status times; tests may swap it.
+	// now is the clock for status times and scheduling; tests may swap it.
 	now func() time.Time
+	// slot is the grid probe times are rounded up to: interval/slotsPerInterval.
+	slot time.Duration
 
 	started atomic.Bool
 	// unprobed counts targets without a recorded result yet.
@@ -135,6 +140,7 @@ func NewChecker(opts CheckerOptions) (*Checker, error) {
 		onChange: opts.OnChange,
 		rand:     rand.Float64,
 		now:      time.Now,
+		slot:     opts.Check.Interval.Duration / slotsPerInterval,
 	}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
@@ -284,12 +290,12 @@ func (c *Checker) Run(ctx context.Context) {
 // loop probes t with p until ctx is done.
 func (c *Checker) loop(ctx context.Context, t *target, p prober) {
 	interval := c.check.Interval.Duration
+	start := c.now()
 	if !c.probe(ctx, t, p) {
 		return
 	}
 	// Spread the second round over (0, interval].
-	wait := time.Duration((1 - c.rand()) * float64(interval))
-	timer := time.NewTimer(wait)
+	timer := time.NewTimer(c.until(start, (1-c.rand())*float64(interval)))
 	defer timer.Stop()
 	for {
 		select {
@@ -297,14 +303,36 @@ func (c *Checker) loop(ctx context.Context, t *target, p prober) {
 			return
 		case <-timer.C:
 		}
-		start := time.Now()
+		start = c.now()
 		if !c.probe(ctx, t, p) {
 			return
 		}
 		// interval × [0.9, 1.1), measured from this probe's start.
-		next := time.Duration((0.9 + 0.2*c.rand()) * float64(interval))
-		timer.Reset(max(0, next-time.Since(start)))
+		timer.Reset(c.until(start, (0.9+0.2*c.rand())*float64(interval)))
 	}
+}
+
+// until returns how long to wait, from now, for the moment after
+// nanoseconds past start (measured on the monotonic clock), rounded to the
+// nearest point of the Checker's slot grid (never into the past) so that the
+// timers of many targets fire together and wake the process once per slot,
+// not once per target, while the mean period stays the interval. A
+// wall-clock step can move a wake-up by at most one slot.
+func (c *Checker) until(start time.Time, after float64) time.Duration {
+	now := c.now()
+	wait := max(0, time.Duration(after)-now.Sub(start))
+	if c.slot > 0 {
+		at := now.Add(wait)
+		switch r := at.Sub(at.Truncate(c.slot)); {
+		case r >= c.slot/2:
+			wait += c.slot - r
+		case r <= wait:
+			wait -= r
+		default: // due now: fire at the next slot rather than at once
+			wait += c.slot - r
+		}
+	}
+	return wait
 }
 
 // probe runs one probe of t and records it. It reports false when ctx ended,
@@ -318,14 +346,14 @@ func (c *Checker) probe(ctx context.Context, t *target, p prober) bool {
 	first, wasUp := !t.st.checked, t.st.everUp
 	changed := t.st.record(err, c.now(), c.check.Rise, c.check.Fall)
 	healthy := t.st.healthy
+	if first {
+		c.unprobed.Add(-1)
+	}
 	if changed {
 		// Under t.mu, so that verdicts reach the backend in order.
 		t.backend.SetHealthy(healthy)
 	}
 	t.mu.Unlock()
-	if first {
-		c.unprobed.Add(-1)
-	}
 	if c.onCheck != nil {
 		c.onCheck(t.index, err == nil)
 	}

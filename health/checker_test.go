@@ -442,8 +442,8 @@ func TestCheckerSpread(t *testing.T) {
 	start := time.Now()
 	startChecker(t, c)
 	waitFor(t, 5*time.Second, "two probes", func() bool { return rec.count(0, "ok") >= 2 })
-	if d := time.Since(start); d < 100*time.Millisecond || d > 350*time.Millisecond {
-		t.Errorf("second probe after %s, want about 100ms (a quarter interval)", d)
+	if d := time.Since(start); d < 75*time.Millisecond || d > 350*time.Millisecond {
+		t.Errorf("second probe after %s, want about 100ms (a quarter interval, ± half a 40ms slot)", d)
 	}
 }
 
@@ -487,6 +487,36 @@ func TestCheckerLateStart(t *testing.T) {
 			}
 			if !regexp.MustCompile(`^(fail )+ok up`).MatchString(rec.seq(0)) {
 				t.Errorf("events %q, want failures then ok up", rec.seq(0))
+			}
+		})
+	}
+}
+
+func TestCheckerSlotGrid(t *testing.T) {
+	t.Parallel()
+	base := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	ms := time.Millisecond
+	tests := []struct {
+		name       string
+		slot       time.Duration
+		start, now time.Duration // offsets from base
+		after      time.Duration
+		want       time.Duration
+	}{
+		{name: "rounded up to the nearest slot", slot: 100 * ms, start: 30 * ms, now: 30 * ms, after: 250 * ms, want: 270 * ms},
+		{name: "rounded down to the nearest slot", slot: 100 * ms, start: 10 * ms, now: 10 * ms, after: 230 * ms, want: 190 * ms},
+		{name: "on the grid already", slot: 100 * ms, start: 50 * ms, now: 50 * ms, after: 250 * ms, want: 250 * ms},
+		{name: "probe time subtracted", slot: 100 * ms, start: 0, now: 40 * ms, after: 250 * ms, want: 260 * ms},
+		{name: "overdue fires at the next slot", slot: 100 * ms, start: 0, now: 330 * ms, after: 250 * ms, want: 70 * ms},
+		{name: "due before the slot start fires at the next slot", slot: 100 * ms, start: 0, now: 320 * ms, after: 330 * ms, want: 80 * ms},
+		{name: "no grid", slot: 0, start: 30 * ms, now: 40 * ms, after: 250 * ms, want: 240 * ms},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			c := &Checker{slot: tc.slot, now: func() time.Time { return base.Add(tc.now) }}
+			if got := c.until(base.Add(tc.start), float64(tc.after)); got != tc.want {
+				t.Errorf("until = %s, want %s", got, tc.want)
 			}
 		})
 	}

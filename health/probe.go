@@ -192,7 +192,9 @@ func newGRPCProber(hc *config.HealthCheck, address string) *grpcProber {
 	bo.MaxDelay = interval
 	conn, err := grpc.NewClient("passthrough:///"+address,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithConnectParams(grpc.ConnectParams{Backoff: bo, MinConnectTimeout: p.timeout}),
+		// A connection attempt may outlive one probe's deadline and serve
+		// the next probe.
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: bo, MinConnectTimeout: max(p.timeout, interval)}),
 		grpc.WithUserAgent("frontdoor-health"),
 		grpc.WithDisableServiceConfig(),
 	)
