@@ -18,7 +18,9 @@ const maxVictims = 8
 //  1. removes every incoming header named in forward_claims, whatever the
 //     outcome and in any spelling that differs only in case or '-'/'_';
 //  2. reads the token (Authorization: Bearer, or the configured header or
-//     cookie) and rejects it when missing or longer than max_token_bytes;
+//     cookie) and rejects it when missing, present twice (Malformed: a
+//     backend might read the copy that was not verified) or longer than
+//     max_token_bytes;
 //  3. looks it up in the cache, else verifies it;
 //  4. on success sets the forward_claims headers and, with
 //     strip_authorization, removes the token's header (or cookie).
@@ -32,14 +34,27 @@ func (p *Policy) ApplyFast(req *fasthttp.Request, now time.Time) Reason {
 	if len(p.forward) > 0 {
 		p.removeForwardedFast(h)
 	}
+	// The token's header (or cookie) must appear once: with two, a
+	// backend could read the one that was not verified.
 	var raw []byte
+	n := 0
 	if p.src.cookie {
-		raw = h.CookieBytes(p.src.name)
+		for k, v := range h.Cookies() {
+			if string(k) == p.src.nameStr {
+				if n == 0 {
+					raw = v
+				}
+				n++
+			}
+		}
 	} else {
-		raw = h.PeekBytes(p.src.name)
+		vals := h.PeekAll(p.src.nameStr)
+		if n = len(vals); n > 0 {
+			raw = vals[0]
+		}
 	}
 	tok := extractToken(raw, p.src.bearer)
-	r := p.limit(len(tok))
+	r := p.limit(len(tok), n)
 	var e *entry
 	if r == Valid {
 		e, r = p.check(tok, now)
@@ -64,10 +79,14 @@ func (p *Policy) ApplyFast(req *fasthttp.Request, now time.Time) Reason {
 	return Valid
 }
 
-func (p *Policy) limit(n int) Reason {
+// limit checks a token's length n and how many times its header or cookie
+// appeared (copies).
+func (p *Policy) limit(n, copies int) Reason {
 	switch {
 	case n == 0:
 		return Missing
+	case copies > 1:
+		return Malformed
 	case n > p.maxTok:
 		return TooLarge
 	}
@@ -125,13 +144,14 @@ func (p *Policy) ApplyHTTP(r *http.Request, now time.Time) Reason {
 		}
 	}
 	var raw string
+	var n int
 	if p.src.cookie {
-		raw = cookieValue(r.Header["Cookie"], p.src.nameStr)
+		raw, n = cookieValue(r.Header["Cookie"], p.src.nameStr)
 	} else if v := r.Header[p.src.canon]; len(v) > 0 {
-		raw = v[0]
+		raw, n = v[0], len(v)
 	}
 	tok := extractToken(raw, p.src.bearer)
-	res := p.limit(len(tok))
+	res := p.limit(len(tok), n)
 	var e *entry
 	if res == Valid {
 		e, res = p.checkString(tok, now)
@@ -197,9 +217,12 @@ func foldEqual[T string | []byte](v T, lower string) bool {
 	return true
 }
 
-// cookieValue returns the value of cookie name from Cookie header lines,
-// without its optional double quotes, or "".
-func cookieValue(lines []string, name string) string {
+// cookieValue returns the value of the first cookie called name in Cookie
+// header lines, without its optional double quotes ("" if none), and how
+// many cookies have that name.
+func cookieValue(lines []string, name string) (string, int) {
+	var first string
+	n := 0
 	for _, line := range lines {
 		for line != "" {
 			var part string
@@ -209,13 +232,16 @@ func cookieValue(lines []string, name string) string {
 			if !ok || k != name {
 				continue
 			}
-			if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
-				v = v[1 : len(v)-1]
+			if n == 0 {
+				if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
+					v = v[1 : len(v)-1]
+				}
+				first = v
 			}
-			return v
+			n++
 		}
 	}
-	return ""
+	return first, n
 }
 
 // removeCookie rewrites the Cookie header without cookie name.

@@ -74,6 +74,7 @@ type matrixCase struct {
 	name   string
 	pol    string
 	auth   string // full Authorization value; "" = none
+	auth2  string // a second Authorization header
 	cookie string // Cookie header
 	xtoken string // X-Token header
 	want   Reason
@@ -154,6 +155,8 @@ func matrixCases(t *testing.T) []matrixCase {
 		{name: "bearer without token", pol: "multi", auth: "Bearer   ", want: Missing},
 		{name: "token without scheme", pol: "multi", auth: validRS, want: Missing},
 		{name: "cookie missing", pol: "cookie", cookie: "a=1", auth: bearer(validRS), want: Missing},
+		{name: "two Authorization headers", pol: "multi", auth: bearer(validRS), auth2: bearer(rs(goodClaims("root"))), want: Malformed},
+		{name: "two token cookies", pol: "cookie", cookie: "session=" + sign(t, jwtlib.SigningMethodHS256, "", k.hmac, g) + "; session=x", want: Malformed},
 		{name: "x-token wrong key", pol: "xtoken", xtoken: validRS, want: BadAlgorithm},
 	}
 }
@@ -176,6 +179,9 @@ func fastRequest(tc matrixCase) *fasthttp.Request {
 	if tc.auth != "" {
 		req.Header.Set("Authorization", tc.auth)
 	}
+	if tc.auth2 != "" {
+		req.Header.Add("Authorization", tc.auth2)
+	}
 	if tc.cookie != "" {
 		req.Header.Set("Cookie", tc.cookie)
 	}
@@ -195,6 +201,9 @@ func httpRequest(t *testing.T, tc matrixCase) *http.Request {
 	}
 	if tc.auth != "" {
 		r.Header.Set("Authorization", tc.auth)
+	}
+	if tc.auth2 != "" {
+		r.Header.Add("Authorization", tc.auth2)
 	}
 	if tc.cookie != "" {
 		r.Header.Set("Cookie", tc.cookie)

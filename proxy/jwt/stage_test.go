@@ -256,11 +256,11 @@ func TestExtractAndCookies(t *testing.T) {
 		}
 	}
 	lines := []string{"a=1; sess=\"x.y.z\"", "sessx=2;sess=late"}
-	if got := cookieValue(lines, "sess"); got != "x.y.z" {
-		t.Errorf("cookieValue = %q", got)
+	if got, n := cookieValue(lines, "sess"); got != "x.y.z" || n != 2 {
+		t.Errorf("cookieValue = %q, %d", got, n)
 	}
-	if got := cookieValue(lines, "none"); got != "" {
-		t.Errorf("cookieValue(none) = %q", got)
+	if got, n := cookieValue(lines, "none"); got != "" || n != 0 {
+		t.Errorf("cookieValue(none) = %q, %d", got, n)
 	}
 	h := http.Header{"Cookie": lines}
 	removeCookie(h, "sess")
