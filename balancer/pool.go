@@ -10,10 +10,13 @@ import (
 	"sync/atomic"
 )
 
-// ErrNoBackend is returned when a pool has no member that may take traffic.
+// ErrNoBackend is the error for a request whose pool has no member that may
+// take traffic (Pick returned -1); the proxy maps it to 503. Pools report
+// that case as -1, not as this error, to stay allocation- and branch-light.
 var ErrNoBackend = errors.New("balancer: no healthy backend")
 
-// Strategy names, as in the config's strategy key.
+// Strategy names, as in the config's strategy key; Options.Strategy takes
+// them.
 const (
 	RoundRobin     = "round_robin"
 	LeastConn      = "least_conn"
