@@ -224,6 +224,31 @@ func TestParseCPUStat(t *testing.T) {
 	}
 }
 
+func TestPorts(t *testing.T) {
+	t.Parallel()
+	p, err := newPorts("40000\t60999\n", 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[int]bool{}
+	for range 5 {
+		n, err := p.get()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n < 10000 || n >= 40000 || seen[n] {
+			t.Fatalf("port %d: want a new port in [10000, 40000)", n)
+		}
+		seen[n] = true
+	}
+	if _, err := newPorts("10500 60999", 1); err == nil {
+		t.Fatal("no room below the ephemeral range: want error")
+	}
+	if p, err := newPorts("", 0); err != nil || p.end != 32768 {
+		t.Fatalf("default range: %+v, %v", p, err)
+	}
+}
+
 func TestListening(t *testing.T) {
 	t.Parallel()
 	table := `  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode

@@ -177,12 +177,17 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
 		absFrontdoor, _ = filepath.Abs(o.FrontdoorBin)
 	}
 	absMinproxy, _ := filepath.Abs(o.MinproxyBin)
-	e := &env{Dir: dir, FrontdoorBin: absFrontdoor, MinproxyBin: absMinproxy}
+	localRange, _ := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	pp, err := newPorts(string(localRange), os.Getpid())
+	if err != nil {
+		return err
+	}
+	e := &env{Dir: dir, FrontdoorBin: absFrontdoor, MinproxyBin: absMinproxy, Ports: pp}
 	tick := clockTick()
 
 	// Backends, on the load CPU, for the whole run.
 	if needHTTP {
-		if e.BackendPort, err = freePort(); err != nil {
+		if e.BackendPort, err = e.Ports.get(); err != nil {
 			return err
 		}
 		conf, err := writeFile(dir, "nginx-backend.conf", nginxBackendConfig(dir, e.BackendPort))
@@ -203,7 +208,7 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
 		}
 	}
 	if needL4 {
-		if e.IperfPort, err = freePort(); err != nil {
+		if e.IperfPort, err = e.Ports.get(); err != nil {
 			return err
 		}
 		srv, err := startProc("iperf3 server", o.CPULoad,
@@ -280,7 +285,7 @@ func runOne(ctx context.Context, o options, e *env, t target, w workload, round 
 	var l launch
 	if t.Setup != nil {
 		var err error
-		if port, err = freePort(); err != nil {
+		if port, err = e.Ports.get(); err != nil {
 			return fail(err)
 		}
 		if l, err = t.Setup(e, port); err != nil {

@@ -14,6 +14,7 @@ type env struct {
 	MinproxyBin  string
 	BackendPort  int // nginx backend (HTTP)
 	IperfPort    int // iperf3 server (L4)
+	Ports        *ports
 }
 
 // target is one proxy (or the direct path) under test.
@@ -124,7 +125,7 @@ func frontdoorHTTP(e *env, port int) (launch, error) {
 	if err != nil {
 		return launch{}, err
 	}
-	admin, err := freePort()
+	admin, err := e.Ports.get()
 	if err != nil {
 		return launch{}, err
 	}

@@ -219,16 +219,46 @@ func waitHTTP(ctx context.Context, p *proc, url string, within time.Duration) er
 	}
 }
 
-// freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
+// ports hands out listening ports below the kernel's ephemeral range, so
+// that the many outgoing connections of a run (wrk, proxies to backends)
+// never take a port the next target wants to bind. Each port is handed out
+// at most once per run. Not safe for concurrent use.
+type ports struct {
+	next, end int
+}
+
+// newPorts reads the ephemeral range from localRange (the contents of
+// /proc/sys/net/ipv4/ip_local_port_range; empty means the Linux default
+// 32768-60999) and returns ports counting up from just below it, starting
+// at an offset derived from seed so concurrent harnesses rarely meet.
+func newPorts(localRange string, seed int) (*ports, error) {
+	low := 32768
+	if f := strings.Fields(localRange); len(f) == 2 {
+		n, err := strconv.Atoi(f[0])
+		if err != nil {
+			return nil, fmt.Errorf("ip_local_port_range %q: %w", localRange, err)
+		}
+		low = n
 	}
-	defer ln.Close()
-	ta, ok := ln.Addr().(*net.TCPAddr)
-	if !ok {
-		return 0, errors.New("listener address is not TCP")
+	const first = 10000
+	if low-first < 1000 {
+		return nil, fmt.Errorf("ephemeral ports start at %d: no room below for listeners", low)
 	}
-	return ta.Port, nil
+	span := low - first
+	return &ports{next: first + (seed%span+span)%span/2, end: low}, nil
+}
+
+// get returns the next port in the range that a probe listener can bind on
+// 127.0.0.1.
+func (p *ports) get() (int, error) {
+	for ; p.next < p.end; p.next++ {
+		ln, err := net.Listen("tcp4", addr(p.next))
+		if err != nil {
+			continue
+		}
+		ln.Close()
+		p.next++
+		return p.next - 1, nil
+	}
+	return 0, errors.New("no free port below the ephemeral range")
 }
