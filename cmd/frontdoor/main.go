@@ -1,11 +1,3 @@
-// Command frontdoor is the frontdoor load balancer daemon.
-//
-//	frontdoor -config FILE           run
-//	frontdoor -check -config FILE    validate FILE, print every error, exit 0 or 1
-//	frontdoor -version               print the version
-//
-// Signals: SIGHUP reloads the config, SIGTERM and SIGINT drain and exit 0,
-// SIGUSR1 reopens the access log file.
 package main
 
 import (
@@ -16,9 +8,8 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/signal"
 	"runtime"
-	"syscall"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -44,22 +35,22 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "frontdoor: unexpected argument %q; use -config FILE\n", fs.Arg(0))
+		return 2
+	}
 	if *showVersion {
 		fmt.Fprintf(stdout, "frontdoor %s %s\n", version, runtime.Version())
 		return 0
 	}
 	cfg, err := config.Load(*configPath)
-	if *check {
-		if err != nil {
-			printConfigErrors(stderr, err)
-			return 1
-		}
-		fmt.Fprintln(stdout, "config OK")
-		return 0
-	}
 	if err != nil {
 		printConfigErrors(stderr, err)
 		return 1
+	}
+	if *check {
+		fmt.Fprintln(stdout, "config OK")
+		return 0
 	}
 	if err := serve(cfg, *configPath, stderr); err != nil {
 		fmt.Fprintln(stderr, "frontdoor:", err)
@@ -69,44 +60,76 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 func printConfigErrors(w io.Writer, err error) {
-	if errs := config.Errors(err); len(errs) > 0 {
-		for _, e := range errs {
-			fmt.Fprintln(w, e)
-		}
-		return
+	for _, msg := range errorLines(err) {
+		fmt.Fprintln(w, msg)
 	}
-	fmt.Fprintln(w, err)
 }
 
-func newLogger(w io.Writer, level string) *slog.Logger {
-	var l slog.Level
-	switch level {
-	case "debug":
-		l = slog.LevelDebug
-	case "warn":
-		l = slog.LevelWarn
-	case "error":
-		l = slog.LevelError
+// errorLines lists err one problem a line: each config error as
+// FILE:LINE: KEY: MSG, anything else as its text.
+func errorLines(err error) []string {
+	errs := config.Errors(err)
+	if len(errs) == 0 {
+		return []string{err.Error()}
 	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
+	out := make([]string, len(errs))
+	for i, e := range errs {
+		out[i] = e.Error()
+	}
+	return out
+}
+
+func logLevel(name string) slog.Level {
+	switch name {
+	case "debug":
+		return slog.LevelDebug
+	case "warn":
+		return slog.LevelWarn
+	case "error":
+		return slog.LevelError
+	}
+	return slog.LevelInfo
+}
+
+// daemon is the running process: the proxy and what the event loop needs to
+// reload, report and stop it. Only the event loop goroutine touches cfg.
+type daemon struct {
+	path     string
+	cfg      *config.Config // the running config
+	px       *proxy.Proxy
+	m        *metrics.Metrics
+	state    *reloadState
+	notify   *notifier
+	logger   *slog.Logger
+	level    *slog.LevelVar
+	access   *proxy.AccessLog
+	admin    *metrics.Admin
+	check    *selfCheck // nil: the watchdog proves only the event loop
+	draining atomic.Bool
 }
 
 // serve runs the daemon until SIGTERM or SIGINT, then drains.
 func serve(cfg *config.Config, path string, stderr io.Writer) error {
-	logger := newLogger(stderr, cfg.Log.Level)
+	level := new(slog.LevelVar)
+	level.Set(logLevel(cfg.Log.Level))
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	notify, err := newNotifier()
 	if err != nil {
 		return err
 	}
 	defer notify.close()
 
+	// Signals first: from here on a SIGHUP or SIGTERM during start-up waits
+	// in its channel instead of killing the process.
+	sigs := notifySignals()
+	defer sigs.close()
+
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg, version)
-
-	// Signals first, so that a SIGHUP during start-up is not lost.
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1)
-	defer signal.Stop(sigs)
+	// Both results exist from the start, so rate() and alerts on failures
+	// see a 0 before the first failure.
+	m.ConfigReloads.WithLabelValues("success")
+	m.ConfigReloads.WithLabelValues("failure")
 
 	logCtx, stopLog := context.WithCancel(context.Background())
 	var access *proxy.AccessLog
@@ -124,113 +147,109 @@ func serve(cfg *config.Config, path string, stderr io.Writer) error {
 		}
 	}()
 
-	px := proxy.New(proxy.Options{Metrics: m, Logger: logger, AccessLog: access})
-	if err := px.Apply(cfg); err != nil {
-		m.ConfigReloads.WithLabelValues("failure").Inc()
+	d := &daemon{
+		path: path, cfg: cfg, m: m, notify: notify, logger: logger, level: level, access: access,
+		state: &reloadState{path: path},
+	}
+	d.px = proxy.New(proxy.Options{Metrics: m, Logger: logger, AccessLog: access})
+	if err := d.px.Apply(cfg); err != nil {
 		return err
 	}
-	state := &reloadState{path: path, loaded: time.Now(), ok: true}
+	d.state.succeeded(time.Now())
 	m.ReloadSuccessful.Set(1)
 	m.ReloadTimestamp.Set(float64(time.Now().Unix()))
-
-	var admin *metrics.Admin
-	if cfg.Admin.Bind != "off" {
-		admin, err = metrics.NewAdmin(metrics.AdminOptions{
-			Bind:     cfg.Admin.Bind,
-			Gatherer: reg,
-			Ready:    px.Ready,
-			Status:   func() any { return px.Status(state.snapshot()) },
-			Logger:   logger,
-		})
-		if err != nil {
-			_ = px.Shutdown(context.Background())
-			return err
-		}
-		go func() {
-			if err := admin.Serve(); err != nil {
-				logger.Error("admin listener stopped", "err", err)
-			}
-		}()
-	}
-	logger.Info("frontdoor started", "version", version, "config", path, "listeners", len(cfg.Listeners), "pools", len(cfg.Pools))
-	_ = notify.send("READY=1\nSTATUS=serving " + summary(cfg))
 
 	wd, err := watchdogInterval()
 	if err != nil {
 		logger.Warn("watchdog disabled", "err", err)
 	}
-	var wdTick <-chan time.Time
+	if cfg.Admin.Bind != "off" {
+		d.admin, err = metrics.NewAdmin(metrics.AdminOptions{
+			Bind:     cfg.Admin.Bind,
+			Gatherer: reg,
+			Ready:    func() bool { return !d.draining.Load() && d.px.Ready() },
+			Status:   func() any { return d.px.Status(d.state.snapshot()) },
+			Logger:   logger,
+		})
+		if err != nil {
+			_ = d.px.Shutdown(context.Background())
+			return err
+		}
+		go func() {
+			if err := d.admin.Serve(); err != nil {
+				logger.Error("admin listener stopped", "err", err)
+			}
+		}()
+		logger.Info("admin listening", "addr", d.admin.Addr().String())
+		if wd > 0 {
+			d.check = newSelfCheck(d.admin.Addr(), wd)
+		}
+	}
+	for _, l := range d.px.Status(proxy.ConfigStatus{}).Listeners {
+		logger.Info("listening", "listener", l.Name, "mode", l.Mode, "addr", l.Addr)
+	}
+	logger.Info("frontdoor started", "version", version, "config", path, "listeners", len(cfg.Listeners), "pools", len(cfg.Pools))
+	_ = notify.send("READY=1\nSTATUS=" + d.statusLine())
+
+	var tick <-chan time.Time
 	if wd > 0 {
 		t := time.NewTicker(wd)
 		defer t.Stop()
-		wdTick = t.C
-		_ = notify.send("WATCHDOG=1")
+		tick = t.C
+		d.watchdog()
+		logger.Info("watchdog on", "interval", wd)
 	}
-
-	drain := cfg.Global.DrainTimeout.Duration
-	for {
-		select {
-		case <-wdTick:
-			_ = notify.send("WATCHDOG=1")
-		case sig := <-sigs:
-			switch sig {
-			case syscall.SIGHUP:
-				// Coalesce: reloads that arrived meanwhile are served by
-				// this one, which reads the file as it is now.
-				drainSignals(sigs, syscall.SIGHUP)
-				if d, ok := reload(px, m, state, notify, logger); ok {
-					drain = d
-				}
-			case syscall.SIGUSR1:
-				if err := access.Reopen(); err != nil {
-					logger.Error("reopen access log", "err", err)
-				} else {
-					logger.Info("access log reopened")
-				}
-			default:
-				logger.Info("draining", "signal", sig.String(), "drain_timeout", drain)
-				_ = notify.send("STOPPING=1\nSTATUS=draining")
-				ctx, cancel := context.WithTimeout(context.Background(), drain)
-				err := px.Shutdown(ctx)
-				cancel()
-				if admin != nil {
-					actx, acancel := context.WithTimeout(context.Background(), time.Second)
-					_ = admin.Shutdown(actx)
-					acancel()
-				}
-				if err != nil && !errors.Is(err, context.DeadlineExceeded) {
-					logger.Warn("drain", "err", err)
-				}
-				logger.Info("stopped")
-				return nil
-			}
-		}
-	}
+	l := &loop{sigs: sigs, tick: tick, reload: d.reload, reopen: d.reopen, watchdog: d.watchdog}
+	sig := l.run()
+	d.drain(sig, sigs, tick)
+	return nil
 }
 
-// drainSignals removes queued copies of sig so a burst of SIGHUPs costs one
-// reload. Other signals are put back.
-func drainSignals(sigs chan os.Signal, sig os.Signal) {
-	var keep []os.Signal
-	for {
-		select {
-		case s := <-sigs:
-			if s != sig {
-				keep = append(keep, s)
-			}
-		default:
-			for _, s := range keep {
-				sigs <- s
-			}
-			return
-		}
+// reopen reopens the access log file (SIGUSR1).
+func (d *daemon) reopen() {
+	if err := d.access.Reopen(); err != nil {
+		d.logger.Error("reopen access log", "err", err)
+		return
 	}
+	d.logger.Info("access log reopened")
 }
 
-func summary(cfg *config.Config) string {
-	backends := 0
-	for _, p := range cfg.Pools {
-		backends += len(p.Backends)
+// drain stops the proxy after sig: /readyz turns 503, listeners stop
+// accepting and requests in flight get up to drain_timeout. A second stop
+// signal cuts the drain short. The watchdog keeps being fed meanwhile: the
+// drain is bounded by drain_timeout, and systemd's TimeoutStopSec bounds it
+// again.
+func (d *daemon) drain(sig os.Signal, sigs *signals, tick <-chan time.Time) {
+	timeout := d.cfg.Global.DrainTimeout.Duration
+	d.draining.Store(true)
+	d.logger.Info("draining", "signal", sig.String(), "drain_timeout", timeout)
+	_ = d.notify.send("STOPPING=1\nSTATUS=draining after " + sig.String() + ", up to " + timeout.String())
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- d.px.Shutdown(ctx) }()
+	var err error
+wait:
+	for {
+		select {
+		case err = <-done:
+			break wait
+		case s := <-sigs.stop:
+			d.logger.Warn("second stop signal: closing open connections now", "signal", s.String())
+			cancel()
+		case <-tick:
+			_ = d.notify.send("WATCHDOG=1")
+		}
 	}
-	return fmt.Sprintf("%d listeners, %d pools, %d backends", len(cfg.Listeners), len(cfg.Pools), backends)
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		d.logger.Warn("drain ended with connections still open; closing them", "err", err)
+	} else if err != nil {
+		d.logger.Warn("drain", "err", err)
+	}
+	if d.admin != nil {
+		actx, acancel := context.WithTimeout(context.Background(), time.Second)
+		_ = d.admin.Shutdown(actx)
+		acancel()
+	}
+	d.logger.Info("stopped")
 }

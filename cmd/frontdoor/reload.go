@@ -1,23 +1,26 @@
 package main
 
 import (
-	"log/slog"
+	"fmt"
+	"strconv"
 	"sync"
 	"time"
 
 	"frontdoor/config"
-	"frontdoor/metrics"
 	"frontdoor/proxy"
 )
 
-// reloadState is what /status tells about the config file and reloads.
+// reloadState is what /status and STATUS= tell about the config file and
+// reloads. The event loop writes it; admin requests read it.
 type reloadState struct {
-	mu      sync.Mutex
-	path    string
-	loaded  time.Time
-	ok      bool
-	lastErr []string
-	tried   time.Time
+	mu        sync.Mutex
+	path      string
+	ok        bool
+	loaded    time.Time // last successful load or reload
+	tried     time.Time // last reload attempt
+	lastErr   []string
+	successes int // reloads, not counting the initial load
+	failures  int
 }
 
 func (s *reloadState) snapshot() proxy.ConfigStatus {
@@ -32,52 +35,83 @@ func (s *reloadState) snapshot() proxy.ConfigStatus {
 	}
 }
 
-// reload reads the config file again and applies it. A file that fails to
-// load or apply changes nothing: the old config keeps serving, and the
-// failure shows in the log, the metrics and /status. It returns the new
-// drain timeout when the reload succeeded.
-func reload(px *proxy.Proxy, m *metrics.Metrics, st *reloadState, n *notifier, logger *slog.Logger) (time.Duration, bool) {
-	_ = n.reloading()
-	defer func() { _ = n.send("READY=1") }()
-	now := time.Now()
-	st.mu.Lock()
-	st.tried = now
-	st.mu.Unlock()
+func (s *reloadState) succeeded(now time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.loaded.IsZero() {
+		s.successes++
+		s.tried = now
+	}
+	s.ok, s.loaded, s.lastErr = true, now, nil
+}
 
-	cfg, err := config.Load(st.path)
+func (s *reloadState) failed(now time.Time, msgs []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.failures++
+	s.ok, s.tried, s.lastErr = false, now, msgs
+}
+
+// reload reads the config file again and applies it (SIGHUP). A file that
+// fails to load or apply changes nothing: the old config keeps serving, every
+// error is logged with its line, config_last_reload_successful drops to 0,
+// config_reloads_total{result="failure"} counts it, and /status lists the
+// errors. systemd hears RELOADING=1 before and READY=1 after, either way.
+func (d *daemon) reload() {
+	start := time.Now()
+	_ = d.notify.reloading("STATUS=reloading " + d.path)
+
+	cfg, err := config.Load(d.path)
 	if err == nil {
-		err = px.Apply(cfg)
+		err = d.px.Apply(cfg)
 	}
 	if err != nil {
-		var msgs []string
-		if errs := config.Errors(err); len(errs) > 0 {
-			for _, e := range errs {
-				msgs = append(msgs, e.Error())
-			}
-		} else {
-			msgs = []string{err.Error()}
-		}
+		msgs := errorLines(err)
 		for _, msg := range msgs {
-			logger.Error("reload failed; the previous config keeps serving", "err", msg)
+			d.logger.Error("reload failed; the previous config keeps serving", "config", d.path, "err", msg)
 		}
-		m.ConfigReloads.WithLabelValues("failure").Inc()
-		m.ReloadSuccessful.Set(0)
-		st.mu.Lock()
-		st.ok = false
-		st.lastErr = msgs
-		st.mu.Unlock()
-		_ = n.send("STATUS=reload failed; serving the previous config")
-		return 0, false
+		d.m.ConfigReloads.WithLabelValues("failure").Inc()
+		d.m.ReloadSuccessful.Set(0)
+		d.state.failed(start, msgs)
+		_ = d.notify.send("READY=1\nSTATUS=" + d.statusLine())
+		return
 	}
-	m.ConfigReloads.WithLabelValues("success").Inc()
-	m.ReloadSuccessful.Set(1)
-	m.ReloadTimestamp.Set(float64(now.Unix()))
-	st.mu.Lock()
-	st.ok = true
-	st.loaded = now
-	st.lastErr = nil
-	st.mu.Unlock()
-	logger.Info("config reloaded", "config", st.path)
-	_ = n.send("STATUS=serving " + summary(cfg))
-	return cfg.Global.DrainTimeout.Duration, true
+	d.restartOnly(cfg)
+	d.level.Set(logLevel(cfg.Log.Level))
+	d.cfg = cfg
+	d.m.ConfigReloads.WithLabelValues("success").Inc()
+	d.m.ReloadSuccessful.Set(1)
+	d.m.ReloadTimestamp.Set(float64(start.Unix()))
+	d.state.succeeded(start)
+	d.logger.Info("config reloaded", "config", d.path, "took", time.Since(start).Round(time.Microsecond))
+	_ = d.notify.send("READY=1\nSTATUS=" + d.statusLine())
+}
+
+// restartOnly warns about settings a reload cannot change: the admin
+// listener and the access log destination stay as they were at start.
+func (d *daemon) restartOnly(cfg *config.Config) {
+	if cfg.Admin.Bind != d.cfg.Admin.Bind {
+		d.logger.Warn("admin.bind changed; it takes effect on restart", "running", d.cfg.Admin.Bind, "file", cfg.Admin.Bind)
+	}
+	if cfg.Log.Access != d.cfg.Log.Access {
+		d.logger.Warn("log.access changed; it takes effect on restart", "running", d.cfg.Log.Access, "file", cfg.Log.Access)
+	}
+}
+
+// statusLine is the STATUS= text systemctl status shows.
+func (d *daemon) statusLine() string {
+	backends := 0
+	for _, p := range d.cfg.Pools {
+		backends += len(p.Backends)
+	}
+	s := fmt.Sprintf("serving %d listeners, %d pools, %d backends", len(d.cfg.Listeners), len(d.cfg.Pools), backends)
+	d.state.mu.Lock()
+	defer d.state.mu.Unlock()
+	if d.state.successes+d.state.failures > 0 {
+		s += "; reloads: " + strconv.Itoa(d.state.successes) + " ok, " + strconv.Itoa(d.state.failures) + " failed"
+	}
+	if !d.state.ok {
+		s += "; LAST RELOAD FAILED at " + d.state.tried.Format(time.TimeOnly) + ", previous config kept: " + d.state.lastErr[0]
+	}
+	return s
 }

@@ -46,15 +46,16 @@ func (n *notifier) send(state string) error {
 	return nil
 }
 
-// reloading announces a reload with the MONOTONIC_USEC systemd requires for
-// Type=notify-reload and accepts for Type=notify.
-func (n *notifier) reloading() error {
+// reloading announces a reload, with the MONOTONIC_USEC that systemd
+// requires for Type=notify-reload and accepts for Type=notify, and extra
+// lines such as a STATUS=.
+func (n *notifier) reloading(extra string) error {
 	var ts unix.Timespec
 	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
 		return fmt.Errorf("read monotonic clock: %w", err)
 	}
 	usec := ts.Sec*1_000_000 + ts.Nsec/1000
-	return n.send("RELOADING=1\nMONOTONIC_USEC=" + strconv.FormatInt(usec, 10))
+	return n.send("RELOADING=1\nMONOTONIC_USEC=" + strconv.FormatInt(usec, 10) + "\n" + extra)
 }
 
 // watchdogInterval returns half of $WATCHDOG_USEC (how often to send
