@@ -12,9 +12,11 @@ import (
 
 // Limits Load enforces beyond "greater than zero".
 const (
-	maxRetries        = 10
-	minTablePerBack   = 100
-	maxTableSize      = 1 << 24
+	maxRetries      = 10
+	minTablePerBack = 100
+	maxTableSize    = 1 << 24
+	// maxWeight is the largest backend weight the balancer accepts.
+	maxWeight         = 1000
 	maxNameLen        = 128
 	durationExample   = `such as "2s" or "1m30s"`
 	nameCharsHint     = "use letters, digits, '_', '-' and '.'"
@@ -227,7 +229,7 @@ func (v *validator) pool(c *Config, name string, pl *Pool) {
 	if pl.TableSize != 0 && !isHash {
 		v.add(p+".table_size", `table_size is only used with strategy = "consistent_hash"; remove it or change the strategy`)
 	} else if isHash {
-		v.tableSize(p+".table_size", pl.TableSize, len(pl.Backends))
+		v.tableSize(p+".table_size", pl.TableSize, pl.Backends)
 	}
 
 	var tcpUsers []string
@@ -305,20 +307,34 @@ func (v *validator) backends(p string, pl *Pool) {
 		}
 		if b.Weight < 1 {
 			v.add(bp+".weight", "weight %d must be at least 1; remove the backend to take it out of the pool", b.Weight)
+		} else if b.Weight > maxWeight {
+			v.add(bp+".weight", "weight %d is above %d; scale the pool's weights down (only their ratios matter)", b.Weight, maxWeight)
 		}
 	}
 }
 
-// tableSize checks a Maglev table size: a prime of at least 100 x backends.
-func (v *validator) tableSize(path string, size, backends int) {
+// tableSize checks a Maglev table size: a prime of at least 100 x backends,
+// and at least the weights' sum divided by their greatest common divisor (so
+// every backend gets its share of slots).
+func (v *validator) tableSize(path string, size int, bs []Backend) {
+	backends := len(bs)
 	need := max(minTablePerBack*backends, minTablePerBack)
+	g, sum := 0, 0
+	for _, b := range bs {
+		if b.Weight >= 1 && b.Weight <= maxWeight {
+			g, sum = gcd(g, b.Weight), sum+b.Weight
+		}
+	}
+	if g > 0 {
+		need = max(need, sum/g)
+	}
 	switch {
 	case need > maxTableSize:
 		v.add(path, "%d backends is too many for consistent_hash (table_size would exceed %d); split the pool", backends, maxTableSize)
 	case size > maxTableSize:
 		v.add(path, "table_size %d is too large; use a prime of at most %d, such as %d", size, maxTableSize, nextPrime(need))
 	case size < need:
-		v.add(path, "table_size %d must be at least %d x %d backends = %d; use a prime such as %d", size, minTablePerBack, backends, need, nextPrime(need))
+		v.add(path, "table_size %d must be at least %d (100 x %d backends, and the sum of weights over their gcd); use a prime such as %d", size, need, backends, nextPrime(need))
 	case !isPrime(size):
 		v.add(path, "table_size %d must be a prime; use %d", size, nextPrime(size))
 	}
@@ -556,4 +572,11 @@ func nextPrime(n int) int {
 	for n = max(n, 2); !isPrime(n); n++ {
 	}
 	return n
+}
+
+func gcd(a, b int) int {
+	for b != 0 {
+		a, b = b, a%b
+	}
+	return a
 }
