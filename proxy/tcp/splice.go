@@ -18,6 +18,11 @@ import (
 // pipe's capacity (64 KiB by default) caps it in practice.
 const maxSplice = 1 << 20
 
+// pipeSize is the capacity asked for each pipe. Only pipes of directions
+// with bytes in flight exist, so the kernel memory it costs follows the
+// number of busy directions, not of sessions.
+const pipeSize = 1 << 20
+
 const spliceFlags = unix.SPLICE_F_NONBLOCK | unix.SPLICE_F_MOVE
 
 // pipe is a kernel pipe used as the splice buffer of one direction while
@@ -49,6 +54,10 @@ func (pp *pipePool) get() (*pipe, error) {
 	if err := unix.Pipe2(fds[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
 		return nil, os.NewSyscallError("pipe2", err)
 	}
+	// A larger pipe moves more per splice(2) pair. Errors are ignored: the
+	// kernel refuses it past pipe-max-size or, for unprivileged users, past
+	// pipe-user-pages-soft, and the default 64 KiB pipe works.
+	_, _ = unix.FcntlInt(uintptr(fds[0]), unix.F_SETPIPE_SZ, pipeSize)
 	p := &pipe{r: fds[0], w: fds[1]}
 	p.cleanup = runtime.AddCleanup(p, closePipe, fds)
 	pp.created.Add(1)

@@ -1,0 +1,64 @@
+package tcp_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"time"
+
+	"frontdoor/balancer"
+	"frontdoor/proxy/tcp"
+)
+
+// A Server forwards connections from a listener the caller bound to a pool.
+func Example() {
+	// An echo backend.
+	bln, _ := net.Listen("tcp", "127.0.0.1:0")
+	defer bln.Close()
+	go func() {
+		c, err := bln.Accept()
+		if err != nil {
+			return
+		}
+		_, _ = io.Copy(c, c)
+		_ = c.(*net.TCPConn).CloseWrite()
+	}()
+	backend := balancer.NewBackend(bln.Addr().String())
+	backend.SetHealthy(true)
+	pool, _ := balancer.NewPool([]balancer.Member{{Backend: backend, Weight: 1}}, balancer.Options{})
+
+	// The caller binds the listener and keeps it; the Server never closes it.
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	defer ln.Close()
+	srv := tcp.NewServer(tcp.Options{Name: "echo", Listener: ln, IdleTimeout: time.Minute},
+		&tcp.Upstream{PoolName: "echo", Pool: pool, ConnectTimeout: time.Second, Retries: 1})
+	go func() { _ = srv.Serve() }()
+
+	c, _ := net.Dial("tcp", ln.Addr().String())
+	_, _ = io.WriteString(c, "hello")
+	_ = c.(*net.TCPConn).CloseWrite() // the backend sees EOF, answers, and closes
+	reply, _ := io.ReadAll(c)
+	fmt.Println(string(reply))
+
+	// Reload: new connections use the new Upstream, open ones finish.
+	srv.SetUpstream(&tcp.Upstream{PoolName: "echo", Pool: pool})
+
+	// Drain: wait up to 5 s for open sessions, then close them.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	fmt.Println(srv.Shutdown(ctx), srv.Active())
+	// Output:
+	// hello
+	// <nil> 0
+}
+
+// SourceKey is the consistent_hash key of a client: the same for an IPv4
+// address and its IPv4-mapped IPv6 form.
+func ExampleSourceKey() {
+	v4 := tcp.SourceKey(netip.MustParseAddr("192.0.2.7"))
+	mapped := tcp.SourceKey(netip.MustParseAddr("::ffff:192.0.2.7"))
+	fmt.Println(v4 == mapped)
+	// Output: true
+}
