@@ -51,8 +51,8 @@ func TestSoakIdleConnections(t *testing.T) {
 		_, _ = c.Read(b)
 	})
 
-	child := exec.Command(os.Args[0], "-test.run=^TestSoakChild$")
-	child.Env = append(os.Environ(), "FRONTDOOR_SOAK_CHILD="+backend)
+	child := exec.Command(os.Args[0], "-test.run=^TestEngineChild$")
+	child.Env = append(os.Environ(), "FRONTDOOR_ENGINE_CHILD="+backend)
 	stdin, _ := child.StdinPipe()
 	stdout, _ := child.StdoutPipe()
 	child.Stderr = os.Stderr
@@ -146,11 +146,13 @@ func procStats(t *testing.T, pid int) (rssKiB, fds int) {
 	return rssKiB, len(ents)
 }
 
-// TestSoakChild is the engine process of TestSoakIdleConnections.
-func TestSoakChild(t *testing.T) {
-	backend := os.Getenv("FRONTDOOR_SOAK_CHILD")
+// TestEngineChild is the engine process of TestSoakIdleConnections and
+// TestSpliceSyscalls: it forwards to FRONTDOOR_ENGINE_CHILD, prints its
+// address and runs until its stdin closes.
+func TestEngineChild(t *testing.T) {
+	backend := os.Getenv("FRONTDOOR_ENGINE_CHILD")
 	if backend == "" {
-		t.Skip("runs only as the child of TestSoakIdleConnections")
+		t.Skip("runs only as a child of another test")
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	p := startProxy(t, Options{IdleTimeout: time.Hour, Logger: log}, &Upstream{Pool: newPool(t, backend)})
