@@ -150,10 +150,13 @@ type accessRecord struct {
 	host      []byte
 	path      []byte
 	status    int
-	backend   string
-	bytesIn   int
-	bytesOut  int
-	reason    string
+	// grpc marks a gRPC call; grpcStatus is its grpc-status (-1: none).
+	grpc       bool
+	grpcStatus int
+	backend    string
+	bytesIn    int
+	bytesOut   int
+	reason     string
 }
 
 // log formats rec and queues it for the writer. It does not allocate in
@@ -211,6 +214,10 @@ func appendAccessRecord(b []byte, r *accessRecord) []byte {
 	b = appendJSONString(b, r.path)
 	b = append(b, `,"status":`...)
 	b = strconv.AppendInt(b, int64(r.status), 10)
+	if r.grpc && r.grpcStatus >= 0 {
+		b = append(b, `,"grpc_status":`...)
+		b = strconv.AppendInt(b, int64(r.grpcStatus), 10)
+	}
 	b = append(b, `,"backend":`...)
 	b = appendJSONStr(b, r.backend)
 	b = append(b, `,"bytes_in":`...)

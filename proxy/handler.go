@@ -14,6 +14,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"frontdoor/metrics"
+	"frontdoor/proxy/grpc"
 	"frontdoor/proxy/jwt"
 )
 
@@ -28,6 +29,7 @@ type httpListener struct {
 	server *fasthttp.Server
 	ids    *requestIDs
 	log    *AccessLog
+	grpc   *grpc.Server  // serves connections that open with the HTTP/2 preface
 	done   chan struct{} // closed when Serve returned
 }
 

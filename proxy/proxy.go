@@ -152,16 +152,15 @@ func (p *Proxy) Apply(cfg *config.Config) error {
 			p.applyTCP(lc, gen, bound[lc.Bind], drain)
 			continue
 		}
-		rt := p.buildListenerRuntime(lc, gen)
 		l := p.http[lc.Bind]
 		if l == nil {
 			l = p.newHTTPListener(lc, bound[lc.Bind])
 			p.http[lc.Bind] = l
-			l.rt.Store(rt)
+			l.rt.Store(p.buildListenerRuntime(lc, gen, l))
 			go l.serve(p.opts.Logger)
 			continue
 		}
-		l.rt.Store(rt)
+		l.rt.Store(p.buildListenerRuntime(lc, gen, l))
 	}
 	p.gen.Store(gen)
 	p.opts.Metrics.SetBackendSource(gen)
@@ -326,7 +325,7 @@ func (p *Proxy) buildJWT(cfg *config.Config, gen *generation, old *generation) e
 	return errors.Join(errs...)
 }
 
-func (p *Proxy) buildListenerRuntime(lc *config.Listener, gen *generation) *listenerRuntime {
+func (p *Proxy) buildListenerRuntime(lc *config.Listener, gen *generation, l *httpListener) *listenerRuntime {
 	m := p.opts.Metrics
 	rt := &listenerRuntime{name: lc.Name}
 	for c, class := range metrics.CodeClasses {
@@ -341,14 +340,16 @@ func (p *Proxy) buildListenerRuntime(lc *config.Listener, gen *generation) *list
 			s = bindRouteStats(m, lc.Name, pr)
 			stats[rc.Pool] = s
 		}
-		routes = append(routes, &route{
+		r := &route{
 			host:   rc.Host,
 			prefix: []byte(rc.PathPrefix),
 			name:   rc.Host + rc.PathPrefix,
 			pool:   pr,
 			stats:  s,
 			jwt:    gen.jwts[rc.JWT],
-		})
+		}
+		r.grpc = l.grpcRoute(r)
+		routes = append(routes, r)
 	}
 	rt.routes = compileRoutes(routes)
 	return rt
@@ -412,6 +413,7 @@ func (p *Proxy) newHTTPListener(lc *config.Listener, ln net.Listener) *httpListe
 		Concurrency:                  lc.MaxConnections + 1,
 		Logger:                       fasthttpLogger{p.opts.Logger},
 	}
+	p.newGRPCServer(l, lc.IdleTimeout.Duration, lc.MaxHeaderBytes)
 	return l
 }
 
@@ -425,9 +427,18 @@ func (l *httpListener) serve(logger *slog.Logger) {
 func (l *httpListener) shutdown(drain time.Duration, logger *slog.Logger) {
 	ctx, cancel := context.WithTimeout(context.Background(), drain)
 	defer cancel()
-	if err := l.server.ShutdownWithContext(ctx); err != nil {
+	if err := l.shutdownServers(ctx); err != nil {
 		logger.Warn("listener drain ended with connections open", "listener", l.name, "err", err)
 	}
+}
+
+// shutdownServers drains the HTTP/1.1 and the h2c server of the listener
+// together.
+func (l *httpListener) shutdownServers(ctx context.Context) error {
+	h2 := make(chan error, 1)
+	go func() { h2 <- l.grpc.Shutdown(ctx) }()
+	err := l.server.ShutdownWithContext(ctx)
+	return errors.Join(err, <-h2)
 }
 
 // handleError answers requests fasthttp could not read: 431 for a header
@@ -468,7 +479,7 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := l.server.ShutdownWithContext(ctx); err != nil {
+			if err := l.shutdownServers(ctx); err != nil {
 				mu.Lock()
 				errs = append(errs, fmt.Errorf("drain listener %s: %w", l.name, err))
 				mu.Unlock()

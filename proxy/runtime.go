@@ -15,6 +15,7 @@ import (
 	"frontdoor/config"
 	"frontdoor/health"
 	"frontdoor/metrics"
+	"frontdoor/proxy/grpc"
 	"frontdoor/proxy/jwt"
 )
 
@@ -116,6 +117,7 @@ type route struct {
 	pool   *poolRuntime
 	stats  *routeStats
 	jwt    *jwt.Policy // nil: no JWT stage
+	grpc   *grpc.Route // nil: the pool does not speak h2c
 }
 
 // listenerRuntime is an http listener's view of one runtime.
