@@ -18,6 +18,26 @@
 // from clients (Options.AcceptProxy) and written to backends
 // (Upstream.SendProxy) in the format HAProxy uses.
 //
+// # Metrics
+//
+// Per listener (Options.Name): connections_active, connections_total
+// (connections admitted; those closed at once are counted only in
+// connections_rejected_total{reason="max_connections"|"proxy_protocol"}),
+// tcp_bytes_total{direction="upstream"|"downstream"} (added when a direction
+// ends and at most once a second while it runs). Per pool and backend:
+// upstream_errors_total{reason="refused"|"timeout"|"connect"|"reset"}
+// ("reset": the backend reset an open session) and, with an empty backend
+// label, reason="no_backend"; retries_total{pool}. backend_in_flight is a
+// session's Backend.Acquire, held from dial to close.
+//
+// # Wiring
+//
+// The caller binds the listener, builds the pool, and calls NewServer and
+// go Serve. On reload it calls SetUpstream when the listener stays, or
+// Shutdown with the drain timeout when it goes (and then closes the
+// listener itself). StopAccepting hands the listener over to another Server
+// while open sessions continue.
+//
 // # Memory per session
 //
 // A session holds two goroutines, two sockets and one pooled session struct.

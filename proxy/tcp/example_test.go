@@ -62,3 +62,30 @@ func ExampleSourceKey() {
 	fmt.Println(v4 == mapped)
 	// Output: true
 }
+
+// StopAccepting leaves the listener open, so a new Server can take it over
+// while the old one's sessions finish.
+func ExampleServer_StopAccepting() {
+	bln, _ := net.Listen("tcp", "127.0.0.1:0")
+	defer bln.Close()
+	backend := balancer.NewBackend(bln.Addr().String())
+	backend.SetHealthy(true)
+	pool, _ := balancer.NewPool([]balancer.Member{{Backend: backend, Weight: 1}}, balancer.Options{})
+	up := &tcp.Upstream{PoolName: "p", Pool: pool}
+
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	defer ln.Close()
+	old := tcp.NewServer(tcp.Options{Name: "l", Listener: ln}, up)
+	oldDone := make(chan error, 1)
+	go func() { oldDone <- old.Serve() }()
+
+	old.StopAccepting()
+	fmt.Println(<-oldDone)
+	next := tcp.NewServer(tcp.Options{Name: "l", Listener: ln}, up)
+	go func() { _ = next.Serve() }()
+	defer next.Close()
+	fmt.Println(old.Close())
+	// Output:
+	// tcp: server closed
+	// <nil>
+}

@@ -473,3 +473,31 @@ func TestZeroCopy(t *testing.T) {
 	}
 	_ = open
 }
+
+// TestNonTCPListener: connections that are not *net.TCPConn (here a unix
+// socket) are served with a user-space copy.
+func TestNonTCPListener(t *testing.T) {
+	t.Parallel()
+	path := t.TempDir() + "/l.sock"
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	p := startProxy(t, Options{Listener: ln}, &Upstream{Pool: newPool(t, serveBackend(t, echo))})
+	c, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, _ = io.WriteString(c, "over unix")
+	_ = c.(*net.UnixConn).CloseWrite()
+	got, err := io.ReadAll(c)
+	if err != nil || string(got) != "over unix" {
+		t.Fatalf("echo %q, %v", got, err)
+	}
+	p.waitIdle(t)
+	if p.copied.Load() != 18 || p.spliced.Load() != 0 {
+		t.Fatalf("copied %d, spliced %d", p.copied.Load(), p.spliced.Load())
+	}
+}

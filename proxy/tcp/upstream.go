@@ -41,8 +41,9 @@ type Upstream struct {
 	// ConnectTimeout bounds one backend dial; default DefaultConnectTimeout.
 	ConnectTimeout time.Duration
 	// Retries is how many more backends are tried after a failed connect,
-	// each a member not tried yet when one is up. Connect failures only:
-	// once connected, no byte of the client is ever sent twice. Default 0.
+	// each a member not tried yet when one is up, at most one per member.
+	// Connect failures only: once connected, no byte of the client is ever
+	// sent twice. Default 0.
 	Retries int
 	// SendProxy writes a PROXY protocol header to each backend before any
 	// client byte: "" (none), ProxyV1 or ProxyV2. It carries the client
@@ -102,7 +103,8 @@ func (up *Upstream) bind(m *metrics.Metrics) *boundUpstream {
 	if up == nil || up.Pool == nil {
 		panic("tcp: Upstream without a Pool")
 	}
-	b := &boundUpstream{up: up, attempts: 1 + max(up.Retries, 0)}
+	// More retries than members would only go round the pool again.
+	b := &boundUpstream{up: up, attempts: 1 + min(max(up.Retries, 0), len(up.Pool.Members()))}
 	b.dialer.Timeout = up.ConnectTimeout
 	if b.dialer.Timeout <= 0 {
 		b.dialer.Timeout = DefaultConnectTimeout
