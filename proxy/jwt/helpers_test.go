@@ -27,20 +27,17 @@ var testNow = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 
 // testKeys are generated once per test binary: RSA 2048 is slow under -race.
 type testKeys struct {
-	rsa, rsa2 *rsa.PrivateKey
-	ec        *ecdsa.PrivateKey
-	ec384     *ecdsa.PrivateKey
-	ed        ed25519.PrivateKey
-	hmac      []byte
+	rsa   *rsa.PrivateKey
+	ec    *ecdsa.PrivateKey
+	ec384 *ecdsa.PrivateKey
+	ed    ed25519.PrivateKey
+	hmac  []byte
 }
 
 var keysOnce = sync.OnceValue(func() *testKeys {
 	k := &testKeys{}
 	var err error
 	if k.rsa, err = rsa.GenerateKey(rand.Reader, 2048); err != nil {
-		panic(err)
-	}
-	if k.rsa2, err = rsa.GenerateKey(rand.Reader, 2048); err != nil {
 		panic(err)
 	}
 	if k.ec, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader); err != nil {
@@ -54,6 +51,15 @@ var keysOnce = sync.OnceValue(func() *testKeys {
 	}
 	k.hmac = make([]byte, 32)
 	if _, err = rand.Read(k.hmac); err != nil {
+		panic(err)
+	}
+	return k
+})
+
+// otherRSA is a second RSA key, made only by the tests that need it.
+var otherRSA = sync.OnceValue(func() *rsa.PrivateKey {
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
 		panic(err)
 	}
 	return k
