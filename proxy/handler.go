@@ -31,6 +31,7 @@ type httpListener struct {
 	log    *AccessLog
 	grpc   *grpc.Server  // serves connections that open with the HTTP/2 preface
 	done   chan struct{} // closed when Serve returned
+	live   liveSet       // streamed bodies and tunnels (stream.go)
 }
 
 // handle is the fasthttp request handler: route, stages, pick, forward.
@@ -44,13 +45,19 @@ func (l *httpListener) handle(ctx *fasthttp.RequestCtx) {
 	var idBuf [32]byte
 	reqID := l.requestID(req, &idBuf)
 
+	bodyLen, streamed := requestBody(req)
+	if streamed && l.server.MaxRequestBodySize > 0 && bodyLen > l.server.MaxRequestBodySize {
+		l.handleError(ctx, fasthttp.ErrBodyTooLarge)
+		ctx.SetConnectionClose()
+		return
+	}
 	rec := accessRecord{
 		start:    start,
 		listener: rt.name,
 		method:   req.Header.Method(),
 		host:     req.Header.Host(),
 		path:     ctx.Path(),
-		bytesIn:  len(req.Body()),
+		bytesIn:  bodyLen,
 	}
 
 	r := rt.routes.match(req.Header.Host(), ctx.Path())
@@ -77,9 +84,26 @@ func (l *httpListener) handle(ctx *fasthttp.RequestCtx) {
 	// The client's wish to close travels on our side of the hop only:
 	// upstream connections stay keep-alive.
 	clientClose := req.Header.ConnectionClose()
+	var upBuf [32]byte
+	proto := upgradeProtocol(req, upBuf[:0])
 	removeRequestHopHeaders(&req.Header)
+	if proto != nil {
+		restoreUpgrade(req, proto)
+	}
 	var scratch [64]byte
 	setForwardedHeaders(ctx, scratch[:0])
+
+	aff := affinityState{pin: -1}
+	if p.aff != nil {
+		if why := p.aff.route(req, &aff); why != "" {
+			l.fail(ctx, fasthttp.StatusNotFound, "unknown or expired session", reqID, p)
+			r.stats.noBackend[metrics.CodeClass(fasthttp.StatusNotFound)].Inc()
+			end := l.finish(ctx, &rec, reqID, why)
+			r.stats.duration.Observe(end.Sub(start).Seconds())
+			return
+		}
+	}
+	fw := forwarding{timeout: p.responseTimeout, streamed: streamed, upgrade: proto != nil, maxBody: int64(l.server.MaxRequestBodySize)}
 
 	key := p.key(ctx)
 	p.active.Add(1)
@@ -90,7 +114,12 @@ func (l *httpListener) handle(ctx *fasthttp.RequestCtx) {
 		reason string
 	)
 	for attempt := 0; ; attempt++ {
-		i := p.pool.PickAcquire(key, tried)
+		i := aff.pin
+		if i >= 0 && attempt == 0 {
+			p.pool.Acquire(i)
+		} else {
+			i = p.pool.PickAcquire(key, tried)
+		}
 		if i < 0 {
 			p.noBackend.Inc()
 			l.fail(ctx, fasthttp.StatusServiceUnavailable, "no healthy backend", reqID, p)
@@ -99,7 +128,7 @@ func (l *httpListener) handle(ctx *fasthttp.RequestCtx) {
 		}
 		member = i
 		u := p.ups[i]
-		err := u.hc.DoTimeout(req, &ctx.Response, p.responseTimeout)
+		err := l.forward(ctx, u, p, i, &fw)
 		p.pool.Release(i)
 		if attempt > 0 {
 			p.retrying.Add(-1)
@@ -113,14 +142,27 @@ func (l *httpListener) handle(ctx *fasthttp.RequestCtx) {
 			} else if p.ejector != nil {
 				p.ejector.Success(i)
 			}
-			removeResponseHopHeaders(&ctx.Response.Header)
+			if !fw.tunnel {
+				removeResponseHopHeaders(&ctx.Response.Header)
+			}
 			ctx.Response.Header.SetBytesKV(hdrXRequestID, reqID)
+			if p.aff != nil {
+				p.aff.respond(&ctx.Response, i, &aff)
+			}
 			break
 		}
 		st, why, retryable := classifyUpstreamError(err, req)
-		p.errs[i][why].Inc()
+		clientFault := st == fasthttp.StatusRequestEntityTooLarge || st == statusClientClosed
+		if !clientFault {
+			p.errs[i][why].Inc()
+		}
 		if p.ejector != nil && (why == reasonConnect || why == reasonReset) {
 			p.ejector.Failure(i)
+		}
+		// A streamed body cannot be sent twice: retry only when no byte of
+		// it was read. A session lives on its member alone.
+		if (streamed && why != reasonConnect && why != reasonLimit) || aff.strict {
+			retryable = false
 		}
 		if retryable && attempt < p.retries && p.retryAllowed() {
 			tried |= 1 << (uint(i) % 64)
@@ -130,10 +172,16 @@ func (l *httpListener) handle(ctx *fasthttp.RequestCtx) {
 			continue
 		}
 		reason = reasonNames[why]
+		if clientFault {
+			reason = clientFaultReason(st)
+		}
 		l.fail(ctx, st, upstreamMessage(st), reqID, p)
 		break
 	}
 	p.active.Add(-1)
+	if streamed {
+		rec.bytesIn = int(fw.bodyIn)
+	}
 	if clientClose {
 		ctx.SetConnectionClose()
 	}
@@ -162,8 +210,13 @@ func (l *httpListener) finish(ctx *fasthttp.RequestCtx, rec *accessRecord, reqID
 	rec.duration = end.Sub(rec.start)
 	rec.requestID = reqID
 	rec.status = ctx.Response.StatusCode()
-	rec.bytesOut = len(ctx.Response.Body())
 	rec.reason = reason
+	if s, ok := ctx.Response.BodyStream().(streamLogger); ok {
+		// Never Body() on a stream: it would read it all into memory.
+		s.logAtEnd(l.log, *rec)
+		return end
+	}
+	rec.bytesOut = len(ctx.Response.Body())
 	l.log.log(rec)
 	return end
 }
@@ -219,6 +272,10 @@ var retryAfterValue = []byte("1")
 
 func upstreamMessage(status int) string {
 	switch status {
+	case fasthttp.StatusRequestEntityTooLarge:
+		return "request body too large"
+	case statusClientClosed:
+		return "client closed the request"
 	case fasthttp.StatusGatewayTimeout:
 		return "backend timed out"
 	case fasthttp.StatusServiceUnavailable:
@@ -236,6 +293,10 @@ func upstreamMessage(status int) string {
 // idempotent request's connection broke before any response byte.
 func classifyUpstreamError(err error, req *fasthttp.Request) (status, reason int, retryable bool) {
 	switch {
+	case errors.Is(err, errBodyTooLarge):
+		return fasthttp.StatusRequestEntityTooLarge, reasonOther, false
+	case errors.Is(err, errClientRead):
+		return statusClientClosed, reasonOther, false
 	case errors.Is(err, fasthttp.ErrNoFreeConns):
 		return fasthttp.StatusServiceUnavailable, reasonLimit, true
 	case errors.Is(err, fasthttp.ErrDialTimeout):

@@ -254,6 +254,7 @@ func (p *Proxy) buildPools(cfg *config.Config, old *generation) (*generation, ma
 			continue
 		}
 		pr.pool = pool
+		pr.aff = newAffinity(name, pc.Affinity, pool.Members())
 		var prev *health.Checker
 		if old != nil && old.pools[name] != nil {
 			prev = old.pools[name].checker
@@ -405,6 +406,8 @@ func (p *Proxy) newHTTPListener(lc *config.Listener, ln net.Listener) *httpListe
 		NoDefaultContentType:         true,
 		DisablePreParseMultipartForm: true,
 		CloseOnShutdown:              true,
+		StreamRequestBody:            true, // large uploads stream (stream.go)
+		ExpectHandler:                l.expect,
 		ReadTimeout:                  lc.ReadTimeout.Duration,
 		WriteTimeout:                 lc.WriteTimeout.Duration,
 		IdleTimeout:                  lc.IdleTimeout.Duration,
@@ -438,7 +441,8 @@ func (l *httpListener) shutdownServers(ctx context.Context) error {
 	h2 := make(chan error, 1)
 	go func() { h2 <- l.grpc.Shutdown(ctx) }()
 	err := l.server.ShutdownWithContext(ctx)
-	return errors.Join(err, <-h2)
+	// Streams and tunnels get what is left of ctx, then are closed.
+	return errors.Join(err, <-h2, l.live.drain(ctx))
 }
 
 // handleError answers requests fasthttp could not read: 431 for a header

@@ -95,6 +95,7 @@ type poolRuntime struct {
 
 	checker *health.Checker
 	ejector *health.Ejector
+	aff     *affinity // nil: no affinity (affinity.go)
 
 	retriesTotal prometheus.Counter
 	keyMissing   prometheus.Counter

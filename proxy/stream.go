@@ -1,0 +1,533 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"frontdoor/balancer"
+)
+
+// Streaming: how a request is carried to a backend and its answer back.
+//
+// Small bodies are buffered whole, which is the zero-allocation fast path. A
+// response body longer than streamThreshold, chunked, or delimited by the
+// connection's close is relayed as it arrives instead (an upstreamBody on
+// ctx.Response), so memory stays bounded and server-sent events reach the
+// client one by one. A request body the client is still sending (longer than
+// requestPrefetch, or chunked) is sent on to the backend as it arrives (a
+// clientBody). Both refresh the connections' deadlines as bytes move, so
+// read_timeout, write_timeout and idle_timeout bound a stall, not the length
+// of a transfer.
+//
+// forward replaces HostClient.Do for the proxy: it borrows HostClient's
+// connection pool (AcquireConn, ReleaseConn, CloseConn, pooled bufio) but
+// reads the response head itself, to choose between buffering and streaming
+// once the head says how long the body is; HostClient.StreamResponseBody
+// would stream every response and allocate for each.
+
+const (
+	// streamThreshold is the largest response body, by Content-Length, that
+	// is read whole before the answer starts; longer bodies are streamed.
+	streamThreshold = 64 << 10
+	// requestPrefetch is how much of a request body fasthttp reads before
+	// calling the handler when Server.StreamRequestBody is set (8 KiB in
+	// v1.78). A body of at most this length is buffered and may be retried.
+	requestPrefetch = 8 << 10
+	// maxInterim bounds the 1xx answers skipped before the final one.
+	maxInterim = 16
+	// statusClientClosed is the status recorded when the client went away
+	// mid-request (nginx's 499); the client never sees it.
+	statusClientClosed = 499
+)
+
+// Errors of the streaming path. They are values, so returning one does not
+// allocate; classifyUpstreamError maps them to statuses.
+var (
+	errBodyTooLarge      = errors.New("proxy: request body above max_body_bytes")
+	errClientRead        = errors.New("proxy: client stopped sending the request body")
+	errTooManyInterim    = errors.New("proxy: backend sent too many 1xx answers")
+	errUnexpectedUpgrade = errors.New("proxy: backend switched protocols without an upgrade request")
+)
+
+// forwarding is one attempt's settings and results, kept on the handler's
+// stack.
+type forwarding struct {
+	timeout  time.Duration // response_timeout: to the response head
+	streamed bool          // the request body is still arriving (clientBody)
+	upgrade  bool          // the request asks for a protocol upgrade
+	maxBody  int64         // max_body_bytes, enforced on streamed bodies
+
+	bodyIn int64 // bytes of a streamed request body sent on
+	tunnel bool  // a 101 answer: a tunnel now owns the backend connection
+}
+
+// requestBody readies the request body for forwarding. It returns the body's
+// length (-1 when it is chunked and not yet read) and whether it stays a
+// stream. A body fasthttp already holds whole is turned into a plain body, so
+// it can be sent again on a retry.
+func requestBody(req *fasthttp.Request) (int, bool) {
+	if !req.IsBodyStream() {
+		return len(req.Body()), false
+	}
+	if n := req.Header.ContentLength(); n < 0 || n > requestPrefetch {
+		return n, true
+	}
+	return len(req.Body()), false
+}
+
+// expect answers "Expect: 100-continue": 413 at once for a declared body
+// above max_body_bytes, so the client does not send it, else 100 Continue
+// and the body is read (streamed) as usual.
+func (l *httpListener) expect(ctx *fasthttp.RequestCtx) int {
+	if n := ctx.Request.Header.ContentLength(); l.server.MaxRequestBodySize > 0 && n > l.server.MaxRequestBodySize {
+		return fasthttp.StatusRequestEntityTooLarge
+	}
+	return fasthttp.StatusContinue
+}
+
+// forward sends ctx.Request to member of p through u's connection pool and
+// reads the answer into ctx.Response: the body whole when it is short, else
+// as a stream that fasthttp relays after the handler returns and that gives
+// the connection back when it ends. A 101 answer to an upgrade request hands
+// the connection to a tunnel (fw.tunnel). The error is as HostClient.Do
+// would return it, or one of the err* values above.
+func (l *httpListener) forward(ctx *fasthttp.RequestCtx, u *upstream, p *poolRuntime, member int, fw *forwarding) error {
+	req, resp := &ctx.Request, &ctx.Response
+	hc := u.hc
+	req.URI().DisablePathNormalizing = true
+	cc, err := hc.AcquireConn(fw.timeout, false)
+	if err != nil {
+		return err
+	}
+	conn := cc.Conn()
+	if err = conn.SetDeadline(time.Now().Add(fw.timeout)); err != nil {
+		hc.CloseConn(cc)
+		return err
+	}
+	var body *clientBody
+	if fw.streamed {
+		body = acquireClientBody(req.BodyStream(), ctx.Conn(), conn, l.server.ReadTimeout, fw.timeout, fw.maxBody)
+		req.SetBodyStream(body, req.Header.ContentLength())
+	}
+	bw := hc.AcquireWriter(conn)
+	err = req.Write(bw)
+	if err == nil {
+		err = bw.Flush()
+	}
+	hc.ReleaseWriter(bw)
+	if body != nil {
+		fw.bodyIn = body.n
+		if body.err != nil {
+			err = body.err
+		}
+		releaseClientBody(body)
+		if err == nil {
+			// The response deadline runs from the end of the upload.
+			err = conn.SetReadDeadline(time.Now().Add(fw.timeout))
+		}
+	}
+	if err != nil {
+		hc.CloseConn(cc)
+		return err
+	}
+
+	br := hc.AcquireReader(conn)
+	if req.Header.IsHead() {
+		resp.SkipBody = true
+	}
+	if err = readResponseHead(resp, br); err != nil {
+		hc.ReleaseReader(br)
+		hc.CloseConn(cc)
+		return err
+	}
+	status := resp.StatusCode()
+	if status == fasthttp.StatusSwitchingProtocols {
+		if !fw.upgrade {
+			hc.ReleaseReader(br)
+			hc.CloseConn(cc)
+			return errUnexpectedUpgrade
+		}
+		fw.tunnel = true
+		startTunnel(ctx, l, hc, cc, (*fasthttp.HostClient).CloseConn, br, p.pool, member)
+		return nil
+	}
+	n := resp.Header.ContentLength()
+	if resp.SkipBody || status < 200 || status == fasthttp.StatusNoContent || status == fasthttp.StatusNotModified ||
+		(n >= 0 && n <= streamThreshold) {
+		if !resp.SkipBody && status >= 200 && status != fasthttp.StatusNoContent && status != fasthttp.StatusNotModified {
+			err = resp.ReadBody(br, 0)
+		}
+		hc.ReleaseReader(br)
+		if err != nil || resp.ConnectionClose() {
+			hc.CloseConn(cc)
+		} else {
+			hc.ReleaseConn(cc)
+		}
+		return err
+	}
+	startStream(ctx, l, hc, cc, (*fasthttp.HostClient).ReleaseConn, (*fasthttp.HostClient).CloseConn, br, p.pool, member, n)
+	return nil
+}
+
+// readResponseHead reads the status line and headers of the final answer,
+// skipping interim 1xx answers (100 Continue, 103 Early Hints) but not 101.
+func readResponseHead(resp *fasthttp.Response, br *bufio.Reader) error {
+	for range maxInterim {
+		if err := resp.Header.Read(br); err != nil {
+			return err
+		}
+		if s := resp.StatusCode(); s < 100 || s >= 200 || s == fasthttp.StatusSwitchingProtocols {
+			return nil
+		}
+	}
+	return errTooManyInterim
+}
+
+// deadlineEvery returns how often a stream refreshes a deadline of d: often
+// enough that at least 3/4 of d is always left, rarely enough that a fast
+// transfer does not pay for a timer update on every read.
+func deadlineEvery(ds ...time.Duration) time.Duration {
+	every := time.Second
+	for _, d := range ds {
+		if d > 0 && d/4 < every {
+			every = d / 4
+		}
+	}
+	return every
+}
+
+// deadline returns now+d, or no deadline for d <= 0.
+func deadline(now time.Time, d time.Duration) time.Time {
+	if d <= 0 {
+		return time.Time{}
+	}
+	return now.Add(d)
+}
+
+// clientBody relays a request body the client is still sending. Each read
+// from the client extends the client's read deadline (read_timeout) and the
+// backend connection's write deadline (response_timeout), so an upload may
+// take as long as it keeps moving. It counts the bytes, enforces
+// max_body_bytes on bodies without a Content-Length, and reports a client
+// failure as errClientRead.
+type clientBody struct {
+	r        io.Reader
+	client   net.Conn
+	upstream net.Conn
+	readTO   time.Duration
+	writeTO  time.Duration
+	every    time.Duration
+	last     time.Time
+	max      int64
+	n        int64
+	err      error
+}
+
+var clientBodies sync.Pool
+
+func acquireClientBody(r io.Reader, client, upstream net.Conn, readTO, writeTO time.Duration, max int64) *clientBody {
+	b, _ := clientBodies.Get().(*clientBody)
+	if b == nil {
+		b = &clientBody{}
+	}
+	*b = clientBody{r: r, client: client, upstream: upstream, readTO: readTO, writeTO: writeTO,
+		every: deadlineEvery(readTO, writeTO), max: max}
+	b.refresh(time.Now())
+	return b
+}
+
+func releaseClientBody(b *clientBody) {
+	*b = clientBody{}
+	clientBodies.Put(b)
+}
+
+func (b *clientBody) refresh(now time.Time) {
+	b.last = now
+	_ = b.client.SetReadDeadline(deadline(now, b.readTO))
+	_ = b.upstream.SetWriteDeadline(deadline(now, b.writeTO))
+}
+
+func (b *clientBody) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	b.n += int64(n)
+	if b.max > 0 && b.n > b.max {
+		b.err = errBodyTooLarge
+		return 0, b.err
+	}
+	if err != nil && err != io.EOF {
+		b.err = errClientRead
+		return n, b.err
+	}
+	if now := time.Now(); now.Sub(b.last) >= b.every {
+		b.refresh(now)
+	}
+	return n, err
+}
+
+// upstreamBody is a response body relayed from a backend as it arrives. It
+// is ctx.Response's body stream: fasthttp reads it while writing the answer
+// after the handler returns, then calls CloseWithError exactly once, which
+// gives the backend connection back to its pool (when the body ended cleanly)
+// or closes it, and releases the member's in-flight count. Each read extends
+// the backend connection's read deadline (idle_timeout) and the client's
+// write deadline (write_timeout), so an endless event stream lives as long as
+// both sides keep up, and a stall on either side ends it.
+//
+// C is fasthttp's unexported connection type; release and discard are
+// HostClient methods taken as method expressions, so holding the connection
+// costs no closure.
+type upstreamBody[C interface{ Conn() net.Conn }] struct {
+	hc      *fasthttp.HostClient
+	cc      C
+	release func(*fasthttp.HostClient, C)
+	discard func(*fasthttp.HostClient, C)
+	br      *bufio.Reader
+	conn    net.Conn
+	client  net.Conn
+	idle    time.Duration
+	writeTO time.Duration
+	every   time.Duration
+	last    time.Time
+	pool    *balancer.Pool
+	member  int
+	live    *liveSet
+	// keepConn: the body is framed (Content-Length or chunked) and the
+	// backend did not ask to close, so the connection may be reused once the
+	// body ended cleanly.
+	keepConn bool
+
+	// framing holds a response whose header carries only the body's framing;
+	// fasthttp's stream reader over it decodes Content-Length, chunked or
+	// read-to-close bodies.
+	framing fasthttp.Response
+	rs      io.Reader
+
+	n       int64
+	eof     bool
+	readErr error
+	closed  bool
+
+	// The access log line is written when the body ends, with the bytes
+	// relayed and the whole duration; rec's byte slices point into logBuf.
+	log    *AccessLog
+	rec    accessRecord
+	logBuf []byte
+}
+
+// upstreamBodies holds *upstreamBody[C] for fasthttp's one connection type.
+var upstreamBodies sync.Pool
+
+func startStream[C interface{ Conn() net.Conn }](ctx *fasthttp.RequestCtx, l *httpListener, hc *fasthttp.HostClient, cc C,
+	release, discard func(*fasthttp.HostClient, C), br *bufio.Reader, pool *balancer.Pool, member, length int) {
+	b, _ := upstreamBodies.Get().(*upstreamBody[C])
+	if b == nil {
+		b = &upstreamBody[C]{}
+	}
+	b.hc, b.cc, b.release, b.discard, b.br = hc, cc, release, discard, br
+	b.conn, b.client = cc.Conn(), ctx.Conn()
+	b.idle, b.writeTO = l.server.IdleTimeout, l.server.WriteTimeout
+	b.every = deadlineEvery(b.idle, b.writeTO)
+	b.pool, b.member, b.live = pool, member, &l.live
+	resp := &ctx.Response
+	b.keepConn = length != -2 && !resp.ConnectionClose()
+	b.n, b.eof, b.readErr, b.closed, b.log = 0, false, nil, false, nil
+	pool.Acquire(member) // the backend is busy until the body ends
+
+	b.framing.Header.SetContentLength(length)
+	b.framing.StreamBody = true
+	_ = b.framing.ReadBody(br, 0) // with StreamBody it only sets up the stream
+	b.rs = b.framing.BodyStream()
+	now := time.Now()
+	b.last = now
+	_ = b.conn.SetReadDeadline(deadline(now, b.idle))
+
+	if length < 0 {
+		length = -1 // chunked to the client whatever the backend used
+	}
+	resp.SetBodyStream(b, length)
+	// Send the head at once: an event stream's client waits for it.
+	resp.ImmediateHeaderFlush = true
+	if !l.live.add(b) {
+		b.abort() // shutting down: the write fails and the stream closes
+	}
+}
+
+// Read implements io.Reader for fasthttp's response writer.
+func (b *upstreamBody[C]) Read(p []byte) (int, error) {
+	n, err := b.rs.Read(p)
+	b.n += int64(n)
+	switch {
+	case err == io.EOF:
+		b.eof = true
+	case err != nil:
+		b.readErr = err
+	}
+	if now := time.Now(); now.Sub(b.last) >= b.every {
+		b.last = now
+		_ = b.conn.SetReadDeadline(deadline(now, b.idle))
+		_ = b.client.SetWriteDeadline(deadline(now, b.writeTO))
+	}
+	return n, err
+}
+
+// CloseWithError implements fasthttp.ReadCloserWithError: fasthttp calls it
+// once the answer is written (err nil) or failed (err set).
+func (b *upstreamBody[C]) CloseWithError(err error) error {
+	if b.closed {
+		return nil
+	}
+	b.closed = true
+	b.live.remove(b) // before the connection can be reused: abort must not reach it then
+	reuse := b.keepConn && b.eof && b.readErr == nil && err == nil
+	_ = b.framing.CloseBodyStream()
+	b.framing.Reset()
+	b.hc.ReleaseReader(b.br)
+	if reuse {
+		b.release(b.hc, b.cc)
+	} else {
+		b.discard(b.hc, b.cc)
+	}
+	b.pool.Release(b.member)
+	if b.log != nil {
+		b.rec.bytesOut = int(b.n)
+		b.rec.duration = time.Since(b.rec.start)
+		switch {
+		case b.readErr != nil:
+			b.rec.reason = "upstream_stream_error"
+		case err != nil:
+			b.rec.reason = "client_gone"
+		}
+		b.log.log(&b.rec)
+	}
+	var zero C
+	b.hc, b.cc, b.br, b.conn, b.client, b.pool, b.live, b.rs, b.log = nil, zero, nil, nil, nil, nil, nil, nil, nil
+	b.rec = accessRecord{}
+	upstreamBodies.Put(b)
+	return nil
+}
+
+// abort interrupts the stream (drain timeout at shutdown): the next or
+// current read fails and fasthttp closes the stream and the client
+// connection.
+func (b *upstreamBody[C]) abort() { _ = b.conn.Close() }
+
+// logAtEnd takes over the access log line of the request: it is written when
+// the body ends, with the bytes relayed and the full duration. rec is passed
+// by value so the caller's record stays on its stack; its byte slices are
+// copied, since they point into the request.
+func (b *upstreamBody[C]) logAtEnd(log *AccessLog, rec accessRecord) {
+	b.log = log
+	b.rec = rec
+	buf := b.logBuf[:0]
+	buf = append(buf, rec.requestID...)
+	buf = append(buf, rec.method...)
+	buf = append(buf, rec.host...)
+	buf = append(buf, rec.path...)
+	b.logBuf = buf
+	i := 0
+	take := func(n int) []byte { s := buf[i : i+n : i+n]; i += n; return s }
+	b.rec.requestID = take(len(rec.requestID))
+	b.rec.method = take(len(rec.method))
+	b.rec.host = take(len(rec.host))
+	b.rec.path = take(len(rec.path))
+}
+
+// streamLogger is a response body that writes the access log line itself
+// when it ends (upstreamBody).
+type streamLogger interface {
+	logAtEnd(log *AccessLog, rec accessRecord)
+}
+
+// liveSet tracks a listener's exchanges that outlive their handler: streamed
+// bodies and upgraded connections. A reload leaves them alone; a shutdown
+// (drain) gives them until its deadline, then aborts them. The zero value is
+// ready; it is safe for concurrent use.
+type liveSet struct {
+	mu       sync.Mutex
+	m        map[liveConn]struct{}
+	draining bool
+	upgraded int64 // tunnels in m
+}
+
+// liveConn is an exchange that drain can interrupt. abort only closes
+// sockets (so blocked reads return); the exchange's own goroutine cleans up.
+type liveConn interface{ abort() }
+
+// add registers c. It returns false after drain gave up waiting: the caller
+// must abort c.
+func (s *liveSet) add(c liveConn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.draining {
+		return false
+	}
+	if s.m == nil {
+		s.m = map[liveConn]struct{}{}
+	}
+	s.m[c] = struct{}{}
+	if _, ok := c.(tunneler); ok {
+		s.upgraded++
+	}
+	return true
+}
+
+func (s *liveSet) remove(c liveConn) {
+	s.mu.Lock()
+	if _, ok := s.m[c]; ok {
+		delete(s.m, c)
+		if _, ok := c.(tunneler); ok {
+			s.upgraded--
+		}
+	}
+	s.mu.Unlock()
+}
+
+// counts returns how many exchanges are live, and how many are tunnels.
+func (s *liveSet) counts() (all, upgraded int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.m), int(s.upgraded)
+}
+
+// drain waits until every live exchange ended or ctx is done, then aborts
+// the rest and refuses new ones. It returns ctx's error if it aborted any.
+func (s *liveSet) drain(ctx context.Context) error {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if n, _ := s.counts(); n == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			s.mu.Lock()
+			s.draining = true
+			n := len(s.m)
+			for c := range s.m {
+				c.abort()
+			}
+			s.mu.Unlock()
+			if n == 0 {
+				return nil
+			}
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// clientFaultReason is the access log reason of a request that failed on the
+// client's side while it was being forwarded.
+func clientFaultReason(status int) string {
+	if status == fasthttp.StatusRequestEntityTooLarge {
+		return "body_too_large"
+	}
+	return "client_gone"
+}
