@@ -84,13 +84,30 @@ func requestID(h http.Header) string {
 	}
 	var id string
 	// traceparent: version "-" 32 hex trace-id "-" 16 hex parent-id "-" flags.
-	if v := h[hdrTraceparent]; len(v) > 0 && len(v[0]) >= 55 && v[0][2] == '-' && v[0][35] == '-' {
+	if v := h[hdrTraceparent]; len(v) > 0 && len(v[0]) >= 55 && v[0][2] == '-' && v[0][35] == '-' && isTraceID(v[0][3:35]) {
 		id = v[0][3:35]
 	} else {
 		id = newRequestID()
 	}
 	h[hdrRequestID] = []string{id}
 	return id
+}
+
+// isTraceID reports whether s is a valid W3C trace-id: lowercase hex, not
+// all zeros.
+func isTraceID(s string) bool {
+	zero := true
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '0':
+		case c >= '1' && c <= '9', c >= 'a' && c <= 'f':
+			zero = false
+		default:
+			return false
+		}
+	}
+	return !zero
 }
 
 func newRequestID() string {

@@ -147,7 +147,7 @@ func (s *Server) serve() {
 			s.logger.Error("grpc server panicked", "panic", p, "stack", string(debug.Stack()))
 		}
 	}()
-	if err := s.hs.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	if err := s.hs.Serve(s.ln); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
 		s.logger.Error("grpc server stopped", "err", err)
 	}
 }
@@ -173,8 +173,8 @@ func (s *Server) ServeConn(c net.Conn) {
 // left, and the pooled backend connections. It returns ctx's error when
 // calls were still running at the deadline.
 func (s *Server) Shutdown(ctx context.Context) error {
+	err := s.hs.Shutdown(ctx) // closes s.ln once Serve has taken it
 	s.ln.Close()
-	err := s.hs.Shutdown(ctx)
 	if err != nil {
 		_ = s.hs.Close()
 		err = fmt.Errorf("grpc shutdown: %w", err)

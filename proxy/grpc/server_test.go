@@ -5,7 +5,9 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -718,5 +720,48 @@ func TestShutdownDrains(t *testing.T) {
 	defer cancel()
 	if _, err := unary(cctx, f.cc, methodUnary, []byte("x")); err == nil {
 		t.Error("call after Shutdown succeeded")
+	}
+}
+
+func TestServeConnAfterShutdown(t *testing.T) {
+	t.Parallel()
+	srv := NewServer(Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown of an idle server: %v", err)
+	}
+	a, b := net.Pipe()
+	defer a.Close()
+	done := make(chan struct{})
+	go func() {
+		srv.ServeConn(b)
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("ServeConn after Shutdown did not return")
+	}
+	if _, err := a.Write([]byte("PRI")); err == nil {
+		t.Error("connection still open after ServeConn returned")
+	}
+}
+
+func TestNotHTTP2Preface(t *testing.T) {
+	t.Parallel()
+	_, addr := serveFrontdoor(t, Options{})
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, err := c.Read(make([]byte, 64))
+	if n != 0 || err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("read %d bytes, err %v; want the connection closed without a reply", n, err)
 	}
 }
