@@ -131,7 +131,8 @@ type tokenSource struct {
 //
 // New also rejects what would be unsafe even if the config package let it
 // through: unknown algorithms or "none", a key that no allowed algorithm can
-// use, RSA keys under 2048 bits, HMAC secrets under 32 bytes, private keys in
+// use, RSA keys under 2048 bits, HMAC secrets shorter than their algorithm's
+// hash (32 bytes for HS256, 48 for HS384, 64 for HS512), private keys in
 // public_key_file, and forward_claims headers that clash with the token's
 // header or with framing headers (Host, Content-Length, ...).
 //
