@@ -19,6 +19,9 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+
+	"frontdoor/balancer"
+	"frontdoor/config"
 )
 
 // md returns outgoing metadata exercising ASCII and binary values.
@@ -763,5 +766,41 @@ func TestNotHTTP2Preface(t *testing.T) {
 	n, err := c.Read(make([]byte, 64))
 	if n != 0 || err == nil || errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Errorf("read %d bytes, err %v; want the connection closed without a reply", n, err)
+	}
+}
+
+func TestConsistentHashOnMetadata(t *testing.T) {
+	t.Parallel()
+	backends := []*testBackend{startBackend(t, "b0"), startBackend(t, "b1"), startBackend(t, "b2")}
+	members := make([]balancer.Member, len(backends))
+	for i, b := range backends {
+		members[i] = balancer.Member{Backend: b.backend, Weight: 1}
+	}
+	pool, err := balancer.NewPool(members, balancer.Options{Strategy: balancer.ConsistentHash})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture(t, fixtureOpts{route: &Route{Pool: pool, HashOn: config.HashKey{Source: "header", Name: "X-User-ID"}}})
+	seen := map[string]bool{}
+	for u := range 30 {
+		user := "user-" + strconv.Itoa(u)
+		first := ""
+		for range 5 {
+			var header metadata.MD
+			ctx := metadata.AppendToOutgoingContext(testCtx(t), "x-user-id", user)
+			if _, err := unary(ctx, f.cc, methodUnary, []byte("x"), grpclib.Header(&header)); err != nil {
+				t.Fatal(err)
+			}
+			got := header.Get("x-backend")[0]
+			if first == "" {
+				first = got
+			} else if got != first {
+				t.Fatalf("%s went to %s, then to %s", user, first, got)
+			}
+		}
+		seen[first] = true
+	}
+	if len(seen) != 3 {
+		t.Errorf("30 users landed on %d backends, want all 3", len(seen))
 	}
 }
