@@ -12,6 +12,8 @@ import (
 
 	"github.com/cespare/xxhash/v2"
 	"golang.org/x/sys/unix"
+
+	"frontdoor/balancer"
 )
 
 // SourceKey is the consistent_hash key of a client address: xxhash64 of its
@@ -39,6 +41,8 @@ type session struct {
 	refreshEvery int64
 	up, down     half // client to backend, backend to client
 	member       *boundMember
+	pool         *balancer.Pool // the pool member was acquired from
+	memberIdx    int
 	wg           sync.WaitGroup
 	runDownFn    func()
 	handleFn     func()
@@ -65,6 +69,7 @@ func (ss *session) reset() {
 	ss.client = nil
 	ss.backend.Store(nil)
 	ss.member = nil
+	ss.pool = nil
 	ss.up.reset()
 	ss.down.reset()
 	ss.hdr, ss.hdrErr = proxyHeader{}, nil
@@ -108,7 +113,7 @@ func (ss *session) serve() {
 	if backend == nil {
 		return
 	}
-	defer ss.member.backend.Release()
+	defer ss.pool.Release(ss.memberIdx)
 	if up.sendProxy != 0 {
 		hdr := appendProxyHeader(ss.buf[:0], up.sendProxy, src, dst)
 		if _, err := backend.Write(hdr); err != nil {
@@ -137,7 +142,9 @@ func (ss *session) connect(up *boundUpstream, key uint64) *net.TCPConn {
 	s := ss.srv
 	var tried uint64
 	for attempt := range up.attempts {
-		i := up.up.Pool.Pick(key, tried)
+		// PickAcquire counts the session in the pool at once, so bounded
+		// loads see it (the pool total and the member's count move together).
+		i := up.up.Pool.PickAcquire(key, tried)
 		if i < 0 {
 			up.noBackend.Inc()
 			return nil
@@ -147,10 +154,10 @@ func (ss *session) connect(up *boundUpstream, key uint64) *net.TCPConn {
 		}
 		tried |= 1 << (uint(i) % 64)
 		m := &up.members[i]
-		m.backend.Acquire()
 		c, err := up.dial(s.ctx, i)
 		if err == nil {
 			ss.member = m
+			ss.pool, ss.memberIdx = up.up.Pool, i
 			ss.backend.Store(c)
 			if s.forced.Load() {
 				_ = c.Close() // closeSessions may have missed it
@@ -160,7 +167,7 @@ func (ss *session) connect(up *boundUpstream, key uint64) *net.TCPConn {
 			}
 			return c
 		}
-		m.backend.Release()
+		up.up.Pool.Release(i)
 		if s.ctx.Err() != nil {
 			return nil // Close, not the backend's fault
 		}
