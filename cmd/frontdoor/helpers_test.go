@@ -189,7 +189,6 @@ func (p *proc) stop(d time.Duration) {
 
 var (
 	adminRe    = regexp.MustCompile(`msg="admin listening" addr=(\S+)`)
-	listenRe   = regexp.MustCompile(`msg=listening listener=(\S+) mode=\S+ addr=(\S+)`)
 	raceRe     = regexp.MustCompile(`DATA RACE|panic:|fatal error:`)
 	levelError = regexp.MustCompile(`level=ERROR`)
 )
@@ -301,7 +300,8 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 }
 
 // backend is a real HTTP server on 127.0.0.1 that answers every path but
-// /healthz with its name (/slow after 40ms), and counts the client connections that carried
+// /healthz with its name (/slow after 40ms, /hold when the test closes
+// release), and counts the client connections that carried
 // proxied requests.
 type backend struct {
 	name  string
@@ -310,6 +310,9 @@ type backend struct {
 	hits  atomic.Int64
 	mu    sync.Mutex
 	conns map[int64]bool // ids of connections that carried non-health requests
+
+	held    atomic.Int64  // /hold requests that arrived
+	release chan struct{} // closing it answers every /hold request
 }
 
 type connIDKey struct{}
@@ -320,7 +323,7 @@ func startBackend(t *testing.T, name string) *backend {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &backend{name: name, addr: ln.Addr().String(), conns: map[int64]bool{}}
+	b := &backend{name: name, addr: ln.Addr().String(), conns: map[int64]bool{}, release: make(chan struct{})}
 	var nextID atomic.Int64
 	b.srv = &http.Server{
 		ReadHeaderTimeout: 10 * time.Second,
@@ -331,6 +334,15 @@ func startBackend(t *testing.T, name string) *backend {
 			if r.URL.Path == "/healthz" {
 				_, _ = io.WriteString(w, "ok\n")
 				return
+			}
+			if r.URL.Path == "/hold" {
+				// Held until the test releases it (or the client leaves).
+				b.held.Add(1)
+				select {
+				case <-b.release:
+				case <-r.Context().Done():
+					return
+				}
 			}
 			if r.URL.Path == "/slow" {
 				// Long enough that reloads land while requests are in
