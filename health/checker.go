@@ -106,8 +106,10 @@ type Checker struct {
 	rand func() float64
 	// now is the clock for status times and scheduling; tests may swap it.
 	now func() time.Time
-	// slot is the grid probe times are rounded up to: interval/slotsPerInterval.
+	// slot is the grid probe times are rounded to: interval/slotsPerInterval.
 	slot time.Duration
+	// newProber makes each target's prober when Run starts; tests swap it.
+	newProber func(hc *config.HealthCheck, address string) prober
 
 	started atomic.Bool
 	// unprobed counts targets without a recorded result yet.
@@ -132,15 +134,16 @@ func NewChecker(opts CheckerOptions) (*Checker, error) {
 		return nil, fmt.Errorf("health: pool %q: %w", opts.Pool, err)
 	}
 	c := &Checker{
-		pool:     opts.Pool,
-		check:    opts.Check,
-		targets:  make([]*target, len(opts.Targets)),
-		log:      opts.Logger,
-		onCheck:  opts.OnCheck,
-		onChange: opts.OnChange,
-		rand:     rand.Float64,
-		now:      time.Now,
-		slot:     opts.Check.Interval.Duration / slotsPerInterval,
+		pool:      opts.Pool,
+		check:     opts.Check,
+		targets:   make([]*target, len(opts.Targets)),
+		log:       opts.Logger,
+		onCheck:   opts.OnCheck,
+		onChange:  opts.OnChange,
+		rand:      rand.Float64,
+		now:       time.Now,
+		slot:      opts.Check.Interval.Duration / slotsPerInterval,
+		newProber: newProber,
 	}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
@@ -262,13 +265,7 @@ func (c *Checker) Run(ctx context.Context) {
 	defer c.recoverPanic("run")
 	if c.check.Check == "none" {
 		for _, t := range c.targets {
-			t.mu.Lock()
-			changed := t.st.markUp(c.now())
-			if changed {
-				t.backend.SetHealthy(true)
-			}
-			t.mu.Unlock()
-			if changed {
+			if c.markUp(t) {
 				c.changed(t, true, nil, "check none")
 			}
 		}
@@ -279,12 +276,45 @@ func (c *Checker) Run(ctx context.Context) {
 	for _, t := range c.targets {
 		wg.Go(func() {
 			defer c.recoverPanic("check " + t.address)
-			p := newProber(&c.check, t.address)
+			p := c.newProber(&c.check, t.address)
 			defer p.close()
-			c.loop(ctx, t, p)
+			for !c.loopRecovered(ctx, t, p) {
+				// A callback panicked (and was logged): carry on after
+				// an interval rather than stop checking the target.
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(c.check.Interval.Duration):
+				}
+			}
 		})
 	}
 	wg.Wait()
+}
+
+// loopRecovered runs loop and reports false if it ended in a panic, which
+// it logs.
+func (c *Checker) loopRecovered(ctx context.Context, t *target, p prober) (ended bool) {
+	defer func() {
+		if r := recover(); r != nil {
+			c.log.Error("health: panic", "pool", c.pool, "backend", t.address, "panic", r, "stack", string(debug.Stack()))
+			ended = false
+		}
+	}()
+	c.loop(ctx, t, p)
+	return true
+}
+
+// markUp marks t healthy for check "none" and reports whether that changed
+// its verdict.
+func (c *Checker) markUp(t *target) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	changed := t.st.markUp(c.now())
+	if changed {
+		t.backend.SetHealthy(true)
+	}
+	return changed
 }
 
 // loop probes t with p until ctx is done.
@@ -342,18 +372,7 @@ func (c *Checker) probe(ctx context.Context, t *target, p prober) bool {
 	if ctx.Err() != nil {
 		return false
 	}
-	t.mu.Lock()
-	first, wasUp := !t.st.checked, t.st.everUp
-	changed := t.st.record(err, c.now(), c.check.Rise, c.check.Fall)
-	healthy := t.st.healthy
-	if first {
-		c.unprobed.Add(-1)
-	}
-	if changed {
-		// Under t.mu, so that verdicts reach the backend in order.
-		t.backend.SetHealthy(healthy)
-	}
-	t.mu.Unlock()
+	wasUp, changed, healthy := c.record(t, err)
 	if c.onCheck != nil {
 		c.onCheck(t.index, err == nil)
 	}
@@ -368,6 +387,26 @@ func (c *Checker) probe(ctx context.Context, t *target, p prober) bool {
 		c.changed(t, healthy, err, reason)
 	}
 	return true
+}
+
+// record applies a probe result to t and tells the backend of a change. It
+// reports whether t had ever been up before, whether the verdict changed,
+// and the verdict.
+func (c *Checker) record(t *target, err error) (wasUp, changed, healthy bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	first := !t.st.checked
+	wasUp = t.st.everUp
+	changed = t.st.record(err, c.now(), c.check.Rise, c.check.Fall)
+	healthy = t.st.healthy
+	if first {
+		c.unprobed.Add(-1)
+	}
+	if changed {
+		// Under t.mu, so that verdicts reach the backend in order.
+		t.backend.SetHealthy(healthy)
+	}
+	return wasUp, changed, healthy
 }
 
 // safeProbe runs p, turning a panic into a failed check.

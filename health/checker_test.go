@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -40,7 +41,13 @@ func TestCheckerRiseFallHTTP(t *testing.T) {
 	b := &backend{}
 	hc := check("http")
 	hc.Rise, hc.Fall = 2, 3
-	c, rec := newTestChecker(t, hc, Target{Address: srv.addr, Backend: b})
+	rec := newRecorder()
+	var logs logLines
+	c, err := NewChecker(CheckerOptions{Pool: "web", Check: hc, Targets: []Target{{Address: srv.addr, Backend: b}},
+		Logger: logs.logger(), OnCheck: rec.onCheck, OnChange: rec.onChange})
+	if err != nil {
+		t.Fatal(err)
+	}
 	startChecker(t, c)
 
 	waitFor(t, 5*time.Second, "first up", func() bool { return rec.count(0, "up") == 1 })
@@ -62,6 +69,53 @@ func TestCheckerRiseFallHTTP(t *testing.T) {
 	st := c.Status()[0]
 	if !st.Healthy || st.LastChange.IsZero() || st.LastCheck.Before(st.LastChange) {
 		t.Errorf("status %+v: want healthy with change and check times", st)
+	}
+
+	// One log line per transition, none per probe.
+	lines := logs.records(t)
+	wantMsgs := []string{"backend up", "backend down", "backend up"}
+	wantReasons := []string{"first check passed", "3 consecutive checks failed", "2 consecutive checks passed"}
+	if len(lines) != len(wantMsgs) {
+		t.Fatalf("%d log lines, want %d: %v", len(lines), len(wantMsgs), lines)
+	}
+	for i, l := range lines {
+		if l["msg"] != wantMsgs[i] || l["pool"] != "web" || l["backend"] != srv.addr || l["reason"] != wantReasons[i] {
+			t.Errorf("log line %d: %v, want %s with pool, backend and reason %q", i, l, wantMsgs[i], wantReasons[i])
+		}
+	}
+	if e, _ := lines[1]["err"].(string); !strings.Contains(e, "status 503") {
+		t.Errorf("down line err %q, want the failing status", e)
+	}
+}
+
+// TestCheckerCallbackPanic: a panicking callback is logged with its stack
+// and the target keeps being checked.
+func TestCheckerCallbackPanic(t *testing.T) {
+	t.Parallel()
+	srv := startHTTP(t, 200)
+	var calls atomic.Int64
+	var logs logLines
+	c, err := NewChecker(CheckerOptions{Pool: "p", Check: check("http"),
+		Targets: []Target{{Address: srv.addr, Backend: &backend{}}}, Logger: logs.logger(),
+		OnCheck: func(int, bool) {
+			if calls.Add(1) == 1 {
+				panic("boom")
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	startChecker(t, c)
+	waitFor(t, 5*time.Second, "checks after the panic", func() bool { return calls.Load() >= 3 })
+	var found bool
+	for _, l := range logs.records(t) {
+		if l["panic"] == "boom" {
+			st, _ := l["stack"].(string)
+			found = strings.Contains(st, "health.")
+		}
+	}
+	if !found {
+		t.Error("panic not logged with its stack")
 	}
 }
 

@@ -204,32 +204,10 @@ func (e *Ejector) Failure(target int) {
 
 // eject ejects target i if it is not ejected and the pool has room.
 func (e *Ejector) eject(i int) {
-	now := e.now()
-	e.mu.Lock()
-	s := &e.slots[i]
-	if s.ejected {
-		e.counters[i].n.Store(0)
-		e.mu.Unlock()
+	d, address, ok := e.tryEject(i, e.now())
+	if !ok {
 		return
 	}
-	if (e.ejected+1)*100 > e.maxPercent*len(e.slots) {
-		e.mu.Unlock()
-		return
-	}
-	switch {
-	case s.mult == 0 || now.Sub(s.lastEnd) >= healthyResetFactor*e.base:
-		s.mult = 1
-	default:
-		s.mult = min(2*s.mult, maxEjectionMultiplier)
-	}
-	d := e.base * time.Duration(s.mult)
-	s.ejected, s.until = true, now.Add(d)
-	e.ejected++
-	e.counters[i].n.Store(0)
-	s.target.SetEjected(true)
-	address := s.address
-	e.mu.Unlock()
-
 	select {
 	case e.wake <- struct{}{}:
 	default:
@@ -239,6 +217,32 @@ func (e *Ejector) eject(i int) {
 	}
 	e.log.Warn("backend ejected", "pool", e.pool, "backend", address,
 		"reason", fmt.Sprintf("%d consecutive failures", e.threshold), "duration", d)
+}
+
+// tryEject does eject's state change under the lock and reports the
+// ejection's length, or ok false if it did not eject.
+func (e *Ejector) tryEject(i int, now time.Time) (d time.Duration, address string, ok bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	s := &e.slots[i]
+	if s.ejected {
+		e.counters[i].n.Store(0)
+		return 0, "", false
+	}
+	if (e.ejected+1)*100 > e.maxPercent*len(e.slots) {
+		return 0, "", false
+	}
+	if s.mult == 0 || now.Sub(s.lastEnd) >= healthyResetFactor*e.base {
+		s.mult = 1
+	} else {
+		s.mult = min(2*s.mult, maxEjectionMultiplier)
+	}
+	d = e.base * time.Duration(s.mult)
+	s.ejected, s.until = true, now.Add(d)
+	e.ejected++
+	e.counters[i].n.Store(0)
+	s.target.SetEjected(true)
+	return d, s.address, true
 }
 
 // Ejected reports whether target (an index into Targets) is ejected now.
@@ -293,8 +297,16 @@ func (e *Ejector) step() (next time.Time, ok bool) {
 // release ends every ejection due at now and returns the earliest end of
 // those still in force (ok false if none).
 func (e *Ejector) release(now time.Time) (next time.Time, ok bool) {
-	var ended []string
+	ended, next, ok := e.releaseLocked(now)
+	for _, a := range ended {
+		e.log.Info("backend ejection ended", "pool", e.pool, "backend", a, "reason", "ejection time over")
+	}
+	return next, ok
+}
+
+func (e *Ejector) releaseLocked(now time.Time) (ended []string, next time.Time, ok bool) {
 	e.mu.Lock()
+	defer e.mu.Unlock()
 	for i := range e.slots {
 		s := &e.slots[i]
 		if !s.ejected {
@@ -312,9 +324,5 @@ func (e *Ejector) release(now time.Time) (next time.Time, ok bool) {
 		s.target.SetEjected(false)
 		ended = append(ended, s.address)
 	}
-	e.mu.Unlock()
-	for _, a := range ended {
-		e.log.Info("backend ejection ended", "pool", e.pool, "backend", a, "reason", "ejection time over")
-	}
-	return next, ok
+	return ended, next, ok
 }

@@ -333,3 +333,28 @@ func TestNewEjectorPanics(t *testing.T) {
 		})
 	}
 }
+
+// TestEjectorLogs: one line per ejection and one per end, none per failure.
+func TestEjectorLogs(t *testing.T) {
+	t.Parallel()
+	var logs logLines
+	b := &backend{}
+	e := NewEjector(EjectorOptions{Pool: "api", Config: passive(3, 100, 10*time.Second),
+		Targets: []Ejectable{b}, Addresses: []string{"10.0.0.1:80"}, Logger: logs.logger()})
+	e.now = func() time.Time { return t0 }
+	for range 10 {
+		e.Failure(0)
+	}
+	e.release(t0.Add(10 * time.Second))
+	lines := logs.records(t)
+	if len(lines) != 2 {
+		t.Fatalf("%d log lines, want 2: %v", len(lines), lines)
+	}
+	if l := lines[0]; l["msg"] != "backend ejected" || l["pool"] != "api" || l["backend"] != "10.0.0.1:80" ||
+		l["reason"] != "3 consecutive failures" || l["duration"] == nil {
+		t.Errorf("ejection line %v", l)
+	}
+	if l := lines[1]; l["msg"] != "backend ejection ended" || l["backend"] != "10.0.0.1:80" {
+		t.Errorf("end line %v", l)
+	}
+}

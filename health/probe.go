@@ -67,7 +67,7 @@ func timeoutErr(err error, timeout time.Duration) error {
 }
 
 // tcpProber passes when a TCP connection is established within the timeout;
-// it then closes the connection at once.
+// it then closes the connection at once, with a reset.
 type tcpProber struct {
 	address string
 	timeout time.Duration
@@ -80,6 +80,11 @@ func (p *tcpProber) probe(ctx context.Context) error {
 	conn, err := p.dialer.DialContext(ctx, "tcp", p.address)
 	if err != nil {
 		return timeoutErr(err, p.timeout)
+	}
+	// Close with a reset, as HAProxy does: no FIN exchange and no
+	// TIME_WAIT socket left behind per check.
+	if tc, ok := conn.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0)
 	}
 	return conn.Close()
 }
