@@ -157,8 +157,8 @@ func (t *tunnel[C]) recover() {
 // fails (then closes both). A read that waited idle_timeout ends the tunnel
 // only if the other direction was idle as long.
 func (t *tunnel[C]) pipe(dst net.Conn, src io.Reader) {
-	bp := tunnelBuffers.Get().(*[]byte)
-	defer tunnelBuffers.Put(bp)
+	bp := copyBuffers.Get().(*[]byte)
+	defer copyBuffers.Put(bp)
 	buf := *bp
 	srcConn := t.up
 	if dst == t.up {
@@ -194,8 +194,6 @@ func (t *tunnel[C]) pipe(dst net.Conn, src io.Reader) {
 		return
 	}
 }
-
-var tunnelBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
 // abort closes both connections; the pipes then end.
 func (t *tunnel[C]) abort() {
