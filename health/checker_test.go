@@ -424,28 +424,34 @@ func TestCheckerPreviousCounters(t *testing.T) {
 }
 
 // TestCheckerCancelDiscards: a probe cut short by the end of Run is not
-// recorded, so replacing a Checker never marks a backend down.
+// recorded, so replacing a Checker never marks a backend down, and Run
+// returns without waiting for the probe's timeout.
 func TestCheckerCancelDiscards(t *testing.T) {
 	t.Parallel()
-	srv := startSilent(t)
-	hc := check("grpc")
-	hc.Interval.Duration, hc.Timeout.Duration, hc.Fall = 10*time.Second, 5*time.Second, 1
-	b := &backend{}
-	b.healthy.Store(true)
-	c, rec := newTestChecker(t, hc, Target{Address: srv.addr, Backend: b, Healthy: true})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); c.Run(ctx) }()
-	waitFor(t, 5*time.Second, "probe connected", func() bool { return srv.accepted.Load() > 0 })
-	cancel()
-	select {
-	case <-done:
-	case <-time.After(2 * time.Second):
-		t.Fatal("Run did not return promptly after cancel")
-	}
-	if seq := rec.seq(0); seq != "" || !b.healthy.Load() || c.FirstRoundDone() || b.sets() != nil {
-		t.Errorf("after cancel: events %q, healthy %v, first round %v, sets %v; want nothing recorded",
-			seq, b.healthy.Load(), c.FirstRoundDone(), b.sets())
+	for _, kind := range []string{"http", "grpc"} {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			srv := startSilent(t)
+			hc := check(kind)
+			hc.Interval.Duration, hc.Timeout.Duration, hc.Fall = 10*time.Second, 5*time.Second, 1
+			b := &backend{}
+			b.healthy.Store(true)
+			c, rec := newTestChecker(t, hc, Target{Address: srv.addr, Backend: b, Healthy: true})
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() { defer close(done); c.Run(ctx) }()
+			waitFor(t, 5*time.Second, "probe connected", func() bool { return srv.accepted.Load() > 0 })
+			cancel()
+			select {
+			case <-done:
+			case <-time.After(2 * time.Second):
+				t.Fatal("Run did not return promptly after cancel")
+			}
+			if seq := rec.seq(0); seq != "" || !b.healthy.Load() || c.FirstRoundDone() || b.sets() != nil {
+				t.Errorf("after cancel: events %q, healthy %v, first round %v, sets %v; want nothing recorded",
+					seq, b.healthy.Load(), c.FirstRoundDone(), b.sets())
+			}
+		})
 	}
 }
 
@@ -573,5 +579,58 @@ func TestCheckerSlotGrid(t *testing.T) {
 				t.Errorf("until = %s, want %s", got, tc.want)
 			}
 		})
+	}
+}
+
+// panicProber panics on every probe.
+type panicProber struct{}
+
+func (panicProber) probe(context.Context) error { panic("probe exploded") }
+func (panicProber) close()                      {}
+
+// TestCheckerProbePanic: a panicking probe counts as a failed check and is
+// logged with its stack; checking goes on.
+func TestCheckerProbePanic(t *testing.T) {
+	t.Parallel()
+	var logs logLines
+	rec := newRecorder()
+	b := &backend{}
+	b.healthy.Store(true)
+	hc := check("tcp")
+	hc.Fall = 2
+	c, err := NewChecker(CheckerOptions{Pool: "p", Check: hc, Logger: logs.logger(),
+		Targets: []Target{{Address: "127.0.0.1:1", Backend: b, Healthy: true}},
+		OnCheck: rec.onCheck, OnChange: rec.onChange})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.newProber = func(*config.HealthCheck, string) prober { return panicProber{} }
+	startChecker(t, c)
+	waitFor(t, 5*time.Second, "three failed checks", func() bool { return rec.count(0, "fail") >= 3 })
+	if seq := rec.seq(0); !strings.HasPrefix(seq, "fail fail down fail") {
+		t.Errorf("events %q, want fail fail down fail...", seq)
+	}
+	if st := c.Status()[0]; !strings.Contains(st.LastError, "probe exploded") {
+		t.Errorf("last error %q, want the panic", st.LastError)
+	}
+	var stack string
+	for _, l := range logs.records(t) {
+		if l["panic"] == "probe exploded" {
+			stack, _ = l["stack"].(string)
+		}
+	}
+	if !strings.Contains(stack, "panicProber") {
+		t.Errorf("panic not logged with its stack: %q", stack)
+	}
+}
+
+func TestNewCheckerReportsAllErrors(t *testing.T) {
+	t.Parallel()
+	hc := check("http")
+	hc.Rise, hc.Path = 0, "x"
+	_, err := NewChecker(CheckerOptions{Pool: "p", Check: hc, Targets: []Target{{Address: "a:1"}}})
+	var joined interface{ Unwrap() []error }
+	if !errors.As(err, &joined) || len(joined.Unwrap()) != 3 {
+		t.Fatalf("error %v: want the 3 problems (rise, path, nil backend) joined", err)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sync"
 	"syscall"
 	"time"
 
@@ -34,8 +35,9 @@ var (
 // fails the check.
 const maxHealthBody = 1 << 20
 
-// prober runs one check against one backend. A prober is used by one
-// goroutine at a time; close releases its connections.
+// prober runs one check against one backend. probe is called by one
+// goroutine at a time; close releases the connections and may be called
+// while a probe runs (which then fails promptly) and more than once.
 type prober interface {
 	probe(ctx context.Context) error
 	close()
@@ -101,7 +103,17 @@ type httpProber struct {
 	timeout   time.Duration
 	low, high int
 	what      string // "GET /healthz", for errors
+	dialer    net.Dialer
+
+	// conn is the client's connection (it has at most one), so that close
+	// can cut a probe short; closed refuses new ones. Guarded by mu.
+	mu     sync.Mutex
+	conn   net.Conn
+	closed bool
 }
+
+// errProberClosed fails a dial after the prober was closed.
+var errProberClosed = errors.New("health: prober closed")
 
 func newHTTPProber(hc *config.HealthCheck, address string) *httpProber {
 	timeout := hc.Timeout.Duration
@@ -113,16 +125,18 @@ func newHTTPProber(hc *config.HealthCheck, address string) *httpProber {
 	if host == "" {
 		host = address
 	}
-	dialer := &net.Dialer{}
-	client := &fasthttp.HostClient{
-		Addr: address,
-		Name: "frontdoor-health",
-		DialTimeout: func(addr string, timeout time.Duration) (net.Conn, error) {
-			ctx, cancel := context.WithTimeout(context.Background(), timeout)
-			defer cancel()
-			return dialer.DialContext(ctx, "tcp", addr)
-		},
-		MaxConns: 1,
+	p := &httpProber{
+		resp:    new(fasthttp.Response),
+		timeout: timeout,
+		low:     hc.ExpectStatus.Low,
+		high:    hc.ExpectStatus.High,
+		what:    method + " " + hc.Path,
+	}
+	p.client = &fasthttp.HostClient{
+		Addr:        address,
+		Name:        "frontdoor-health",
+		DialTimeout: p.dial,
+		MaxConns:    1,
 		// Keep the connection across probes; a backend that closed it while
 		// idle gets one retry on a fresh connection (RetryIfErr).
 		MaxIdleConnDuration:       max(fasthttp.DefaultMaxIdleConnDuration, 3*hc.Interval.Duration),
@@ -134,19 +148,30 @@ func newHTTPProber(hc *config.HealthCheck, address string) *httpProber {
 		DisablePathNormalizing:    true,
 	}
 	// Long-lived, owned by the probe goroutine: not from fasthttp's pools.
-	req := new(fasthttp.Request)
-	req.Header.SetMethod(method)
-	req.SetRequestURI(hc.Path)
-	req.Header.SetHost(host)
-	return &httpProber{
-		client:  client,
-		req:     req,
-		resp:    new(fasthttp.Response),
-		timeout: timeout,
-		low:     hc.ExpectStatus.Low,
-		high:    hc.ExpectStatus.High,
-		what:    method + " " + hc.Path,
+	p.req = new(fasthttp.Request)
+	p.req.Header.SetMethod(method)
+	p.req.SetRequestURI(hc.Path)
+	p.req.Header.SetHost(host)
+	return p
+}
+
+// dial connects to the backend for the HostClient and remembers the
+// connection for close.
+func (p *httpProber) dial(addr string, timeout time.Duration) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	conn, err := p.dialer.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
 	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		_ = conn.Close()
+		return nil, errProberClosed
+	}
+	p.conn = conn
+	return conn, nil
 }
 
 // retryStale retries once when a kept-alive connection turned out to be
@@ -159,7 +184,7 @@ func retryStale(_ *fasthttp.Request, attempts int, err error) (resetTimeout, ret
 
 func (p *httpProber) probe(context.Context) error {
 	// fasthttp takes no context: the timeout bounds the call, and Run
-	// discards a result that arrives after its context ended.
+	// calls close when its context ends, which cuts the call short.
 	if err := p.client.DoTimeout(p.req, p.resp, p.timeout); err != nil {
 		return fmt.Errorf("http %s: %w", p.what, timeoutErr(err, p.timeout))
 	}
@@ -170,6 +195,12 @@ func (p *httpProber) probe(context.Context) error {
 }
 
 func (p *httpProber) close() {
+	p.mu.Lock()
+	p.closed = true
+	if p.conn != nil {
+		_ = p.conn.Close()
+	}
+	p.mu.Unlock()
 	p.client.CloseIdleConnections()
 }
 
