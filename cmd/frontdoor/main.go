@@ -106,6 +106,27 @@ type daemon struct {
 	admin    *metrics.Admin
 	check    *selfCheck // nil: the watchdog proves only the event loop
 	draining atomic.Bool
+	wasReady atomic.Bool
+}
+
+// ready answers /readyz: ready once the listeners are bound and the first
+// round of health checks has finished, and from then on until the drain
+// starts. Reloads and backend health do not change it: a load balancer in
+// front should take this instance out when it stops, not when its backends
+// are down (every instance would drop out together) or while a reload
+// starts new health checkers.
+func (d *daemon) ready() bool {
+	if d.draining.Load() {
+		return false
+	}
+	if d.wasReady.Load() {
+		return true
+	}
+	if d.px.Ready() {
+		d.wasReady.Store(true)
+		return true
+	}
+	return false
 }
 
 // serve runs the daemon until SIGTERM or SIGINT, then drains.
@@ -167,7 +188,7 @@ func serve(cfg *config.Config, path string, stderr io.Writer) error {
 		d.admin, err = metrics.NewAdmin(metrics.AdminOptions{
 			Bind:     cfg.Admin.Bind,
 			Gatherer: reg,
-			Ready:    func() bool { return !d.draining.Load() && d.px.Ready() },
+			Ready:    d.ready,
 			Status:   func() any { return d.px.Status(d.state.snapshot()) },
 			Logger:   logger,
 		})

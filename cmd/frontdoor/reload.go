@@ -60,6 +60,9 @@ func (s *reloadState) failed(now time.Time, msgs []string) {
 func (d *daemon) reload() {
 	start := time.Now()
 	_ = d.notify.reloading("STATUS=reloading " + d.path)
+	// Latch readiness now: the new runtime's health checkers start over,
+	// and /readyz must not drop while they do.
+	d.ready()
 
 	cfg, err := config.Load(d.path)
 	if err == nil {

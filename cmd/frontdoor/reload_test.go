@@ -292,6 +292,9 @@ func TestHitlessReloadUnderLoad(t *testing.T) {
 			t.Fatalf("reload %d: /status does not show the new pool: %+v", step, after.Pools)
 		}
 		keptUp(t, step, before, after)
+		if code, body := adminGet(t, admin, "/readyz"); code != http.StatusOK {
+			t.Fatalf("reload %d: /readyz %d %q right after the reload; a load balancer in front would drop this instance", step, code, body)
+		}
 		switch {
 		case next.extra && !cur.extra:
 			code, body, err := get(extraAddr, "/load")
