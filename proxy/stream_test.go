@@ -47,10 +47,28 @@ func startHandler(t testing.TB, h fasthttp.RequestHandler, tune ...func(*fasthtt
 // poolExtra into the pool table.
 func streamProxy(t testing.TB, extra, poolExtra string, access *AccessLog, addrs ...string) *testProxy {
 	t.Helper()
-	return startProxy(t, listenerTOML+extra+`
+	return upProxy(t, listenerTOML+extra+`
   [[listener.route]]
   pool = "s"
 `+poolTOML("s", "health = { check = \"none\" }\n"+poolExtra, addrs...), access)
+}
+
+// upProxy is startProxy that also waits until every backend is up: with
+// check "none" the checker marks them up in its own goroutine, after Ready.
+func upProxy(t testing.TB, toml string, access *AccessLog) *testProxy {
+	t.Helper()
+	p := startProxy(t, toml, access)
+	waitFor(t, 5*time.Second, "every backend up", func() bool {
+		for _, pr := range p.gen.Load().pools {
+			for _, u := range pr.ups {
+				if !u.be.Up() {
+					return false
+				}
+			}
+		}
+		return true
+	})
+	return p
 }
 
 // pattern yields n bytes of a repeating alphabet, one read at a time, so a

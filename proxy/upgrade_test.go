@@ -240,7 +240,7 @@ func TestReloadKeepsStreamsAndTunnels(t *testing.T) {
   pool = "sse"
 ` + extra + poolTOML("ws", `health = { check = "none" }`, ws) + poolTOML("sse", `health = { check = "none" }`, sse)
 	}
-	p := startProxy(t, toml(""), nil)
+	p := upProxy(t, toml(""), nil)
 	c := dialWS(t, p)
 	if err := echo(c, []byte("before")); err != nil {
 		t.Fatal(err)
@@ -301,7 +301,7 @@ func TestShutdownDrainsThenClosesTunnelsAndStreams(t *testing.T) {
 	t.Parallel()
 	sse := startHandler(t, sseHandler(0, 20*time.Millisecond))
 	ws := startWebSocketEcho(t)
-	p := startProxy(t, listenerTOML+`
+	p := upProxy(t, listenerTOML+`
   [[listener.route]]
   path_prefix = "/ws"
   pool = "ws"
