@@ -179,7 +179,8 @@ type HealthCheck struct {
 }
 
 // Passive is passive ejection, [pool.NAME.passive]: consecutive failures seen
-// on real traffic eject a backend until active checks bring it back.
+// on real traffic eject a backend for a cooldown; after it, the backend takes
+// traffic again if its active check still passes.
 type Passive struct {
 	// ConsecutiveFailures (connection failures or 5xx) that eject a backend.
 	// Default 5; 0 disables passive ejection.

@@ -285,16 +285,21 @@ func (p *Proxy) buildPools(cfg *config.Config, old *generation) (*generation, ma
 			continue
 		}
 		pr.checker = checker
-		if pc.Passive.ConsecutiveFailures > 0 {
-			ejections := make([]prometheus.Counter, len(addrs))
-			for i, a := range addrs {
-				ejections[i] = m.Ejections.WithLabelValues(name, a)
-			}
-			pr.ejector = health.NewEjector(health.EjectorOptions{
-				Pool: name, Config: pc.Passive, Targets: ejectables, Addresses: addrs,
-				Logger: p.opts.Logger, OnEject: func(i int) { ejections[i].Inc() },
-			})
+		// The ejector exists even when passive ejection is off (a disabled
+		// one does nothing), so that a reload turning it off releases any
+		// backend the previous ejector still held out.
+		ejections := make([]prometheus.Counter, len(addrs))
+		for i, a := range addrs {
+			ejections[i] = m.Ejections.WithLabelValues(name, a)
 		}
+		var prevEj *health.Ejector
+		if old != nil && old.pools[name] != nil {
+			prevEj = old.pools[name].ejector
+		}
+		pr.ejector = health.NewEjector(health.EjectorOptions{
+			Pool: name, Config: pc.Passive, Targets: ejectables, Addresses: addrs,
+			Logger: p.opts.Logger, OnEject: func(i int) { ejections[i].Inc() }, Previous: prevEj,
+		})
 		gen.pools[name] = pr
 	}
 	if len(errs) > 0 {
