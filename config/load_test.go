@@ -154,7 +154,7 @@ func TestRelativePaths(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, f := range []string{"jwks.json", "pub.pem", "secret"} {
-		if err := os.WriteFile(filepath.Join(keys, f), []byte("x\n"), 0o600); err != nil {
+		if err := os.WriteFile(filepath.Join(keys, f), []byte(strings.Repeat("x", 32)+"\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -50,6 +50,8 @@ func (v *validator) jwt(name string, j *JWTPolicy) {
 		}
 		if msg := checkReadable(f.val); msg != "" {
 			v.add(p+"."+f.key, "%s", msg)
+		} else if f.key == "hmac_secret_file" {
+			v.hmacSecret(p+"."+f.key, f.val, j.Algorithms)
 		}
 	}
 	if j.JWKSURL != "" {
@@ -91,6 +93,8 @@ func (v *validator) jwt(name string, j *JWTPolicy) {
 			v.add(cp, "empty claim name")
 		case !isToken(h):
 			v.add(cp, "bad header name %q: use letters, digits and '-', e.g. \"X-User-ID\"", h)
+		case reservedForwardHeader(h, j.TokenFrom):
+			v.add(cp, "header %q cannot carry a claim: it frames the request or carries the token; use a header of your own such as \"X-User-ID\"", h)
 		case headers[strings.ToLower(h)] != "":
 			v.add(cp, "header %q is already set from claim %q; forward each claim to its own header", h, headers[strings.ToLower(h)])
 		default:
@@ -194,4 +198,40 @@ func pathErr(err error) string {
 		return pe.Err.Error()
 	}
 	return err.Error()
+}
+
+// reservedForwardHeader reports whether a forward_claims header would clash
+// with framing, hop-by-hop or the token's own header.
+func reservedForwardHeader(h string, tokenFrom HashKey) bool {
+	switch strings.ToLower(h) {
+	case "host", "content-length", "transfer-encoding", "connection", "keep-alive", "te", "trailer",
+		"upgrade", "proxy-connection", "proxy-authorization", "authorization", "cookie", "content-type",
+		"x-request-id", "traceparent":
+		return true
+	}
+	return tokenFrom.Source == sourceHeader && strings.EqualFold(h, tokenFrom.Name)
+}
+
+// hmacSecret requires an HMAC secret at least as long as the hash of the
+// strongest HMAC algorithm allowed (32, 48 or 64 bytes), as RFC 7518 3.2 asks.
+func (v *validator) hmacSecret(path, file string, algs []string) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return // checkReadable reported it
+	}
+	secret := strings.TrimSuffix(string(data), "\n")
+	need := 0
+	for _, a := range algs {
+		switch a {
+		case "HS256":
+			need = max(need, 32)
+		case "HS384":
+			need = max(need, 48)
+		case "HS512":
+			need = max(need, 64)
+		}
+	}
+	if len(secret) < need {
+		v.add(path, "HMAC secret in %s is %d bytes; %s needs at least %d (generate one with: head -c %d /dev/urandom > FILE)", file, len(secret), strings.Join(algs, ", "), need, need)
+	}
 }

@@ -230,6 +230,8 @@ func TestValidateJWT(t *testing.T) {
 		{"no algorithms", jwtCfg("jwks_file = \"keys/jwks.json\"\nalgorithms = [] #<\n"), "jwt.users.algorithms", "no algorithms"},
 		{"hmac with jwks", jwtCfg("jwks_file = \"keys/jwks.json\"\nalgorithms = [\"HS256\"] #<\n"), "jwt.users.algorithms", "HS256 needs hmac_secret_file"},
 		{"hmac mixed with rsa", jwtCfg("hmac_secret_file = \"keys/hmac.secret\"\nalgorithms = [\"HS256\", \"RS256\"] #<\n"), "jwt.users.algorithms", "mix HMAC (HS256) and public-key (RS256)"},
+		{"hmac secret too short", jwtCfg("hmac_secret_file = \"keys/short.secret\" #<\nalgorithms = [\"HS256\"]\n"), "jwt.users.hmac_secret_file", "is 5 bytes; HS256 needs at least 32"},
+		{"forward claim to a framing header", jwtCfg("jwks_file = \"keys/jwks.json\"\nforward_claims = { sub = \"Host\" } #<\n"), "jwt.users.forward_claims.sub", `header "Host" cannot carry a claim`},
 		{"hmac secret with rsa", jwtCfg("hmac_secret_file = \"keys/hmac.secret\"\nalgorithms = [\"RS256\"] #<\n"), "jwt.users.algorithms", "hmac_secret_file needs HMAC algorithms"},
 		{"token from query", jwtCfg("jwks_file = \"keys/jwks.json\"\ntoken_from = \"query:token\" #<\n"), "jwt.users.token_from", `token_from "query:token" must be "header:NAME" or "cookie:NAME"`},
 		{"negative leeway", jwtCfg("jwks_file = \"keys/jwks.json\"\nleeway = \"-1s\" #<\n"), "jwt.users.leeway", "must not be negative"},
