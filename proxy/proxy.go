@@ -411,7 +411,7 @@ func (p *Proxy) newHTTPListener(lc *config.Listener, ln net.Listener) *httpListe
 		NoDefaultContentType:         true,
 		DisablePreParseMultipartForm: true,
 		CloseOnShutdown:              true,
-		StreamRequestBody:            true, // large uploads stream (stream.go)
+		StreamRequestBody:            streamRequests(lc.MaxBodyBytes), // stream.go
 		ExpectHandler:                l.expect,
 		ReadTimeout:                  lc.ReadTimeout.Duration,
 		WriteTimeout:                 lc.WriteTimeout.Duration,

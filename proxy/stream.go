@@ -68,6 +68,17 @@ type forwarding struct {
 	tunnel bool  // a 101 answer: a tunnel now owns the backend connection
 }
 
+// maxBufferedRequest is the largest max_body_bytes for which a listener
+// buffers request bodies whole instead of streaming them. fasthttp's server
+// allocates once per request with a streamed body (it drains the rest of it
+// through io.CopyN), so a listener whose bodies are small keeps the
+// zero-allocation path by buffering them.
+const maxBufferedRequest = 1 << 20
+
+// streamRequests reports whether a listener with max_body_bytes maxBody
+// streams request bodies (Server.StreamRequestBody).
+func streamRequests(maxBody int64) bool { return maxBody > maxBufferedRequest }
+
 // requestBody readies the request body for forwarding. It returns the body's
 // length (-1 when it is chunked and not yet read) and whether it stays a
 // stream. A body fasthttp already holds whole is turned into a plain body, so
@@ -114,7 +125,9 @@ func (l *httpListener) forward(ctx *fasthttp.RequestCtx, u *upstream, p *poolRun
 	var body *clientBody
 	if fw.streamed {
 		body = acquireClientBody(req.BodyStream(), ctx.Conn(), conn, l.server.ReadTimeout, fw.timeout, fw.maxBody)
-		req.SetBodyStream(body, req.Header.ContentLength())
+		n := req.Header.ContentLength()
+		body.fixed = n >= 0
+		req.SetBodyStream(body, n)
 	}
 	bw := hc.AcquireWriter(conn)
 	err = req.Write(bw)
@@ -228,6 +241,7 @@ type clientBody struct {
 	max      int64
 	n        int64
 	err      error
+	fixed    bool
 }
 
 var clientBodies sync.Pool
@@ -253,6 +267,16 @@ func (b *clientBody) refresh(now time.Time) {
 	_ = b.client.SetReadDeadline(deadline(now, b.readTO))
 	_ = b.upstream.SetWriteDeadline(deadline(now, b.writeTO))
 }
+
+// WriteTo sends a body of known length on through a pooled 32 KiB buffer;
+// fasthttp's own copy would allocate one per request (net.TCPConn.ReadFrom
+// from a reader that is not a socket).
+func (b *clientBody) WriteTo(w io.Writer) (int64, error) { return copyPooled(w, b) }
+
+// SupportsBodyWriteTo allows WriteTo for a body of known length; a chunked
+// one is read in fasthttp's 4 KiB steps, each sent as a chunk, as WriteTo
+// would make fasthttp allocate its chunk writer.
+func (b *clientBody) SupportsBodyWriteTo() bool { return b.fixed }
 
 func (b *clientBody) Read(p []byte) (int, error) {
 	n, err := b.r.Read(p)
@@ -302,6 +326,7 @@ type upstreamBody[C interface{ Conn() net.Conn }] struct {
 	// backend did not ask to close, so the connection may be reused once the
 	// body ended cleanly.
 	keepConn bool
+	fixed    bool // the body has a Content-Length
 
 	// framing holds a response whose header carries only the body's framing;
 	// fasthttp's stream reader over it decodes Content-Length, chunked or
@@ -337,6 +362,7 @@ func startStream[C interface{ Conn() net.Conn }](ctx *fasthttp.RequestCtx, l *ht
 	b.pool, b.member, b.live = pool, member, &l.live
 	resp := &ctx.Response
 	b.keepConn = length != -2 && !resp.ConnectionClose()
+	b.fixed = length >= 0
 	b.n, b.eof, b.readErr, b.closed, b.log = 0, false, nil, false, nil
 	pool.Acquire(member) // the backend is busy until the body ends
 
@@ -377,18 +403,21 @@ func (b *upstreamBody[C]) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// WriteTo copies the body to w (fasthttp's fixed-length or chunked body
+// WriteTo copies a body of known length to w (fasthttp's fixed-length body
 // writer) through a 32 KiB buffer: fasthttp's own copy would go through its
-// 4 KiB write buffer, at four times the system calls. Each read is one
-// chunk for a chunked answer, and fasthttp flushes every chunk, so events
-// still go out one by one.
+// 4 KiB write buffer, at several times the system calls.
 func (b *upstreamBody[C]) WriteTo(w io.Writer) (int64, error) {
+	return copyPooled(w, b)
+}
+
+// copyPooled copies r to w through a pooled 32 KiB buffer.
+func copyPooled(w io.Writer, r io.Reader) (int64, error) {
 	bp := copyBuffers.Get().(*[]byte)
 	defer copyBuffers.Put(bp)
 	buf := *bp
 	var total int64
 	for {
-		n, err := b.Read(buf)
+		n, err := r.Read(buf)
 		if n > 0 {
 			m, werr := w.Write(buf[:n])
 			total += int64(m)
@@ -405,8 +434,11 @@ func (b *upstreamBody[C]) WriteTo(w io.Writer) (int64, error) {
 	}
 }
 
-// SupportsBodyWriteTo tells fasthttp that WriteTo may replace Read.
-func (b *upstreamBody[C]) SupportsBodyWriteTo() bool { return true }
+// SupportsBodyWriteTo tells fasthttp that WriteTo may replace Read, for a
+// body of known length only: for a chunked one fasthttp would allocate its
+// chunk writer on every answer, so it reads in 4 KiB steps instead (and
+// still flushes every chunk).
+func (b *upstreamBody[C]) SupportsBodyWriteTo() bool { return b.fixed }
 
 // copyBuffers are the 32 KiB buffers of streams and tunnels.
 var copyBuffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
