@@ -534,7 +534,7 @@ func TestExpectContinue(t *testing.T) {
 		n, _ := io.Copy(io.Discard, ctx.RequestBodyStream())
 		ctx.SetBodyString(strconv.FormatInt(n, 10))
 	}, func(s *fasthttp.Server) { s.StreamRequestBody = true })
-	p := streamProxy(t, "max_body_bytes = 100000\n", "", nil, backend)
+	p := streamProxy(t, "max_body_bytes = 2097152\n", "", nil, backend)
 
 	for _, tc := range []struct {
 		name   string
@@ -542,8 +542,8 @@ func TestExpectContinue(t *testing.T) {
 		want   string // status line after the head: " 100 " then the final one
 	}{
 		{"small", 1000, " 200 "},
-		{"streamed", 50000, " 200 "},
-		{"too large", 200000, " 413 "},
+		{"streamed", 1500000, " 200 "},
+		{"too large", 3000000, " 413 "},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -586,36 +586,48 @@ func TestExpectContinue(t *testing.T) {
 	}
 }
 
-// TestStreamedBodyLimits: a streamed body above max_body_bytes gets 413,
-// whether it announces its length or is chunked.
+// TestStreamedBodyLimits: a body above max_body_bytes gets 413, whether it
+// announces its length or is chunked, on a listener that streams bodies and
+// on one that buffers them (max_body_bytes <= 1 MiB).
 func TestStreamedBodyLimits(t *testing.T) {
 	t.Parallel()
+	var got atomic.Int64
 	backend := startHandler(t, func(ctx *fasthttp.RequestCtx) {
-		_, _ = io.Copy(io.Discard, ctx.RequestBodyStream())
+		n, _ := io.Copy(io.Discard, ctx.RequestBodyStream())
+		got.Add(n)
 	}, func(s *fasthttp.Server) { s.StreamRequestBody = true })
-	p := streamProxy(t, "max_body_bytes = 100000\n", "", nil, backend)
 	client := &http.Client{Transport: &http.Transport{DisableCompression: true}}
 	t.Cleanup(client.CloseIdleConnections)
 	for _, tc := range []struct {
 		name    string
+		max     int64
 		chunked bool
-	}{{"content-length", false}, {"chunked", true}} {
+	}{
+		{"streaming, content-length", 2 << 20, false},
+		{"streaming, chunked", 2 << 20, true},
+		{"buffering, content-length", 100000, false},
+		{"buffering, chunked", 100000, true},
+	} {
 		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			var rd io.Reader = &pattern{n: 300000}
-			req, _ := http.NewRequest("POST", p.url(t, "web", "/"), rd)
+			p := streamProxy(t, fmt.Sprintf("max_body_bytes = %d\n", tc.max), "", nil, backend)
+			size := 3 * tc.max / 2
+			req, _ := http.NewRequest("POST", p.url(t, "web", "/"), &pattern{n: size})
 			if !tc.chunked {
-				req.ContentLength = 300000
+				req.ContentLength = size
 			}
+			before := got.Load()
 			resp, err := client.Do(req)
 			if err != nil {
 				// The proxy may close before the client finished sending.
 				t.Logf("client error (acceptable after a 413 and close): %v", err)
-				return
+			} else {
+				resp.Body.Close()
+				if resp.StatusCode != 413 {
+					t.Fatalf("status %d, want 413", resp.StatusCode)
+				}
 			}
-			resp.Body.Close()
-			if resp.StatusCode != 413 {
-				t.Fatalf("status %d, want 413", resp.StatusCode)
+			if sent := got.Load() - before; sent > tc.max {
+				t.Errorf("backend received %d bytes of a body above max_body_bytes %d", sent, tc.max)
 			}
 		})
 	}
