@@ -42,12 +42,12 @@ func BenchmarkHashKey(b *testing.B) {
 }
 
 // BenchmarkUnary measures small unary calls from one grpc-go client
-// connection, straight to a backend and through frontdoor to three, with 4
-// goroutines per CPU. Client, frontdoor and backends share the machine, so
-// compare the two sub-benchmarks with each other, not with other tools.
-// allocs/op counts every party in the process; the difference between the
-// two is what frontdoor adds per call. Run with -benchtime=5s for the
-// throughput figure (calls/s).
+// connection, straight to a backend and through frontdoor to three, with
+// 1, 4 and 16 goroutines per CPU (p1, p4, p16). Client, frontdoor and
+// backends share the machine, so compare the two targets with each other,
+// not with other tools. allocs/op counts every party in the process; the
+// difference between the targets is what frontdoor adds per call. Run with
+// -benchtime=5s for the throughput figure (calls/s).
 func BenchmarkUnary(b *testing.B) {
 	backends := make([]*testBackend, 3)
 	for i := range backends {
@@ -62,25 +62,27 @@ func BenchmarkUnary(b *testing.B) {
 		{"frontdoor", f.cc},
 	}
 	payload := make([]byte, 64)
-	for _, tg := range targets {
-		b.Run(tg.name, func(b *testing.B) {
-			ctx := context.Background()
-			if _, err := unary(ctx, tg.cc, methodUnary, payload); err != nil {
-				b.Fatal(err)
-			}
-			b.ReportAllocs()
-			b.SetParallelism(4)
-			start := time.Now()
-			b.RunParallel(func(pb *testing.PB) {
-				for pb.Next() {
-					if _, err := unary(ctx, tg.cc, methodUnary, payload); err != nil {
-						b.Error(err)
-						return
-					}
+	for _, par := range []int{1, 4, 16} {
+		for _, tg := range targets {
+			b.Run(tg.name+"/p"+strconv.Itoa(par), func(b *testing.B) {
+				ctx := context.Background()
+				if _, err := unary(ctx, tg.cc, methodUnary, payload); err != nil {
+					b.Fatal(err)
 				}
+				b.ReportAllocs()
+				b.SetParallelism(par)
+				start := time.Now()
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() {
+						if _, err := unary(ctx, tg.cc, methodUnary, payload); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+				b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "calls/s")
 			})
-			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "calls/s")
-		})
+		}
 	}
 }
 

@@ -624,7 +624,7 @@ func TestNotGRPC(t *testing.T) {
 	var protocols http.Protocols
 	protocols.SetUnencryptedHTTP2(true)
 	client := &http.Client{Transport: &http.Transport{Protocols: &protocols}, Timeout: 10 * time.Second}
-	defer client.CloseIdleConnections()
+	t.Cleanup(client.CloseIdleConnections) // after the parallel subtests, before the server shuts down
 	tests := []struct {
 		name        string
 		method      string
