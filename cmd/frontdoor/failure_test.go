@@ -136,8 +136,9 @@ func TestReloadFailureKeepsServing(t *testing.T) {
 	}
 	answeredBy("b0")
 
-	// 3. A good file applies and clears the failure.
-	writeConfig(t, cfgPath, simpleConfig(b1.addr, ""))
+	// 3. A good file applies and clears the failure. It also changes a
+	// limit of the kept listener, which needs a restart: a warning says so.
+	writeConfig(t, cfgPath, strings.Replace(simpleConfig(b1.addr, ""), "bind = \"127.0.0.1:0\"\n  [[listener.route]]", "bind = \"127.0.0.1:0\"\nmax_body_bytes = 1000\n  [[listener.route]]", 1))
 	d.signal(syscall.SIGHUP)
 	waitMetric(t, admin, okSeries, 1, 10*time.Second)
 	m = scrape(t, admin)
@@ -152,6 +153,7 @@ func TestReloadFailureKeepsServing(t *testing.T) {
 		t.Errorf("/status config after a good reload: %+v", st.Config)
 	}
 	answeredBy("b1")
+	d.waitLog(regexp.MustCompile(`level=WARN msg="listener settings changed on an unchanged bind.*listener=web .*settings=max_body_bytes`), 5*time.Second)
 	d.stop(15 * time.Second)
 	d.noRaces()
 }
