@@ -166,3 +166,26 @@ func TestWatchdogInterval(t *testing.T) {
 		})
 	}
 }
+
+// TestSystemdNotifyAbstractSocket: NOTIFY_SOCKET may name an abstract
+// socket ("@name"), as systemd in containers does.
+func TestSystemdNotifyAbstractSocket(t *testing.T) {
+	t.Parallel()
+	name := "@frontdoor-test-" + strconv.Itoa(os.Getpid()) + "-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: name, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	b := startBackend(t, "b0")
+	cfgPath := filepath.Join(t.TempDir(), "frontdoor.toml")
+	writeConfig(t, cfgPath, simpleConfig(b.addr, ""))
+	d := startDaemon(t, cfgPath, "NOTIFY_SOCKET="+name)
+	_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+	buf := make([]byte, 4096)
+	n, err := conn.Read(buf)
+	if err != nil || !strings.HasPrefix(string(buf[:n]), "READY=1\n") {
+		t.Fatalf("first datagram on the abstract socket: %q %v; want READY=1", buf[:n], err)
+	}
+	d.stop(15 * time.Second)
+}
