@@ -142,7 +142,9 @@ func (l *httpListener) handle(ctx *fasthttp.RequestCtx) {
 			} else if p.ejector != nil {
 				p.ejector.Success(i)
 			}
-			if !fw.tunnel {
+			if fw.tunnel {
+				removeTunnelHopHeaders(&ctx.Response.Header)
+			} else {
 				removeResponseHopHeaders(&ctx.Response.Header)
 			}
 			ctx.Response.Header.SetBytesKV(hdrXRequestID, reqID)

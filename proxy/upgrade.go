@@ -58,6 +58,16 @@ func restoreUpgrade(req *fasthttp.Request, proto []byte) {
 	req.Header.SetBytesKV(hdrUpgrade, proto)
 }
 
+// removeTunnelHopHeaders removes a 101 answer's hop-by-hop headers except
+// the two the upgrade needs.
+func removeTunnelHopHeaders(h *fasthttp.ResponseHeader) {
+	var buf [64]byte
+	proto := append(buf[:0], h.PeekBytes(hdrUpgrade)...)
+	removeResponseHopHeaders(h)
+	h.SetBytesKV(hdrConnection, valUpgrade)
+	h.SetBytesKV(hdrUpgrade, proto)
+}
+
 // tunneler marks a liveConn that is an upgraded connection.
 type tunneler interface{ isTunnel() }
 

@@ -137,8 +137,10 @@ func lineEchoBackend(t testing.TB) string {
 			return
 		}
 		ctx.SetStatusCode(fasthttp.StatusSwitchingProtocols)
-		ctx.Response.Header.Set("Connection", "Upgrade")
+		ctx.Response.Header.Set("Connection", "Upgrade, X-Hop")
 		ctx.Response.Header.Set("Upgrade", "line-echo")
+		ctx.Response.Header.Set("X-Hop", "must not pass")
+		ctx.Response.Header.Set("Keep-Alive", "timeout=5")
 		ctx.Hijack(func(c net.Conn) {
 			_, _ = io.Copy(c, c)
 			_, _ = c.Write([]byte("bye\n"))
@@ -168,6 +170,9 @@ func TestUpgradeHalfClose(t *testing.T) {
 	}
 	if resp.StatusCode() != 101 || !resp.Header.ConnectionUpgrade() || string(resp.Header.Peek("Upgrade")) != "line-echo" {
 		t.Fatalf("answer %q", resp.Header.Header())
+	}
+	if len(resp.Header.Peek("X-Hop")) != 0 || len(resp.Header.Peek("Keep-Alive")) != 0 {
+		t.Errorf("hop-by-hop headers passed on the 101: %q", resp.Header.Header())
 	}
 	// "early" was sent right behind the request head, before the 101.
 	for _, want := range []string{"early\n", "hello\n"} {
