@@ -167,7 +167,15 @@ func NewChecker(opts CheckerOptions) (*Checker, error) {
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("health: pool %q: %w", opts.Pool, errors.Join(errs...))
 	}
-	c.unprobed.Store(int64(len(c.targets)))
+	// Targets whose result was carried over from the previous checker count
+	// as probed: a reload must not make the pool look unready.
+	var unprobed int64
+	for _, tg := range c.targets {
+		if !tg.st.checked {
+			unprobed++
+		}
+	}
+	c.unprobed.Store(unprobed)
 	return c, nil
 }
 
