@@ -22,16 +22,17 @@ import (
 // that keeps the bind keeps the socket, the fasthttp server and every open
 // client connection, and only swaps rt.
 type httpListener struct {
-	name   string
-	bind   string
-	rt     atomic.Pointer[listenerRuntime]
-	ln     *connListener
-	server *fasthttp.Server
-	ids    *requestIDs
-	log    *AccessLog
-	grpc   *grpc.Server  // serves connections that open with the HTTP/2 preface
-	done   chan struct{} // closed when Serve returned
-	live   liveSet       // streamed bodies and tunnels (stream.go)
+	settings listenerSettings
+	name     string
+	bind     string
+	rt       atomic.Pointer[listenerRuntime]
+	ln       *connListener
+	server   *fasthttp.Server
+	ids      *requestIDs
+	log      *AccessLog
+	grpc     *grpc.Server  // serves connections that open with the HTTP/2 preface
+	done     chan struct{} // closed when Serve returned
+	live     liveSet       // streamed bodies and tunnels (stream.go)
 }
 
 // handle is the fasthttp request handler: route, stages, pick, forward.

@@ -2,10 +2,12 @@ package proxy
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -30,24 +32,72 @@ type connListener struct {
 	active   prometheus.Gauge
 	total    prometheus.Counter
 	rejected prometheus.Counter
+
+	// handedOver is set when a reload gave the socket to a new server: this
+	// wrapper's Accept then ends its server's Serve, and Close leaves the
+	// socket open.
+	handedOver atomic.Bool
 }
 
 func (l *connListener) Accept() (net.Conn, error) {
 	for {
 		c, err := l.Listener.Accept()
+		if l.handedOver.Load() {
+			if err == nil {
+				// Accepted in the instant of the hand-over: serve it here,
+				// the old server drains it like any other.
+				if conn, rerr := l.admit(c); rerr == nil {
+					return conn, nil
+				}
+			}
+			return nil, io.EOF // fasthttp's Serve returns nil on EOF
+		}
 		if err != nil {
 			return nil, err
 		}
-		if l.open.Add(1) > l.maxConns {
-			l.open.Add(-1)
-			l.rejected.Inc()
-			_ = c.Close()
-			continue
+		if conn, rerr := l.admit(c); rerr == nil {
+			return conn, nil
 		}
-		l.total.Inc()
-		l.active.Inc()
-		return &sniffConn{Conn: c, l: l}, nil
 	}
+}
+
+// admit applies max_connections to c and wraps it; it returns a nil error
+// only when c was admitted.
+func (l *connListener) admit(c net.Conn) (net.Conn, error) {
+	if l.open.Add(1) > l.maxConns {
+		l.open.Add(-1)
+		l.rejected.Inc()
+		_ = c.Close()
+		return nil, errRejected
+	}
+	l.total.Inc()
+	l.active.Inc()
+	return &sniffConn{Conn: c, l: l}, nil
+}
+
+var errRejected = errors.New("proxy: connection over max_connections")
+
+// Close closes the socket, unless it was handed over to another server.
+func (l *connListener) Close() error {
+	if l.handedOver.Load() {
+		return nil
+	}
+	return l.Listener.Close()
+}
+
+// handOver stops this wrapper's server from accepting, without closing the
+// socket or refusing a connection (new ones wait in the backlog), and returns
+// once that server's Serve has returned.
+func (l *connListener) handOver(served <-chan struct{}) {
+	l.handedOver.Store(true)
+	type deadliner interface{ SetDeadline(time.Time) error }
+	if d, ok := l.Listener.(deadliner); ok {
+		_ = d.SetDeadline(time.Now())
+		<-served
+		_ = d.SetDeadline(time.Time{})
+		return
+	}
+	<-served
 }
 
 // sniffConn is a client connection of an http listener.

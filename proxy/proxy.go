@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -39,9 +40,13 @@ type Proxy struct {
 	opts Options
 	ids  *requestIDs
 
-	mu        sync.Mutex
-	http      map[string]*httpListener // by bind address
-	tcp       map[string]*tcpListener  // by bind address
+	mu   sync.Mutex
+	http map[string]*httpListener // by listenerKey
+	tcp  map[string]*tcpListener  // by listenerKey
+	// stop ends when Shutdown's context does: sessions of retired tcp
+	// servers, which otherwise run until they end, close then.
+	stop      context.Context
+	stopAll   context.CancelFunc
 	backends  map[string]*balancer.Backend
 	upstreams map[string]*upstream
 	gen       atomic.Pointer[generation]
@@ -64,7 +69,10 @@ func New(opts Options) *Proxy {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	stop, stopAll := context.WithCancel(context.Background())
 	return &Proxy{
+		stop:      stop,
+		stopAll:   stopAll,
 		opts:      opts,
 		ids:       newRequestIDs(),
 		http:      map[string]*httpListener{},
@@ -111,9 +119,10 @@ func (p *Proxy) Apply(cfg *config.Config) error {
 	wanted := map[string]bool{}
 	for i := range cfg.Listeners {
 		lc := &cfg.Listeners[i]
-		wanted[lc.Bind] = true
-		_, isHTTP := p.http[lc.Bind]
-		_, isTCP := p.tcp[lc.Bind]
+		key := listenerKey(lc)
+		wanted[key] = true
+		_, isHTTP := p.http[key]
+		_, isTCP := p.tcp[key]
 		if isHTTP && lc.Mode != "http" || isTCP && lc.Mode != "tcp" {
 			release()
 			return fmt.Errorf("listener %s: bind %s changes mode to %q while it is open; remove the listener in one reload and add it back in the next, or restart", lc.Name, lc.Bind, lc.Mode)
@@ -126,7 +135,7 @@ func (p *Proxy) Apply(cfg *config.Config) error {
 			release()
 			return fmt.Errorf("listener %s: bind %s: %w", lc.Name, lc.Bind, err)
 		}
-		bound[lc.Bind] = ln
+		bound[key] = ln
 	}
 
 	// Commit: nothing below fails.
@@ -149,15 +158,42 @@ func (p *Proxy) Apply(cfg *config.Config) error {
 	for i := range cfg.Listeners {
 		lc := &cfg.Listeners[i]
 		if lc.Mode == "tcp" {
-			p.applyTCP(lc, gen, bound[lc.Bind], drain)
+			p.applyTCP(lc, gen, bound[listenerKey(lc)])
 			continue
 		}
-		l := p.http[lc.Bind]
+		key := listenerKey(lc)
+		l := p.http[key]
 		if l == nil {
-			l = p.newHTTPListener(lc, bound[lc.Bind])
-			p.http[lc.Bind] = l
+			l = p.newHTTPListener(lc, bound[key])
+			p.http[key] = l
+			if l.settings != settingsOf(lc) {
+				// Timeouts and limits belong to the fasthttp server: hand the
+				// socket to a new one and let the old one drain its
+				// connections. No connection is refused meanwhile.
+				old := l
+				old.ln.handOver(old.done)
+				l = p.newHTTPListener(lc, old.ln.Listener)
+				p.http[key] = l
+				l.rt.Store(p.buildListenerRuntime(lc, gen, l))
+				go l.serve(p.opts.Logger)
+				go old.shutdown(drain, p.opts.Logger)
+				continue
+			}
 			l.rt.Store(p.buildListenerRuntime(lc, gen, l))
 			go l.serve(p.opts.Logger)
+			continue
+		}
+		if l.settings != settingsOf(lc) {
+			// Timeouts and limits belong to the fasthttp server: hand the
+			// socket to a new one and let the old one drain its
+			// connections. No connection is refused meanwhile.
+			old := l
+			old.ln.handOver(old.done)
+			l = p.newHTTPListener(lc, old.ln.Listener)
+			p.http[key] = l
+			l.rt.Store(p.buildListenerRuntime(lc, gen, l))
+			go l.serve(p.opts.Logger)
+			go old.shutdown(drain, p.opts.Logger)
 			continue
 		}
 		l.rt.Store(p.buildListenerRuntime(lc, gen, l))
@@ -165,16 +201,16 @@ func (p *Proxy) Apply(cfg *config.Config) error {
 	p.gen.Store(gen)
 	p.opts.Metrics.SetBackendSource(gen)
 
-	for bind, l := range p.http {
-		if !wanted[bind] {
-			delete(p.http, bind)
+	for key, l := range p.http {
+		if !wanted[key] {
+			delete(p.http, key)
 			go l.shutdown(drain, p.opts.Logger)
 		}
 	}
-	for bind, l := range p.tcp {
-		if !wanted[bind] {
-			delete(p.tcp, bind)
-			go l.retire(l.srv, l.name, drain, true, p.opts.Logger)
+	for key, l := range p.tcp {
+		if !wanted[key] {
+			delete(p.tcp, key)
+			go l.retire(p.drainContext(drain), l.srv, l.name, true, p.opts.Logger)
 		}
 	}
 	if old != nil {
@@ -185,6 +221,40 @@ func (p *Proxy) Apply(cfg *config.Config) error {
 		p.retireUpstreams(gen, drain)
 	}
 	return nil
+}
+
+// listenerSettings are the settings of an http listener that its fasthttp
+// server and connection wrapper hold; a reload that changes any of them
+// replaces both.
+type listenerSettings struct {
+	name                string
+	read, write, idle   time.Duration
+	maxConns, maxHeader int
+	maxBody             int64
+}
+
+func settingsOf(lc *config.Listener) listenerSettings {
+	return listenerSettings{
+		name: lc.Name, read: lc.ReadTimeout.Duration, write: lc.WriteTimeout.Duration, idle: lc.IdleTimeout.Duration,
+		maxConns: lc.MaxConnections, maxHeader: lc.MaxHeaderBytes, maxBody: lc.MaxBodyBytes,
+	}
+}
+
+// listenerKey identifies a listener across reloads: its bind, so that a
+// kept bind keeps its socket. Binds on port 0 (tests) are told apart by name
+// too, since each such listener gets its own port.
+func listenerKey(lc *config.Listener) string {
+	if strings.HasSuffix(lc.Bind, ":0") {
+		return lc.Bind + "|" + lc.Name
+	}
+	return lc.Bind
+}
+
+// drainContext bounds a drain by d, and by the end of Shutdown's context.
+func (p *Proxy) drainContext(d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(p.stop, d)
+	context.AfterFunc(ctx, cancel)
+	return ctx
 }
 
 // buildPools builds every pool of cfg, reusing Backend objects (and so their
@@ -396,12 +466,13 @@ func (p *Proxy) newHTTPListener(lc *config.Listener, ln net.Listener) *httpListe
 		rejected: m.ConnsRejected.WithLabelValues(lc.Name, "max_connections"),
 	}
 	l := &httpListener{
-		name: lc.Name,
-		bind: lc.Bind,
-		ln:   cl,
-		ids:  p.ids,
-		log:  p.opts.AccessLog,
-		done: make(chan struct{}),
+		settings: settingsOf(lc),
+		name:     lc.Name,
+		bind:     lc.Bind,
+		ln:       cl,
+		ids:      p.ids,
+		log:      p.opts.AccessLog,
+		done:     make(chan struct{}),
 	}
 	l.server = &fasthttp.Server{
 		Handler:                      l.handle,
@@ -481,6 +552,7 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.closed = true
+	context.AfterFunc(ctx, p.stopAll)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var errs []error

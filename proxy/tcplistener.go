@@ -5,7 +5,6 @@ import (
 	"errors"
 	"log/slog"
 	"net"
-	"time"
 
 	"frontdoor/config"
 	"frontdoor/proxy/tcp"
@@ -24,21 +23,24 @@ type tcpListener struct {
 
 // applyTCP starts (ln != nil: a newly bound socket) or re-arms a tcp
 // listener for gen. It runs in Apply's commit phase and cannot fail.
-func (p *Proxy) applyTCP(lc *config.Listener, gen *generation, ln net.Listener, drain time.Duration) {
+func (p *Proxy) applyTCP(lc *config.Listener, gen *generation, ln net.Listener) {
 	pr := gen.pools[lc.Pool]
 	var passive tcp.Reporter
 	if pr.ejector != nil {
 		passive = pr.ejector
 	}
 	up := tcp.UpstreamFor(lc, pr.cfg, pr.pool, passive)
-	l := p.tcp[lc.Bind]
+	key := listenerKey(lc)
+	l := p.tcp[key]
 	if l == nil {
 		l = &tcpListener{name: lc.Name, bind: lc.Bind, ln: ln}
-		p.tcp[lc.Bind] = l
+		p.tcp[key] = l
 	} else {
+		// Sessions of the old server go on until they end: a reload never
+		// cuts a database connection. Shutdown ends them with its drain.
 		old := l.srv
 		old.StopAccepting()
-		go l.retire(old, l.name, drain, false, p.opts.Logger)
+		go l.retire(p.stop, old, l.name, false, p.opts.Logger)
 		l.name = lc.Name
 	}
 	l.srv = tcp.NewServer(tcp.OptionsFor(lc, l.ln, p.opts.Metrics, p.opts.Logger), up)
@@ -50,11 +52,9 @@ func (p *Proxy) applyTCP(lc *config.Listener, gen *generation, ln net.Listener, 
 	}()
 }
 
-// retire lets srv's open sessions finish for drain, then closes what is
-// left, and the socket too when the listener was removed.
-func (l *tcpListener) retire(srv *tcp.Server, name string, drain time.Duration, closeSocket bool, logger *slog.Logger) {
-	ctx, cancel := context.WithTimeout(context.Background(), drain)
-	defer cancel()
+// retire lets srv's open sessions finish until ctx ends, then closes what
+// is left, and the socket too when the listener was removed.
+func (l *tcpListener) retire(ctx context.Context, srv *tcp.Server, name string, closeSocket bool, logger *slog.Logger) {
 	if closeSocket {
 		srv.StopAccepting()
 		_ = l.ln.Close()
