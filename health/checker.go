@@ -224,10 +224,11 @@ func (c *Checker) states() map[string]state {
 }
 
 // FirstRoundDone reports whether every target has been probed at least once
-// (a probe that ends by Run's context is not counted). It is always true for
-// check "none" and for a Checker without targets. Safe for concurrent use.
+// (a probe that ends by Run's context is not counted). For check "none" it
+// turns true once Run has marked every target up. It is always true for a
+// Checker without targets. Safe for concurrent use.
 func (c *Checker) FirstRoundDone() bool {
-	return c.check.Check == "none" || c.unprobed.Load() <= 0
+	return c.unprobed.Load() <= 0
 }
 
 // Status returns a snapshot of every target's state, in Targets order. Safe
@@ -278,6 +279,9 @@ func (c *Checker) Run(ctx context.Context) {
 				c.changed(t, true, nil, "check none")
 			}
 		}
+		// Done only now: a caller waiting for the first round must not
+		// see the targets before they are marked up.
+		c.unprobed.Store(0)
 		<-ctx.Done()
 		return
 	}

@@ -341,11 +341,14 @@ func TestCheckerNone(t *testing.T) {
 	c, rec := newTestChecker(t, config.HealthCheck{Check: "none"},
 		Target{Address: closedAddr(t), Backend: b0},
 		Target{Address: closedAddr(t), Backend: b1, Healthy: true})
-	if !c.FirstRoundDone() {
-		t.Error("FirstRoundDone false for check none")
+	if c.FirstRoundDone() {
+		t.Error("FirstRoundDone true for check none before Run marked the targets up")
 	}
 	startChecker(t, c)
-	waitFor(t, 5*time.Second, "marked up", func() bool { return b0.healthy.Load() })
+	waitFor(t, 5*time.Second, "first round done", c.FirstRoundDone)
+	if !b0.healthy.Load() {
+		t.Error("FirstRoundDone before the target was marked up")
+	}
 	if rec.seq(0) != "up" || rec.seq(1) != "" {
 		t.Errorf("events %q %q: want one up for the down target, none for the up one", rec.seq(0), rec.seq(1))
 	}
