@@ -171,8 +171,12 @@ func (s *Server) call(w http.ResponseWriter, r *http.Request, rt *Route, o *Outc
 	members := rt.Pool.Members()
 	var tried uint64
 	for {
-		idx := rt.Pool.Pick(key, tried)
-		if idx < 0 || tried&(1<<(uint(idx)%64)) != 0 {
+		idx := rt.Pool.PickAcquire(key, tried)
+		if idx >= 0 && tried&(1<<(uint(idx)%64)) != 0 {
+			rt.Pool.Release(idx) // only tried members are up: give up
+			idx = -1
+		}
+		if idx < 0 {
 			reason, msg := ReasonNoBackend, msgNoBackend
 			if tried != 0 {
 				reason, msg = ReasonConnect, msgConnect // the last error was already counted
@@ -188,17 +192,17 @@ func (s *Server) call(w http.ResponseWriter, r *http.Request, rt *Route, o *Outc
 		out.Body = outBody
 		out.Close = false
 
-		b.Acquire()
+		// PickAcquire counted the call on idx (bounded loads see it).
 		resp, err := s.transport.RoundTrip(out)
 		if err == nil {
-			defer b.Release()
+			defer rt.Pool.Release(idx)
 			if headerTimer != nil {
 				headerTimer.Stop()
 			}
 			s.relay(ctx, w, r, resp, st, o)
 			return
 		}
-		b.Release()
+		rt.Pool.Release(idx)
 		reason, code, msg := classify(ctx, r, err)
 		if reason == ReasonClientGone {
 			o.HTTPStatus, o.GRPCStatus, o.Reason = 499, int(codes.Canceled), reason
