@@ -11,8 +11,9 @@ GOBIN     := $(shell $(GO) env GOPATH)/bin
 
 # Debian packages the tests drive as real peers (redis through the tcp
 # listener, promtool on /metrics, systemd-analyze on the unit, haproxy for
-# the L4 comparison test). Installed only when a command is missing.
-TEST_PACKAGES := redis-server:redis-server promtool:prometheus systemd-analyze:systemd iperf3:iperf3
+# PROXY-protocol interop, strace for the splice proof). Installed only when a
+# command is missing.
+TEST_PACKAGES := redis-server:redis-server promtool:prometheus systemd-analyze:systemd iperf3:iperf3 strace:strace haproxy:haproxy
 
 .PHONY: all build run test vet lint staticcheck test-deps fmt clean
 

@@ -44,11 +44,11 @@ func families(t *testing.T) []string {
 	return names
 }
 
-// TestReadmeListsEveryMetric keeps the metric table of deploy/README.md and
+// TestReadmeListsEveryMetric keeps the metric table of README.md and
 // the families of package metrics in step, both ways.
 func TestReadmeListsEveryMetric(t *testing.T) {
 	t.Parallel()
-	readme, err := os.ReadFile("../../deploy/README.md")
+	readme, err := os.ReadFile("../../README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,12 +58,12 @@ func TestReadmeListsEveryMetric(t *testing.T) {
 	}
 	for _, name := range families(t) {
 		if !documented[name] {
-			t.Errorf("deploy/README.md does not list %s", name)
+			t.Errorf("README.md does not list %s", name)
 		}
 		delete(documented, name)
 	}
 	for name := range documented {
-		t.Errorf("deploy/README.md lists %s, which package metrics does not define", name)
+		t.Errorf("README.md lists %s, which package metrics does not define", name)
 	}
 }
 

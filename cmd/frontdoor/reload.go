@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -92,9 +91,7 @@ func (d *daemon) reload() {
 }
 
 // restartOnly warns about settings a reload cannot change: the admin
-// listener and the access log destination stay as they were at start, and
-// an http listener whose bind is unchanged keeps its server, so its name,
-// timeouts and limits stay too (routes do change).
+// listener and the access log destination stay as they were at start.
 func (d *daemon) restartOnly(cfg *config.Config) {
 	if cfg.Admin.Bind != d.cfg.Admin.Bind {
 		d.logger.Warn("admin.bind changed; it takes effect on restart", "running", d.cfg.Admin.Bind, "file", cfg.Admin.Bind)
@@ -102,40 +99,6 @@ func (d *daemon) restartOnly(cfg *config.Config) {
 	if cfg.Log.Access != d.cfg.Log.Access {
 		d.logger.Warn("log.access changed; it takes effect on restart", "running", d.cfg.Log.Access, "file", cfg.Log.Access)
 	}
-	running := map[string]*config.Listener{}
-	for i := range d.cfg.Listeners {
-		running[d.cfg.Listeners[i].Bind] = &d.cfg.Listeners[i]
-	}
-	for i := range cfg.Listeners {
-		nl := &cfg.Listeners[i]
-		ol := running[nl.Bind]
-		if ol == nil || ol.Mode != "http" || nl.Mode != "http" {
-			continue
-		}
-		if changed := listenerChanges(ol, nl); len(changed) > 0 {
-			d.logger.Warn("listener settings changed on an unchanged bind; they take effect on restart (or a new bind)",
-				"listener", ol.Name, "bind", nl.Bind, "settings", strings.Join(changed, ","))
-		}
-	}
-}
-
-// listenerChanges names the settings of an http listener's server that
-// differ between a and b.
-func listenerChanges(a, b *config.Listener) []string {
-	var out []string
-	add := func(name string, differ bool) {
-		if differ {
-			out = append(out, name)
-		}
-	}
-	add("name", a.Name != b.Name)
-	add("read_timeout", a.ReadTimeout != b.ReadTimeout)
-	add("write_timeout", a.WriteTimeout != b.WriteTimeout)
-	add("idle_timeout", a.IdleTimeout != b.IdleTimeout)
-	add("max_connections", a.MaxConnections != b.MaxConnections)
-	add("max_header_bytes", a.MaxHeaderBytes != b.MaxHeaderBytes)
-	add("max_body_bytes", a.MaxBodyBytes != b.MaxBodyBytes)
-	return out
 }
 
 // statusLine is the STATUS= text systemctl status shows.
