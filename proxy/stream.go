@@ -12,6 +12,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"frontdoor/balancer"
+	"frontdoor/metrics"
 )
 
 // Streaming: how a request is carried to a backend and its answer back.
@@ -95,9 +96,12 @@ func requestBody(req *fasthttp.Request) (int, bool) {
 
 // expect answers "Expect: 100-continue": 413 at once for a declared body
 // above max_body_bytes, so the client does not send it, else 100 Continue
-// and the body is read (streamed) as usual.
+// and the body is read (streamed) as usual. The 413 counts in
+// requests_total (pool="") but has no access log line: fasthttp answers it
+// without calling the handler.
 func (l *httpListener) expect(ctx *fasthttp.RequestCtx) int {
 	if n := ctx.Request.Header.ContentLength(); l.server.MaxRequestBodySize > 0 && n > l.server.MaxRequestBodySize {
+		l.rt.Load().notFound[metrics.CodeClass(fasthttp.StatusRequestEntityTooLarge)].Inc()
 		return fasthttp.StatusRequestEntityTooLarge
 	}
 	return fasthttp.StatusContinue

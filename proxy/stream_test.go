@@ -671,3 +671,47 @@ func TestStreamAccessLog(t *testing.T) {
 		}
 	}
 }
+
+// TestCloseDelimitedResponse: a backend that answers without a length and
+// ends the body by closing (HTTP/1.0 style) is relayed whole, chunked to the
+// client, and the next request gets a fresh backend connection.
+func TestCloseDelimitedResponse(t *testing.T) {
+	t.Parallel()
+	const size = 200000
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				var h fasthttp.RequestHeader
+				if h.Read(bufio.NewReader(c)) != nil {
+					return
+				}
+				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n\r\n")
+				_, _ = io.Copy(c, &pattern{n: size})
+			}()
+		}
+	}()
+	p := streamProxy(t, "", "", nil, ln.Addr().String())
+	client := &http.Client{Transport: &http.Transport{DisableCompression: true}}
+	t.Cleanup(client.CloseIdleConnections)
+	for i := range 3 {
+		resp, err := client.Get(p.url(t, "web", "/"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || len(got) != size || resp.ContentLength != -1 {
+			t.Fatalf("request %d: %d bytes (Content-Length %d), %v; want %d bytes chunked", i, len(got), resp.ContentLength, err, size)
+		}
+	}
+}
