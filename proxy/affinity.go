@@ -68,6 +68,8 @@ const (
 	wrappedMin = len(sessionVersion) + tokenLen + 1 + macLen + 1 + 1
 )
 
+var dot = []byte{'.'} // a variable: a literal passed to Write would escape
+
 type macState struct {
 	h   hash.Hash
 	sum []byte
@@ -117,7 +119,7 @@ func (a *affinity) appendMAC(dst, token, id []byte) []byte {
 	m := a.macs.Get().(*macState)
 	m.h.Reset()
 	m.h.Write(token)
-	m.h.Write([]byte{'.'})
+	m.h.Write(dot)
 	m.h.Write(id)
 	m.sum = m.h.Sum(m.sum[:0])
 	dst = hex.AppendEncode(dst, m.sum[:macLen/2])
