@@ -297,6 +297,28 @@ func TestRender(t *testing.T) {
 	}
 }
 
+func TestNoisy(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		s    sample
+		want bool
+	}{
+		{name: "quiet", s: sample{Other: 0.05}, want: false},
+		{name: "noisy", s: sample{Other: 0.3}, want: true},
+		{name: "unknown", s: sample{Other: math.NaN()}, want: false},
+		{name: "failed", s: sample{Other: 0.9, Err: "x"}, want: false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			if got := noisy(tc.s, 10); got != tc.want {
+				t.Fatalf("noisy(%+v) = %v, want %v", tc.s, got, tc.want)
+			}
+		})
+	}
+}
+
 func TestSelectWorkloads(t *testing.T) {
 	t.Parallel()
 	ws, err := selectWorkloads("l4-1, small-64")

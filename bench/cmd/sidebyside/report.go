@@ -82,6 +82,9 @@ type meta struct {
 	CPUProxy string
 	CPULoad  string
 	Machine  [][2]string // label, value
+	Reruns   int         // noisy runs repeated
+	MaxNoise float64     // noise % above which a run was repeated
+	Retries  int         // at most this many repeats per run
 }
 
 // fmtSpread formats a median with its range when there is more than one
@@ -198,6 +201,10 @@ func render(m meta, workloads []workload, httpTs, l4Ts []target, samples []sampl
 		m.Rounds, m.Duration, m.Warmup)
 	fmt.Fprintf(&b, "Proxy under test alone on CPU %s (GOMAXPROCS=1, `nbthread 1`, one nginx worker); "+
 		"wrk/iperf3 and the backend on CPU %s. See bench/README.md for what each figure means.\n\n", m.CPUProxy, m.CPULoad)
+	if m.Retries > 0 {
+		fmt.Fprintf(&b, "Runs with more than %.0f%% noise were repeated up to %d times, keeping the least noisy (%d re-runs).\n\n",
+			m.MaxNoise, m.Retries, m.Reruns)
+	}
 	b.WriteString("| machine | |\n|---|---|\n")
 	for _, kv := range m.Machine {
 		fmt.Fprintf(&b, "| %s | %s |\n", kv[0], oneLine(kv[1]))
