@@ -70,6 +70,11 @@ func (l *httpListener) handle(ctx *fasthttp.RequestCtx) {
 	}
 	rec.route = r.name
 	p := r.pool
+	// Routes without a JWT policy still drop the claim headers that any
+	// policy sets, so a client can never hand a backend a forged identity.
+	for _, h := range r.stripClaims {
+		req.Header.DelBytes(h)
+	}
 	if r.jwt != nil {
 		if why := r.jwt.ApplyFast(req, start); why != jwt.Valid {
 			l.fail(ctx, fasthttp.StatusUnauthorized, why.Description(), reqID, nil)

@@ -101,6 +101,13 @@ forward_claims = { sub = "X-User-ID" }
 	if !strings.Contains(hdr, "x-user-id: alice") || strings.Contains(hdr, "mallory") {
 		t.Errorf("backend headers:\n%s\nwant x-user-id: alice and no mallory", hdr)
 	}
+	// A route without a policy drops the claim header too.
+	if _, err := get(t, client, p.url(t, "web", "/public"), "X-User-ID", "mallory"); err != nil {
+		t.Fatal(err)
+	}
+	if hdr := strings.ToLower(a.header()); strings.Contains(hdr, "x-user-id") {
+		t.Errorf("public route forwarded a client's X-User-ID:\n%s", hdr)
+	}
 	if got := metricValue(t, p.reg, "frontdoor_jwt_rejected_total", map[string]string{"policy": "users", "reason": "expired"}); got != 1 {
 		t.Errorf("jwt_rejected_total{reason=expired} = %v, want 1", got)
 	}

@@ -223,6 +223,21 @@ func (p *Proxy) Apply(cfg *config.Config) error {
 	return nil
 }
 
+// claimHeaders lists the forward_claims headers of every JWT policy.
+func claimHeaders(cfg *config.Config) [][]byte {
+	seen := map[string]bool{}
+	var out [][]byte
+	for _, pc := range cfg.JWT {
+		for _, h := range pc.ForwardClaims {
+			if k := strings.ToLower(h); !seen[k] {
+				seen[k] = true
+				out = append(out, []byte(h))
+			}
+		}
+	}
+	return out
+}
+
 // listenerSettings are the settings of an http listener that its fasthttp
 // server and connection wrapper hold; a reload that changes any of them
 // replaces both.
@@ -423,6 +438,9 @@ func (p *Proxy) buildListenerRuntime(lc *config.Listener, gen *generation, l *ht
 			pool:   pr,
 			stats:  s,
 			jwt:    gen.jwts[rc.JWT],
+		}
+		if r.jwt == nil {
+			r.stripClaims = claimHeaders(gen.cfg)
 		}
 		r.grpc = l.grpcRoute(r)
 		routes = append(routes, r)

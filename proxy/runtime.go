@@ -118,7 +118,10 @@ type route struct {
 	pool   *poolRuntime
 	stats  *routeStats
 	jwt    *jwt.Policy // nil: no JWT stage
-	grpc   *grpc.Route // nil: the pool does not speak h2c
+	// stripClaims are the forward_claims headers of every JWT policy,
+	// removed on routes without a policy (nil when there is none).
+	stripClaims [][]byte
+	grpc        *grpc.Route // nil: the pool does not speak h2c
 }
 
 // listenerRuntime is an http listener's view of one runtime.
