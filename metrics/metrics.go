@@ -40,6 +40,7 @@ type Metrics struct {
 	ConnsActive      *prometheus.GaugeVec     // listener
 	ConnsTotal       *prometheus.CounterVec   // listener
 	ConnsRejected    *prometheus.CounterVec   // listener, reason
+	UpgradedActive   *prometheus.GaugeVec     // listener
 	TCPBytes         *prometheus.CounterVec   // listener, direction
 	JWTVerified      *prometheus.CounterVec   // policy
 	JWTRejected      *prometheus.CounterVec   // policy, reason
@@ -104,6 +105,10 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 			Namespace: namespace, Name: "connections_rejected_total",
 			Help: "Client connections closed at once, by listener and reason (max_connections, proxy_protocol).",
 		}, []string{"listener", "reason"}),
+		UpgradedActive: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "upgraded_connections_active",
+			Help: "Upgraded connections (WebSocket and other Connection: Upgrade tunnels) open now, by listener.",
+		}, []string{"listener"}),
 		TCPBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "tcp_bytes_total",
 			Help: "Bytes carried by tcp listeners, by listener and direction (upstream: client to backend, downstream: backend to client).",
@@ -143,7 +148,7 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 		"Requests (http) or connections (tcp) in flight to the backend now.", []string{"pool", "backend"}, nil)
 	reg.MustRegister(m.RequestsTotal, m.RequestDuration, m.UpstreamErrors, m.RetriesTotal,
 		m.HashKeyMissing, m.HealthChecks, m.Ejections, m.ConnsActive, m.ConnsTotal, m.ConnsRejected,
-		m.TCPBytes, m.JWTVerified, m.JWTRejected, m.ConfigReloads, m.ReloadSuccessful,
+		m.UpgradedActive, m.TCPBytes, m.JWTVerified, m.JWTRejected, m.ConfigReloads, m.ReloadSuccessful,
 		m.ReloadTimestamp, m.AccessLogDropped, m.BuildInfo, &m.backends,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

@@ -510,6 +510,7 @@ func (p *Proxy) newHTTPListener(lc *config.Listener, ln net.Listener) *httpListe
 		Concurrency:                  lc.MaxConnections + 1,
 		Logger:                       fasthttpLogger{p.opts.Logger},
 	}
+	l.live.tunnels = m.UpgradedActive.WithLabelValues(lc.Name)
 	p.newGRPCServer(l, lc.IdleTimeout.Duration, lc.MaxHeaderBytes)
 	return l
 }

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 
 	"frontdoor/balancer"
@@ -524,6 +525,9 @@ type liveSet struct {
 	m        map[liveConn]struct{}
 	draining bool
 	upgraded int64 // tunnels in m
+	// tunnels mirrors upgraded in frontdoor_upgraded_connections_active;
+	// nil counts nothing.
+	tunnels prometheus.Gauge
 }
 
 // liveConn is an exchange that drain can interrupt. abort only closes
@@ -544,6 +548,9 @@ func (s *liveSet) add(c liveConn) bool {
 	s.m[c] = struct{}{}
 	if _, ok := c.(tunneler); ok {
 		s.upgraded++
+		if s.tunnels != nil {
+			s.tunnels.Inc()
+		}
 	}
 	return true
 }
@@ -554,6 +561,9 @@ func (s *liveSet) remove(c liveConn) {
 		delete(s.m, c)
 		if _, ok := c.(tunneler); ok {
 			s.upgraded--
+			if s.tunnels != nil {
+				s.tunnels.Dec()
+			}
 		}
 	}
 	s.mu.Unlock()

@@ -110,6 +110,9 @@ func TestWebSocketEcho(t *testing.T) {
 	if got := tunnels(p); got != 1 {
 		t.Errorf("%d tunnels, want 1", got)
 	}
+	if v := metricValue(t, p.reg, "frontdoor_upgraded_connections_active", nil); v != 1 {
+		t.Errorf("upgraded_connections_active %v while the tunnel is open, want 1", v)
+	}
 	if be.InFlight() != 1 {
 		t.Errorf("in flight %d while the tunnel is open, want 1", be.InFlight())
 	}
@@ -119,6 +122,9 @@ func TestWebSocketEcho(t *testing.T) {
 	waitFor(t, 3*time.Second, "tunnel closed", func() bool { return tunnels(p) == 0 && be.InFlight() == 0 })
 	if v := metricValue(t, p.reg, "frontdoor_connections_active", nil); v != 0 {
 		t.Errorf("connections_active %v after close, want 0", v)
+	}
+	if v := metricValue(t, p.reg, "frontdoor_upgraded_connections_active", nil); v != 0 {
+		t.Errorf("upgraded_connections_active %v after close, want 0", v)
 	}
 }
 
