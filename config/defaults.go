@@ -126,6 +126,7 @@ func withDefaults(c Config, set map[string]bool) *Config {
 		}
 		pl := *orig
 		pl.Name = name
+		pl.AffinitySecretFile = resolve(dir, pl.AffinitySecretFile)
 		p := joinKey("pool", name)
 		str(&pl.Strategy, strategyRoundRobin)
 		if pl.Strategy == strategyConsistentHash {

@@ -115,6 +115,12 @@ type Pool struct {
 	// Affinity is "" (none), "cookie:NAME" or "header:NAME" (stateless
 	// session affinity, learned from the backend's response for headers).
 	Affinity HashKey `toml:"affinity"`
+	// AffinitySecretFile optionally holds a secret (at least 16 bytes; one
+	// trailing newline ignored) that keys the affinity tokens, so clients
+	// cannot compute a token for a backend of their choice. Every frontdoor
+	// instance sharing a config must use the same secret. Without it the
+	// key is derived from the pool name and the affinity setting alone.
+	AffinitySecretFile string `toml:"affinity_secret_file"`
 	// Protocol spoken to the backends: "http1" (default) or "h2c".
 	Protocol string `toml:"protocol"`
 

@@ -5,6 +5,7 @@ import (
 	"math"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -260,6 +261,18 @@ func (v *validator) pool(c *Config, name string, pl *Pool) {
 		}
 	default:
 		v.add(p+".affinity", `affinity %q must be "cookie:NAME" or "header:NAME"`, pl.Affinity.String())
+	}
+	if pl.AffinitySecretFile != "" {
+		switch {
+		case pl.Affinity.Source == "":
+			v.add(p+".affinity_secret_file", "affinity_secret_file is only used with affinity; remove it or set affinity")
+		default:
+			if msg := checkReadable(pl.AffinitySecretFile); msg != "" {
+				v.add(p+".affinity_secret_file", "%s", msg)
+			} else if data, err := os.ReadFile(pl.AffinitySecretFile); err == nil && len(strings.TrimSuffix(string(data), "\n")) < 16 {
+				v.add(p+".affinity_secret_file", "affinity secret in %s is shorter than 16 bytes; generate one with: head -c 32 /dev/urandom > FILE", pl.AffinitySecretFile)
+			}
+		}
 	}
 	switch pl.Protocol {
 	case protocolHTTP1, protocolH2C:

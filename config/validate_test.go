@@ -163,6 +163,8 @@ func TestValidatePools(t *testing.T) {
 		{"duplicate backend", minimal("", "", "", "[pool.b]\nbackends = [\n  { address = \"10.0.0.1:80\" },\n  { address = \"10.0.0.1:80\" }, #<\n]\n"),
 			"pool.b.backends[1].address", `duplicate backend "10.0.0.1:80" (also pool.b.backends[0] at line 15)`},
 		{"weight zero", minimal("", "", "", "[pool.b]\nbackends = [\n  { address = \"10.0.0.1:80\", weight = 0 }, #<\n]\n"), "pool.b.backends[0].weight", "weight 0 must be at least 1"},
+		{"affinity secret without affinity", minimal("", "", "", "[pool.b]\naffinity_secret_file = \"keys/hmac.secret\" #<\nbackends = [{ address = \"10.0.0.1:80\" }]\n"), "pool.b.affinity_secret_file", "only used with affinity"},
+		{"affinity secret too short", minimal("", "", "", "[pool.b]\naffinity = \"cookie:fd\"\naffinity_secret_file = \"keys/short.secret\" #<\nbackends = [{ address = \"10.0.0.1:80\" }]\n"), "pool.b.affinity_secret_file", "shorter than 16 bytes"},
 		{"weight above 1000", minimal("", "", "", "[pool.b]\nbackends = [\n  { address = \"10.0.0.1:80\", weight = 1001 }, #<\n]\n"), "pool.b.backends[0].weight", "weight 1001 is above 1000"},
 		{"table_size below weight sum", minimal("", "", "", "[pool.b]\nstrategy = \"consistent_hash\"\ntable_size = 101 #<\nbackends = [\n  { address = \"10.0.0.1:80\", weight = 1000 },\n  { address = \"10.0.0.2:80\", weight = 1 },\n]\n"), "pool.b.table_size", "use a prime such as 1009"},
 		{"misspelt strategy", poolCfg(`strategy = "round_robbin" #<`), "pool.api.strategy", `unknown strategy "round_robbin"; did you mean "round_robin"?`},

@@ -76,14 +76,14 @@ type macState struct {
 }
 
 // newAffinity returns the affinity of a pool, or nil when it has none.
-func newAffinity(pool string, spec config.HashKey, members []balancer.Member) *affinity {
+func newAffinity(pool string, spec config.HashKey, secret []byte, members []balancer.Member) *affinity {
 	if spec.Source != "cookie" && spec.Source != "header" {
 		return nil
 	}
 	a := &affinity{
 		cookie:  spec.Source == "cookie",
 		name:    []byte(spec.Name),
-		key:     affinityKey(pool, spec),
+		key:     affinityKey(pool, spec, secret),
 		byToken: make(map[string]int, len(members)),
 		members: members,
 	}
@@ -96,9 +96,10 @@ func newAffinity(pool string, spec config.HashKey, members []balancer.Member) *a
 	return a
 }
 
-// affinityKey derives a pool's affinity key from the config (see affinity).
-func affinityKey(pool string, spec config.HashKey) []byte {
-	m := hmac.New(sha256.New, []byte("frontdoor affinity v1"))
+// affinityKey derives a pool's affinity key from the config (see affinity):
+// from affinity_secret_file when set, else from public config alone.
+func affinityKey(pool string, spec config.HashKey, secret []byte) []byte {
+	m := hmac.New(sha256.New, append([]byte("frontdoor affinity v1"), secret...))
 	m.Write([]byte(pool))
 	m.Write([]byte{0})
 	m.Write([]byte(spec.Source + ":" + spec.Name))

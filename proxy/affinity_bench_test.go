@@ -21,8 +21,8 @@ func BenchmarkAffinity(b *testing.B) {
 			be.SetHealthy(true)
 			members[i] = balancer.Member{Backend: be, Weight: 1}
 		}
-		cookie := newAffinity("api", config.HashKey{Source: "cookie", Name: "fd"}, members)
-		session := newAffinity("mcp", config.HashKey{Source: "header", Name: "Mcp-Session-Id"}, members)
+		cookie := newAffinity("api", config.HashKey{Source: "cookie", Name: "fd"}, nil, members)
+		session := newAffinity("mcp", config.HashKey{Source: "header", Name: "Mcp-Session-Id"}, nil, members)
 		wrapped := func() []byte {
 			resp := &fasthttp.Response{}
 			resp.Header.Set("Mcp-Session-Id", "4f1c2d9e-7b1a-4e55-9c3e-2b8f0a6d1e77")

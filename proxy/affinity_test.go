@@ -370,18 +370,24 @@ func TestAffinityTokensAgree(t *testing.T) {
 		return m
 	}
 	spec := config.HashKey{Source: "header", Name: "Mcp-Session-Id"}
-	x := newAffinity("mcp", spec, members("10.0.0.1:80", "10.0.0.2:80"))
+	x := newAffinity("mcp", spec, nil, members("10.0.0.1:80", "10.0.0.2:80"))
 	// Another instance whose pool lists the backends in another order and
 	// has one more.
-	y := newAffinity("mcp", spec, members("10.0.0.3:80", "10.0.0.2:80", "10.0.0.1:80"))
-	z := newAffinity("other", spec, members("10.0.0.1:80"))
+	y := newAffinity("mcp", spec, nil, members("10.0.0.3:80", "10.0.0.2:80", "10.0.0.1:80"))
+	z := newAffinity("other", spec, nil, members("10.0.0.1:80"))
 	if string(x.tokens[0]) != string(y.tokens[2]) || string(x.tokens[1]) != string(y.tokens[1]) {
 		t.Errorf("tokens differ between instances: %s %s vs %s %s", x.tokens[0], x.tokens[1], y.tokens[2], y.tokens[1])
 	}
 	if string(x.tokens[0]) == string(z.tokens[0]) {
 		t.Errorf("pools %q and %q share a token", "mcp", "other")
 	}
-	if newAffinity("mcp", config.HashKey{}, nil) != nil {
+	// A secret changes every token: without it a client cannot compute one.
+	s1 := newAffinity("mcp", spec, []byte("0123456789abcdef-one"), members("10.0.0.1:80"))
+	s2 := newAffinity("mcp", spec, []byte("0123456789abcdef-two"), members("10.0.0.1:80"))
+	if string(s1.tokens[0]) == string(x.tokens[0]) || string(s1.tokens[0]) == string(s2.tokens[0]) {
+		t.Errorf("affinity_secret_file does not key the tokens: %s %s %s", x.tokens[0], s1.tokens[0], s2.tokens[0])
+	}
+	if newAffinity("mcp", config.HashKey{}, nil, nil) != nil {
 		t.Errorf("affinity without a setting")
 	}
 	for _, id := range []string{"abc", "sess.with.dots", strings.Repeat("x", 300)} {

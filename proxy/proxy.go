@@ -1,11 +1,13 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -339,7 +341,17 @@ func (p *Proxy) buildPools(cfg *config.Config, old *generation) (*generation, ma
 			continue
 		}
 		pr.pool = pool
-		pr.aff = newAffinity(name, pc.Affinity, pool.Members())
+		var secret []byte
+		if pc.AffinitySecretFile != "" {
+			data, err := os.ReadFile(pc.AffinitySecretFile)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("pool %s: read affinity_secret_file: %w", name, err))
+				pool.Close()
+				continue
+			}
+			secret = bytes.TrimSuffix(data, []byte("\n"))
+		}
+		pr.aff = newAffinity(name, pc.Affinity, secret, pool.Members())
 		var prev *health.Checker
 		if old != nil && old.pools[name] != nil {
 			prev = old.pools[name].checker
