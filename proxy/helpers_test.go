@@ -24,6 +24,7 @@ type testBackend struct {
 	ln      net.Listener
 	srv     *fasthttp.Server
 	hits    atomic.Int64
+	delay   atomic.Int64 // nanoseconds every request waits before answering
 	lastHdr atomic.Pointer[string] // request header block of the last request
 }
 
@@ -42,6 +43,9 @@ func startBackendOn(t testing.TB, name, addr string) *testBackend {
 	b.srv = &fasthttp.Server{
 		Handler: func(ctx *fasthttp.RequestCtx) {
 			b.hits.Add(1)
+			if d := b.delay.Load(); d > 0 {
+				time.Sleep(time.Duration(d))
+			}
 			if _, ok := t.(*testing.B); !ok {
 				h := ctx.Request.Header.String()
 				b.lastHdr.Store(&h)
