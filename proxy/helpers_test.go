@@ -24,7 +24,7 @@ type testBackend struct {
 	ln      net.Listener
 	srv     *fasthttp.Server
 	hits    atomic.Int64
-	delay   atomic.Int64 // nanoseconds every request waits before answering
+	delay   atomic.Int64           // nanoseconds every request waits before answering
 	lastHdr atomic.Pointer[string] // request header block of the last request
 }
 
