@@ -15,7 +15,7 @@ GOBIN     := $(shell $(GO) env GOPATH)/bin
 # command is missing.
 TEST_PACKAGES := redis-server:redis-server promtool:prometheus systemd-analyze:systemd iperf3:iperf3 strace:strace haproxy:haproxy
 
-.PHONY: all build run test vet lint staticcheck test-deps fmt clean
+.PHONY: all build run test vet lint staticcheck test-deps fmt clean fuzz-smoke
 
 all: build
 
@@ -39,6 +39,20 @@ run: build
 
 test: test-deps vet staticcheck
 	$(GO) test -race -count=1 -timeout 15m ./...
+	$(MAKE) --no-print-directory fuzz-smoke
+
+# fuzz-smoke runs every parser's fuzz target for a bounded time (FUZZTIME
+# each), so CI exercises them beyond their seed corpora. Crashers land in
+# the package's testdata/fuzz and fail the run.
+FUZZTIME ?= 8s
+FUZZ_TARGETS := ./config:FuzzParse ./proxy/jwt:FuzzVerify ./proxy/jwt:FuzzJWKS \
+	./proxy/tcp:FuzzParseProxyHeader ./proxy/grpc:FuzzParseTimeout ./proxy/grpc:FuzzParseStatus
+fuzz-smoke:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  pkg=$${t%%:*}; fn=$${t##*:}; \
+	  echo "fuzz $$pkg $$fn ($(FUZZTIME))"; \
+	  $(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) $$pkg; \
+	done
 
 vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
