@@ -177,11 +177,19 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	if err := os.WriteFile(script, []byte(wrkScript), 0o644); err != nil {
 		return err
 	}
+	// Snapshot the binaries: bin/frontdoor is shared with everyone working
+	// in the tree, and a rebuild in the middle of a run would mix versions.
 	absFrontdoor := ""
 	if o.FrontdoorBin != "" {
 		absFrontdoor, _ = filepath.Abs(o.FrontdoorBin)
+		if cp, err := copyExecutable(absFrontdoor, filepath.Join(dir, "frontdoor")); err == nil {
+			absFrontdoor = cp
+		}
 	}
 	absMinproxy, _ := filepath.Abs(o.MinproxyBin)
+	if cp, err := copyExecutable(absMinproxy, filepath.Join(dir, "minproxy")); err == nil {
+		absMinproxy = cp
+	}
 	localRange, _ := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
 	pp, err := newPorts(string(localRange), os.Getpid())
 	if err != nil {
@@ -388,6 +396,19 @@ func runOne(ctx context.Context, o options, e *env, t target, w workload, round 
 	return s
 }
 
+// copyExecutable copies the program src to dst and returns dst. A missing
+// src is an error the caller may ignore: the target then reports n/a.
+func copyExecutable(src, dst string) (string, error) {
+	b, err := os.ReadFile(src)
+	if err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(dst, b, 0o755); err != nil {
+		return "", fmt.Errorf("copy %s: %w", src, err)
+	}
+	return dst, nil
+}
+
 // readCPUStat reads the /proc/stat times of cpu, which must be a single CPU
 // number.
 func readCPUStat(cpu string) (cpuTimes, error) {
@@ -484,6 +505,7 @@ func machine(frontdoorBin, loadStart string) [][2]string {
 	}
 	kernel := first("uname", "-r")
 	return [][2]string{
+		{"source tree", first("git", "describe", "--always", "--dirty")},
 		{"CPUs (nproc)", first("nproc")},
 		{"CPU model", cpu},
 		{"kernel", kernel},
