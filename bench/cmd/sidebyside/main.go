@@ -297,7 +297,10 @@ func progress(s sample) string {
 	if !s.ok() {
 		return "n/a: " + oneLine(s.Err)
 	}
-	if s.Workload != "" && strings.HasPrefix(s.Workload, "l4") {
+	if strings.HasPrefix(s.Workload, "l4") {
+		if math.IsNaN(s.Other) {
+			return fmt.Sprintf("%.2f Gbit/s", s.Iperf.End.SumReceived.BitsPerSecond/1e9)
+		}
 		return fmt.Sprintf("%.2f Gbit/s, cpu %.2fs, noise %.0f%%", s.Iperf.End.SumReceived.BitsPerSecond/1e9, s.CPU.Seconds(), noisePct(s))
 	}
 	return fmt.Sprintf("%.0f req/s, %.2f µs/req, p99 %.2f ms, errors %d, rss %.1f MiB, noise %.0f%%",
