@@ -159,9 +159,17 @@ global
 `
 
 // haproxyConfig returns an HAProxy config. In http mode it keeps client and
-// server connections alive (HAProxy's defaults, http-reuse safe).
+// server connections alive and shares idle server connections between
+// clients (http-reuse always).
 func haproxyConfig(port, backendPort int, mode string, splice bool) string {
 	opts := ""
+	if mode == "http" {
+		// With the default "safe", the first request of every client
+		// session gets a server connection of its own, so under
+		// "Connection: close" HAProxy would dial the backend per request
+		// while every other target reuses pooled connections.
+		opts = "    http-reuse always\n"
+	}
 	if splice {
 		opts = "    option splice-request\n    option splice-response\n"
 	}
