@@ -319,6 +319,30 @@ func TestNoisy(t *testing.T) {
 	}
 }
 
+func TestNoiseFigures(t *testing.T) {
+	t.Parallel()
+	tick := 10 * time.Millisecond
+	before := cpuTimes{Busy: 1000, Steal: 10}
+	after := cpuTimes{Busy: 1080, Steal: 30} // 0.8 s busy + 0.2 s stolen
+	if got := foreignShare(before, after, tick, 500*time.Millisecond, 2); math.Abs(got-0.25) > 1e-9 {
+		t.Errorf("foreignShare = %v, want 0.25 ((1.0-0.5)/2)", got)
+	}
+	if got := foreignShare(before, after, tick, 3*time.Second, 2); got != 0 {
+		t.Errorf("foreignShare with more own time than busy = %v, want 0", got)
+	}
+	nan := math.NaN()
+	for _, c := range []struct {
+		other, load, want float64
+	}{{0.1, 0.3, 30}, {0.4, 0.2, 40}, {nan, 0.05, 5}, {0.07, nan, 7}} {
+		if got := noisePct(sample{Other: c.other, OtherLoad: c.load}); math.Abs(got-c.want) > 1e-9 {
+			t.Errorf("noisePct(%v, %v) = %v, want %v", c.other, c.load, got, c.want)
+		}
+	}
+	if got := noisePct(sample{Other: nan, OtherLoad: nan}); !math.IsNaN(got) {
+		t.Errorf("noisePct(NaN, NaN) = %v, want NaN", got)
+	}
+}
+
 func TestSelectWorkloads(t *testing.T) {
 	t.Parallel()
 	ws, err := selectWorkloads("l4-1, small-64")

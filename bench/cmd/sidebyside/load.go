@@ -59,6 +59,8 @@ type wrkResult struct {
 	Timeout    int64   `json:"timeout"`
 	P50US      float64 `json:"p50_us"`
 	P99US      float64 `json:"p99_us"`
+	// CPU is wrk's own CPU time (not from its output).
+	CPU time.Duration `json:"-"`
 }
 
 // Errors is every failed request wrk saw: non-2xx/3xx plus socket errors.
@@ -103,17 +105,29 @@ func runWrk(ctx context.Context, cpus, script, url string, conns int, closeConn 
 	args = append(args, url)
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(secs)*time.Second+30*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, "taskset", args...).CombinedOutput()
+	cmd := exec.CommandContext(ctx, "taskset", args...)
+	out, err := cmd.CombinedOutput()
 	if err != nil {
 		return wrkResult{}, out, fmt.Errorf("wrk: %w", err)
 	}
 	r, err := parseWrk(out)
+	r.CPU = childCPU(cmd)
 	return r, out, err
+}
+
+// childCPU returns the user+system CPU time of a command that has exited.
+func childCPU(cmd *exec.Cmd) time.Duration {
+	if cmd.ProcessState == nil {
+		return 0
+	}
+	return cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
 }
 
 // iperfResult is the part of iperf3 -J output the harness reads.
 type iperfResult struct {
-	Error string `json:"error"`
+	// CPU is the iperf3 client's own CPU time (not from its output).
+	CPU   time.Duration `json:"-"`
+	Error string        `json:"error"`
 	End   struct {
 		SumReceived struct {
 			Bytes         float64 `json:"bytes"`
@@ -146,9 +160,11 @@ func runIperf(ctx context.Context, cpus string, port, streams int, d time.Durati
 	secs := max(1, int(d.Round(time.Second)/time.Second))
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(secs)*time.Second+30*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, "taskset", "-c", cpus, "iperf3", "-c", "127.0.0.1", "-p", strconv.Itoa(port),
-		"-t", strconv.Itoa(secs), "-P", strconv.Itoa(streams), "-Z", "-J", "--connect-timeout", "3000").Output()
+	cmd := exec.CommandContext(ctx, "taskset", "-c", cpus, "iperf3", "-c", "127.0.0.1", "-p", strconv.Itoa(port),
+		"-t", strconv.Itoa(secs), "-P", strconv.Itoa(streams), "-Z", "-J", "--connect-timeout", "3000")
+	out, err := cmd.Output()
 	r, perr := parseIperf(out)
+	r.CPU = childCPU(cmd)
 	if perr != nil {
 		if err != nil {
 			return r, out, fmt.Errorf("%w (exit: %v)", perr, err)

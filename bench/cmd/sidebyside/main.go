@@ -216,6 +216,7 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
 			return err
 		}
 		defer be.stop(5 * time.Second)
+		e.LoadPIDs = append(e.LoadPIDs, be.pid())
 		if err := waitHTTP(ctx, be, "http://"+addr(e.BackendPort)+"/big", 10*time.Second); err != nil {
 			return fmt.Errorf("backend: %w", err)
 		}
@@ -230,6 +231,7 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
 			return err
 		}
 		defer srv.stop(5 * time.Second)
+		e.LoadPIDs = append(e.LoadPIDs, srv.pid())
 		if err := waitListening(ctx, srv, e.IperfPort, 10*time.Second); err != nil {
 			return err
 		}
@@ -290,7 +292,8 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
 // noisy reports whether a successful run had more than maxPct percent of
 // noise.
 func noisy(s sample, maxPct float64) bool {
-	return s.ok() && !math.IsNaN(s.Other) && 100*s.Other > maxPct
+	n := noisePct(s)
+	return s.ok() && !math.IsNaN(n) && n > maxPct
 }
 
 func progress(s sample) string {
@@ -298,10 +301,7 @@ func progress(s sample) string {
 		return "n/a: " + oneLine(s.Err)
 	}
 	if strings.HasPrefix(s.Workload, "l4") {
-		if math.IsNaN(s.Other) {
-			return fmt.Sprintf("%.2f Gbit/s", s.Iperf.End.SumReceived.BitsPerSecond/1e9)
-		}
-		return fmt.Sprintf("%.2f Gbit/s, cpu %.2fs, noise %.0f%%", s.Iperf.End.SumReceived.BitsPerSecond/1e9, s.CPU.Seconds(), noisePct(s))
+		return fmt.Sprintf("%.2f Gbit/s, proxy cpu %.2fs, noise %.0f%%", s.Iperf.End.SumReceived.BitsPerSecond/1e9, s.CPU.Seconds(), noisePct(s))
 	}
 	return fmt.Sprintf("%.0f req/s, %.2f µs/req, p99 %.2f ms, errors %d, rss %.1f MiB, noise %.0f%%",
 		s.Wrk.RPS(), cpuPerReqUS(s), s.Wrk.P99US/1000, s.Wrk.Errors(), rssMiB(s), noisePct(s))
@@ -350,6 +350,8 @@ func runOne(ctx context.Context, o options, e *env, t target, w workload, round 
 		}
 	}
 	cpuBefore, cpuErr := readCPUStat(o.CPUProxy)
+	loadBefore, loadErr := readCPUStat(o.CPULoad)
+	ownBefore := ownLoadCPU(e, tick)
 	wallStart := time.Now()
 	var perf *proc
 	if o.PerfDir != "" && p != nil {
@@ -385,10 +387,14 @@ func runOne(ctx context.Context, o options, e *env, t target, w workload, round 
 		s.CPU = after.CPU - before.CPU
 		s.HWMKiB = after.HWMKiB
 	}
-	s.Other = math.NaN() // unknown, or no proxy on that CPU (direct)
+	wall := time.Since(wallStart).Seconds()
+	s.Other, s.OtherLoad = math.NaN(), math.NaN() // unknown, or no proxy on that CPU (direct)
 	if cpuAfter, err := readCPUStat(o.CPUProxy); err == nil && cpuErr == nil && p != nil {
-		other := time.Duration(cpuAfter.Busy-cpuBefore.Busy+cpuAfter.Steal-cpuBefore.Steal)*tick - s.CPU
-		s.Other = max(0, other.Seconds()/time.Since(wallStart).Seconds())
+		s.Other = foreignShare(cpuBefore, cpuAfter, tick, s.CPU, wall)
+	}
+	if loadAfter, err := readCPUStat(o.CPULoad); err == nil && loadErr == nil {
+		own := ownLoadCPU(e, tick) - ownBefore + s.Wrk.CPU + s.Iperf.CPU
+		s.OtherLoad = foreignShare(loadBefore, loadAfter, tick, own, wall)
 	}
 	if perf != nil {
 		select {
@@ -397,6 +403,28 @@ func runOne(ctx context.Context, o options, e *env, t target, w workload, round 
 		}
 	}
 	return s
+}
+
+// foreignShare returns the share of wall seconds that a CPU, going from
+// before to after, spent busy (or stolen) beyond own, the CPU time our own
+// processes used there.
+func foreignShare(before, after cpuTimes, tick, own time.Duration, wall float64) float64 {
+	busy := time.Duration(after.Busy-before.Busy+after.Steal-before.Steal) * tick
+	if wall <= 0 {
+		return math.NaN()
+	}
+	return max(0, (busy-own).Seconds()/wall)
+}
+
+// ownLoadCPU sums the CPU time of our long-lived processes on the load CPU.
+func ownLoadCPU(e *env, tick time.Duration) time.Duration {
+	var d time.Duration
+	for _, pid := range e.LoadPIDs {
+		if u, err := readTree("/proc", pid, tick); err == nil {
+			d += u.CPU
+		}
+	}
+	return d
 }
 
 // copyExecutable copies the program src to dst and returns dst. A missing

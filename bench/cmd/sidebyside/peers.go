@@ -15,6 +15,9 @@ type env struct {
 	BackendPort  int // nginx backend (HTTP)
 	IperfPort    int // iperf3 server (L4)
 	Ports        *ports
+	// LoadPIDs are the long-lived processes of ours on the load CPU (the
+	// backends), whose CPU time is not noise.
+	LoadPIDs []int
 }
 
 // target is one proxy (or the direct path) under test.

@@ -19,8 +19,11 @@ type sample struct {
 	Iperf    iperfResult
 	// Other is the share (0..1) of the run's wall time that the proxy's CPU
 	// spent running other processes or stolen by the hypervisor: noise.
-	// NaN when unknown.
+	// NaN when unknown or when there is no proxy (direct).
 	Other float64
+	// OtherLoad is the same for the load CPU, beyond wrk or iperf3 and the
+	// backends. NaN when unknown.
+	OtherLoad float64
 }
 
 func (s sample) ok() bool { return s.Err == "" }
@@ -57,7 +60,17 @@ var httpMetrics = []metric{
 	{Head: "noise %", Fmt: "%.0f", Get: noisePct},
 }
 
-func noisePct(s sample) float64 { return 100 * s.Other }
+// noisePct is the larger of the two CPUs' noise, in percent; NaN when
+// neither is known.
+func noisePct(s sample) float64 {
+	switch {
+	case math.IsNaN(s.Other):
+		return 100 * s.OtherLoad
+	case math.IsNaN(s.OtherLoad):
+		return 100 * s.Other
+	}
+	return 100 * max(s.Other, s.OtherLoad)
+}
 
 var l4Metrics = []metric{
 	{Head: "CPU s/GB", Ratio: true, Fmt: "%.3f", Get: func(s sample) float64 {
@@ -211,8 +224,8 @@ func render(m meta, workloads []workload, httpTs, l4Ts []target, samples []sampl
 	}
 	b.WriteString("\nCells are the median over rounds with (min–max); ratios are taken against HAProxy in the same round, " +
 		"then summarised the same way. Lower is better for CPU, latency and RSS; higher for req/s and Gbit/s. " +
-		"noise % is the share of the run the proxy's CPU spent on other processes (or stolen by the hypervisor); " +
-		"above a few percent, distrust that row.\n\n")
+		"noise % is the largest share of the run that either CPU spent on processes other than the proxy, " +
+		"the load generator and the backend (or that the hypervisor stole); above a few percent, distrust that row.\n\n")
 	var http, l4 []workload
 	for _, w := range workloads {
 		if w.L4 {
