@@ -374,18 +374,28 @@ func TestSSEEventsArriveAsSent(t *testing.T) {
 	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
 		t.Errorf("Content-Type %q", ct)
 	}
-	got := 0
+	// Buffering would hold events until the stream ends (a second and more);
+	// a loaded test machine may delay one now and then. So: nearly every
+	// event within 50 ms, none near the end of the stream.
+	got, late := 0, 0
 	var worst time.Duration
 	for ev := range readEvents(resp.Body) {
 		lag := time.Since(time.Unix(0, ev))
 		worst = max(worst, lag)
 		if lag > 50*time.Millisecond {
-			t.Errorf("event %d arrived %v after it was sent, want < 50ms", got, lag)
+			late++
+			t.Logf("event %d arrived %v after it was sent", got, lag)
+		}
+		if lag > 400*time.Millisecond {
+			t.Errorf("event %d arrived %v after it was sent: held back, want < 50ms", got, lag)
 		}
 		got++
 	}
 	if got != events {
 		t.Fatalf("%d events, want %d", got, events)
+	}
+	if late > 1 {
+		t.Errorf("%d of %d events arrived later than 50 ms after they were sent", late, events)
 	}
 	t.Logf("worst lag %v", worst)
 }
