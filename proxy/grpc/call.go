@@ -315,8 +315,18 @@ func classify(ctx context.Context, r *http.Request, err error) (reason string, c
 	if errors.Is(err, errDial) {
 		return ReasonConnect, codes.Unavailable, msgConnect
 	}
+	// The backend got the same grpc-timeout and may give up (resetting the
+	// stream) a moment before our own timer fires: that is the deadline, not
+	// a broken backend.
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < deadlineSlack {
+		return ReasonTimeout, codes.DeadlineExceeded, msgDeadline
+	}
 	return ReasonReset, codes.Unavailable, msgUnavailable
 }
+
+// deadlineSlack is how close to the call's deadline a backend failure counts
+// as the deadline passing.
+const deadlineSlack = 20 * time.Millisecond
 
 func errIndex(reason string) int {
 	switch reason {
