@@ -68,14 +68,17 @@ func main() {
 		}
 		return
 	}
-	if o.Quick {
-		setIfUnset := func(name, v string) {
-			set := false
-			flag.Visit(func(f *flag.Flag) { set = set || f.Name == name })
-			if !set {
-				_ = flag.Set(name, v)
-			}
+	setIfUnset := func(name, v string) {
+		set := false
+		flag.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+		if !set {
+			_ = flag.Set(name, v)
 		}
+	}
+	if o.PerfDir != "" {
+		setIfUnset("retries", "0") // perf's own CPU time counts as noise
+	}
+	if o.Quick {
 		setIfUnset("rounds", "1")
 		setIfUnset("d", "3s")
 		setIfUnset("warmup", "1s")
