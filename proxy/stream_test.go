@@ -307,8 +307,8 @@ func TestBodiesArriveIntact(t *testing.T) {
 	}{
 		{"empty", "GET", "n=0", -1, false, 0, 200},
 		{"small", "GET", "n=100", -1, false, 100, 200},
-		{"at threshold", "GET", "n=65536", -1, false, 65536, 200},
-		{"above threshold", "GET", "n=65537", -1, false, 65537, 200},
+		{"at threshold", "GET", "n=262144", -1, false, 262144, 200},
+		{"above threshold", "GET", "n=262145", -1, false, 262145, 200},
 		{"5 MiB", "GET", "n=5242880", -1, false, 5 << 20, 200},
 		{"small chunked", "GET", "mode=chunked&n=10", -1, false, 10, 200},
 		{"large chunked", "GET", "mode=chunked&n=3000000", -1, false, 3000000, 200},
