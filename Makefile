@@ -80,6 +80,6 @@ fmt:
 	gofmt -w $$(git ls-files '*.go')
 
 clean:
-	rm -rf bin
+	rm -rf bin bench/out
 
 -include bench/bench.mk

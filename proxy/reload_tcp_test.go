@@ -15,7 +15,7 @@ import (
 // across reloads.
 func TestReloadKeepsTCPSession(t *testing.T) {
 	t.Parallel()
-	echo := reloadEcho(t)
+	echo := startEcho(t, "echo")
 	toml := `
 [global]
 drain_timeout = "200ms"
@@ -55,27 +55,4 @@ pool = "echo"
 	if err := say("after"); err != nil {
 		t.Errorf("session closed by a reload that changed nothing: %v", err)
 	}
-}
-
-// reloadEcho runs a line echo server on 127.0.0.1 and returns its address.
-func reloadEcho(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				_, _ = io.Copy(c, c)
-			}()
-		}
-	}()
-	return ln.Addr().String()
 }
