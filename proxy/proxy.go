@@ -165,40 +165,24 @@ func (p *Proxy) Apply(cfg *config.Config) error {
 		}
 		key := listenerKey(lc)
 		l := p.http[key]
-		if l == nil {
+		switch {
+		case l == nil:
 			l = p.newHTTPListener(lc, bound[key])
-			p.http[key] = l
-			if l.settings != settingsOf(lc) {
-				// Timeouts and limits belong to the fasthttp server: hand the
-				// socket to a new one and let the old one drain its
-				// connections. No connection is refused meanwhile.
-				old := l
-				old.ln.handOver(old.done)
-				l = p.newHTTPListener(lc, old.ln.Listener)
-				p.http[key] = l
-				l.rt.Store(p.buildListenerRuntime(lc, gen, l))
-				go l.serve(p.opts.Logger)
-				go old.shutdown(drain, p.opts.Logger)
-				continue
-			}
-			l.rt.Store(p.buildListenerRuntime(lc, gen, l))
-			go l.serve(p.opts.Logger)
-			continue
-		}
-		if l.settings != settingsOf(lc) {
+		case l.settings != settingsOf(lc):
 			// Timeouts and limits belong to the fasthttp server: hand the
 			// socket to a new one and let the old one drain its
 			// connections. No connection is refused meanwhile.
 			old := l
 			old.ln.handOver(old.done)
 			l = p.newHTTPListener(lc, old.ln.Listener)
-			p.http[key] = l
-			l.rt.Store(p.buildListenerRuntime(lc, gen, l))
-			go l.serve(p.opts.Logger)
 			go old.shutdown(drain, p.opts.Logger)
+		default:
+			l.rt.Store(p.buildListenerRuntime(lc, gen, l))
 			continue
 		}
+		p.http[key] = l
 		l.rt.Store(p.buildListenerRuntime(lc, gen, l))
+		go l.serve(p.opts.Logger)
 	}
 	p.gen.Store(gen)
 	p.opts.Metrics.SetBackendSource(gen)
