@@ -44,31 +44,25 @@ func reportCPU(b *testing.B, start int64) {
 // BenchmarkPick measures Pool.Pick with random keys from parallel
 // goroutines: go test -run '^$' -bench Pick -benchmem ./balancer/
 func BenchmarkPick(b *testing.B) {
-	for _, s := range benchStrategies {
-		for _, n := range benchSizes {
-			b.Run(fmt.Sprintf("%s/%d", s.name, n), func(b *testing.B) {
-				p := benchPool(b, n, s.opts)
-				b.ReportAllocs()
-				b.ResetTimer()
-				defer reportCPU(b, processCPU())
-				b.RunParallel(func(pb *testing.PB) {
-					var state, key uint64
-					for pb.Next() {
-						state, key = wyrand(state)
-						if p.Pick(key, 0) < 0 {
-							b.Error("Pick = -1")
-							return
-						}
-					}
-				})
-			})
-		}
-	}
+	benchEachPool(b, func(p *Pool, key uint64) bool { return p.Pick(key, 0) >= 0 })
 }
 
 // BenchmarkPickAcquireRelease measures a request's whole balancer cycle:
 // PickAcquire, then Release.
 func BenchmarkPickAcquireRelease(b *testing.B) {
+	benchEachPool(b, func(p *Pool, key uint64) bool {
+		i := p.PickAcquire(key, 0)
+		if i < 0 {
+			return false
+		}
+		p.Release(i)
+		return true
+	})
+}
+
+// benchEachPool runs op with random keys from parallel goroutines for every
+// strategy and pool size; op reports whether a member was picked.
+func benchEachPool(b *testing.B, op func(p *Pool, key uint64) bool) {
 	for _, s := range benchStrategies {
 		for _, n := range benchSizes {
 			b.Run(fmt.Sprintf("%s/%d", s.name, n), func(b *testing.B) {
@@ -80,12 +74,10 @@ func BenchmarkPickAcquireRelease(b *testing.B) {
 					var state, key uint64
 					for pb.Next() {
 						state, key = wyrand(state)
-						i := p.PickAcquire(key, 0)
-						if i < 0 {
-							b.Error("PickAcquire = -1")
+						if !op(p, key) {
+							b.Error("no member picked")
 							return
 						}
-						p.Release(i)
 					}
 				})
 			})
