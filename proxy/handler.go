@@ -134,6 +134,14 @@ func (l *httpListener) handle(ctx *fasthttp.RequestCtx) {
 		}
 		member = i
 		u := p.ups[i]
+		// The first attempt's deadline counts from the request's start,
+		// which fasthttp read just before calling us: one clock read per
+		// request is enough. Retries read the clock again.
+		if attempt == 0 {
+			fw.deadline = start.Add(fw.timeout)
+		} else {
+			fw.deadline = time.Now().Add(fw.timeout)
+		}
 		err := l.forward(ctx, u, p, i, &fw)
 		p.pool.Release(i)
 		if attempt > 0 {

@@ -65,6 +65,7 @@ var (
 // stack.
 type forwarding struct {
 	timeout  time.Duration // response_timeout: to the response head
+	deadline time.Time     // when this attempt's timeout ends
 	streamed bool          // the request body is still arriving (clientBody)
 	upgrade  bool          // the request asks for a protocol upgrade
 	maxBody  int64         // max_body_bytes, enforced on streamed bodies
@@ -126,7 +127,7 @@ func (l *httpListener) forward(ctx *fasthttp.RequestCtx, u *upstream, p *poolRun
 		return err
 	}
 	conn := cc.Conn()
-	if err = conn.SetDeadline(time.Now().Add(fw.timeout)); err != nil {
+	if err = conn.SetDeadline(fw.deadline); err != nil {
 		hc.CloseConn(cc)
 		return err
 	}
