@@ -39,6 +39,7 @@ type httpListener struct {
 // It allocates nothing in steady state; keep it that way (BenchmarkForward,
 // TestForwardAllocs).
 func (l *httpListener) handle(ctx *fasthttp.RequestCtx) {
+	defer answered(ctx)
 	rt := l.rt.Load()
 	req := &ctx.Request
 	start := ctx.Time()
@@ -215,6 +216,18 @@ func (l *httpListener) handle(ctx *fasthttp.RequestCtx) {
 	}
 	end := l.finish(ctx, &rec, reqID, reason)
 	r.stats.duration.Observe(end.Sub(start).Seconds())
+}
+
+// answered lets the client connection hold the response's last write until
+// its next read (deferconn.go): only for a response that is whole in memory
+// on a connection that stays open and is not handed to a tunnel.
+func answered(ctx *fasthttp.RequestCtx) {
+	if ctx.Response.IsBodyStream() || ctx.Hijacked() || ctx.Response.ConnectionClose() {
+		return
+	}
+	if c, ok := ctx.Conn().(*sniffConn); ok {
+		c.answered()
+	}
 }
 
 // finish writes the access log line and returns the time it took as end.

@@ -72,6 +72,11 @@ func (l *connListener) admit(c net.Conn) (net.Conn, error) {
 	}
 	l.total.Inc()
 	l.active.Inc()
+	if tc, ok := c.(*net.TCPConn); ok {
+		if dc, err := newDeferConn(tc, true); err == nil {
+			c = dc
+		}
+	}
 	return &sniffConn{Conn: c, l: l}, nil
 }
 
@@ -149,6 +154,14 @@ func (c *sniffConn) Read(p []byte) (int, error) {
 	}()
 	// fasthttp takes an EOF before the first byte as a clean close.
 	return 0, io.EOF
+}
+
+// answered tells the connection that the response being written is whole in
+// memory, so its last write may wait for the next read (deferconn.go).
+func (c *sniffConn) answered() {
+	if dc, ok := c.Conn.(*deferConn); ok {
+		dc.deferNext = true
+	}
 }
 
 // Close closes the connection unless the h2c server now owns it.

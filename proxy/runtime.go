@@ -63,7 +63,15 @@ func newUpstream(key, addr string, p *config.Pool, be *balancer.Backend) *upstre
 	return &upstream{key: key, be: be, hc: &fasthttp.HostClient{
 		Addr: addr,
 		Dial: func(a string) (net.Conn, error) {
-			return fasthttp.DialTimeout(a, connectTimeout)
+			c, err := fasthttp.DialTimeout(a, connectTimeout)
+			if tc, ok := c.(*net.TCPConn); ok && err == nil {
+				// A request is always followed by a read of its
+				// response: send it from that read (deferconn.go).
+				if dc, derr := newDeferConn(tc, false); derr == nil {
+					return dc, nil
+				}
+			}
+			return c, err
 		},
 		MaxConns:                 p.MaxConnectionsPerBackend,
 		MaxIdleConnDuration:      p.IdleTimeout.Duration,

@@ -127,6 +127,11 @@ func (l *httpListener) forward(ctx *fasthttp.RequestCtx, u *upstream, p *poolRun
 		return err
 	}
 	conn := cc.Conn()
+	if dc, ok := conn.(*deferConn); ok {
+		// The request goes out from the read of its response
+		// (deferconn.go); set first, so the deadlines wait for it too.
+		dc.deferNext = true
+	}
 	if err = conn.SetDeadline(fw.deadline); err != nil {
 		hc.CloseConn(cc)
 		return err
