@@ -230,13 +230,13 @@ func rawIO(trap, fd uintptr, b []byte) (int, error) {
 // flush sends held bytes, waiting as an ordinary Write would, under the
 // write deadline that was in force when they were held.
 func (c *deferConn) flush() error {
+	if c.heldN == 0 {
+		return nil // read only: a tunnel's other goroutine reads it too
+	}
 	c.mu.Lock()
 	b, n := c.held, c.heldN
 	c.held, c.heldN = nil, 0
 	c.mu.Unlock()
-	if n == 0 {
-		return nil
-	}
 	if !c.wdlSock.Equal(c.heldWDL) {
 		c.wdlSock = c.heldWDL
 		_ = c.Conn.SetWriteDeadline(c.heldWDL)
