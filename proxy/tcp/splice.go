@@ -25,6 +25,27 @@ const pipeSize = 1 << 20
 
 const spliceFlags = unix.SPLICE_F_NONBLOCK | unix.SPLICE_F_MOVE
 
+// splice moves at most n bytes from rfd to wfd with splice(2), as a raw
+// system call: the runtime is not told (no entersyscall/exitsyscall), so the
+// goroutine keeps its P for the call. That is safe because the call never
+// waits: SPLICE_F_NONBLOCK and the sockets' O_NONBLOCK make it return
+// EAGAIN instead of sleeping for data or room, so it lasts only as long as
+// the kernel takes to move the bytes there are. As an ordinary system call,
+// one that outlasted a sysmon tick (20 µs; a large write on loopback also
+// runs the receiver's TCP input and takes far longer) made sysmon hand the P
+// to another thread, and each such call cost thread wake-ups, futex and
+// sched_yield calls and context switches: with GOMAXPROCS=1 and 8 iperf3
+// streams, sysmon and the scheduler took more of the proxy's CPU than
+// splice itself. The price is that nothing else runs on this P, and a
+// stop-the-world waits, while a call moves its bytes.
+func splice(rfd, wfd, n int) (int64, error) {
+	r, _, e := unix.RawSyscall6(unix.SYS_SPLICE, uintptr(rfd), 0, uintptr(wfd), 0, uintptr(n), spliceFlags)
+	if e != 0 {
+		return 0, e
+	}
+	return int64(r), nil
+}
+
 // pipe is a kernel pipe used as the splice buffer of one direction while
 // bytes are in flight. A pipe in the pool is always empty.
 type pipe struct {
@@ -141,7 +162,7 @@ func (h *half) fill(fd uintptr) bool {
 		h.p = p
 	}
 	for {
-		n, err := unix.Splice(int(fd), nil, h.p.w, nil, maxSplice, spliceFlags)
+		n, err := splice(int(fd), h.p.w, maxSplice)
 		switch {
 		case err == unix.EINTR:
 			continue
@@ -163,7 +184,7 @@ func (h *half) fill(fd uintptr) bool {
 // drain moves the pipe's bytes to the destination.
 func (h *half) drain(fd uintptr) bool {
 	for h.inPipe > 0 {
-		n, err := unix.Splice(h.p.r, nil, int(fd), nil, h.inPipe, spliceFlags)
+		n, err := splice(h.p.r, int(fd), h.inPipe)
 		switch {
 		case err == unix.EINTR:
 			continue
