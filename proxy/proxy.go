@@ -132,7 +132,10 @@ func (p *Proxy) Apply(cfg *config.Config) error {
 		if isHTTP || isTCP {
 			continue
 		}
-		ln, err := net.Listen("tcp", lc.Bind)
+		// No TCP keepalive on client connections (HAProxy's default too):
+		// idle_timeout ends idle ones, and Go's default would cost four
+		// setsockopt calls per accepted connection.
+		ln, err := (&net.ListenConfig{KeepAlive: -1}).Listen(context.Background(), "tcp", lc.Bind)
 		if err != nil {
 			release()
 			return fmt.Errorf("listener %s: bind %s: %w", lc.Name, lc.Bind, err)
