@@ -82,14 +82,8 @@ const skipWaitLimit = 200 * time.Millisecond
 var heldBufs = sync.Pool{New: func() any { return new([deferMax]byte) }}
 
 // newDeferConn wraps tc; client selects the client-side behaviour.
-func newDeferConn(tc *net.TCPConn, client bool) (*deferConn, error) {
-	rc, err := tc.SyscallConn()
-	if err != nil {
-		return nil, err
-	}
-	c := &deferConn{Conn: tc, tc: tc, rc: rc, client: client}
-	c.readFn = c.onReadable
-	return c, nil
+func newDeferConn(tc *net.TCPConn, client bool) *deferConn {
+	return &deferConn{Conn: tc, tc: tc, client: client}
 }
 
 // Write holds p for the next Read when it is small and holding is allowed;
@@ -100,7 +94,7 @@ func (c *deferConn) Write(p []byte) (int, error) {
 			return 0, err
 		}
 	}
-	if len(p) == 0 || len(p) > deferMax || !c.deferNext || c.noSkip {
+	if len(p) == 0 || len(p) > deferMax || !c.deferNext || c.noSkip || !c.raw() {
 		c.syncWrite()
 		return c.Conn.Write(p)
 	}
@@ -112,6 +106,23 @@ func (c *deferConn) Write(p []byte) (int, error) {
 	c.heldWDL = c.wdl
 	c.mu.Unlock()
 	return len(p), nil
+}
+
+// raw sets up rc and readFn on the first held write: a connection that
+// never holds one (Connection: close) pays nothing for them.
+func (c *deferConn) raw() bool {
+	if c.rc != nil {
+		return true
+	}
+	rc, err := c.tc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	c.mu.Lock() // Close reads rc
+	c.rc = rc
+	c.mu.Unlock()
+	c.readFn = c.onReadable
+	return true
 }
 
 // Read sends held bytes and waits for the answer without a read that would

@@ -73,9 +73,7 @@ func (l *connListener) admit(c net.Conn) (net.Conn, error) {
 	l.total.Inc()
 	l.active.Inc()
 	if tc, ok := c.(*net.TCPConn); ok {
-		if dc, err := newDeferConn(tc, true); err == nil {
-			c = dc
-		}
+		c = newDeferConn(tc, true)
 	}
 	return &sniffConn{Conn: c, l: l}, nil
 }

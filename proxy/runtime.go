@@ -67,9 +67,7 @@ func newUpstream(key, addr string, p *config.Pool, be *balancer.Backend) *upstre
 			if tc, ok := c.(*net.TCPConn); ok && err == nil {
 				// A request is always followed by a read of its
 				// response: send it from that read (deferconn.go).
-				if dc, derr := newDeferConn(tc, false); derr == nil {
-					return dc, nil
-				}
+				return newDeferConn(tc, false), nil
 			}
 			return c, err
 		},
