@@ -50,4 +50,13 @@
 // sizes its own; an unprivileged process past the kernel's
 // pipe-user-pages-soft (64 MiB of pipes per user) gets smaller pipes, which
 // still work but cost more system calls per byte.
+//
+// # CPU
+//
+// Each splice(2) is made as a raw system call that keeps the goroutine's P:
+// it never blocks (non-blocking pipe and sockets), and as an ordinary system
+// call anything longer than a sysmon tick handed the P to another thread,
+// which cost more CPU in thread wake-ups than the copy itself when
+// GOMAXPROCS is 1. While a call moves its bytes, nothing else runs on that
+// P and a garbage-collection stop-the-world waits for it.
 package tcp
