@@ -285,27 +285,56 @@ func (c *Checker) Run(ctx context.Context) {
 		<-ctx.Done()
 		return
 	}
+	// tcp and http probers of IP addresses run together in one engine;
+	// the others (grpc, host names) on a goroutine per target.
 	var wg sync.WaitGroup
+	var engTargets []*target
+	var engProbers []asyncProber
 	for _, t := range c.targets {
-		wg.Go(func() {
-			defer c.recoverPanic("check " + t.address)
-			p := c.newProber(&c.check, t.address)
-			defer p.close()
-			// Cut a running probe short when ctx ends.
-			stop := context.AfterFunc(ctx, p.close)
-			defer stop()
-			for !c.loopRecovered(ctx, t, p) {
-				// A callback panicked (and was logged): carry on after
-				// an interval rather than stop checking the target.
-				select {
-				case <-ctx.Done():
-					return
-				case <-time.After(c.check.Interval.Duration):
-				}
+		p := c.newProber(&c.check, t.address)
+		if ap, ok := p.(asyncProber); ok && !ap.named() {
+			engTargets = append(engTargets, t)
+			engProbers = append(engProbers, ap)
+			continue
+		}
+		wg.Go(func() { c.runTarget(ctx, t, p) })
+	}
+	if len(engTargets) > 0 {
+		e, err := newEngine(c, engTargets, engProbers)
+		if err != nil {
+			// Out of descriptors, most likely: check these targets on
+			// goroutines instead, each with a poller of its own.
+			c.log.Error("health: no engine, checking on goroutines", "pool", c.pool, "err", err)
+			for i, t := range engTargets {
+				wg.Go(func() { c.runTarget(ctx, t, engProbers[i]) })
 			}
-		})
+		} else {
+			wg.Go(func() {
+				defer c.recoverPanic("engine")
+				e.run(ctx)
+			})
+		}
 	}
 	wg.Wait()
+}
+
+// runTarget checks t with p on the calling goroutine until ctx is done, then
+// closes p.
+func (c *Checker) runTarget(ctx context.Context, t *target, p prober) {
+	defer c.recoverPanic("check " + t.address)
+	defer p.close()
+	// Cut a running probe short when ctx ends.
+	stop := context.AfterFunc(ctx, p.close)
+	defer stop()
+	for !c.loopRecovered(ctx, t, p) {
+		// A callback panicked (and was logged): carry on after an
+		// interval rather than stop checking the target.
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(c.check.Interval.Duration):
+		}
+	}
 }
 
 // loopRecovered runs loop and reports false if it ended in a panic, which
@@ -365,7 +394,11 @@ func (c *Checker) loop(ctx context.Context, t *target, p prober) {
 // not once per target, while the mean period stays the interval. A
 // wall-clock step can move a wake-up by at most one slot.
 func (c *Checker) until(start time.Time, after float64) time.Duration {
-	now := c.now()
+	return c.untilAt(c.now(), start, after)
+}
+
+// untilAt is until with the current time given.
+func (c *Checker) untilAt(now, start time.Time, after float64) time.Duration {
 	wait := max(0, time.Duration(after)-now.Sub(start))
 	if c.slot > 0 {
 		at := now.Add(wait)
@@ -388,6 +421,13 @@ func (c *Checker) probe(ctx context.Context, t *target, p prober) bool {
 	if ctx.Err() != nil {
 		return false
 	}
+	c.report(t, err)
+	return true
+}
+
+// report records the result err of a probe of t, and calls the callbacks
+// and logs a transition.
+func (c *Checker) report(t *target, err error) {
 	wasUp, changed, healthy := c.record(t, err)
 	if c.onCheck != nil {
 		c.onCheck(t.index, err == nil)
@@ -402,7 +442,6 @@ func (c *Checker) probe(ctx context.Context, t *target, p prober) bool {
 		}
 		c.changed(t, healthy, err, reason)
 	}
-	return true
 }
 
 // record applies a probe result to t and tells the backend of a change. It

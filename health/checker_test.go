@@ -230,7 +230,7 @@ func TestCheckerTCPOpenPort(t *testing.T) {
 	t.Parallel()
 	ln := listen(t)
 	defer ln.Close()
-	p := &tcpProber{address: ln.Addr().String(), timeout: time.Second}
+	p := newTCPProber(ln.Addr().String(), time.Second)
 	if err := p.probe(context.Background()); err != nil {
 		t.Fatalf("tcp probe of a listening port: %v", err)
 	}
@@ -544,12 +544,14 @@ func TestCheckerLateStart(t *testing.T) {
 				defer srv.Stop()
 			}
 			started := time.Now()
-			waitFor(t, 5*time.Second, "up", func() bool { return b.healthy.Load() })
+			// The up event, not b.healthy: SetHealthy comes before the
+			// OnCheck and OnChange callbacks that write the events.
+			waitFor(t, 5*time.Second, "up", func() bool { return rec.count(0, "up") == 1 })
 			if d := time.Since(started); d > 1*time.Second {
 				t.Errorf("up %s after the backend started, want within a few 50ms intervals", d)
 			}
-			if !regexp.MustCompile(`^(fail )+ok up`).MatchString(rec.seq(0)) {
-				t.Errorf("events %q, want failures then ok up", rec.seq(0))
+			if !regexp.MustCompile(`^(fail )+ok up`).MatchString(rec.seq(0)) || !b.healthy.Load() {
+				t.Errorf("events %q, backend healthy %v: want failures then ok up", rec.seq(0), b.healthy.Load())
 			}
 		})
 	}
