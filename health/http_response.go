@@ -256,7 +256,7 @@ func (r *respReader) head() (bool, error) {
 	return true, nil
 }
 
-// statusLine parses "HTTP/1.x NNN reason".
+// statusLine parses "HTTP/1.x NNN reason"; NNN is 100 to 999.
 func statusLine(l []byte) (status int, http10 bool, err error) {
 	if len(l) < 12 || string(l[:7]) != "HTTP/1." || l[8] != ' ' || (len(l) > 12 && l[12] != ' ') {
 		return 0, false, fmt.Errorf("malformed response status line %q", clip(l))
@@ -266,6 +266,9 @@ func statusLine(l []byte) (status int, http10 bool, err error) {
 			return 0, false, fmt.Errorf("malformed response status line %q", clip(l))
 		}
 		status = status*10 + int(c-'0')
+	}
+	if status < 100 {
+		return 0, false, fmt.Errorf("malformed response status line %q", clip(l))
 	}
 	return status, l[7] == '0', nil
 }
