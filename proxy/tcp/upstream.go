@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"net/netip"
 	"os"
 	"syscall"
 	"time"
@@ -92,9 +91,6 @@ type boundUpstream struct {
 
 type boundMember struct {
 	backend *balancer.Backend
-	// addr is the parsed address; when the configured one is a host name it
-	// is invalid and dials go through the resolver with address.
-	addr    netip.AddrPort
 	address string
 	errs    [numReasons]prometheus.Counter
 }
@@ -122,9 +118,6 @@ func (up *Upstream) bind(m *metrics.Metrics) *boundUpstream {
 	b.noBackend = m.UpstreamErrors.WithLabelValues(up.PoolName, "", "no_backend")
 	for _, mem := range up.Pool.Members() {
 		bm := boundMember{backend: mem.Backend, address: mem.Backend.Address()}
-		if ap, err := netip.ParseAddrPort(bm.address); err == nil {
-			bm.addr = ap
-		}
 		for r := range numReasons {
 			bm.errs[r] = m.UpstreamErrors.WithLabelValues(up.PoolName, bm.address, reasonNames[r])
 		}
@@ -133,12 +126,15 @@ func (up *Upstream) bind(m *metrics.Metrics) *boundUpstream {
 	return b
 }
 
-// dial connects to member i.
+// dial connects to member i. It goes through DialContext with the address
+// string even for an IP literal: Dialer.DialTCP turns a zero local
+// netip.AddrPort into a bind to port 0 before connect (golang/go#81620), and
+// bind-time port allocation cannot share a port with TIME_WAIT sockets the
+// way connect(2)'s can, so under connection churn dials failed with
+// "bind: address already in use" (most of them on a machine holding 56,000
+// TIME_WAIT sockets).
 func (b *boundUpstream) dial(ctx context.Context, i int) (*net.TCPConn, error) {
 	m := &b.members[i]
-	if m.addr.IsValid() {
-		return b.dialer.DialTCP(ctx, "tcp", netip.AddrPort{}, m.addr)
-	}
 	c, err := b.dialer.DialContext(ctx, "tcp", m.address)
 	if err != nil {
 		return nil, err
