@@ -52,8 +52,9 @@ type CheckerOptions struct {
 	// err or reason) and panics with their stack. nil discards.
 	Logger *slog.Logger
 	// OnCheck, if set, is called after every probe with the target index
-	// and result (used for health_checks_total). It is called from many
-	// goroutines at once and must be fast and safe for concurrent use.
+	// and result (used for health_checks_total). It may be called from
+	// several goroutines at once and must be fast and safe for concurrent
+	// use; a slow OnCheck delays the checks of other targets.
 	// Probes cut short because Run's context ended are not reported.
 	OnCheck func(target int, ok bool)
 	// OnChange, if set, is called after each up/down transition, after
@@ -89,10 +90,12 @@ type TargetStatus struct {
 // slotsPerInterval is how many wake-up slots one interval is cut into.
 const slotsPerInterval = 10
 
-// Checker runs the active health check of one pool: one goroutine per
-// target, each probing every interval ± 10% and applying rise/fall. Create it
-// with NewChecker and start it with Run; Status and FirstRoundDone are safe to
-// call from any goroutine at any time.
+// Checker runs the active health check of one pool: it probes every target
+// every interval ± 10% and applies rise/fall. tcp and http checks of targets
+// given by IP address all run on one goroutine (see engine); grpc checks and
+// targets given by host name get a goroutine each. Create it with NewChecker
+// and start it with Run; Status and FirstRoundDone are safe to call from any
+// goroutine at any time.
 type Checker struct {
 	pool     string
 	check    config.HealthCheck
@@ -261,9 +264,9 @@ func (c *Checker) Status() []TargetStatus {
 // each following one an interval ± up to 10% after the previous one started.
 // For check "none" Run marks every target healthy and waits for ctx.
 //
-// Probe times are rounded to a grid of interval/10, so that the timers of
-// all targets due in the same tenth of an interval fire together and wake
-// the process once: at 1,000 targets this halves the checker's CPU time.
+// Probe times are rounded to a grid of interval/10, so that the targets due
+// in the same tenth of an interval start together and wake the process
+// once, not once per target.
 //
 // Call Run once; further calls return at once. A probe still running when
 // ctx ends is cut short (its connection closed) and its result discarded,

@@ -9,7 +9,8 @@ import (
 )
 
 // BenchmarkProbe is one probe of each kind, back to back, against a real
-// backend in this process (its CPU is included).
+// backend in this process (its CPU and its allocations are included; see
+// BenchmarkProbeChild for the prober's alone).
 func BenchmarkProbe(b *testing.B) {
 	b.Run("http", func(b *testing.B) {
 		srv := startHTTP(b, 200)
