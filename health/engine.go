@@ -67,8 +67,8 @@ func (e *engine) run(ctx context.Context) {
 	}
 	for ctx.Err() == nil {
 		if !e.stepRecovered(ctx) {
-			// The engine's own code panicked (logged): go on after
-			// a slot rather than stop checking.
+			// The engine's own code panicked or the poller failed
+			// (logged): go on after a slot rather than stop checking.
 			select {
 			case <-ctx.Done():
 			case <-time.After(max(e.c.slot, time.Millisecond)):
@@ -101,9 +101,12 @@ func (e *engine) step(ctx context.Context) bool {
 		}
 	}
 	for e.due.len() > 0 && e.due.top().at <= at {
-		e.begin(ctx, &e.slots[e.due.pop().tag], now, at)
+		// The clock is read again for each probe: a slot's probes
+		// start one after the other, and each gets its whole timeout.
+		now = e.c.now()
+		e.begin(ctx, &e.slots[e.due.pop().tag], now, now.Sub(e.base))
 	}
-	next := time.Hour
+	next := at + time.Hour
 	if e.due.len() > 0 {
 		next = e.due.top().at
 	}
@@ -238,18 +241,18 @@ func (d *dueHeap) pop() dueEntry {
 	d.h[0] = d.h[last]
 	d.h = d.h[:last]
 	for i := 0; ; {
-		l, r, min := 2*i+1, 2*i+2, i
-		if l < last && d.h[l].at < d.h[min].at {
-			min = l
+		l, r, least := 2*i+1, 2*i+2, i
+		if l < last && d.h[l].at < d.h[least].at {
+			least = l
 		}
-		if r < last && d.h[r].at < d.h[min].at {
-			min = r
+		if r < last && d.h[r].at < d.h[least].at {
+			least = r
 		}
-		if min == i {
+		if least == i {
 			break
 		}
-		d.h[i], d.h[min] = d.h[min], d.h[i]
-		i = min
+		d.h[i], d.h[least] = d.h[least], d.h[i]
+		i = least
 	}
 	return top
 }

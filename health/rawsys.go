@@ -15,8 +15,8 @@ import (
 // then cost about sixty sysmon wake-ups, some 15% of the checker's CPU time.
 // None of these calls blocks (every socket is non-blocking, no poll or
 // epoll_wait waits, no socket lingers on close), so the scheduler need not
-// know, and a check neither pays for entersyscall nor wakes sysmon. (proxy/tcp
-// calls splice so, for the same reason.)
+// know, and a check neither pays for entersyscall nor wakes sysmon.
+// (proxy/tcp calls splice the same way.)
 //
 // Pointers go into the calls directly as uintptr(unsafe.Pointer(p)) in the
 // argument list, which keeps them valid for the call (unsafe.Pointer rule 4).
