@@ -44,8 +44,10 @@ func TestForwardAllocs(t *testing.T) {
 				for range 3000 { // let the free list of line buffers fill
 					rig.do(t)
 				}
-				// Allow the rare buffer the writer has not yet recycled.
-				if n := allocsPerRequest(1000, func() { rig.do(t) }); n > 0.01 {
+				// Allow the rare buffer the writer has not yet recycled
+				// (more of them when other processes hold the CPU the
+				// writer would run on): a per-request allocation is 1.
+				if n := allocsPerRequest(1000, func() { rig.do(t) }); n > 0.05 {
 					t.Errorf("%v allocations per forwarded request, want 0", n)
 				}
 				return
