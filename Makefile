@@ -46,7 +46,8 @@ test: test-deps vet staticcheck
 # the package's testdata/fuzz and fail the run.
 FUZZTIME ?= 50000x
 FUZZ_TARGETS := ./config:FuzzParse ./proxy/jwt:FuzzVerify ./proxy/jwt:FuzzJWKS \
-	./proxy/tcp:FuzzParseProxyHeader ./proxy/grpc:FuzzParseTimeout ./proxy/grpc:FuzzParseStatus
+	./proxy/tcp:FuzzParseProxyHeader ./proxy/grpc:FuzzParseTimeout ./proxy/grpc:FuzzParseStatus \
+	./health:FuzzRespReader
 fuzz-smoke:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 	  pkg=$${t%%:*}; fn=$${t##*:}; \
