@@ -118,15 +118,7 @@ func TestHelperBackends(t *testing.T) {
 		}
 	case "tcp":
 		for _, ln := range lns {
-			go func() {
-				for {
-					c, err := ln.Accept()
-					if err != nil {
-						return
-					}
-					_ = c.Close()
-				}
-			}()
+			closeAccepted(ln, nil)
 		}
 	case "grpc":
 		srv := grpc.NewServer()

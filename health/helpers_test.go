@@ -266,3 +266,20 @@ func (l *logLines) records(t testing.TB) []map[string]any {
 	}
 	return out
 }
+
+// closeAccepted accepts connections on ln and closes each at once, calling
+// then (if set) after each close, until ln is closed.
+func closeAccepted(ln net.Listener, then func()) {
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			_ = c.Close()
+			if then != nil {
+				then()
+			}
+		}
+	}()
+}

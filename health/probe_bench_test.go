@@ -21,15 +21,7 @@ func BenchmarkProbe(b *testing.B) {
 	})
 	b.Run("tcp", func(b *testing.B) {
 		ln := listen(b)
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				_ = c.Close()
-			}
-		}()
+		closeAccepted(ln, nil)
 		defer ln.Close()
 		hc := check("tcp")
 		p := newProber(&hc, ln.Addr().String())

@@ -313,16 +313,8 @@ func TestTCPProbeReset(t *testing.T) {
 	ln := listen(t)
 	defer ln.Close()
 	var accepted atomic.Int64
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			_ = c.Close()
-			accepted.Add(1) // and closed: the count of open files is back
-		}
-	}()
+	// After each close the count of open files is back.
+	closeAccepted(ln, func() { accepted.Add(1) })
 	p := newTCPProber(ln.Addr().String(), time.Second)
 	defer p.close()
 	port := ln.Addr().(*net.TCPAddr).Port
@@ -467,15 +459,7 @@ func TestCheckerEngineTransitions(t *testing.T) {
 	t.Parallel()
 	ln := listen(t)
 	addr := ln.Addr().String()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			_ = c.Close()
-		}
-	}()
+	closeAccepted(ln, nil)
 	hc := check("tcp")
 	hc.Rise, hc.Fall = 2, 2
 	b := &backend{}

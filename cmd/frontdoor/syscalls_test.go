@@ -60,12 +60,11 @@ func readAnswer(t *testing.T, br *bufio.Reader) string {
 	return string(body)
 }
 
-// TestSyscallsPerRequest holds the proxy to the syscalls a keep-alive
-// request needs: one read and one write on each side. Go's netpoller alone
-// would add a read that finds nothing before each of the two waits
-// (proxy/deferconn.go).
-func TestSyscallsPerRequest(t *testing.T) {
-	t.Parallel()
+// clientOfDaemon starts a backend and a daemon in front of it, and returns
+// a client connection to the daemon that has carried one request (so the
+// daemon's backend connection is open).
+func clientOfDaemon(t *testing.T) (*proc, net.Conn, *bufio.Reader) {
+	t.Helper()
 	b := startBackend(t, "b0")
 	cfgPath := filepath.Join(t.TempDir(), "frontdoor.toml")
 	writeConfig(t, cfgPath, simpleConfig(b.addr, ""))
@@ -75,9 +74,19 @@ func TestSyscallsPerRequest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(func() { _ = c.Close() })
 	br := bufio.NewReader(c)
-	exchange(t, c, br, "/warm") // dial the backend before counting
+	exchange(t, c, br, "/warm")
+	return d, c, br
+}
+
+// TestSyscallsPerRequest holds the proxy to the syscalls a keep-alive
+// request needs: one read and one write on each side. Go's netpoller alone
+// would add a read that finds nothing before each of the two waits
+// (proxy/deferconn.go).
+func TestSyscallsPerRequest(t *testing.T) {
+	t.Parallel()
+	d, c, br := clientOfDaemon(t)
 
 	const n = 500
 	pid := d.cmd.Process.Pid
@@ -102,18 +111,7 @@ func TestSyscallsPerRequest(t *testing.T) {
 // proxy skips the read it expects to find nothing (proxy/deferconn.go).
 func TestPipelinedRequests(t *testing.T) {
 	t.Parallel()
-	b := startBackend(t, "b0")
-	cfgPath := filepath.Join(t.TempDir(), "frontdoor.toml")
-	writeConfig(t, cfgPath, simpleConfig(b.addr, ""))
-	d := startDaemon(t, cfgPath)
-	_, addr := d.started("web")
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	br := bufio.NewReader(c)
-	exchange(t, c, br, "/warm")
+	_, c, br := clientOfDaemon(t)
 
 	for round := range 3 {
 		// The second request arrives while the first (40 ms at the
