@@ -37,6 +37,7 @@ type options struct {
 	MaxNoise     float64
 	Retries      int
 	Command      string
+	Notes        string
 }
 
 func main() {
@@ -57,6 +58,7 @@ func main() {
 	flag.Float64Var(&o.MaxNoise, "max-noise", 10, "re-run a run whose noise (other processes on the proxy's CPU) is above this percentage")
 	flag.IntVar(&o.Retries, "retries", 2, "at most this many re-runs of a noisy run; the least noisy run is kept")
 	flag.StringVar(&o.Command, "command", "", "command named in the report (default: this command line)")
+	flag.StringVar(&o.Notes, "notes", "bench/NOTES.md", "markdown appended to the report when the file exists: the analysis of the figures (profiles, what stands in the way)")
 	list := flag.Bool("list", false, "list workloads and targets, then exit")
 	flag.Parse()
 	if *list {
@@ -279,6 +281,9 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
 		Machine: machine(e.FrontdoorBin, loadStart), Reruns: reruns, MaxNoise: o.MaxNoise, Retries: o.Retries,
 	}
 	report := render(m, workloads, httpTs, l4Ts, samples)
+	if notes, err := os.ReadFile(o.Notes); err == nil {
+		report += "\n" + string(notes)
+	}
 	fmt.Fprint(stdout, report)
 	if o.Out != "" {
 		if err := os.MkdirAll(filepath.Dir(o.Out), 0o755); err != nil {
