@@ -53,6 +53,9 @@ var keysOnce = sync.OnceValue(func() *testKeys {
 	if _, err = rand.Read(k.hmac); err != nil {
 		panic(err)
 	}
+	// The secret file loader drops one trailing "\n": a random secret that
+	// ended in one (1 run in 256) read back as 31 bytes and failed the tests.
+	k.hmac[len(k.hmac)-1] |= 0x80
 	return k
 })
 
