@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"errors"
 	"io"
 	"net"
 	"os"
@@ -37,9 +38,8 @@ import (
 // A backend never sends before it was asked, so backend-side waits need no
 // bound beyond the response deadline.
 type deferConn struct {
-	net.Conn
-	tc *net.TCPConn
-	rc syscall.RawConn
+	net.Conn // always a *net.TCPConn (newDeferConn)
+	rc       syscall.RawConn
 	// client marks a client connection: its waits are bounded by
 	// skipWaitLimit.
 	client bool
@@ -83,7 +83,7 @@ var heldBufs = sync.Pool{New: func() any { return new([deferMax]byte) }}
 
 // newDeferConn wraps tc; client selects the client-side behaviour.
 func newDeferConn(tc *net.TCPConn, client bool) *deferConn {
-	return &deferConn{Conn: tc, tc: tc, client: client}
+	return &deferConn{Conn: tc, client: client}
 }
 
 // Write holds p for the next Read when it is small and holding is allowed;
@@ -114,7 +114,7 @@ func (c *deferConn) raw() bool {
 	if c.rc != nil {
 		return true
 	}
-	rc, err := c.tc.SyscallConn()
+	rc, err := c.Conn.(*net.TCPConn).SyscallConn()
 	if err != nil {
 		return false
 	}
@@ -155,13 +155,12 @@ func (c *deferConn) Read(p []byte) (int, error) {
 	err := c.rc.Read(c.readFn)
 	switch {
 	case c.stuck:
-		c.p = nil
 		if err := c.flush(); err != nil {
 			return 0, err
 		}
 		c.syncRead()
 		return c.Conn.Read(p)
-	case err != nil && bounded && isTimeout(err) && (c.rdl.IsZero() || time.Now().Before(c.rdl)):
+	case bounded && errors.Is(err, os.ErrDeadlineExceeded) && (c.rdl.IsZero() || time.Now().Before(c.rdl)):
 		// Our bound fired, not the caller's deadline: an idle client, or
 		// a pipelined request whose wakeup was cleared. Read; data found
 		// at once means the latter.
@@ -309,7 +308,7 @@ func (c *deferConn) CloseWrite() error {
 	if err := c.flush(); err != nil {
 		return err
 	}
-	return c.tc.CloseWrite()
+	return c.Conn.(*net.TCPConn).CloseWrite()
 }
 
 // Close makes one attempt to send held bytes (a response with
@@ -327,9 +326,4 @@ func (c *deferConn) Close() error {
 	}
 	c.mu.Unlock()
 	return c.Conn.Close()
-}
-
-func isTimeout(err error) bool {
-	t, ok := err.(interface{ Timeout() bool })
-	return ok && t.Timeout()
 }
