@@ -6,6 +6,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"frontdoor/internal/loopback"
 )
 
 // TestReloadKeepsTCPSession: a reload that leaves a tcp listener as it was
@@ -15,7 +17,7 @@ import (
 // across reloads.
 func TestReloadKeepsTCPSession(t *testing.T) {
 	t.Parallel()
-	echo := startEcho(t, "echo")
+	echo := loopback.Echo(t, "echo")
 	toml := `
 [global]
 drain_timeout = "200ms"

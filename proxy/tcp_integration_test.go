@@ -9,45 +9,14 @@ import (
 	"time"
 
 	"frontdoor/config"
+	"frontdoor/internal/loopback"
 )
-
-// startEcho runs a line echo server that prefixes each line with its name.
-func startEcho(t *testing.T, name string) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				r := bufio.NewReader(c)
-				for {
-					line, err := r.ReadString('\n')
-					if err != nil {
-						return
-					}
-					if _, err := io.WriteString(c, name+" "+line); err != nil {
-						return
-					}
-				}
-			}()
-		}
-	}()
-	return ln.Addr().String()
-}
 
 // TestTCPListenerThroughApply drives a tcp listener configured from TOML, and
 // reloads it with another backend while a session stays open.
 func TestTCPListenerThroughApply(t *testing.T) {
 	t.Parallel()
-	a, b := startEcho(t, "a"), startEcho(t, "b")
+	a, b := loopback.Echo(t, "a"), loopback.Echo(t, "b")
 	toml := func(addr string) string {
 		return `
 [admin]

@@ -417,36 +417,3 @@ func freePort(t *testing.T) string {
 	t.Fatal("no free port below the ephemeral range")
 	return ""
 }
-
-// startEcho runs a line echo server on 127.0.0.1 that prefixes each line
-// with its name, and returns its address.
-func startEcho(t *testing.T, name string) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				r := bufio.NewReader(c)
-				for {
-					line, err := r.ReadString('\n')
-					if err != nil {
-						return
-					}
-					if _, err := io.WriteString(c, name+" "+line); err != nil {
-						return
-					}
-				}
-			}()
-		}
-	}()
-	return ln.Addr().String()
-}

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"frontdoor/internal/loopback"
 	"frontdoor/proxy"
 )
 
@@ -376,7 +377,7 @@ func TestHitlessReloadUnderLoad(t *testing.T) {
 	for i := range 5 {
 		bs = append(bs, startBackend(t, fmt.Sprintf("b%d", i)))
 	}
-	echo := []string{startEcho(t, "e0"), startEcho(t, "e1")}
+	echo := []string{loopback.Echo(t, "e0"), loopback.Echo(t, "e1")}
 	dir := t.TempDir()
 	cfgPath := filepath.Join(dir, "frontdoor.toml")
 	extraAddr, tcpAddr := freePort(t), freePort(t)

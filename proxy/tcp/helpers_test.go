@@ -13,6 +13,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"frontdoor/balancer"
+	"frontdoor/internal/loopback"
 	"frontdoor/metrics"
 )
 
@@ -31,20 +32,7 @@ func listen(t testing.TB) *net.TCPListener {
 // returns its address.
 func serveBackend(t testing.TB, fn func(c *net.TCPConn)) string {
 	t.Helper()
-	ln := listen(t)
-	go func() {
-		for {
-			c, err := ln.AcceptTCP()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				fn(c)
-			}()
-		}
-	}()
-	return ln.Addr().String()
+	return loopback.Serve(t, func(c net.Conn) { fn(c.(*net.TCPConn)) })
 }
 
 // echo copies everything back and half-closes at EOF.
