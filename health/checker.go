@@ -262,7 +262,8 @@ func (c *Checker) Status() []TargetStatus {
 // is probed at once when Run starts; its second probe comes at a random
 // point within one interval (so that many targets do not fire together), and
 // each following one an interval ± up to 10% after the previous one started.
-// For check "none" Run marks every target healthy and waits for ctx.
+// For check "none" Run marks every target healthy and returns: call it
+// before serving, so that no request finds the pool empty.
 //
 // Probe times are rounded to a grid of interval/10, so that the targets due
 // in the same tenth of an interval start together and wake the process
@@ -285,7 +286,6 @@ func (c *Checker) Run(ctx context.Context) {
 		// Done only now: a caller waiting for the first round must not
 		// see the targets before they are marked up.
 		c.unprobed.Store(0)
-		<-ctx.Done()
 		return
 	}
 	// tcp and http probers of IP addresses run together in one engine;

@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"frontdoor/internal/loopback"
 )
 
 // startHandler serves h with a real fasthttp server on 127.0.0.1 and
@@ -601,11 +603,6 @@ func TestExpectContinue(t *testing.T) {
 // on one that buffers them (max_body_bytes <= 1 MiB).
 func TestStreamedBodyLimits(t *testing.T) {
 	t.Parallel()
-	var got atomic.Int64
-	backend := startHandler(t, func(ctx *fasthttp.RequestCtx) {
-		n, _ := io.Copy(io.Discard, ctx.RequestBodyStream())
-		got.Add(n)
-	}, func(s *fasthttp.Server) { s.StreamRequestBody = true })
 	client := &http.Client{Transport: &http.Transport{DisableCompression: true}}
 	t.Cleanup(client.CloseIdleConnections)
 	for _, tc := range []struct {
@@ -619,6 +616,13 @@ func TestStreamedBodyLimits(t *testing.T) {
 		{"buffering, chunked", 100000, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			// A backend per case: the previous case's backend may still be
+			// reading the bytes it was allowed when this one starts.
+			var got atomic.Int64
+			backend := startHandler(t, func(ctx *fasthttp.RequestCtx) {
+				n, _ := io.Copy(io.Discard, ctx.RequestBodyStream())
+				got.Add(n)
+			}, func(s *fasthttp.Server) { s.StreamRequestBody = true })
 			p := streamProxy(t, fmt.Sprintf("max_body_bytes = %d\n", tc.max), "", nil, backend)
 			size := 3 * tc.max / 2
 			req, _ := http.NewRequest("POST", p.url(t, "web", "/"), &pattern{n: size})
@@ -688,29 +692,15 @@ func TestStreamAccessLog(t *testing.T) {
 func TestCloseDelimitedResponse(t *testing.T) {
 	t.Parallel()
 	const size = 200000
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				var h fasthttp.RequestHeader
-				if h.Read(bufio.NewReader(c)) != nil {
-					return
-				}
-				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n\r\n")
-				_, _ = io.Copy(c, &pattern{n: size})
-			}()
+	backend := loopback.Serve(t, func(c net.Conn) {
+		var h fasthttp.RequestHeader
+		if h.Read(bufio.NewReader(c)) != nil {
+			return
 		}
-	}()
-	p := streamProxy(t, "", "", nil, ln.Addr().String())
+		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n\r\n")
+		_, _ = io.Copy(c, &pattern{n: size})
+	})
+	p := streamProxy(t, "", "", nil, backend)
 	client := &http.Client{Transport: &http.Transport{DisableCompression: true}}
 	t.Cleanup(client.CloseIdleConnections)
 	for i := range 3 {
