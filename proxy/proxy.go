@@ -481,6 +481,7 @@ func (p *Proxy) retireUpstreams(gen *generation, drain time.Duration) {
 
 func (p *Proxy) newHTTPListener(lc *config.Listener, ln net.Listener) *httpListener {
 	m := p.opts.Metrics
+	deferAccept(ln)
 	cl := &connListener{
 		Listener: ln,
 		maxConns: int64(lc.MaxConnections),
