@@ -74,9 +74,19 @@ func (l *connListener) admit(c net.Conn) (net.Conn, error) {
 	l.total.Inc()
 	l.active.Inc()
 	if tc, ok := c.(*net.TCPConn); ok {
-		c = newDeferConn(tc, true)
+		cc := &clientConn{dc: deferConn{Conn: tc, client: true}} // as newDeferConn(tc, true)
+		cc.sniffConn = sniffConn{Conn: &cc.dc, l: l}
+		return &cc.sniffConn, nil
 	}
 	return &sniffConn{Conn: c, l: l}, nil
+}
+
+// clientConn puts a TCP client connection's sniffConn and the deferConn under
+// it in one allocation: one malloc per accepted connection instead of two.
+// fasthttp gets &sniffConn, which keeps the whole struct alive.
+type clientConn struct {
+	sniffConn
+	dc deferConn
 }
 
 var errRejected = errors.New("proxy: connection over max_connections")

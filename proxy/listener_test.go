@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
 )
 
@@ -56,5 +57,67 @@ func TestSilentClientIsAcceptedLate(t *testing.T) {
 	total := metricValue(t, p.reg, "frontdoor_connections_total", map[string]string{"listener": "web"})
 	if total != 1 {
 		t.Errorf("connections_total = %v, want 1", total)
+	}
+}
+
+// admit makes one allocation for a TCP client connection.
+func TestAdmitAllocatesOnce(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	sc, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+	l := &connListener{maxConns: 1 << 30,
+		active:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "a"}),
+		total:    prometheus.NewCounter(prometheus.CounterOpts{Name: "t"}),
+		rejected: prometheus.NewCounter(prometheus.CounterOpts{Name: "r"}),
+	}
+	allocs := testing.AllocsPerRun(100, func() {
+		conn, err := l.admit(sc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.(*sniffConn).release()
+	})
+	if allocs != 1 {
+		t.Errorf("admit: %v allocations, want 1", allocs)
+	}
+}
+
+func BenchmarkAdmit(b *testing.B) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	sc, err := ln.Accept()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer sc.Close()
+	l := &connListener{maxConns: 1 << 30,
+		active:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "a"}),
+		total:    prometheus.NewCounter(prometheus.CounterOpts{Name: "t"}),
+		rejected: prometheus.NewCounter(prometheus.CounterOpts{Name: "r"}),
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		conn, _ := l.admit(sc)
+		conn.(*sniffConn).release()
 	}
 }
