@@ -12,15 +12,16 @@ import (
 func TestImportArrows(t *testing.T) {
 	t.Parallel()
 	allowed := map[string][]string{
-		"frontdoor/config":     {},
-		"frontdoor/balancer":   {},
-		"frontdoor/metrics":    {},
-		"frontdoor/health":     {"frontdoor/config"},
-		"frontdoor/proxy/tcp":  {"frontdoor/balancer", "frontdoor/config", "frontdoor/metrics"},
-		"frontdoor/proxy/jwt":  {"frontdoor/balancer", "frontdoor/config", "frontdoor/metrics"},
-		"frontdoor/proxy/grpc": {"frontdoor/balancer", "frontdoor/config", "frontdoor/metrics"},
+		"frontdoor/config":          {},
+		"frontdoor/balancer":        {},
+		"frontdoor/metrics":         {},
+		"frontdoor/internal/splice": {},
+		"frontdoor/health":          {"frontdoor/config"},
+		"frontdoor/proxy/tcp":       {"frontdoor/balancer", "frontdoor/config", "frontdoor/metrics", "frontdoor/internal/splice"},
+		"frontdoor/proxy/jwt":       {"frontdoor/balancer", "frontdoor/config", "frontdoor/metrics"},
+		"frontdoor/proxy/grpc":      {"frontdoor/balancer", "frontdoor/config", "frontdoor/metrics"},
 		"frontdoor/proxy": {"frontdoor/balancer", "frontdoor/config", "frontdoor/metrics", "frontdoor/health",
-			"frontdoor/proxy/tcp", "frontdoor/proxy/jwt", "frontdoor/proxy/grpc"},
+			"frontdoor/proxy/tcp", "frontdoor/proxy/jwt", "frontdoor/proxy/grpc", "frontdoor/internal/splice"},
 	}
 	for pkg, ok := range allowed {
 		out, err := exec.Command("go", "list", "-deps", "-f", "{{.ImportPath}}", pkg).CombinedOutput()

@@ -14,7 +14,7 @@ func TestImports(t *testing.T) {
 	if err != nil {
 		t.Skipf("go list: %v", err)
 	}
-	allowed := map[string]bool{"frontdoor/proxy/tcp": true, "frontdoor/balancer": true, "frontdoor/config": true, "frontdoor/metrics": true}
+	allowed := map[string]bool{"frontdoor/proxy/tcp": true, "frontdoor/internal/splice": true, "frontdoor/balancer": true, "frontdoor/config": true, "frontdoor/metrics": true}
 	for dep := range strings.FieldsSeq(string(out)) {
 		if (dep == "frontdoor" || strings.HasPrefix(dep, "frontdoor/")) && !allowed[dep] {
 			t.Errorf("proxy/tcp depends on %s", dep)

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"frontdoor/config"
+	"frontdoor/internal/splice"
 	"frontdoor/metrics"
 )
 
@@ -89,7 +90,7 @@ type Server struct {
 
 	upstream atomic.Pointer[boundUpstream]
 	metrics  *metrics.Metrics
-	pipes    pipePool
+	pipes    splice.Pool
 	sessions sync.Pool
 
 	// Pre-bound metric children of this listener.

@@ -464,11 +464,11 @@ func TestZeroCopy(t *testing.T) {
 		_ = roundTrip(t, c, "hello")
 		open = append(open, c)
 	}
-	eventually(t, "idle sessions to hold no pipe", func() bool { return p.pipes.inUse.Load() == 0 })
+	eventually(t, "idle sessions to hold no pipe", func() bool { return p.pipes.InUse() == 0 })
 	if p.Active() != 20 {
 		t.Fatalf("%d sessions open, want 20", p.Active())
 	}
-	if created := p.pipes.created.Load(); !raceEnabled && created > 4 {
+	if created := p.pipes.Created(); !raceEnabled && created > 4 {
 		t.Errorf("%d pipes created for sequential traffic; pooling is broken", created)
 	}
 	_ = open

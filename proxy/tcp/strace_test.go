@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"frontdoor/internal/splice"
 )
 
 // TestSpliceSyscalls proves the zero-copy path from the outside: it runs
@@ -95,7 +97,7 @@ func TestSpliceSyscalls(t *testing.T) {
 		}
 	}
 	t.Logf("engine syscalls for 2 x 32 MiB and %d short sessions: %v", short, calls)
-	if calls["splice"] < 2*2*size/pipeSize {
+	if calls["splice"] < 2*2*size/splice.PipeSize {
 		t.Errorf("%d splice calls for 64 MiB", calls["splice"])
 	}
 	// The runtime and the test harness make a few reads and writes of
