@@ -13,6 +13,7 @@ import (
 	"github.com/cespare/xxhash/v2"
 	"github.com/valyala/fasthttp"
 
+	"frontdoor/internal/splice"
 	"frontdoor/metrics"
 	"frontdoor/proxy/grpc"
 	"frontdoor/proxy/jwt"
@@ -33,6 +34,7 @@ type httpListener struct {
 	grpc     *grpc.Server  // serves connections that open with the HTTP/2 preface
 	done     chan struct{} // closed when Serve returned
 	live     liveSet       // streamed bodies and tunnels (stream.go)
+	pipes    splice.Pool   // pipes of spliced response bodies (splice.go)
 }
 
 // handle is the fasthttp request handler: route, stages, pick, forward.

@@ -186,8 +186,9 @@ func (l *httpListener) forward(ctx *fasthttp.RequestCtx, u *upstream, p *poolRun
 		return nil
 	}
 	n := resp.Header.ContentLength()
+	spliced := n >= spliceThreshold && canSplice(ctx.Conn(), conn) // splice.go
 	if resp.SkipBody || status < 200 || status == fasthttp.StatusNoContent || status == fasthttp.StatusNotModified ||
-		(n >= 0 && n <= streamThreshold) {
+		(n >= 0 && n <= streamThreshold && !spliced) {
 		if !resp.SkipBody && status >= 200 && status != fasthttp.StatusNoContent && status != fasthttp.StatusNotModified {
 			err = resp.ReadBody(br, 0)
 		}
@@ -199,7 +200,7 @@ func (l *httpListener) forward(ctx *fasthttp.RequestCtx, u *upstream, p *poolRun
 		}
 		return err
 	}
-	startStream(ctx, l, hc, cc, (*fasthttp.HostClient).ReleaseConn, (*fasthttp.HostClient).CloseConn, br, p.pool, member, n)
+	startStream(ctx, l, hc, cc, (*fasthttp.HostClient).ReleaseConn, (*fasthttp.HostClient).CloseConn, br, p.pool, member, n, spliced)
 	return nil
 }
 
@@ -341,6 +342,11 @@ type upstreamBody[C interface{ Conn() net.Conn }] struct {
 	// body ended cleanly.
 	keepConn bool
 	fixed    bool // the body has a Content-Length
+	// spliced: the body moves by splice(2) (splice.go); left is how much
+	// of it is still to come, sp the transfer's state.
+	spliced bool
+	left    int64
+	sp      bodySplice
 
 	// framing holds a response whose header carries only the body's framing;
 	// fasthttp's stream reader over it decodes Content-Length, chunked or
@@ -364,10 +370,11 @@ type upstreamBody[C interface{ Conn() net.Conn }] struct {
 var upstreamBodies sync.Pool
 
 func startStream[C interface{ Conn() net.Conn }](ctx *fasthttp.RequestCtx, l *httpListener, hc *fasthttp.HostClient, cc C,
-	release, discard func(*fasthttp.HostClient, C), br *bufio.Reader, pool *balancer.Pool, member, length int) {
+	release, discard func(*fasthttp.HostClient, C), br *bufio.Reader, pool *balancer.Pool, member, length int, spliced bool) {
 	b, _ := upstreamBodies.Get().(*upstreamBody[C])
 	if b == nil {
 		b = &upstreamBody[C]{}
+		b.sp.bind()
 	}
 	b.hc, b.cc, b.release, b.discard, b.br = hc, cc, release, discard, br
 	b.conn, b.client = cc.Conn(), ctx.Conn()
@@ -380,10 +387,18 @@ func startStream[C interface{ Conn() net.Conn }](ctx *fasthttp.RequestCtx, l *ht
 	b.n, b.eof, b.readErr, b.closed, b.log = 0, false, nil, false, nil
 	pool.Acquire(member) // the backend is busy until the body ends
 
-	b.framing.Header.SetContentLength(length)
-	b.framing.StreamBody = true
-	_ = b.framing.ReadBody(br, 0) // with StreamBody it only sets up the stream
-	b.rs = b.framing.BodyStream()
+	b.spliced = spliced
+	if spliced {
+		// The body is read by length, from br and then the socket
+		// (splice.go); the framing reader is not needed.
+		b.left = int64(length)
+		b.sp.pipes = &l.pipes
+	} else {
+		b.framing.Header.SetContentLength(length)
+		b.framing.StreamBody = true
+		_ = b.framing.ReadBody(br, 0) // with StreamBody it only sets up the stream
+		b.rs = b.framing.BodyStream()
+	}
 	now := time.Now()
 	b.last = now
 	_ = b.conn.SetReadDeadline(deadline(now, b.idle))
@@ -392,8 +407,9 @@ func startStream[C interface{ Conn() net.Conn }](ctx *fasthttp.RequestCtx, l *ht
 		length = -1 // chunked to the client whatever the backend used
 	}
 	resp.SetBodyStream(b, length)
-	// Send the head at once: an event stream's client waits for it.
-	resp.ImmediateHeaderFlush = true
+	// Send the head at once: an event stream's client waits for it. A
+	// spliced body's head goes out with its first bytes, in one write.
+	resp.ImmediateHeaderFlush = !spliced
 	if !l.live.add(b) {
 		b.abort() // shutting down: the write fails and the stream closes
 	}
@@ -401,7 +417,15 @@ func startStream[C interface{ Conn() net.Conn }](ctx *fasthttp.RequestCtx, l *ht
 
 // Read implements io.Reader for fasthttp's response writer.
 func (b *upstreamBody[C]) Read(p []byte) (int, error) {
-	n, err := b.rs.Read(p)
+	var (
+		n   int
+		err error
+	)
+	if b.spliced {
+		n, err = b.readSpliced(p)
+	} else {
+		n, err = b.rs.Read(p)
+	}
 	b.n += int64(n)
 	switch {
 	case err == io.EOF:
@@ -409,18 +433,96 @@ func (b *upstreamBody[C]) Read(p []byte) (int, error) {
 	case err != nil:
 		b.readErr = err
 	}
+	b.refresh()
+	return n, err
+}
+
+// refresh pushes the deadlines out, at most every b.every.
+func (b *upstreamBody[C]) refresh() {
 	if now := time.Now(); now.Sub(b.last) >= b.every {
 		b.last = now
 		_ = b.conn.SetReadDeadline(deadline(now, b.idle))
 		_ = b.client.SetWriteDeadline(deadline(now, b.writeTO))
 	}
+}
+
+// readSpliced reads the start of a spliced body, before the splice takes
+// over: what the head's read took along, then no more from the socket than
+// p asks, so the rest stays there for splice(2).
+func (b *upstreamBody[C]) readSpliced(p []byte) (int, error) {
+	if b.left == 0 {
+		return 0, io.EOF
+	}
+	p = p[:min(int64(len(p)), b.left)]
+	var (
+		n   int
+		err error
+	)
+	if b.br.Buffered() > 0 {
+		n, err = b.br.Read(p)
+	} else {
+		n, err = b.conn.Read(p)
+	}
+	b.left -= int64(n)
+	if err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
 	return n, err
+}
+
+// spliceTo writes the rest of a spliced body, at most n bytes, to client:
+// bytes still buffered from the backend first, then splice(2) from the
+// backend's socket (splice.go).
+func (b *upstreamBody[C]) spliceTo(client *deferConn, n int64) (int64, error) {
+	total, err := b.spliceRest(client, min(n, b.left))
+	b.n += total
+	b.left -= total
+	if b.left == 0 && err == nil {
+		b.eof = true
+	}
+	return total, err
+}
+
+func (b *upstreamBody[C]) spliceRest(client *deferConn, n int64) (int64, error) {
+	var total int64
+	if k := min(int64(b.br.Buffered()), n); k > 0 {
+		head, _ := b.br.Peek(int(k))
+		m, err := client.Write(head)
+		_, _ = b.br.Discard(m)
+		total += int64(m)
+		if err != nil {
+			return total, err
+		}
+	}
+	src, dst := rawConnOf(b.conn.(*deferConn)), rawConnOf(client) // canSplice checked the type
+	if src == nil || dst == nil {
+		return total, errNoRawConn
+	}
+	s := &b.sp
+	s.want = n - total
+	defer s.release()
+	for s.want > 0 || s.inPipe > 0 {
+		m, err := s.step(src, dst)
+		total += m
+		if err != nil {
+			if s.readErr != nil {
+				b.readErr = s.readErr
+			}
+			return total, err
+		}
+		b.refresh()
+	}
+	return total, nil
 }
 
 // WriteTo copies a body of known length to w (fasthttp's fixed-length body
 // writer) through a 32 KiB buffer: fasthttp's own copy would go through its
-// 4 KiB write buffer, at several times the system calls.
+// 4 KiB write buffer, at several times the system calls. A spliced body goes
+// through w's ReadFrom instead (splice.go).
 func (b *upstreamBody[C]) WriteTo(w io.Writer) (int64, error) {
+	if rf, ok := w.(io.ReaderFrom); ok && b.spliced {
+		return rf.ReadFrom(b)
+	}
 	return copyPooled(w, b)
 }
 

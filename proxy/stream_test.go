@@ -309,6 +309,9 @@ func TestBodiesArriveIntact(t *testing.T) {
 	}{
 		{"empty", "GET", "n=0", -1, false, 0, 200},
 		{"small", "GET", "n=100", -1, false, 100, 200},
+		{"below splice", "GET", "n=65535", -1, false, 65535, 200},
+		{"at splice", "GET", "n=65536", -1, false, 65536, 200},
+		{"100 KiB spliced", "GET", "n=102400", -1, false, 102400, 200},
 		{"at threshold", "GET", "n=262144", -1, false, 262144, 200},
 		{"above threshold", "GET", "n=262145", -1, false, 262145, 200},
 		{"5 MiB", "GET", "n=5242880", -1, false, 5 << 20, 200},

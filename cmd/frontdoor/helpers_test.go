@@ -344,6 +344,12 @@ func startBackend(t *testing.T, name string) *backend {
 					return
 				}
 			}
+			if r.URL.Path == "/big" {
+				// bigBody bytes with a Content-Length: a spliced answer.
+				w.Header().Set("Content-Length", strconv.Itoa(bigBody))
+				_, _ = w.Write(bigPattern())
+				return
+			}
 			if r.URL.Path == "/slow" {
 				// Long enough that reloads land while requests are in
 				// flight on the old runtime.
