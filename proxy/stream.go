@@ -19,9 +19,11 @@ import (
 // Streaming: how a request is carried to a backend and its answer back.
 //
 // Small bodies are buffered whole, which is the zero-allocation fast path. A
-// response body longer than streamThreshold, chunked, or delimited by the
-// connection's close is relayed as it arrives instead (an upstreamBody on
-// ctx.Response), so memory stays bounded and server-sent events reach the
+// response body of known length from spliceThreshold (64 KiB) up is spliced
+// from socket to socket (splice.go); one longer than streamThreshold that
+// cannot be spliced, a chunked one, or one delimited by the connection's
+// close is relayed as it arrives through a buffer. Both are an upstreamBody
+// on ctx.Response, so memory stays bounded and server-sent events reach the
 // client one by one. A request body the client is still sending (longer than
 // requestPrefetch, or chunked) is sent on to the backend as it arrives (a
 // clientBody). Both refresh the connections' deadlines as bytes move, so
@@ -36,7 +38,9 @@ import (
 
 const (
 	// streamThreshold is the largest response body, by Content-Length, that
-	// is read whole before the answer starts; longer bodies are streamed.
+	// is read whole before the answer starts when it cannot be spliced (a
+	// client connection that is not a plain socket); longer bodies are
+	// streamed.
 	// 256 KiB: a body this small costs fewer syscalls read whole (one
 	// writev to the client) than relayed in chunks, and bounds memory per
 	// response all the same.
