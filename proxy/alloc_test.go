@@ -4,6 +4,7 @@ package proxy
 
 import (
 	"runtime"
+	"runtime/debug"
 	"testing"
 	"time"
 )
@@ -52,6 +53,12 @@ func TestForwardAllocs(t *testing.T) {
 				}
 				return
 			}
+			// No garbage collection while counting: one empties the
+			// sync.Pools, and refilling them (a bufio reader and writer
+			// in each backend's HostClient) reads as one allocation per
+			// request with 256 backends (seen in loaded runs, reproduced
+			// with two runtime.GC calls in the middle of the count).
+			defer debug.SetGCPercent(debug.SetGCPercent(-1))
 			if n := testing.AllocsPerRun(1000, func() { rig.do(t) }); n != 0 {
 				t.Errorf("%v allocations per forwarded request, want 0", n)
 			}
