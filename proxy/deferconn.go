@@ -65,6 +65,7 @@ type deferConn struct {
 	n       int
 	err     error
 	stuck   bool // the socket did not take every held byte at once
+	await   bool // awaitAnswer: stop at readable, read nothing
 	probing bool // a read after the wait bound fired: data now means a lost wakeup
 	readFn  func(uintptr) bool
 }
@@ -172,6 +173,33 @@ func (c *deferConn) Read(p []byte) (int, error) {
 	return c.result(err)
 }
 
+// awaitAnswer sends held bytes and returns once the connection is readable,
+// without reading: the caller takes its read buffer only then, so the wait
+// for a backend's answer holds none. The Read that follows finds data (its
+// read(2) replaces the one Read would have made). Backend connections only;
+// without held bytes it returns at once and Read waits as usual.
+func (c *deferConn) awaitAnswer() error {
+	if c.deferNext {
+		c.deferNext = false
+	}
+	if c.heldN == 0 || c.client || c.noSkip {
+		return nil
+	}
+	c.syncRead()
+	c.p, c.n, c.err, c.stuck, c.await = nil, 0, nil, false, true
+	err := c.rc.Read(c.readFn)
+	c.await = false
+	switch {
+	case c.stuck:
+		return c.flush()
+	case err != nil:
+		return err
+	case c.err != nil:
+		return &net.OpError{Op: "write", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: os.NewSyscallError("write", c.err)}
+	}
+	return nil
+}
+
 // result turns one callback run into Read's return values.
 func (c *deferConn) result(waitErr error) (int, error) {
 	if waitErr != nil {
@@ -209,6 +237,9 @@ func (c *deferConn) onReadable(fd uintptr) bool {
 			return true
 		}
 		return false
+	}
+	if c.await {
+		return true
 	}
 	n, err := rawIO(unix.SYS_READ, fd, c.p)
 	if err == unix.EAGAIN {

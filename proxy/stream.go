@@ -169,6 +169,13 @@ func (l *httpListener) forward(ctx *fasthttp.RequestCtx, u *upstream, p *poolRun
 		return err
 	}
 
+	if dc, ok := conn.(*deferConn); ok {
+		// Wait for the answer before taking a read buffer (deferconn.go).
+		if err = dc.awaitAnswer(); err != nil {
+			hc.CloseConn(cc)
+			return err
+		}
+	}
 	br := hc.AcquireReader(conn)
 	if req.Header.IsHead() {
 		resp.SkipBody = true
