@@ -17,6 +17,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // options are the command-line settings.
@@ -437,6 +439,12 @@ func ownLoadCPU(e *env, tick time.Duration) time.Duration {
 
 // copyExecutable copies the program src to dst and returns dst. A missing
 // src is an error the caller may ignore: the target then reports n/a.
+//
+// The copy's pages are then dropped from the page cache, so the program
+// loads from disk like an installed one (HAProxy's, nginx's). Left as the
+// write put them there, they can be large folios that the kernel maps 2 MiB
+// at a time (FilePmdMapped in smaps): the same frontdoor binary showed
+// 20.9 MiB of RSS at idle from such a copy against 16.7 MiB evicted.
 func copyExecutable(src, dst string) (string, error) {
 	b, err := os.ReadFile(src)
 	if err != nil {
@@ -445,7 +453,24 @@ func copyExecutable(src, dst string) (string, error) {
 	if err := os.WriteFile(dst, b, 0o755); err != nil {
 		return "", fmt.Errorf("copy %s: %w", src, err)
 	}
+	if err := dropPageCache(dst); err != nil {
+		return "", fmt.Errorf("copy %s: %w", src, err)
+	}
 	return dst, nil
+}
+
+// dropPageCache writes the file at path to disk and evicts its pages from
+// the page cache.
+func dropPageCache(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	return unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
 }
 
 // readCPUStat reads the /proc/stat times of cpu, which must be a single CPU
