@@ -51,6 +51,9 @@ type deferConn struct {
 	deferNext bool
 	// noSkip: this client pipelines; read the usual way from now on.
 	noSkip bool
+	// answered: awaitAnswer saw the socket readable, so the next Read
+	// reads from the callback at once.
+	answered bool
 
 	mu      sync.Mutex // guards held against a Close from another goroutine
 	held    *[deferMax]byte
@@ -132,6 +135,16 @@ func (c *deferConn) Read(p []byte) (int, error) {
 	if c.deferNext {
 		c.deferNext = false // written only when set: tunnels share the conn
 	}
+	if c.answered && c.heldN == 0 && len(p) > 0 {
+		// The answer awaitAnswer waited for: read it as the callback
+		// would have (a spurious wakeup waits in rc.Read as usual).
+		c.answered = false
+		c.syncRead()
+		c.p, c.n, c.err = p, 0, nil
+		err := c.rc.Read(c.readFn)
+		c.p = nil
+		return c.result(err)
+	}
 	if c.heldN == 0 || len(p) == 0 || c.noSkip {
 		if err := c.flush(); err != nil {
 			return 0, err
@@ -175,9 +188,10 @@ func (c *deferConn) Read(p []byte) (int, error) {
 
 // awaitAnswer sends held bytes and returns once the connection is readable,
 // without reading: the caller takes its read buffer only then, so the wait
-// for a backend's answer holds none. The Read that follows finds data (its
-// read(2) replaces the one Read would have made). Backend connections only;
-// without held bytes it returns at once and Read waits as usual.
+// for a backend's answer holds none. The Read that follows finds data and
+// reads it from RawConn.Read's callback, as Read would have. Backend
+// connections only; without held bytes it returns at once and Read waits as
+// usual.
 func (c *deferConn) awaitAnswer() error {
 	if c.deferNext {
 		c.deferNext = false
@@ -197,6 +211,7 @@ func (c *deferConn) awaitAnswer() error {
 	case c.err != nil:
 		return &net.OpError{Op: "write", Net: "tcp", Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: os.NewSyscallError("write", c.err)}
 	}
+	c.answered = true
 	return nil
 }
 
