@@ -1,5 +1,6 @@
 // Command sidebyside benchmarks frontdoor side by side with HAProxy, nginx
-// and bench/minproxy (a bare fasthttp HostClient proxy) on one machine, and
+// bench/minproxy (a bare fasthttp HostClient proxy) and bench/evproxy (a
+// one-goroutine epoll proxy: the floor of an event-loop core) on one machine, and
 // writes a markdown report (bench/RESULTS.md). `make bench` and
 // `make bench-quick` (bench/bench.mk) build and run it; bench/README.md says
 // how to read the figures.
@@ -25,6 +26,7 @@
 // Usage:
 //
 //	sidebyside [-quick] [-rounds 3] [-d 10s] [-workloads small-64,l4-1] [-targets frontdoor]
-//	           [-frontdoor bin/frontdoor] [-minproxy bench/out/minproxy] [-out bench/RESULTS.md]
+//	           [-frontdoor bin/frontdoor] [-minproxy bench/out/minproxy]
+//	           [-evproxy bench/out/evproxy] [-out bench/RESULTS.md]
 //	           [-perf DIR] [-keep] [-list]
 package main

@@ -31,6 +31,7 @@ type options struct {
 	Targets      string
 	FrontdoorBin string
 	MinproxyBin  string
+	EvproxyBin   string
 	Out          string
 	CPUProxy     string
 	CPULoad      string
@@ -52,6 +53,7 @@ func main() {
 	flag.StringVar(&o.Targets, "targets", "", "comma-separated targets to run (default: all; baselines always run)")
 	flag.StringVar(&o.FrontdoorBin, "frontdoor", "bin/frontdoor", "frontdoor binary (missing: frontdoor is n/a)")
 	flag.StringVar(&o.MinproxyBin, "minproxy", "bench/out/minproxy", "minproxy binary (go build ./bench/minproxy)")
+	flag.StringVar(&o.EvproxyBin, "evproxy", "bench/out/evproxy", "evproxy binary (go build ./bench/evproxy)")
 	flag.StringVar(&o.Out, "out", "bench/RESULTS.md", "markdown report to write (also printed)")
 	flag.StringVar(&o.CPUProxy, "cpu-proxy", "1", "CPU list (taskset) of the proxy under test")
 	flag.StringVar(&o.CPULoad, "cpu-load", "0", "CPU list of the load generator and the backend")
@@ -202,7 +204,11 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	e := &env{Dir: dir, FrontdoorBin: absFrontdoor, MinproxyBin: absMinproxy, Ports: pp}
+	absEvproxy, _ := filepath.Abs(o.EvproxyBin)
+	if cp, err := copyExecutable(absEvproxy, filepath.Join(dir, "evproxy")); err == nil {
+		absEvproxy = cp
+	}
+	e := &env{Dir: dir, FrontdoorBin: absFrontdoor, MinproxyBin: absMinproxy, EvproxyBin: absEvproxy, Ports: pp}
 	tick := clockTick()
 
 	// Backends, on the load CPU, for the whole run.
