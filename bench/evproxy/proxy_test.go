@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+	"golang.org/x/sys/unix"
 )
 
 // startBackend serves on 127.0.0.1: /echo answers the request body,
@@ -250,5 +251,37 @@ func TestManyConnections(t *testing.T) {
 		if err := <-errs; err != nil {
 			t.Error(err)
 		}
+	}
+}
+
+// TestNoDelayInherited checks what accept relies on instead of a setsockopt
+// per connection: the accepted socket has TCP_NODELAY from the listener.
+func TestNoDelayInherited(t *testing.T) {
+	t.Parallel()
+	p, err := newProxy("127.0.0.1:0", "127.0.0.1:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.closeFDs()
+	c, err := net.Dial("tcp4", p.addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		fd, _, e := unix.RawSyscall6(unix.SYS_ACCEPT4, uintptr(p.lfd), 0, 0, unix.SOCK_CLOEXEC, 0, 0)
+		if e == 0 {
+			defer unix.Close(int(fd))
+			v, err := unix.GetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NODELAY)
+			if err != nil || v == 0 {
+				t.Fatalf("accepted socket TCP_NODELAY = %d, %v; want 1", v, err)
+			}
+			return
+		}
+		if e != unix.EAGAIN || time.Now().After(deadline) {
+			t.Fatalf("accept4: %v", e)
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
