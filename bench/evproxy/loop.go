@@ -395,8 +395,8 @@ func (p *proxy) clientEvent(c *conn, ev uint32) {
 		if b := c.peer; b != nil && b.paused && c.woff == len(c.wbuf) {
 			b.paused = false
 			p.backendRead(b, 0)
-			if c.fd < 0 || c.peer != b && c.closing {
-				return
+			if c.fd < 0 {
+				return // closed while the backend's data went out
 			}
 		}
 	}

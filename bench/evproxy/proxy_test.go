@@ -27,6 +27,8 @@ func startBackend(t *testing.T) string {
 		switch string(ctx.Path()) {
 		case "/echo":
 			ctx.SetBody(ctx.Request.Body())
+		case "/big":
+			ctx.SetBody(bigBody)
 		case "/chunked":
 			ctx.SetBodyStreamWriter(func(w *bufio.Writer) { _, _ = w.WriteString("chunk") })
 		default:
@@ -38,6 +40,10 @@ func startBackend(t *testing.T) string {
 	t.Cleanup(func() { _ = srv.Shutdown() })
 	return ln.Addr().String()
 }
+
+// bigBody is larger than every proxy buffer and than maxPending, so it
+// streams through with backend reads paused while the client drains.
+var bigBody = []byte(strings.Repeat("0123456789abcdef", 1<<16)) // 1 MiB
 
 // startProxy runs an evproxy in front of backend until the test ends.
 func startProxy(t *testing.T, backend string) string {
@@ -173,6 +179,13 @@ func TestProxy(t *testing.T) {
 			if r := cl.expect(200, "", true); r.Header.ContentLength() != len("hello /h") {
 				t.Errorf("HEAD Content-Length %d", r.Header.ContentLength())
 			}
+			cl.send("GET /after HTTP/1.1\r\nHost: x\r\n\r\n")
+			cl.expect(200, "hello /after", false)
+		}},
+		{name: "1 MiB body, then keep-alive", run: func(cl *client) {
+			cl.send("GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+			time.Sleep(20 * time.Millisecond) // lets the client's socket fill, so the proxy pauses
+			cl.expect(200, string(bigBody), false)
 			cl.send("GET /after HTTP/1.1\r\nHost: x\r\n\r\n")
 			cl.expect(200, "hello /after", false)
 		}},
