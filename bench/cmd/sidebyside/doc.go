@@ -20,13 +20,15 @@
 // The backends (an nginx with one worker serving /small and a 100 KiB /big,
 // and an iperf3 server) run on -cpu-load for the whole run. A target that
 // cannot be built, started or reached is reported as n/a with the reason; the
-// run goes on. Every process binds 127.0.0.1 only; every run is bounded in
+// run goes on. -frontdoor2 adds a second frontdoor binary as target
+// frontdoor2, run right after frontdoor: a before/after pair in one run.
+// Every process binds 127.0.0.1 only; every run is bounded in
 // time. The harness stops only processes it started, each by its PID.
 //
 // Usage:
 //
 //	sidebyside [-quick] [-rounds 3] [-d 10s] [-workloads small-64,l4-1] [-targets frontdoor]
-//	           [-frontdoor bin/frontdoor] [-minproxy bench/out/minproxy]
+//	           [-frontdoor bin/frontdoor] [-frontdoor2 OLD-BINARY] [-minproxy bench/out/minproxy]
 //	           [-evproxy bench/out/evproxy] [-out bench/RESULTS.md]
 //	           [-perf DIR] [-keep] [-list]
 package main

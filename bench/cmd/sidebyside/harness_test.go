@@ -352,8 +352,34 @@ func TestSelectWorkloads(t *testing.T) {
 	if _, err := selectWorkloads("nope"); err == nil {
 		t.Fatal("unknown workload: want error")
 	}
-	ts := selectTargets(httpTargets, "minproxy")
+	ts := selectTargets(httpTargets, "minproxy", false)
 	if len(ts) != 2 || ts[0].Name != "haproxy" || ts[1].Name != "minproxy" {
 		t.Fatalf("selectTargets = %v", ts)
+	}
+	// frontdoor2 runs only with its binary, and then with frontdoor.
+	names := func(ts []target) string {
+		var n []string
+		for _, t := range ts {
+			n = append(n, t.Name)
+		}
+		return strings.Join(n, ",")
+	}
+	for _, tc := range []struct {
+		names  string
+		second bool
+		want   string
+	}{
+		{"", false, "haproxy,frontdoor,nginx,minproxy,evproxy"},
+		{"", true, "haproxy,frontdoor,frontdoor2,nginx,minproxy,evproxy"},
+		{"frontdoor", false, "haproxy,frontdoor"},
+		{"frontdoor", true, "haproxy,frontdoor,frontdoor2"},
+		{"minproxy", true, "haproxy,minproxy"},
+	} {
+		if got := names(selectTargets(httpTargets, tc.names, tc.second)); got != tc.want {
+			t.Errorf("selectTargets(%q, %v) = %s, want %s", tc.names, tc.second, got, tc.want)
+		}
+	}
+	if got := names(selectTargets(l4Targets, "frontdoor", true)); got != "haproxy,frontdoor,frontdoor2" {
+		t.Errorf("L4 selectTargets = %s", got)
 	}
 }

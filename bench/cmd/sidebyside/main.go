@@ -30,17 +30,20 @@ type options struct {
 	Workloads    string
 	Targets      string
 	FrontdoorBin string
-	MinproxyBin  string
-	EvproxyBin   string
-	Out          string
-	CPUProxy     string
-	CPULoad      string
-	Keep         bool
-	PerfDir      string
-	MaxNoise     float64
-	Retries      int
-	Command      string
-	Notes        string
+	// Frontdoor2Bin, if set, runs as target frontdoor2 right after
+	// frontdoor in every round: a before/after pair in one run.
+	Frontdoor2Bin string
+	MinproxyBin   string
+	EvproxyBin    string
+	Out           string
+	CPUProxy      string
+	CPULoad       string
+	Keep          bool
+	PerfDir       string
+	MaxNoise      float64
+	Retries       int
+	Command       string
+	Notes         string
 }
 
 func main() {
@@ -52,6 +55,7 @@ func main() {
 	flag.StringVar(&o.Workloads, "workloads", "", "comma-separated workloads (default: all; see -list)")
 	flag.StringVar(&o.Targets, "targets", "", "comma-separated targets to run (default: all; baselines always run)")
 	flag.StringVar(&o.FrontdoorBin, "frontdoor", "bin/frontdoor", "frontdoor binary (missing: frontdoor is n/a)")
+	flag.StringVar(&o.Frontdoor2Bin, "frontdoor2", "", "a second frontdoor binary, run as target frontdoor2 right after frontdoor in every round (before/after a change in one run; none: no frontdoor2 rows)")
 	flag.StringVar(&o.MinproxyBin, "minproxy", "bench/out/minproxy", "minproxy binary (go build ./bench/minproxy)")
 	flag.StringVar(&o.EvproxyBin, "evproxy", "bench/out/evproxy", "evproxy binary (go build ./bench/evproxy)")
 	flag.StringVar(&o.Out, "out", "bench/RESULTS.md", "markdown report to write (also printed)")
@@ -124,20 +128,23 @@ func selectWorkloads(names string) ([]workload, error) {
 	return out, nil
 }
 
-// selectTargets filters ts by names, always keeping the baseline (first).
-func selectTargets(ts []target, names string) []target {
-	if names == "" {
-		return ts
-	}
+// selectTargets filters ts by names (all when empty), always keeping the
+// baseline (first); frontdoor2 runs only when its binary is given and
+// frontdoor runs too.
+func selectTargets(ts []target, names string, second bool) []target {
 	want := map[string]bool{}
 	for n := range strings.SplitSeq(names, ",") {
 		want[strings.TrimSpace(n)] = true
 	}
 	out := []target{ts[0]}
 	for _, t := range ts[1:] {
-		if want[t.Name] {
-			out = append(out, t)
+		if names != "" && !want[t.Name] && (t.Name != "frontdoor2" || !want["frontdoor"]) {
+			continue
 		}
+		if t.Name == "frontdoor2" && !second {
+			continue
+		}
+		out = append(out, t)
 	}
 	return out
 }
@@ -148,8 +155,8 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	httpTs := selectTargets(httpTargets, o.Targets)
-	l4Ts := selectTargets(l4Targets, o.Targets)
+	httpTs := selectTargets(httpTargets, o.Targets, o.Frontdoor2Bin != "")
+	l4Ts := selectTargets(l4Targets, o.Targets, o.Frontdoor2Bin != "")
 	needL4 := slices.ContainsFunc(workloads, func(w workload) bool { return w.L4 })
 	needHTTP := slices.ContainsFunc(workloads, func(w workload) bool { return !w.L4 })
 	tools := []string{"taskset"}
@@ -195,6 +202,13 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
 			absFrontdoor = cp
 		}
 	}
+	absFrontdoor2 := ""
+	if o.Frontdoor2Bin != "" {
+		absFrontdoor2, _ = filepath.Abs(o.Frontdoor2Bin)
+		if cp, err := copyExecutable(absFrontdoor2, filepath.Join(dir, "frontdoor2")); err == nil {
+			absFrontdoor2 = cp
+		}
+	}
 	absMinproxy, _ := filepath.Abs(o.MinproxyBin)
 	if cp, err := copyExecutable(absMinproxy, filepath.Join(dir, "minproxy")); err == nil {
 		absMinproxy = cp
@@ -208,7 +222,7 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	if cp, err := copyExecutable(absEvproxy, filepath.Join(dir, "evproxy")); err == nil {
 		absEvproxy = cp
 	}
-	e := &env{Dir: dir, FrontdoorBin: absFrontdoor, MinproxyBin: absMinproxy, EvproxyBin: absEvproxy, Ports: pp}
+	e := &env{Dir: dir, FrontdoorBin: absFrontdoor, Frontdoor2Bin: absFrontdoor2, MinproxyBin: absMinproxy, EvproxyBin: absEvproxy, Ports: pp}
 	tick := clockTick()
 
 	// Backends, on the load CPU, for the whole run.
@@ -286,7 +300,7 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	m := meta{
 		Command: o.Command, Started: start, Elapsed: time.Since(start), Rounds: o.Rounds,
 		Duration: o.Duration, Warmup: o.Warmup, CPUProxy: o.CPUProxy, CPULoad: o.CPULoad,
-		Machine: machine(e.FrontdoorBin, loadStart), Reruns: reruns, MaxNoise: o.MaxNoise, Retries: o.Retries,
+		Machine: machine(e.FrontdoorBin, e.Frontdoor2Bin, loadStart), Reruns: reruns, MaxNoise: o.MaxNoise, Retries: o.Retries,
 	}
 	report := render(m, workloads, httpTs, l4Ts, samples)
 	if notes, err := os.ReadFile(o.Notes); err == nil {
@@ -543,7 +557,7 @@ func readLoadAvg() string {
 }
 
 // machine collects the report's machine and version table.
-func machine(frontdoorBin, loadStart string) [][2]string {
+func machine(frontdoorBin, frontdoor2Bin, loadStart string) [][2]string {
 	first := func(name string, args ...string) string {
 		out, err := exec.Command(name, args...).CombinedOutput()
 		s := strings.TrimSpace(string(out))
@@ -574,7 +588,7 @@ func machine(frontdoorBin, loadStart string) [][2]string {
 		}
 	}
 	kernel := first("uname", "-r")
-	return [][2]string{
+	rows := [][2]string{
 		{"source tree", first("git", "describe", "--always", "--dirty")},
 		{"CPUs (nproc)", first("nproc")},
 		{"CPU model", cpu},
@@ -587,4 +601,8 @@ func machine(frontdoorBin, loadStart string) [][2]string {
 		{"iperf3", first("iperf3", "-v")},
 		{"load average (1 5 15 min) at start / end", loadStart + " / " + readLoadAvg()},
 	}
+	if frontdoor2Bin != "" {
+		rows = slices.Insert(rows, 6, [2]string{"frontdoor2", first(frontdoor2Bin, "-version")})
+	}
+	return rows
 }

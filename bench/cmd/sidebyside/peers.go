@@ -9,13 +9,14 @@ import (
 
 // env is what every target needs to write its config and start.
 type env struct {
-	Dir          string // temp dir for configs, logs and nginx state
-	FrontdoorBin string // "" or missing: frontdoor is n/a
-	MinproxyBin  string
-	EvproxyBin   string
-	BackendPort  int // nginx backend (HTTP)
-	IperfPort    int // iperf3 server (L4)
-	Ports        *ports
+	Dir           string // temp dir for configs, logs and nginx state
+	FrontdoorBin  string // "" or missing: frontdoor is n/a
+	Frontdoor2Bin string // the -frontdoor2 binary, or ""
+	MinproxyBin   string
+	EvproxyBin    string
+	BackendPort   int // nginx backend (HTTP)
+	IperfPort     int // iperf3 server (L4)
+	Ports         *ports
 	// LoadPIDs are the long-lived processes of ours on the load CPU (the
 	// backends), whose CPU time is not noise.
 	LoadPIDs []int
@@ -40,6 +41,7 @@ type launch struct {
 var httpTargets = []target{
 	{Name: "haproxy", Setup: haproxyHTTP},
 	{Name: "frontdoor", Setup: frontdoorHTTP},
+	{Name: "frontdoor2", Setup: frontdoor2HTTP},
 	{Name: "nginx", Setup: nginxProxy},
 	{Name: "minproxy", Setup: minproxy},
 	{Name: "evproxy", Setup: evproxy},
@@ -51,6 +53,7 @@ var l4Targets = []target{
 	{Name: "haproxy", L4: true, Setup: haproxyTCP(false)},
 	{Name: "haproxy-splice", L4: true, Setup: haproxyTCP(true)},
 	{Name: "frontdoor", L4: true, Setup: frontdoorTCP},
+	{Name: "frontdoor2", L4: true, Setup: frontdoor2TCP},
 	{Name: "direct", L4: true},
 }
 
@@ -64,14 +67,14 @@ func addr(port int) string { return "127.0.0.1:" + strconv.Itoa(port) }
 // goEnv pins a Go proxy's scheduler to the one CPU it is given.
 var goEnv = []string{"GOMAXPROCS=1"}
 
-func frontdoorBin(e *env) (string, error) {
-	if e.FrontdoorBin == "" {
+func frontdoorBin(bin string) (string, error) {
+	if bin == "" {
 		return "", fmt.Errorf("frontdoor binary not given")
 	}
-	if _, err := os.Stat(e.FrontdoorBin); err != nil {
+	if _, err := os.Stat(bin); err != nil {
 		return "", fmt.Errorf("frontdoor binary: %w", err)
 	}
-	return e.FrontdoorBin, nil
+	return bin, nil
 }
 
 // frontdoorConfig returns frontdoor's TOML for an http listener on port
@@ -126,24 +129,36 @@ backends = [{ address = %q }]
 }
 
 func frontdoorHTTP(e *env, port int) (launch, error) {
-	bin, err := frontdoorBin(e)
-	if err != nil {
-		return launch{}, err
-	}
-	admin, err := e.Ports.get()
-	if err != nil {
-		return launch{}, err
-	}
-	p, err := writeFile(e.Dir, "frontdoor-http.toml", frontdoorConfig(port, admin, e.BackendPort, "http"))
-	return launch{Argv: []string{bin, "-config", p}, Env: goEnv}, err
+	return frontdoorLaunch(e, e.FrontdoorBin, "frontdoor", port, "http")
+}
+
+func frontdoor2HTTP(e *env, port int) (launch, error) {
+	return frontdoorLaunch(e, e.Frontdoor2Bin, "frontdoor2", port, "http")
 }
 
 func frontdoorTCP(e *env, port int) (launch, error) {
-	bin, err := frontdoorBin(e)
+	return frontdoorLaunch(e, e.FrontdoorBin, "frontdoor", port, "tcp")
+}
+
+func frontdoor2TCP(e *env, port int) (launch, error) {
+	return frontdoorLaunch(e, e.Frontdoor2Bin, "frontdoor2", port, "tcp")
+}
+
+// frontdoorLaunch writes NAME-MODE.toml and starts bin on it; an http
+// listener gets an admin server (as an operator's would), a tcp one none.
+func frontdoorLaunch(e *env, bin, name string, port int, mode string) (launch, error) {
+	bin, err := frontdoorBin(bin)
 	if err != nil {
 		return launch{}, err
 	}
-	p, err := writeFile(e.Dir, "frontdoor-tcp.toml", frontdoorConfig(port, 0, e.IperfPort, "tcp"))
+	admin, upstream := 0, e.IperfPort
+	if mode == "http" {
+		if admin, err = e.Ports.get(); err != nil {
+			return launch{}, err
+		}
+		upstream = e.BackendPort
+	}
+	p, err := writeFile(e.Dir, name+"-"+mode+".toml", frontdoorConfig(port, admin, upstream, mode))
 	return launch{Argv: []string{bin, "-config", p}, Env: goEnv}, err
 }
 
