@@ -257,6 +257,18 @@ func (c *Checker) Status() []TargetStatus {
 	return out
 }
 
+// Start runs the Checker in the background, as go Run(ctx) would, except
+// that with check "none" it marks every target up before it returns: the
+// caller can then serve the pool at once, without a first moment in which no
+// backend is up.
+func (c *Checker) Start(ctx context.Context) {
+	if c.check.Check == "none" {
+		c.Run(ctx) // marks and returns
+		return
+	}
+	go c.Run(ctx)
+}
+
 // Run checks the targets until ctx is done, then closes the probes'
 // connections and returns once all its goroutines have ended. Every target
 // is probed at once when Run starts; its second probe comes at a random

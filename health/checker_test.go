@@ -362,6 +362,20 @@ func TestCheckerNone(t *testing.T) {
 	}
 }
 
+// TestStartNoneMarksBeforeReturning: Start with check "none" returns with
+// every target up, so a listener started next never finds the pool empty.
+func TestStartNoneMarksBeforeReturning(t *testing.T) {
+	t.Parallel()
+	b := &backend{}
+	c, _ := newTestChecker(t, config.HealthCheck{Check: "none"}, Target{Address: closedAddr(t), Backend: b})
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	c.Start(ctx)
+	if !b.healthy.Load() || !c.FirstRoundDone() {
+		t.Errorf("after Start: healthy %v, first round done %v; want both", b.healthy.Load(), c.FirstRoundDone())
+	}
+}
+
 // TestCheckerPrevious: a Checker replacing another on reload takes over
 // results, times and counters by address.
 func TestCheckerPrevious(t *testing.T) {

@@ -154,13 +154,9 @@ func (p *Proxy) Apply(cfg *config.Config) error {
 	}
 	for _, name := range gen.names {
 		pr := gen.pools[name]
-		if pr.cfg.Health.Check == "none" {
-			// Marks every backend up and returns: done before a
-			// listener can route to the pool (no 503 at start).
-			pr.checker.Run(ctx)
-		} else {
-			go pr.checker.Run(ctx)
-		}
+		// Before any listener routes to the pool: with check "none"
+		// its backends are up by then (no 503 at start).
+		pr.checker.Start(ctx)
 		if pr.ejector != nil {
 			go pr.ejector.Run(ctx)
 		}

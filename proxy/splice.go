@@ -6,8 +6,6 @@ import (
 	"net"
 	"syscall"
 
-	"golang.org/x/sys/unix"
-
 	"frontdoor/internal/splice"
 )
 
@@ -95,11 +93,9 @@ func (c *sniffConn) ReadFrom(r io.Reader) (int64, error) {
 // socket through a pipe, one RawConn callback at a time. fillFn and drainFn
 // are bound once, so passing them to RawConn allocates nothing.
 type bodySplice struct {
-	pipes  *splice.Pool
-	p      *splice.Pipe
-	inPipe int
-	want   int64 // bytes still to take from the source
-	moved  int64 // bytes the last drain wrote
+	t     splice.Transfer
+	want  int64 // bytes still to take from the source
+	moved int64 // bytes the last drain wrote
 
 	readErr  error // the source failed or ended early
 	writeErr error // the destination failed
@@ -113,55 +109,28 @@ func (s *bodySplice) bind() { s.fillFn, s.drainFn = s.fill, s.drain }
 // to read it gives the pipe back before RawConn waits, so a stalled
 // transfer holds none.
 func (s *bodySplice) fill(fd uintptr) bool {
-	if s.p == nil {
-		p, err := s.pipes.Get()
-		if err != nil {
-			s.readErr = err
-			return true
-		}
-		s.p = p
+	n, again, err := s.t.Fill(int(fd), int(min(s.want, splice.MaxMove)))
+	switch {
+	case again:
+		return false
+	case err != nil:
+		s.readErr = err
+	case n == 0:
+		s.readErr = io.ErrUnexpectedEOF
+	default:
+		s.want -= n
 	}
-	for {
-		n, err := splice.Move(int(fd), s.p.W, int(min(s.want, splice.MaxMove)))
-		switch {
-		case err == unix.EINTR:
-			continue
-		case err == unix.EAGAIN:
-			s.pipes.Put(s.p)
-			s.p = nil
-			return false
-		case err != nil:
-			s.readErr = err
-		case n == 0:
-			s.readErr = io.ErrUnexpectedEOF
-		default:
-			s.inPipe = int(n)
-			s.want -= n
-		}
-		return true
-	}
+	return true
 }
 
 // drain moves the pipe's bytes to the destination.
 func (s *bodySplice) drain(fd uintptr) bool {
-	for s.inPipe > 0 {
-		n, err := splice.Move(s.p.R, int(fd), s.inPipe)
-		switch {
-		case err == unix.EINTR:
-			continue
-		case err == unix.EAGAIN:
-			return false
-		case err != nil:
-			s.writeErr = err
-			return true
-		case n == 0:
-			s.writeErr = unix.EPIPE
-			return true
-		}
-		s.inPipe -= int(n)
-		s.moved += n
+	n, again, err := s.t.Drain(int(fd))
+	s.moved += n
+	if err != nil {
+		s.writeErr = err
 	}
-	return true
+	return !again
 }
 
 // step moves one pipe's worth: it waits for the source, fills the pipe and
@@ -169,7 +138,7 @@ func (s *bodySplice) drain(fd uintptr) bool {
 // of the wait or of either side (readErr, writeErr tell which).
 func (s *bodySplice) step(src, dst syscall.RawConn) (int64, error) {
 	s.moved = 0
-	if s.inPipe == 0 {
+	if s.t.InPipe == 0 {
 		if err := src.Read(s.fillFn); err != nil {
 			s.readErr = err
 			return 0, err
@@ -187,12 +156,6 @@ func (s *bodySplice) step(src, dst syscall.RawConn) (int64, error) {
 
 // release gives the pipe back, or closes it when it still holds bytes.
 func (s *bodySplice) release() {
-	if s.p != nil {
-		if s.inPipe == 0 {
-			s.pipes.Put(s.p)
-		} else {
-			s.pipes.Destroy(s.p)
-		}
-	}
-	s.p, s.inPipe, s.want, s.readErr, s.writeErr = nil, 0, 0, nil, nil
+	s.t.Release()
+	s.want, s.readErr, s.writeErr = 0, nil, nil
 }

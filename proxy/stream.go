@@ -403,7 +403,7 @@ func startStream[C interface{ Conn() net.Conn }](ctx *fasthttp.RequestCtx, l *ht
 		// The body is read by length, from br and then the socket
 		// (splice.go); the framing reader is not needed.
 		b.left = int64(length)
-		b.sp.pipes = &l.pipes
+		b.sp.t.Pool = &l.pipes
 	} else {
 		b.framing.Header.SetContentLength(length)
 		b.framing.StreamBody = true
@@ -512,7 +512,7 @@ func (b *upstreamBody[C]) spliceRest(client *deferConn, n int64) (int64, error) 
 	s := &b.sp
 	s.want = n - total
 	defer s.release()
-	for s.want > 0 || s.inPipe > 0 {
+	for s.want > 0 || s.t.InPipe > 0 {
 		m, err := s.step(src, dst)
 		total += m
 		if err != nil {

@@ -112,3 +112,80 @@ func (pp *Pool) Created() int64 { return pp.created.Load() }
 
 // InUse returns how many pipes are handed out and not yet returned.
 func (pp *Pool) InUse() int64 { return pp.inUse.Load() }
+
+// Transfer is one direction's use of a pipe: bytes move from a source
+// socket into the pipe (Fill) and from the pipe to a destination socket
+// (Drain). It holds a pipe from Pool only while bytes are in flight. Fill and
+// Drain never wait: they are the bodies of RawConn.Read and RawConn.Write
+// callbacks, whose waits the netpoller does.
+type Transfer struct {
+	Pool   *Pool
+	pipe   *Pipe
+	InPipe int // bytes in the pipe, not yet drained
+}
+
+// Fill moves at most max bytes from the socket rfd into the pipe, taking a
+// pipe from the Pool first. again reports that the source has nothing now
+// (EAGAIN); an empty pipe has then gone back to the Pool, so a stalled
+// transfer holds none. n == 0 without an error and without again is the
+// source's end of stream.
+func (t *Transfer) Fill(rfd, max int) (n int64, again bool, err error) {
+	if t.pipe == nil {
+		p, err := t.Pool.Get()
+		if err != nil {
+			return 0, false, err
+		}
+		t.pipe = p
+	}
+	for {
+		n, err := Move(rfd, t.pipe.W, max)
+		switch err {
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			if t.InPipe == 0 {
+				t.Pool.Put(t.pipe)
+				t.pipe = nil
+			}
+			return 0, true, nil
+		case nil:
+			t.InPipe += int(n)
+		}
+		return n, false, err
+	}
+}
+
+// Drain moves the pipe's bytes to the socket wfd until the pipe is empty or
+// the socket takes no more for now (again). A socket that takes nothing
+// without an error has been shut down: EPIPE.
+func (t *Transfer) Drain(wfd int) (moved int64, again bool, err error) {
+	for t.InPipe > 0 {
+		n, err := Move(t.pipe.R, wfd, t.InPipe)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			return moved, true, nil
+		case err != nil:
+			return moved, false, err
+		case n == 0:
+			return moved, false, unix.EPIPE
+		}
+		t.InPipe -= int(n)
+		moved += n
+	}
+	return moved, false, nil
+}
+
+// Release gives the pipe back to the Pool, or closes it when it still holds
+// bytes.
+func (t *Transfer) Release() {
+	if t.pipe != nil {
+		if t.InPipe == 0 {
+			t.Pool.Put(t.pipe)
+		} else {
+			t.Pool.Destroy(t.pipe)
+		}
+	}
+	t.pipe, t.InPipe = nil, 0
+}

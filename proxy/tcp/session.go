@@ -215,7 +215,7 @@ func (ss *session) runDown() {
 // towards the destination, a reset becomes a reset of the other socket, and
 // anything else closes both.
 func (h *half) finish(end int) {
-	h.release()
+	h.t.Release()
 	h.flush()
 	switch end {
 	case endEOF:

@@ -38,8 +38,7 @@ type half struct {
 	// does not allocate.
 	fillFn, drainFn func(uintptr) bool
 
-	p      *splice.Pipe
-	inPipe int
+	t      splice.Transfer // the pipe while bytes are in flight
 	sysErr error
 	eof    bool
 
@@ -55,73 +54,49 @@ type half struct {
 
 func (h *half) bind(s *session, other *half) {
 	h.s, h.other = s, other
+	h.t.Pool = &s.srv.pipes
 	h.fillFn, h.drainFn = h.fill, h.drain
 }
 
 func (h *half) reset() {
 	h.src, h.dst, h.srcRC, h.dstRC = nil, nil, nil, nil
-	h.p, h.inPipe, h.sysErr, h.eof, h.fromBackend = nil, 0, nil, false, false
+	h.t.Release()
+	h.sysErr, h.eof, h.fromBackend = nil, false, false
 	h.moved, h.flushed, h.refreshed = 0, 0, 0
 	h.lastActive.Store(0)
 }
 
-// fill moves what the source has into the pipe. With nothing to read it
-// gives the pipe back before RawConn waits, so an idle direction holds none.
+// fill moves what the source has into the pipe (the RawConn.Read
+// callback). With nothing to read it gives the pipe back before RawConn
+// waits, so an idle direction holds none.
 func (h *half) fill(fd uintptr) bool {
-	if h.p == nil {
-		p, err := h.s.srv.pipes.Get()
-		if err != nil {
-			h.sysErr = err
-			return true
-		}
-		h.p = p
-	}
-	for {
-		n, err := splice.Move(int(fd), h.p.W, splice.MaxMove)
-		switch {
-		case err == unix.EINTR:
-			continue
-		case err == unix.EAGAIN:
-			h.s.srv.pipes.Put(h.p)
-			h.p = nil
-			return false
-		case err != nil:
-			h.sysErr = err
-		case n == 0:
-			h.eof = true
-		default:
-			h.inPipe = int(n)
-		}
-		return true
-	}
-}
-
-// drain moves the pipe's bytes to the destination.
-func (h *half) drain(fd uintptr) bool {
-	for h.inPipe > 0 {
-		n, err := splice.Move(h.p.R, int(fd), h.inPipe)
-		switch {
-		case err == unix.EINTR:
-			continue
-		case err == unix.EAGAIN:
-			return false
-		case err != nil:
-			h.sysErr = err
-			return true
-		case n == 0:
-			h.sysErr = unix.EPIPE
-			return true
-		}
-		h.inPipe -= int(n)
-		h.moved += n
+	n, again, err := h.t.Fill(int(fd), splice.MaxMove)
+	switch {
+	case again:
+		return false
+	case err != nil:
+		h.sysErr = err
+	case n == 0:
+		h.eof = true
 	}
 	return true
+}
+
+// drain moves the pipe's bytes to the destination (the RawConn.Write
+// callback).
+func (h *half) drain(fd uintptr) bool {
+	n, again, err := h.t.Drain(int(fd))
+	h.moved += n
+	if err != nil {
+		h.sysErr = err
+	}
+	return !again
 }
 
 // run copies until the direction ends and reports how.
 func (h *half) run() int {
 	for {
-		if h.inPipe == 0 {
+		if h.t.InPipe == 0 {
 			if err := h.srcRC.Read(h.fillFn); err != nil {
 				if h.keepWaiting(err) {
 					continue
@@ -205,17 +180,4 @@ func (h *half) writeEnd(err error) int {
 		return endWriteReset
 	}
 	return endError
-}
-
-// release gives the pipe back (or closes it when it still holds bytes).
-func (h *half) release() {
-	if h.p == nil {
-		return
-	}
-	if h.inPipe == 0 {
-		h.s.srv.pipes.Put(h.p)
-	} else {
-		h.s.srv.pipes.Destroy(h.p)
-	}
-	h.p, h.inPipe = nil, 0
 }
