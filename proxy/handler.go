@@ -37,25 +37,70 @@ type httpListener struct {
 	pipes    splice.Pool   // pipes of spliced response bodies (splice.go)
 }
 
+// exchange is one request's state across the phases of handling it: begin
+// (route, stages, headers), pick and attempted once per backend tried, and
+// end (metrics and the access log). The goroutine engine (handle) keeps it
+// on its stack; the event loop (loop.go) keeps one per request in flight.
+type exchange struct {
+	rt          *listenerRuntime
+	r           *route
+	p           *poolRuntime // nil until a route matched
+	rec         accessRecord
+	reqID       []byte
+	aff         affinityState
+	fw          forwarding
+	key         uint64
+	tried       uint64 // members tried, by bit (index mod 64)
+	attempt     int
+	member      int
+	reason      string
+	clientClose bool
+	streamed    bool
+	// bytesOut, when not negative, is the response body's length as sent;
+	// otherwise end takes it from ctx.Response (loop.go relays bodies
+	// itself).
+	bytesOut int
+}
+
 // handle is the fasthttp request handler: route, stages, pick, forward.
 // It allocates nothing in steady state; keep it that way (BenchmarkForward,
 // TestForwardAllocs).
 func (l *httpListener) handle(ctx *fasthttp.RequestCtx) {
 	defer answered(ctx)
+	var x exchange
+	var idBuf [32]byte
+	if !l.begin(ctx, &x, &idBuf) {
+		return
+	}
+	for {
+		i := l.pick(ctx, &x)
+		if i < 0 {
+			break
+		}
+		err := l.forward(ctx, x.p.ups[i], x.p, i, &x.fw)
+		if !l.attempted(ctx, &x, i, err) {
+			break
+		}
+	}
+	l.end(ctx, &x)
+}
+
+// begin runs everything before a backend is chosen: request ID, route, the
+// JWT stage, hop-by-hop and forwarding headers, affinity. It returns false
+// when it answered the request itself (404, 401, 413); the access log and
+// metrics are then done. idBuf backs a new request ID until the request
+// ends.
+func (l *httpListener) begin(ctx *fasthttp.RequestCtx, x *exchange, idBuf *[32]byte) bool {
 	rt := l.rt.Load()
 	req := &ctx.Request
 	start := ctx.Time()
+	x.rt, x.member, x.bytesOut, x.aff.pin = rt, -1, -1, -1
 
-	var idBuf [32]byte
-	reqID := l.requestID(req, &idBuf)
+	x.reqID = l.requestID(req, idBuf)
 
 	bodyLen, streamed := requestBody(req)
-	if streamed && l.server.MaxRequestBodySize > 0 && bodyLen > l.server.MaxRequestBodySize {
-		l.handleError(ctx, fasthttp.ErrBodyTooLarge)
-		ctx.SetConnectionClose()
-		return
-	}
-	rec := accessRecord{
+	x.streamed = streamed
+	x.rec = accessRecord{
 		start:    start,
 		listener: rt.name,
 		method:   req.Header.Method(),
@@ -63,15 +108,21 @@ func (l *httpListener) handle(ctx *fasthttp.RequestCtx) {
 		path:     ctx.Path(),
 		bytesIn:  bodyLen,
 	}
+	if streamed && l.server.MaxRequestBodySize > 0 && bodyLen > l.server.MaxRequestBodySize {
+		l.handleError(ctx, fasthttp.ErrBodyTooLarge)
+		ctx.SetConnectionClose()
+		return false
+	}
 
 	r := rt.routes.match(req.Header.Host(), ctx.Path())
 	if r == nil {
-		l.fail(ctx, fasthttp.StatusNotFound, "no route for this host and path", reqID, nil)
+		l.fail(ctx, fasthttp.StatusNotFound, "no route for this host and path", x.reqID, nil)
 		rt.notFound[metrics.CodeClass(fasthttp.StatusNotFound)].Inc()
-		l.finish(ctx, &rec, reqID, "no_route")
-		return
+		l.finish(ctx, &x.rec, x.reqID, "no_route", -1)
+		return false
 	}
-	rec.route = r.name
+	x.r = r
+	x.rec.route = r.name
 	p := r.pool
 	// Routes without a JWT policy still drop the claim headers that any
 	// policy sets, so a client can never hand a backend a forged identity.
@@ -80,19 +131,17 @@ func (l *httpListener) handle(ctx *fasthttp.RequestCtx) {
 	}
 	if r.jwt != nil {
 		if why := r.jwt.ApplyFast(req, start); why != jwt.Valid {
-			l.fail(ctx, fasthttp.StatusUnauthorized, why.Description(), reqID, nil)
+			l.fail(ctx, fasthttp.StatusUnauthorized, why.Description(), x.reqID, nil)
 			ctx.Response.Header.Set("WWW-Authenticate", why.WWWAuthenticate())
 			ctx.Response.Header.Set("Cache-Control", "no-store")
-			r.stats.noBackend[metrics.CodeClass(fasthttp.StatusUnauthorized)].Inc()
-			end := l.finish(ctx, &rec, reqID, why.String())
-			r.stats.duration.Observe(end.Sub(start).Seconds())
-			return
+			l.answeredHere(ctx, x, fasthttp.StatusUnauthorized, why.String())
+			return false
 		}
 	}
 
 	// The client's wish to close travels on our side of the hop only:
 	// upstream connections stay keep-alive.
-	clientClose := req.Header.ConnectionClose()
+	x.clientClose = req.Header.ConnectionClose()
 	var upBuf [32]byte
 	proto := upgradeProtocol(req, upBuf[:0])
 	removeRequestHopHeaders(&req.Header)
@@ -102,122 +151,140 @@ func (l *httpListener) handle(ctx *fasthttp.RequestCtx) {
 	var scratch [64]byte
 	setForwardedHeaders(ctx, scratch[:0])
 
-	aff := affinityState{pin: -1}
 	if p.aff != nil {
-		if why := p.aff.route(req, &aff); why != "" {
-			l.fail(ctx, fasthttp.StatusNotFound, "unknown or expired session", reqID, p)
-			r.stats.noBackend[metrics.CodeClass(fasthttp.StatusNotFound)].Inc()
-			end := l.finish(ctx, &rec, reqID, why)
-			r.stats.duration.Observe(end.Sub(start).Seconds())
-			return
+		if why := p.aff.route(req, &x.aff); why != "" {
+			l.fail(ctx, fasthttp.StatusNotFound, "unknown or expired session", x.reqID, p)
+			l.answeredHere(ctx, x, fasthttp.StatusNotFound, why)
+			return false
 		}
 	}
-	fw := forwarding{timeout: p.responseTimeout, streamed: streamed, upgrade: proto != nil, maxBody: int64(l.server.MaxRequestBodySize)}
-
-	key := p.key(ctx)
+	x.fw = forwarding{timeout: p.responseTimeout, streamed: streamed, upgrade: proto != nil, maxBody: int64(l.server.MaxRequestBodySize)}
+	x.key = p.key(ctx)
+	x.p = p
 	p.active.Add(1)
-	var (
-		tried  uint64
-		status int
-		member = -1
-		reason string
-	)
-	for attempt := 0; ; attempt++ {
-		i := aff.pin
-		if i >= 0 && attempt == 0 {
-			p.pool.Acquire(i)
-		} else {
-			i = p.pool.PickAcquire(key, tried)
-		}
-		if i < 0 {
-			p.noBackend.Inc()
-			l.fail(ctx, fasthttp.StatusServiceUnavailable, "no healthy backend", reqID, p)
-			reason = "no_backend"
-			break
-		}
-		member = i
-		u := p.ups[i]
-		// The first attempt's deadline counts from the request's start,
-		// which fasthttp read just before calling us: one clock read per
-		// request is enough. Retries read the clock again.
-		if attempt == 0 {
-			fw.deadline = start.Add(fw.timeout)
-		} else {
-			fw.deadline = time.Now().Add(fw.timeout)
-		}
-		err := l.forward(ctx, u, p, i, &fw)
-		p.pool.Release(i)
-		if attempt > 0 {
-			p.retrying.Add(-1)
-		}
-		if err == nil {
-			if ctx.Response.StatusCode() >= 500 {
-				p.errs[i][reasonStatus5xx].Inc()
-				if p.ejector != nil {
-					p.ejector.Failure(i)
-				}
-			} else if p.ejector != nil {
-				p.ejector.Success(i)
-			}
-			if fw.tunnel {
-				removeTunnelHopHeaders(&ctx.Response.Header)
-			} else {
-				removeResponseHopHeaders(&ctx.Response.Header)
-			}
-			ctx.Response.Header.SetBytesKV(hdrXRequestID, reqID)
-			if p.aff != nil {
-				p.aff.respond(&ctx.Response, i, &aff)
-			}
-			break
-		}
-		st, why, retryable := classifyUpstreamError(err, req)
-		clientFault := st == fasthttp.StatusRequestEntityTooLarge || st == statusClientClosed
-		if !clientFault {
-			p.errs[i][why].Inc()
-		}
-		if p.ejector != nil && (why == reasonConnect || why == reasonReset) {
-			p.ejector.Failure(i)
-		}
-		// A streamed body cannot be sent twice: retry only when no byte of
-		// it was read. A session lives on its member alone.
-		if (streamed && why != reasonConnect && why != reasonLimit) || aff.strict {
-			retryable = false
-		}
-		if retryable && attempt < p.retries && p.retryAllowed() {
-			tried |= 1 << (uint(i) % 64)
-			p.retrying.Add(1)
-			p.retriesTotal.Inc()
-			ctx.Response.Reset()
-			continue
-		}
-		reason = reasonNames[why]
-		if clientFault {
-			reason = clientFaultReason(st)
-		}
-		l.fail(ctx, st, upstreamMessage(st), reqID, p)
-		break
+	return true
+}
+
+// answeredHere ends a routed request that a stage answered without a
+// backend.
+func (l *httpListener) answeredHere(ctx *fasthttp.RequestCtx, x *exchange, status int, reason string) {
+	x.r.stats.noBackend[metrics.CodeClass(status)].Inc()
+	end := l.finish(ctx, &x.rec, x.reqID, reason, -1)
+	x.r.stats.duration.Observe(end.Sub(x.rec.start).Seconds())
+}
+
+// pick chooses and acquires the member for x's next attempt and sets the
+// attempt's deadline. It returns -1 when no member is left; the 503 is then
+// in ctx.Response.
+func (l *httpListener) pick(ctx *fasthttp.RequestCtx, x *exchange) int {
+	p := x.p
+	i := x.aff.pin
+	if i >= 0 && x.attempt == 0 {
+		p.pool.Acquire(i)
+	} else {
+		i = p.pool.PickAcquire(x.key, x.tried)
 	}
+	if i < 0 {
+		p.noBackend.Inc()
+		l.fail(ctx, fasthttp.StatusServiceUnavailable, "no healthy backend", x.reqID, p)
+		x.reason = "no_backend"
+		return -1
+	}
+	x.member = i
+	// The first attempt's deadline counts from the request's start, which
+	// fasthttp read just before calling us: one clock read per request is
+	// enough. Retries read the clock again.
+	if x.attempt == 0 {
+		x.fw.deadline = x.rec.start.Add(x.fw.timeout)
+	} else {
+		x.fw.deadline = time.Now().Add(x.fw.timeout)
+	}
+	return i
+}
+
+// attempted records how the attempt on member i ended (err nil: the answer
+// is in ctx.Response, at least its head) and releases the member. It
+// returns true when the request is to be tried again on another member; on
+// false, ctx.Response holds what the client gets.
+func (l *httpListener) attempted(ctx *fasthttp.RequestCtx, x *exchange, i int, err error) bool {
+	p := x.p
+	p.pool.Release(i)
+	if x.attempt > 0 {
+		p.retrying.Add(-1)
+	}
+	if err == nil {
+		if ctx.Response.StatusCode() >= 500 {
+			p.errs[i][reasonStatus5xx].Inc()
+			if p.ejector != nil {
+				p.ejector.Failure(i)
+			}
+		} else if p.ejector != nil {
+			p.ejector.Success(i)
+		}
+		if x.fw.tunnel {
+			removeTunnelHopHeaders(&ctx.Response.Header)
+		} else {
+			removeResponseHopHeaders(&ctx.Response.Header)
+		}
+		ctx.Response.Header.SetBytesKV(hdrXRequestID, x.reqID)
+		if p.aff != nil {
+			p.aff.respond(&ctx.Response, i, &x.aff)
+		}
+		return false
+	}
+	st, why, retryable := classifyUpstreamError(err, &ctx.Request)
+	clientFault := st == fasthttp.StatusRequestEntityTooLarge || st == statusClientClosed
+	if !clientFault {
+		p.errs[i][why].Inc()
+	}
+	if p.ejector != nil && (why == reasonConnect || why == reasonReset) {
+		p.ejector.Failure(i)
+	}
+	// A streamed body cannot be sent twice: retry only when no byte of it
+	// was read. A session lives on its member alone.
+	if (x.streamed && why != reasonConnect && why != reasonLimit) || x.aff.strict {
+		retryable = false
+	}
+	if retryable && x.attempt < p.retries && p.retryAllowed() {
+		x.tried |= 1 << (uint(i) % 64)
+		x.attempt++
+		p.retrying.Add(1)
+		p.retriesTotal.Inc()
+		ctx.Response.Reset()
+		return true
+	}
+	x.reason = reasonNames[why]
+	if clientFault {
+		x.reason = clientFaultReason(st)
+	}
+	l.fail(ctx, st, upstreamMessage(st), x.reqID, p)
+	return false
+}
+
+// end finishes a request that reached the pick phase: metrics and the
+// access log line.
+func (l *httpListener) end(ctx *fasthttp.RequestCtx, x *exchange) {
+	p, r := x.p, x.r
 	p.active.Add(-1)
-	if streamed {
-		rec.bytesIn = int(fw.bodyIn)
+	if x.streamed {
+		x.rec.bytesIn = int(x.fw.bodyIn)
 	}
-	if clientClose {
+	if x.clientClose {
 		ctx.SetConnectionClose()
 	}
 
-	status = ctx.Response.StatusCode()
-	class := metrics.CodeClass(status)
-	if member >= 0 && reason == "" {
-		r.stats.requests[member][class].Inc()
-		rec.backend = p.ups[member].be.Address()
+	class := metrics.CodeClass(ctx.Response.StatusCode())
+	if x.member >= 0 && x.reason == "" {
+		r.stats.requests[x.member][class].Inc()
+		x.rec.backend = p.ups[x.member].be.Address()
 	} else {
 		r.stats.noBackend[class].Inc()
-		if member >= 0 {
-			rec.backend = p.ups[member].be.Address()
+		if x.member >= 0 {
+			x.rec.backend = p.ups[x.member].be.Address()
 		}
 	}
-	end := l.finish(ctx, &rec, reqID, reason)
-	r.stats.duration.Observe(end.Sub(start).Seconds())
+	end := l.finish(ctx, &x.rec, x.reqID, x.reason, x.bytesOut)
+	r.stats.duration.Observe(end.Sub(x.rec.start).Seconds())
 }
 
 // answered lets the client connection hold the response's last write until
@@ -233,7 +300,9 @@ func answered(ctx *fasthttp.RequestCtx) {
 }
 
 // finish writes the access log line and returns the time it took as end.
-func (l *httpListener) finish(ctx *fasthttp.RequestCtx, rec *accessRecord, reqID []byte, reason string) time.Time {
+// bytesOut, when not negative, is the body length sent (the event loop
+// relays bodies outside ctx.Response).
+func (l *httpListener) finish(ctx *fasthttp.RequestCtx, rec *accessRecord, reqID []byte, reason string, bytesOut int) time.Time {
 	end := time.Now()
 	if l.log == nil {
 		return end
@@ -247,7 +316,10 @@ func (l *httpListener) finish(ctx *fasthttp.RequestCtx, rec *accessRecord, reqID
 		s.logAtEnd(l.log, *rec)
 		return end
 	}
-	rec.bytesOut = len(ctx.Response.Body())
+	rec.bytesOut = bytesOut
+	if bytesOut < 0 {
+		rec.bytesOut = len(ctx.Response.Body())
+	}
 	l.log.log(rec)
 	return end
 }

@@ -563,7 +563,7 @@ func (l *httpListener) handleError(ctx *fasthttp.RequestCtx, err error) {
 	rt := l.rt.Load()
 	rt.notFound[metrics.CodeClass(status)].Inc()
 	rec := accessRecord{start: ctx.Time(), listener: rt.name, method: ctx.Request.Header.Method(), path: ctx.Path()}
-	l.finish(ctx, &rec, reqID, reason)
+	l.finish(ctx, &rec, reqID, reason, -1)
 }
 
 // Shutdown stops accepting on every listener, lets in-flight requests finish
