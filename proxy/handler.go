@@ -3,6 +3,7 @@ package proxy
 import (
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -35,6 +36,7 @@ type httpListener struct {
 	done     chan struct{} // closed when Serve returned
 	live     liveSet       // streamed bodies and tunnels (stream.go)
 	pipes    splice.Pool   // pipes of spliced response bodies (splice.go)
+	logger   *slog.Logger
 }
 
 // exchange is one request's state across the phases of handling it: begin
@@ -283,8 +285,27 @@ func (l *httpListener) end(ctx *fasthttp.RequestCtx, x *exchange) {
 			x.rec.backend = p.ups[x.member].be.Address()
 		}
 	}
-	end := l.finish(ctx, &x.rec, x.reqID, x.reason, x.bytesOut)
+	// A stream that broke after its head counts as the answer it began
+	// as; only the log line says why it ended early.
+	reason := x.reason
+	if reason == "" {
+		reason = x.rec.reason
+	}
+	end := l.finish(ctx, &x.rec, x.reqID, reason, x.bytesOut)
 	r.stats.duration.Observe(end.Sub(x.rec.start).Seconds())
+}
+
+// attemptAbandoned ends the attempt on x.member when the client left
+// before the answer came (the event loop): nginx's 499, not the backend's
+// fault.
+func (l *httpListener) attemptAbandoned(ctx *fasthttp.RequestCtx, x *exchange) {
+	x.p.pool.Release(x.member)
+	if x.attempt > 0 {
+		x.p.retrying.Add(-1)
+	}
+	ctx.Response.Reset()
+	ctx.Response.SetStatusCode(statusClientClosed)
+	x.reason = clientFaultReason(statusClientClosed)
 }
 
 // answered lets the client connection hold the response's last write until

@@ -38,9 +38,46 @@ type connListener struct {
 	// wrapper's Accept then ends its server's Serve, and Close leaves the
 	// socket open.
 	handedOver atomic.Bool
+
+	// loops, when set, accept from the socket (loop.go); fasthttp's Serve
+	// then only waits in Accept for quit, and serves the connections the
+	// loops hand over through serve (Server.ServeConn, which its Shutdown
+	// tracks while Serve runs).
+	loops    []*evLoop
+	serve    func(net.Conn) error
+	quit     chan struct{}
+	quitOnce sync.Once
+}
+
+// stopLoops makes the event loops stop accepting and ends Accept.
+func (l *connListener) stopLoops() {
+	for _, lp := range l.loops {
+		lp.stopAccepting()
+	}
+	l.quitOnce.Do(func() { close(l.quit) })
+}
+
+// handoffConn serves a connection an event loop gave up, with the bytes the
+// loop read from it first. It is counted already.
+func (l *connListener) handoffConn(nc net.Conn, buffered []byte) {
+	var c net.Conn
+	if tc, ok := nc.(*net.TCPConn); ok {
+		cc := &clientConn{dc: deferConn{Conn: tc, client: true}}
+		cc.sniffConn = sniffConn{Conn: &cc.dc, l: l}
+		c = &cc.sniffConn
+		cc.sniffConn.replay = bytes.Clone(buffered)
+	} else {
+		sc := &sniffConn{Conn: nc, l: l, replay: bytes.Clone(buffered)}
+		c = sc
+	}
+	go func() { _ = l.serve(c) }()
 }
 
 func (l *connListener) Accept() (net.Conn, error) {
+	if l.loops != nil {
+		<-l.quit
+		return nil, io.EOF
+	}
 	for {
 		c, err := l.Listener.Accept()
 		if l.handedOver.Load() {
@@ -93,6 +130,9 @@ var errRejected = errors.New("proxy: connection over max_connections")
 
 // Close closes the socket, unless it was handed over to another server.
 func (l *connListener) Close() error {
+	if l.loops != nil {
+		l.stopLoops()
+	}
 	if l.handedOver.Load() {
 		return nil
 	}
@@ -104,6 +144,11 @@ func (l *connListener) Close() error {
 // once that server's Serve has returned.
 func (l *connListener) handOver(served <-chan struct{}) {
 	l.handedOver.Store(true)
+	if l.loops != nil {
+		l.stopLoops()
+		<-served
+		return
+	}
 	type deadliner interface{ SetDeadline(time.Time) error }
 	if d, ok := l.Listener.(deadliner); ok {
 		_ = d.SetDeadline(time.Now())
@@ -117,7 +162,10 @@ func (l *connListener) handOver(served <-chan struct{}) {
 // sniffConn is a client connection of an http listener.
 type sniffConn struct {
 	net.Conn
-	l         *connListener
+	l *connListener
+	// replay is what an event loop read before handing the connection
+	// over; reads return it first.
+	replay    []byte
 	sniffed   bool
 	handedOff bool
 	closeOnce sync.Once
@@ -128,10 +176,10 @@ type sniffConn struct {
 // sees a clean EOF.
 func (c *sniffConn) Read(p []byte) (int, error) {
 	if c.sniffed {
-		return c.Conn.Read(p)
+		return c.readRaw(p)
 	}
 	c.sniffed = true
-	n, err := c.Conn.Read(p)
+	n, err := c.readRaw(p)
 	if n == 0 || p[0] != 'P' {
 		return n, err
 	}
@@ -144,9 +192,11 @@ func (c *sniffConn) Read(p []byte) (int, error) {
 	got := append([]byte(nil), p[:n]...)
 	for err == nil && len(got) < len(h2Preface) && bytes.HasPrefix(h2Preface, got) {
 		var m int
-		m, err = c.Conn.Read(p)
+		m, err = c.readRaw(p)
 		got = append(got, p[:m]...)
 	}
+	got = append(got, c.replay...)
+	c.replay = nil
 	if !bytes.HasPrefix(got, h2Preface) {
 		// Not HTTP/2 after all: give fasthttp what we read. p is at least
 		// as large as its read buffer; replay whatever does not fit.
@@ -163,6 +213,16 @@ func (c *sniffConn) Read(p []byte) (int, error) {
 	}()
 	// fasthttp takes an EOF before the first byte as a clean close.
 	return 0, io.EOF
+}
+
+// readRaw reads what an event loop left over first, then the socket.
+func (c *sniffConn) readRaw(p []byte) (int, error) {
+	if len(c.replay) > 0 {
+		n := copy(p, c.replay)
+		c.replay = c.replay[n:]
+		return n, nil
+	}
+	return c.Conn.Read(p)
 }
 
 // answered tells the connection that the response being written is whole in

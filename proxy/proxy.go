@@ -330,6 +330,7 @@ func (p *Proxy) buildPools(cfg *config.Config, old *generation) (*generation, ma
 			continue
 		}
 		pr.pool = pool
+		pr.loopable = loopable(pc.Protocol, pr.ups)
 		var secret []byte
 		if pc.AffinitySecretFile != "" {
 			data, err := os.ReadFile(pc.AffinitySecretFile)
@@ -514,11 +515,20 @@ func (p *Proxy) newHTTPListener(lc *config.Listener, ln net.Listener) *httpListe
 	}
 	l.live.tunnels = m.UpgradedActive.WithLabelValues(lc.Name)
 	p.newGRPCServer(l, lc.IdleTimeout.Duration, lc.MaxHeaderBytes)
+	l.logger = p.opts.Logger
+	if loops := newLoops(l, ln); loops != nil {
+		cl.loops = loops
+		cl.serve = l.server.ServeConn
+		cl.quit = make(chan struct{})
+	}
 	return l
 }
 
 func (l *httpListener) serve(logger *slog.Logger) {
 	defer close(l.done)
+	for _, lp := range l.ln.loops {
+		go lp.run()
+	}
 	if err := l.server.Serve(l.ln); err != nil {
 		logger.Error("listener stopped", "listener", l.name, "bind", l.bind, "err", err)
 	}
@@ -537,9 +547,11 @@ func (l *httpListener) shutdown(drain time.Duration, logger *slog.Logger) {
 func (l *httpListener) shutdownServers(ctx context.Context) error {
 	h2 := make(chan error, 1)
 	go func() { h2 <- l.grpc.Shutdown(ctx) }()
+	loops := make(chan error, 1)
+	go func() { loops <- l.drainLoops(ctx) }()
 	err := l.server.ShutdownWithContext(ctx)
 	// Streams and tunnels get what is left of ctx, then are closed.
-	return errors.Join(err, <-h2, l.live.drain(ctx))
+	return errors.Join(err, <-h2, <-loops, l.live.drain(ctx))
 }
 
 // handleError answers requests fasthttp could not read: 431 for a header

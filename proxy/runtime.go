@@ -40,6 +40,10 @@ type upstream struct {
 	key string
 	be  *balancer.Backend
 	hc  *fasthttp.HostClient
+	// addrPort is the address when it is an IP address (the event loop
+	// connects to it), else invalid.
+	addrPort       netip.AddrPort
+	connectTimeout time.Duration
 }
 
 func upstreamKey(pool string, p *config.Pool, addr string) string {
@@ -60,7 +64,7 @@ func upstreamKey(pool string, p *config.Pool, addr string) string {
 
 func newUpstream(key, addr string, p *config.Pool, be *balancer.Backend) *upstream {
 	connectTimeout := p.ConnectTimeout.Duration
-	return &upstream{key: key, be: be, hc: &fasthttp.HostClient{
+	return &upstream{key: key, be: be, addrPort: parseAddrPort(addr), connectTimeout: connectTimeout, hc: &fasthttp.HostClient{
 		Addr: addr,
 		Dial: func(a string) (net.Conn, error) {
 			c, err := fasthttp.DialTimeout(a, connectTimeout)
@@ -95,6 +99,7 @@ type poolRuntime struct {
 	responseTimeout time.Duration
 	retries         int
 	retryBudget     float64
+	loopable        bool // the event loop may serve it (loop.go)
 
 	active   atomic.Int64 // requests in flight through this runtime's pool
 	retrying atomic.Int64 // retries in flight
