@@ -18,6 +18,8 @@ import (
 
 	"github.com/valyala/fasthttp"
 	"golang.org/x/sys/unix"
+
+	"frontdoor/internal/splice"
 )
 
 // The event loop: how an http listener serves plain HTTP/1.1.
@@ -57,6 +59,11 @@ const (
 	loopAcceptBatch = 16
 	connEvents      = unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET
 	hupEvents       = unix.EPOLLRDHUP | unix.EPOLLHUP | unix.EPOLLERR
+	// loopHeadRead is the most the first read of an answer takes: the head
+	// and the start of the body. A body of known length with at least
+	// spliceThreshold left after it moves by splice(2), never through user
+	// space; a shorter one is read on with the whole buffer.
+	loopHeadRead = 16 << 10
 	// backendIdleDefault is how long an idle backend connection is kept
 	// when the pool sets no idle_timeout (fasthttp's default, as in the
 	// goroutine engine).
@@ -142,6 +149,8 @@ type lconn struct {
 	interim    int
 	bodyLeft   int64
 	chunks     chunkScanner
+	splicing   bool            // the rest of the body moves by splice(2)
+	xfer       splice.Transfer // its pipe, while bytes are in flight
 }
 
 // lexch is a request in flight in a loop: the fasthttp context the phases
@@ -562,6 +571,8 @@ func (lp *evLoop) register(c *lconn) bool {
 // forget drops c from the loop without closing its descriptor.
 func (lp *evLoop) forget(c *lconn) {
 	lp.disarm(c)
+	c.xfer.Release()
+	c.splicing = false
 	lp.conns[c.fd] = nil
 	c.fd, c.gen, c.peer, c.x, c.up = -1, -1, nil, nil, nil
 	// Buffers grown past a few pages go back to the heap, not the free
@@ -621,9 +632,17 @@ func (lp *evLoop) abandon(c *lconn) {
 
 // clientEvent handles readiness of a client connection.
 func (lp *evLoop) clientEvent(c *lconn, ev uint32) {
-	if ev&unix.EPOLLOUT != 0 && c.outOff < len(c.out) {
-		if !lp.flushClient(c) {
-			return
+	if ev&unix.EPOLLOUT != 0 {
+		if c.outOff < len(c.out) {
+			if !lp.flushClient(c) {
+				return
+			}
+		} else if b := c.peer; b != nil && b.paused && b.splicing {
+			b.paused = false
+			lp.pump(b, c)
+			if c.fd < 0 {
+				return
+			}
 		}
 	}
 	if ev&(unix.EPOLLIN|hupEvents) != 0 {
@@ -1105,9 +1124,17 @@ func (lp *evLoop) backendRead(b *lconn, hup bool) {
 			b.paused = true // flushClient reads on once the client took it
 			return
 		}
+		if b.splicing {
+			lp.pump(b, c)
+			return
+		}
 		n := copy(lp.rbuf, b.in)
 		b.in = b.in[:0]
-		m, e := rawRead(b.fd, lp.rbuf[n:])
+		end := len(lp.rbuf)
+		if !b.headDone && n == 0 {
+			end = loopHeadRead
+		}
+		m, e := rawRead(b.fd, lp.rbuf[n:end])
 		if e == unix.EINTR {
 			continue
 		}
@@ -1128,7 +1155,7 @@ func (lp *evLoop) backendRead(b *lconn, hup bool) {
 			return
 		}
 		b.gotBytes = true
-		short := n+m < len(lp.rbuf)
+		short := n+m < end
 		if !lp.backendData(b, c, lp.rbuf[:n+m]) || (short && !hup) {
 			return
 		}
@@ -1218,6 +1245,9 @@ func (lp *evLoop) backendData(b, c *lconn, data []byte) bool {
 			data, done = data[:b.bodyLeft], true
 		}
 		b.bodyLeft -= int64(len(data))
+		if b.bodyLeft >= spliceThreshold {
+			b.splicing = true
+		}
 	case bodyChunked:
 		n, end, err := b.chunks.scan(data)
 		if err != nil {
@@ -1252,8 +1282,58 @@ func (lp *evLoop) backendData(b, c *lconn, data []byte) bool {
 		b.paused = true
 		return false
 	}
+	if b.splicing {
+		lp.pump(b, c)
+		return false
+	}
 	lp.arm(b, tBackendBody, lp.l.settings.idle)
 	return true
+}
+
+// pump moves the rest of b's body to c with splice(2), backend socket to
+// pipe to client socket, until one side has to wait (its edge resumes it)
+// or the body is done.
+func (lp *evLoop) pump(b, c *lconn) {
+	x := c.x
+	t := &b.xfer
+	if t.Pool == nil {
+		t.Pool = &lp.l.pipes
+	}
+	for {
+		if t.InPipe > 0 {
+			moved, again, err := t.Drain(c.fd)
+			x.x.bytesOut += int(moved)
+			if err != nil {
+				lp.closeClient(c)
+				return
+			}
+			if again {
+				b.paused = true // clientEvent resumes on EPOLLOUT
+				lp.arm(c, tClientWrite, lp.l.settings.write)
+				return
+			}
+			if c.tkind == tClientWrite {
+				lp.disarm(c)
+			}
+		}
+		if b.bodyLeft == 0 {
+			t.Release()
+			b.splicing = false
+			lp.finishExchange(b, c)
+			lp.next(c)
+			return
+		}
+		n, again, err := t.Fill(b.fd, int(min(b.bodyLeft, splice.MaxMove)))
+		if err != nil || (n == 0 && !again) {
+			lp.backendFailed(b, io.ErrUnexpectedEOF)
+			return
+		}
+		if again {
+			lp.arm(b, tBackendBody, lp.l.settings.idle)
+			return
+		}
+		b.bodyLeft -= n
+	}
 }
 
 // finishExchange ends c's exchange with b once the whole answer is read.
