@@ -172,7 +172,6 @@ type loopUpstream struct {
 	family  int
 	sa4     unix.SockaddrInet4
 	sa6     unix.SockaddrInet6
-	open    int
 	max     int
 	idle    []*lconn
 	idleFor time.Duration
@@ -998,11 +997,14 @@ func (lp *evLoop) backendConn(lu *loopUpstream) (*lconn, error) {
 		b.reused = true
 		return b, nil
 	}
-	if lu.max > 0 && lu.open >= lu.max {
+	// max_connections_per_backend counts the connections of every loop.
+	if n := lu.u.loopConns.Add(1); lu.max > 0 && n > int64(lu.max) {
+		lu.u.loopConns.Add(-1)
 		return nil, fasthttp.ErrNoFreeConns
 	}
 	fd, err := unix.Socket(lu.family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
+		lu.u.loopConns.Add(-1)
 		return nil, errLoopDial
 	}
 	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
@@ -1013,12 +1015,12 @@ func (lp *evLoop) backendConn(lu *loopUpstream) (*lconn, error) {
 	}
 	if err != nil && err != unix.EINPROGRESS {
 		_ = unix.Close(fd)
+		lu.u.loopConns.Add(-1)
 		return nil, errLoopDial
 	}
 	b := lp.newConn(fd, true)
 	b.up = lu
 	b.connecting = err != nil
-	lu.open++
 	if !lp.register(b) {
 		lp.closeBackend(b)
 		return nil, errLoopDial
@@ -1053,7 +1055,7 @@ func (lp *evLoop) closeBackend(b *lconn) {
 			lu.idle[b.idx].idx = b.idx
 			lu.idle = lu.idle[:last]
 		}
-		lu.open--
+		lu.u.loopConns.Add(-1)
 	}
 	_ = unix.Close(b.fd)
 	lp.forget(b)

@@ -44,6 +44,9 @@ type upstream struct {
 	// connects to it), else invalid.
 	addrPort       netip.AddrPort
 	connectTimeout time.Duration
+	// loopConns counts the event loops' connections to the backend,
+	// against max_connections_per_backend (loop.go).
+	loopConns atomic.Int64
 }
 
 func upstreamKey(pool string, p *config.Pool, addr string) string {
