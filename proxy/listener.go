@@ -216,14 +216,7 @@ func (c *sniffConn) Read(p []byte) (int, error) {
 }
 
 // readRaw reads what an event loop left over first, then the socket.
-func (c *sniffConn) readRaw(p []byte) (int, error) {
-	if len(c.replay) > 0 {
-		n := copy(p, c.replay)
-		c.replay = c.replay[n:]
-		return n, nil
-	}
-	return c.Conn.Read(p)
-}
+func (c *sniffConn) readRaw(p []byte) (int, error) { return readFirst(&c.replay, p, c.Conn) }
 
 // answered tells the connection that the response being written is whole in
 // memory, so its last write may wait for the next read (deferconn.go).
@@ -255,13 +248,16 @@ type replayConn struct {
 	buf []byte
 }
 
-func (c *replayConn) Read(p []byte) (int, error) {
-	if len(c.buf) > 0 {
-		n := copy(p, c.buf)
-		c.buf = c.buf[n:]
+func (c *replayConn) Read(p []byte) (int, error) { return readFirst(&c.buf, p, c.Conn) }
+
+// readFirst reads from *buf, consuming it, and from r once it is empty.
+func readFirst(buf *[]byte, p []byte, r io.Reader) (int, error) {
+	if len(*buf) > 0 {
+		n := copy(p, *buf)
+		*buf = (*buf)[n:]
 		return n, nil
 	}
-	return c.Conn.Read(p)
+	return r.Read(p)
 }
 
 // deferAccept sets TCP_DEFER_ACCEPT on an http listener's socket: the kernel

@@ -100,6 +100,9 @@ const (
 var (
 	crlfCRLF  = []byte("\r\n\r\n")
 	lfLF      = []byte("\n\n")
+	crlf      = []byte("\r\n")
+	crlfDate  = []byte("\r\nDate: ")
+	hdrDate   = []byte("Date")
 	hdrExpect = []byte("Expect")
 	// errLoopDial is a failed connect; classifyUpstreamError reads it as
 	// "connect" (retryable). A value, so failing does not allocate.
@@ -1228,7 +1231,7 @@ func (lp *evLoop) backendData(b, c *lconn, data []byte) bool {
 			c.closeAfter = true
 			resp.Header.SetConnectionClose()
 		}
-		lp.head = resp.Header.AppendBytes(lp.head[:0])
+		lp.head = appendResponseHead(lp.head[:0], &resp.Header)
 		head = lp.head
 		lp.disarm(b)
 	}
@@ -1290,6 +1293,42 @@ func (lp *evLoop) backendData(b, c *lconn, data []byte) bool {
 	}
 	lp.arm(b, tBackendBody, lp.l.settings.idle)
 	return true
+}
+
+// appendResponseHead writes a backend's response head, as the client gets
+// it, over dst (fasthttp's AppendBytes starts at dst[:0] too). fasthttp's serializer, used outside its server, would add a default
+// Content-Type and put its own Date in place of the backend's; the
+// goroutine engine (fasthttp's server, set up with NoDefaultContentType and
+// NoDefaultDate) passes both through as the backend sent them, and so does
+// this.
+func appendResponseHead(dst []byte, h *fasthttp.ResponseHeader) []byte {
+	h.SetNoDefaultContentType(true)
+	const start = 0
+	dst = h.AppendBytes(dst[:0])
+	date := h.PeekBytes(hdrDate)
+	if len(date) == 0 {
+		return dst // fasthttp's Date stands in for the missing one (RFC 9110 6.6.1)
+	}
+	head := dst[start:]
+	i := bytes.Index(head, crlfDate)
+	if i < 0 {
+		return dst
+	}
+	v := i + len(crlfDate)
+	e := bytes.Index(head[v:], crlf)
+	if e < 0 {
+		return dst
+	}
+	// Put the backend's value in place of fasthttp's, moving the rest of
+	// the head (copy is a memmove) when the lengths differ.
+	at, oldEnd := start+v, len(dst)
+	delta := len(date) - e
+	if delta > 0 {
+		dst = append(dst, make([]byte, delta)...)
+	}
+	copy(dst[at+len(date):], dst[at+e:oldEnd])
+	copy(dst[at:], date)
+	return dst[:oldEnd+delta]
 }
 
 // pump moves the rest of b's body to c with splice(2), backend socket to
