@@ -135,6 +135,7 @@ type lconn struct {
 	requests   int
 	closeAfter bool // close once this response is out
 	closing    bool // close once out is written
+	serving    bool // inside serveBuffered
 	unread     bool // readable while a request was in flight: read after it
 	eof        bool
 
@@ -459,10 +460,13 @@ func (lp *evLoop) controlled() bool {
 			if c == nil || c.backend {
 				continue
 			}
-			if c.x == nil && c.outOff == len(c.out) {
+			switch {
+			case c.x != nil:
+				c.closeAfter = true // once its answer is out
+			case c.outOff < len(c.out):
+				c.closing = true
+			default:
 				lp.closeClient(c)
-			} else {
-				c.closeAfter = true
 			}
 		}
 		if lp.clients == 0 {
@@ -687,8 +691,9 @@ func (lp *evLoop) flushClient(c *lconn) bool {
 		lp.backendRead(b, true)
 		return c.fd >= 0
 	}
-	if c.x == nil {
-		lp.idleClient(c)
+	if c.x == nil && !c.serving {
+		lp.next(c)
+		return c.fd >= 0
 	}
 	return true
 }
@@ -773,9 +778,13 @@ func (lp *evLoop) clientRead(c *lconn, hup bool) {
 }
 
 // serveBuffered serves the complete requests at the start of data, one at a
-// time, and keeps the rest for later.
+// time, and keeps the rest for later. The next request waits while an
+// answer is in flight or not yet taken by the client: answers stay in order,
+// a hand-off never overtakes bytes still queued, and a client that does not
+// read cannot make the loop queue more for it.
 func (lp *evLoop) serveBuffered(c *lconn, data []byte) {
-	for len(data) > 0 && c.x == nil && !c.closing {
+	c.serving = true
+	for len(data) > 0 && c.x == nil && !c.closing && c.outOff == len(c.out) {
 		used := lp.request(c, data)
 		if c.fd < 0 {
 			return // closed or handed off
@@ -785,14 +794,15 @@ func (lp *evLoop) serveBuffered(c *lconn, data []byte) {
 		}
 		data = data[used:]
 	}
+	c.serving = false
 	if len(data) > 0 {
 		c.in = append(c.in[:0], data...)
 	}
-	if c.x != nil || c.closing {
-		return
+	if c.x != nil || c.closing || c.outOff < len(c.out) {
+		return // the answer's end (next) or flushClient goes on
 	}
 	if c.eof {
-		lp.closeClient(c)
+		lp.closeClient(c) // what is left is not a whole request
 		return
 	}
 	if len(c.in) > 0 {
@@ -1398,7 +1408,7 @@ func (lp *evLoop) responseDone(b, c *lconn) {
 }
 
 // next goes on with c after an answer: close it, or serve what it sent
-// meanwhile.
+// meanwhile. Inside serveBuffered, which goes on by itself, it only closes.
 func (lp *evLoop) next(c *lconn) {
 	if c.closeAfter {
 		if c.outOff < len(c.out) {
@@ -1408,17 +1418,15 @@ func (lp *evLoop) next(c *lconn) {
 		lp.closeClient(c)
 		return
 	}
-	if c.unread || len(c.in) > 0 {
-		// Pipelined or sent meanwhile. Its answer queues behind one the
-		// client has not taken yet, and that backend is not read until
-		// the client takes it.
+	if c.serving || c.outOff < len(c.out) {
+		return // flushClient goes on once the client took the answer
+	}
+	if c.unread || len(c.in) > 0 || c.eof {
 		c.unread = false
 		lp.clientRead(c, true)
 		return
 	}
-	if c.outOff == len(c.out) {
-		lp.idleClient(c)
-	}
+	lp.idleClient(c)
 }
 
 // respond sends the answer the phases left in x.ctx.Response (an error, a
