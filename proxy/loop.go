@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -101,6 +102,7 @@ var (
 	crlfCRLF  = []byte("\r\n\r\n")
 	lfLF      = []byte("\n\n")
 	crlf      = []byte("\r\n")
+	lastChunk = []byte("0\r\n\r\n")
 	crlfDate  = []byte("\r\nDate: ")
 	hdrDate   = []byte("Date")
 	hdrExpect = []byte("Expect")
@@ -218,7 +220,7 @@ type evLoop struct {
 	rd     bytes.Reader
 	br     *bufio.Reader
 	bw     *bufio.Writer
-	iov    [2]unix.Iovec
+	iov    [3]unix.Iovec
 	rsa    unix.RawSockaddrAny
 	rsaLen uint32
 
@@ -698,31 +700,31 @@ func (lp *evLoop) flushClient(c *lconn) bool {
 	return true
 }
 
-// writeClient sends head, then body, to c and queues what the socket does
-// not take. It reports whether c is still open.
-func (lp *evLoop) writeClient(c *lconn, head, body []byte) bool {
+// writeClient sends head, body and tail, in that order, to c (one writev)
+// and queues what the socket does not take. It reports whether c is still
+// open.
+func (lp *evLoop) writeClient(c *lconn, head, body, tail []byte) bool {
 	if c.outOff < len(c.out) {
-		c.out = append(append(c.out, head...), body...)
+		c.out = append(append(append(c.out, head...), body...), tail...)
 		return true
 	}
-	total := len(head) + len(body)
+	parts := [3][]byte{head, body, tail}
+	niov, total := 0, 0
+	for _, p := range parts {
+		if len(p) > 0 {
+			lp.iov[niov].Base, lp.iov[niov].Len = &p[0], uint64(len(p))
+			niov++
+			total += len(p)
+		}
+	}
 	if total == 0 {
 		return true
 	}
 	var n int
 	var e unix.Errno
 	for {
-		switch {
-		case len(head) > 0 && len(body) > 0:
-			lp.iov[0].Base, lp.iov[0].Len = &head[0], uint64(len(head))
-			lp.iov[1].Base, lp.iov[1].Len = &body[0], uint64(len(body))
-			r, _, errno := unix.RawSyscall(unix.SYS_WRITEV, uintptr(c.fd), uintptr(unsafe.Pointer(&lp.iov[0])), 2)
-			n, e = int(r), errno
-		case len(head) > 0:
-			n, e = rawWrite(c.fd, head)
-		default:
-			n, e = rawWrite(c.fd, body)
-		}
+		r, _, errno := unix.RawSyscall(unix.SYS_WRITEV, uintptr(c.fd), uintptr(unsafe.Pointer(&lp.iov[0])), uintptr(niov))
+		n, e = int(r), errno
 		if e != unix.EINTR {
 			break
 		}
@@ -736,13 +738,15 @@ func (lp *evLoop) writeClient(c *lconn, head, body []byte) bool {
 	if n == total {
 		return true
 	}
-	if n < len(head) {
-		head = head[n:]
-	} else {
-		body, head = body[n-len(head):], nil
+	c.out, c.outOff = c.out[:0], 0
+	for _, p := range parts {
+		if n >= len(p) {
+			n -= len(p)
+			continue
+		}
+		c.out = append(c.out, p[n:]...)
+		n = 0
 	}
-	c.out = append(append(c.out[:0], head...), body...)
-	c.outOff = 0
 	lp.arm(c, tClientWrite, lp.l.settings.write)
 	return true
 }
@@ -837,7 +841,7 @@ func (lp *evLoop) request(c *lconn, data []byte) int {
 	}
 	end := bytes.Index(data, crlfCRLF)
 	if end < 0 {
-		if len(data) >= l.settings.maxHeader || bytes.Contains(data, lfLF) {
+		if len(data) >= l.settings.maxHeader || len(data) == len(lp.rbuf) || bytes.Contains(data, lfLF) {
 			lp.handoff(c, data)
 		}
 		return 0
@@ -1163,7 +1167,10 @@ func (lp *evLoop) backendRead(b *lconn, hup bool) {
 		}
 		if m == 0 {
 			if b.headDone && b.framing == bodyClose {
-				lp.responseDone(b, c)
+				lp.finishExchange(b, c)
+				if lp.writeClient(c, lastChunk, nil, nil) {
+					lp.next(c)
+				}
 				return
 			}
 			lp.backendFailed(b, io.EOF)
@@ -1237,7 +1244,12 @@ func (lp *evLoop) backendData(b, c *lconn, data []byte) bool {
 		member := x.x.member
 		l.attempted(&x.ctx, &x.x, member, nil)
 		x.x.p.pool.Acquire(member) // busy until the body ends, as a stream
-		if b.framing == bodyClose || x.x.clientClose || lp.draining || c.closeAfter {
+		if b.framing == bodyClose {
+			// Sent on chunked, so the client's connection stays open
+			// (HAProxy and nginx do the same).
+			resp.Header.SetContentLength(-1)
+		}
+		if x.x.clientClose || lp.draining || c.closeAfter {
 			c.closeAfter = true
 			resp.Header.SetConnectionClose()
 		}
@@ -1246,7 +1258,13 @@ func (lp *evLoop) backendData(b, c *lconn, data []byte) bool {
 		lp.disarm(b)
 	}
 	done := false
+	var tail []byte
 	switch b.framing {
+	case bodyClose:
+		if len(data) > 0 {
+			head = appendChunkSize(head, len(data))
+			tail = crlf
+		}
 	case bodyNone:
 		if len(data) > 0 {
 			b.keep = false
@@ -1285,12 +1303,12 @@ func (lp *evLoop) backendData(b, c *lconn, data []byte) bool {
 		// before it writes: once the client has the answer, its log
 		// line is there.
 		lp.finishExchange(b, c)
-		if lp.writeClient(c, head, data) {
+		if lp.writeClient(c, head, data, tail) {
 			lp.next(c)
 		}
 		return false
 	}
-	if !lp.writeClient(c, head, data) {
+	if !lp.writeClient(c, head, data, tail) {
 		return false
 	}
 	if c.outOff < len(c.out) {
@@ -1401,10 +1419,10 @@ func (lp *evLoop) finishExchange(b, c *lconn) {
 	lp.releaseX(x)
 }
 
-// responseDone ends c's exchange when the backend closing ended the answer.
-func (lp *evLoop) responseDone(b, c *lconn) {
-	lp.finishExchange(b, c)
-	lp.next(c)
+// appendChunkSize appends the size line of a chunk of n bytes.
+func appendChunkSize(dst []byte, n int) []byte {
+	dst = strconv.AppendUint(dst, uint64(n), 16)
+	return append(dst, crlf...)
 }
 
 // next goes on with c after an answer: close it, or serve what it sent
@@ -1447,7 +1465,7 @@ func (lp *evLoop) respond(x *lexch) {
 	_ = lp.bw.Flush()
 	c.x, c.peer = nil, nil
 	lp.releaseX(x)
-	if lp.writeClient(c, lp.out, nil) {
+	if lp.writeClient(c, lp.out, nil, nil) {
 		lp.next(c)
 	}
 }

@@ -2,10 +2,15 @@ package proxy
 
 import (
 	"bufio"
+	"io"
+	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"frontdoor/internal/loopback"
 )
 
 // TestAppendResponseHeadKeepsBackendHeaders: the loop's head passes the
@@ -30,5 +35,40 @@ func TestAppendResponseHeadKeepsBackendHeaders(t *testing.T) {
 	h := parse("HTTP/1.1 204 No Content\r\n\r\n")
 	if got := string(appendResponseHead(nil, h)); strings.Count(got, "Date: ") != 1 {
 		t.Errorf("no backend Date: want fasthttp's one, got\n%q", got)
+	}
+}
+
+// TestCloseDelimitedAnswerKeepsClientOpen: an answer the backend ends by
+// closing reaches the client chunked, and the client's connection serves
+// the next request.
+func TestCloseDelimitedAnswerKeepsClientOpen(t *testing.T) {
+	t.Parallel()
+	backend := loopback.Serve(t, func(c net.Conn) {
+		var h fasthttp.RequestHeader
+		if h.Read(bufio.NewReader(c)) != nil {
+			return
+		}
+		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\n\r\n"+strings.Repeat("x", 100000))
+	})
+	p := streamProxy(t, "", "", nil, backend)
+	c, err := net.Dial("tcp", p.Addr("web").String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	br := bufio.NewReader(c)
+	for i := range 2 {
+		if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		var resp fasthttp.Response
+		if err := resp.Read(br); err != nil {
+			t.Fatalf("answer %d: %v", i, err)
+		}
+		if len(resp.Body()) != 100000 || resp.Header.ContentLength() != -1 || resp.ConnectionClose() {
+			t.Fatalf("answer %d: %d bytes, Content-Length %d, close %v; want 100000 chunked, kept open",
+				i, len(resp.Body()), resp.Header.ContentLength(), resp.ConnectionClose())
+		}
 	}
 }
