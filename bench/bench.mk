@@ -1,5 +1,5 @@
-# bench/bench.mk: side-by-side benchmarks of frontdoor against HAProxy, nginx,
-# bench/minproxy and bench/evproxy. Included by the top-level Makefile; run from the
+# bench/bench.mk: side-by-side benchmarks of frontdoor against HAProxy, nginx
+# and bench/minproxy. Included by the top-level Makefile; run from the
 # repository root. See bench/README.md.
 #
 #   make bench         full run: 3 rounds, 10 s per run, every workload
@@ -29,14 +29,13 @@ bench-deps:
 		$(BENCH_SUDO) apt-get update && $(BENCH_SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y $$missing; \
 	fi
 
-# bin/frontdoor (with the top-level LDFLAGS, so -version is stamped), the minimal fasthttp proxy, the epoll floor proxy and the harness. A frontdoor that
+# bin/frontdoor (with the top-level LDFLAGS, so -version is stamped), the minimal fasthttp proxy and the harness. A frontdoor that
 # does not build is reported as n/a rather than stopping the run.
 bench-build:
 	@mkdir -p bin bench/out
 	@$(BENCH_GO) build -ldflags "$(LDFLAGS)" -o bin/frontdoor ./cmd/frontdoor || \
 		{ rm -f bin/frontdoor; echo "bench: ./cmd/frontdoor does not build; frontdoor will be n/a"; }
 	$(BENCH_GO) build -o bench/out/minproxy ./bench/minproxy
-	$(BENCH_GO) build -o bench/out/evproxy ./bench/evproxy
 	$(BENCH_GO) build -o bench/out/sidebyside ./bench/cmd/sidebyside
 
 # ulimit: 1,000 client connections need about 2,000 descriptors per proxy;

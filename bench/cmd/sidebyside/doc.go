@@ -1,6 +1,5 @@
-// Command sidebyside benchmarks frontdoor side by side with HAProxy, nginx
-// bench/minproxy (a bare fasthttp HostClient proxy) and bench/evproxy (a
-// one-goroutine epoll proxy: the floor of an event-loop core) on one machine, and
+// Command sidebyside benchmarks frontdoor side by side with HAProxy, nginx and
+// bench/minproxy (a bare fasthttp HostClient proxy) on one machine, and
 // writes a markdown report (bench/RESULTS.md). `make bench` and
 // `make bench-quick` (bench/bench.mk) build and run it; bench/README.md says
 // how to read the figures.
@@ -29,6 +28,5 @@
 //
 //	sidebyside [-quick] [-rounds 3] [-d 10s] [-workloads small-64,l4-1] [-targets frontdoor]
 //	           [-frontdoor bin/frontdoor] [-frontdoor2 OLD-BINARY] [-minproxy bench/out/minproxy]
-//	           [-evproxy bench/out/evproxy] [-out bench/RESULTS.md]
-//	           [-perf DIR] [-keep] [-list]
+//	           [-out bench/RESULTS.md] [-perf DIR] [-keep] [-list]
 package main

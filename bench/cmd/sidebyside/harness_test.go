@@ -369,8 +369,8 @@ func TestSelectWorkloads(t *testing.T) {
 		second bool
 		want   string
 	}{
-		{"", false, "haproxy,frontdoor,nginx,minproxy,evproxy"},
-		{"", true, "haproxy,frontdoor,frontdoor2,nginx,minproxy,evproxy"},
+		{"", false, "haproxy,frontdoor,nginx,minproxy"},
+		{"", true, "haproxy,frontdoor,frontdoor2,nginx,minproxy"},
 		{"frontdoor", false, "haproxy,frontdoor"},
 		{"frontdoor", true, "haproxy,frontdoor,frontdoor2"},
 		{"minproxy", true, "haproxy,minproxy"},

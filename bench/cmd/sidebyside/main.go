@@ -34,7 +34,6 @@ type options struct {
 	// frontdoor in every round: a before/after pair in one run.
 	Frontdoor2Bin string
 	MinproxyBin   string
-	EvproxyBin    string
 	Out           string
 	CPUProxy      string
 	CPULoad       string
@@ -57,7 +56,6 @@ func main() {
 	flag.StringVar(&o.FrontdoorBin, "frontdoor", "bin/frontdoor", "frontdoor binary (missing: frontdoor is n/a)")
 	flag.StringVar(&o.Frontdoor2Bin, "frontdoor2", "", "a second frontdoor binary, run as target frontdoor2 right after frontdoor in every round (before/after a change in one run; none: no frontdoor2 rows)")
 	flag.StringVar(&o.MinproxyBin, "minproxy", "bench/out/minproxy", "minproxy binary (go build ./bench/minproxy)")
-	flag.StringVar(&o.EvproxyBin, "evproxy", "bench/out/evproxy", "evproxy binary (go build ./bench/evproxy)")
 	flag.StringVar(&o.Out, "out", "bench/RESULTS.md", "markdown report to write (also printed)")
 	flag.StringVar(&o.CPUProxy, "cpu-proxy", "1", "CPU list (taskset) of the proxy under test")
 	flag.StringVar(&o.CPULoad, "cpu-load", "0", "CPU list of the load generator and the backend")
@@ -218,11 +216,7 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	absEvproxy, _ := filepath.Abs(o.EvproxyBin)
-	if cp, err := copyExecutable(absEvproxy, filepath.Join(dir, "evproxy")); err == nil {
-		absEvproxy = cp
-	}
-	e := &env{Dir: dir, FrontdoorBin: absFrontdoor, Frontdoor2Bin: absFrontdoor2, MinproxyBin: absMinproxy, EvproxyBin: absEvproxy, Ports: pp}
+	e := &env{Dir: dir, FrontdoorBin: absFrontdoor, Frontdoor2Bin: absFrontdoor2, MinproxyBin: absMinproxy, Ports: pp}
 	tick := clockTick()
 
 	// Backends, on the load CPU, for the whole run.

@@ -13,7 +13,6 @@ type env struct {
 	FrontdoorBin  string // "" or missing: frontdoor is n/a
 	Frontdoor2Bin string // the -frontdoor2 binary, or ""
 	MinproxyBin   string
-	EvproxyBin    string
 	BackendPort   int // nginx backend (HTTP)
 	IperfPort     int // iperf3 server (L4)
 	Ports         *ports
@@ -44,7 +43,6 @@ var httpTargets = []target{
 	{Name: "frontdoor2", Setup: frontdoor2HTTP},
 	{Name: "nginx", Setup: nginxProxy},
 	{Name: "minproxy", Setup: minproxy},
-	{Name: "evproxy", Setup: evproxy},
 }
 
 // l4Targets are compared on the L4 workloads; the first is the baseline.
@@ -167,16 +165,6 @@ func minproxy(e *env, port int) (launch, error) {
 		return launch{}, fmt.Errorf("minproxy binary: %w", err)
 	}
 	return launch{Argv: []string{e.MinproxyBin, "-listen", addr(port), "-backend", addr(e.BackendPort)}, Env: goEnv}, nil
-}
-
-// evproxy is bench/evproxy, the one-goroutine epoll proxy: the floor an
-// event-loop core would give. GOMAXPROCS=1 like the other Go proxies (it
-// runs one goroutine anyway).
-func evproxy(e *env, port int) (launch, error) {
-	if _, err := os.Stat(e.EvproxyBin); err != nil {
-		return launch{}, fmt.Errorf("evproxy binary: %w", err)
-	}
-	return launch{Argv: []string{e.EvproxyBin, "-listen", addr(port), "-backend", addr(e.BackendPort)}, Env: goEnv}, nil
 }
 
 // haproxyGlobal is shared by the HTTP and TCP configs: one thread, no
