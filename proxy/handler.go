@@ -58,6 +58,7 @@ type exchange struct {
 	reason      string
 	clientClose bool
 	streamed    bool
+	counted     bool // count ran (countHead)
 	// bytesOut, when not negative, is the response body's length as sent;
 	// otherwise end takes it from ctx.Response (loop.go relays bodies
 	// itself).
@@ -266,6 +267,34 @@ func (l *httpListener) attempted(ctx *fasthttp.RequestCtx, x *exchange, i int, e
 // end finishes a request that reached the pick phase: metrics and the
 // access log line.
 func (l *httpListener) end(ctx *fasthttp.RequestCtx, x *exchange) {
+	counted := x.counted
+	if !counted {
+		l.count(ctx, x)
+	}
+	// A stream that broke after its head counts as the answer it began
+	// as; only the log line says why it ended early.
+	reason := x.reason
+	if reason == "" {
+		reason = x.rec.reason
+	}
+	end := l.finish(ctx, &x.rec, x.reqID, reason, x.bytesOut)
+	if !counted {
+		x.r.stats.duration.Observe(end.Sub(x.rec.start).Seconds())
+	}
+}
+
+// countHead counts a request whose answer's head is out and whose body is
+// still coming (the event loop): its metrics, with request_duration_seconds
+// up to the head, as the goroutine engine's handler returns once the head is
+// read. end then only writes the access log line.
+func (l *httpListener) countHead(ctx *fasthttp.RequestCtx, x *exchange) {
+	l.count(ctx, x)
+	x.r.stats.duration.Observe(time.Since(x.rec.start).Seconds())
+}
+
+// count updates a request's metrics, all but its duration, once.
+func (l *httpListener) count(ctx *fasthttp.RequestCtx, x *exchange) {
+	x.counted = true
 	p, r := x.p, x.r
 	p.active.Add(-1)
 	if x.streamed {
@@ -274,7 +303,6 @@ func (l *httpListener) end(ctx *fasthttp.RequestCtx, x *exchange) {
 	if x.clientClose {
 		ctx.SetConnectionClose()
 	}
-
 	class := metrics.CodeClass(ctx.Response.StatusCode())
 	if x.member >= 0 && x.reason == "" {
 		r.stats.requests[x.member][class].Inc()
@@ -285,14 +313,6 @@ func (l *httpListener) end(ctx *fasthttp.RequestCtx, x *exchange) {
 			x.rec.backend = p.ups[x.member].be.Address()
 		}
 	}
-	// A stream that broke after its head counts as the answer it began
-	// as; only the log line says why it ended early.
-	reason := x.reason
-	if reason == "" {
-		reason = x.rec.reason
-	}
-	end := l.finish(ctx, &x.rec, x.reqID, reason, x.bytesOut)
-	r.stats.duration.Observe(end.Sub(x.rec.start).Seconds())
 }
 
 // attemptAbandoned ends the attempt on x.member when the client left

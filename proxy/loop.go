@@ -1189,6 +1189,7 @@ func (lp *evLoop) backendRead(b *lconn, hup bool) {
 func (lp *evLoop) backendData(b, c *lconn, data []byte) bool {
 	x := c.x
 	var head []byte
+	fresh := false // the head was read in this call
 	if !b.headDone {
 		resp := &x.ctx.Response
 		for {
@@ -1255,6 +1256,7 @@ func (lp *evLoop) backendData(b, c *lconn, data []byte) bool {
 		}
 		lp.head = appendResponseHead(lp.head[:0], &resp.Header)
 		head = lp.head
+		fresh = true
 		lp.disarm(b)
 	}
 	done := false
@@ -1262,7 +1264,11 @@ func (lp *evLoop) backendData(b, c *lconn, data []byte) bool {
 	switch b.framing {
 	case bodyClose:
 		if len(data) > 0 {
+			if !fresh {
+				head = lp.head[:0]
+			}
 			head = appendChunkSize(head, len(data))
+			lp.head = head
 			tail = crlf
 		}
 	case bodyNone:
@@ -1307,6 +1313,11 @@ func (lp *evLoop) backendData(b, c *lconn, data []byte) bool {
 			lp.next(c)
 		}
 		return false
+	}
+	if fresh {
+		// The body is still coming: count the request now, with its
+		// duration up to the head (an event stream may last for hours).
+		lp.l.countHead(&x.ctx, &x.x)
 	}
 	if !lp.writeClient(c, head, data, tail) {
 		return false

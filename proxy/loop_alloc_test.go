@@ -1,0 +1,109 @@
+//go:build !race
+
+package proxy
+
+import (
+	"runtime/debug"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// loopRig sends small GETs over real sockets on 127.0.0.1 to a proxy whose
+// event loop forwards them to real fasthttp backends: the path of plain
+// HTTP/1.1 traffic (loop.go).
+type loopRig struct {
+	client *fasthttp.HostClient
+	req    *fasthttp.Request
+	answer *fasthttp.Response
+}
+
+func newLoopRig(tb testing.TB, backends int, bodySize int) *loopRig {
+	tb.Helper()
+	addrs := make([]string, backends)
+	for i := range addrs {
+		b := startBackend(tb, "b"+itoaTest(i+1))
+		// Not the test backend's handler: it keeps a copy of every
+		// request's head (two allocations) for other tests.
+		body := []byte("hello from the backend\n")
+		if bodySize > 0 {
+			body = []byte(strings.Repeat("x", bodySize))
+		}
+		b.srv.Handler = func(ctx *fasthttp.RequestCtx) { ctx.SetBody(body) }
+		addrs[i] = b.addr
+	}
+	p := upProxy(tb, listenerTOML+`
+  [[listener.route]]
+  pool = "bench"
+`+poolTOML("bench", `health = { check = "none" }`, addrs...), nil)
+	front := p.Addr("web").String()
+	r := &loopRig{
+		client: &fasthttp.HostClient{Addr: front, MaxConns: 1},
+		req:    &fasthttp.Request{},
+		answer: &fasthttp.Response{},
+	}
+	r.req.SetRequestURI("http://" + front + "/api/users?id=7")
+	r.req.Header.Set("User-Agent", "bench")
+	r.req.Header.Set("Accept", "*/*")
+	return r
+}
+
+func (r *loopRig) do(tb testing.TB) {
+	if err := r.client.DoTimeout(r.req, r.answer, 5*time.Second); err != nil {
+		tb.Fatal(err)
+	}
+	if r.answer.StatusCode() != 200 {
+		tb.Fatalf("status %d: %s", r.answer.StatusCode(), r.answer.Body())
+	}
+}
+
+// TestLoopForwardAllocs holds the event loop's request path at zero
+// allocations per request (STYLE.md 3.1): the client and the backends are
+// fasthttp, which allocate nothing in steady state, so any allocation is
+// the proxy's.
+func TestLoopForwardAllocs(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		backends int
+		body     int
+	}{
+		{"3 backends", 3, 0},
+		{"64 backends", 64, 0},
+		{"100 KiB answers", 3, 100 << 10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rig := newLoopRig(t, tc.backends, tc.body)
+			for range 100 + 3*tc.backends {
+				rig.do(t)
+			}
+			defer debug.SetGCPercent(debug.SetGCPercent(-1))
+			if n := allocsPerRequest(1000, func() { rig.do(t) }); n > 0.01 {
+				t.Errorf("%v allocations per request through the event loop, want 0", n)
+			}
+		})
+	}
+}
+
+// BenchmarkLoopForward measures one small GET through the event loop over
+// real loopback sockets (client, proxy and backend share the machine's
+// CPUs, so compare runs of the same machine only).
+func BenchmarkLoopForward(b *testing.B) {
+	for _, tc := range []struct {
+		name string
+		body int
+	}{{"small", 0}, {"100KiB", 100 << 10}} {
+		b.Run(tc.name, func(b *testing.B) {
+			rig := newLoopRig(b, 3, tc.body)
+			for range 30 {
+				rig.do(b)
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				rig.do(b)
+			}
+		})
+	}
+}
