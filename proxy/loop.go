@@ -180,6 +180,7 @@ type loopUpstream struct {
 	sa6     unix.SockaddrInet6
 	max     int
 	idle    []*lconn
+	conns   int // this loop's connections to it
 	idleFor time.Duration
 	connect time.Duration
 }
@@ -984,6 +985,7 @@ func (lp *evLoop) upstream(u *upstream) *loopUpstream {
 	if lu := lp.ups[u]; lu != nil {
 		return lu
 	}
+	lp.dropRetired()
 	lu := &loopUpstream{u: u, max: u.hc.MaxConns, idleFor: u.hc.MaxIdleConnDuration, connect: u.connectTimeout}
 	if lu.idleFor <= 0 {
 		lu.idleFor = backendIdleDefault
@@ -1000,6 +1002,24 @@ func (lp *evLoop) upstream(u *upstream) *loopUpstream {
 	}
 	lp.ups[u] = lu
 	return lu
+}
+
+// dropRetired closes the idle connections to upstreams a reload retired and
+// forgets those upstreams once no connection is left (busy ones close when
+// their answer ends). It runs when a new upstream is first used, which is
+// after a reload.
+func (lp *evLoop) dropRetired() {
+	for u, lu := range lp.ups {
+		if !u.retired.Load() {
+			continue
+		}
+		for len(lu.idle) > 0 {
+			lp.closeBackend(lu.idle[len(lu.idle)-1])
+		}
+		if lu.conns == 0 {
+			delete(lp.ups, u)
+		}
+	}
 }
 
 // backendConn returns an idle keep-alive connection to lu or starts a new
@@ -1037,6 +1057,7 @@ func (lp *evLoop) backendConn(lu *loopUpstream) (*lconn, error) {
 	}
 	b := lp.newConn(fd, true)
 	b.up = lu
+	lu.conns++
 	b.connecting = err != nil
 	if !lp.register(b) {
 		lp.closeBackend(b)
@@ -1073,6 +1094,9 @@ func (lp *evLoop) closeBackend(b *lconn) {
 			lu.idle = lu.idle[:last]
 		}
 		lu.u.loopConns.Add(-1)
+		if lu.conns--; lu.conns == 0 && lu.u.retired.Load() {
+			delete(lp.ups, lu.u) // a reload dropped it: nothing will use it again
+		}
 	}
 	_ = unix.Close(b.fd)
 	lp.forget(b)
@@ -1421,7 +1445,7 @@ func (lp *evLoop) finishExchange(b, c *lconn) {
 	x := c.x
 	x.x.p.pool.Release(x.x.member)
 	b.peer, c.peer, c.x = nil, nil, nil
-	if b.keep && !lp.draining {
+	if b.keep && !lp.draining && !b.up.u.retired.Load() {
 		lp.idleBackend(b)
 	} else {
 		lp.closeBackend(b)

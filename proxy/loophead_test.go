@@ -72,3 +72,48 @@ func TestCloseDelimitedAnswerKeepsClientOpen(t *testing.T) {
 		}
 	}
 }
+
+// TestReloadClosesRetiredBackendConnections: a backend a reload removed
+// loses the loop's idle keep-alive connection once the loop uses the new
+// backend, not after the pool's 90 s idle_timeout.
+func TestReloadClosesRetiredBackendConnections(t *testing.T) {
+	t.Parallel()
+	closed := make(chan struct{}, 1)
+	old := loopback.Serve(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		for {
+			var h fasthttp.RequestHeader
+			if h.Read(br) != nil {
+				closed <- struct{}{}
+				return
+			}
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nold")
+		}
+	})
+	next := startBackend(t, "next")
+	p := upProxy(t, listenerTOML+reloadRoute+reloadPool(old), nil)
+	get := func() string {
+		t.Helper()
+		var resp fasthttp.Response
+		var req fasthttp.Request
+		req.SetRequestURI(p.url(t, "web", "/"))
+		if err := fasthttp.DoTimeout(&req, &resp, 5*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		return string(resp.Body())
+	}
+	if got := get(); got != "old" {
+		t.Fatalf("before the reload: %q", got)
+	}
+	if err := reloadApply(t, p, listenerTOML+reloadRoute+reloadPool(next.addr)); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) && get() == "old" {
+	}
+	select {
+	case <-closed:
+	case <-time.After(3 * time.Second):
+		t.Fatal("the removed backend's pooled connection is still open")
+	}
+}

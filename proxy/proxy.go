@@ -467,6 +467,7 @@ func (p *Proxy) retireUpstreams(gen *generation, drain time.Duration) {
 			continue
 		}
 		delete(p.upstreams, key)
+		u.retired.Store(true) // event loops forget it with its last connection
 		time.AfterFunc(drain, u.hc.CloseIdleConnections)
 	}
 	for key := range p.backends {

@@ -47,6 +47,7 @@ type upstream struct {
 	// loopConns counts the event loops' connections to the backend,
 	// against max_connections_per_backend (loop.go).
 	loopConns atomic.Int64
+	retired   atomic.Bool // no runtime uses it any more
 }
 
 func upstreamKey(pool string, p *config.Pool, addr string) string {
