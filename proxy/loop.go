@@ -138,6 +138,7 @@ type lconn struct {
 	closeAfter bool // close once this response is out
 	closing    bool // close once out is written
 	serving    bool // inside serveBuffered
+	watched    bool // in the epoll set (watch)
 	unread     bool // readable while a request was in flight: read after it
 	eof        bool
 
@@ -526,11 +527,10 @@ func (lp *evLoop) accept() {
 		c := lp.newConn(fd, false)
 		lp.setAddr(c)
 		lp.clients++
-		if !lp.register(c) {
-			lp.closeClient(c)
-			continue
-		}
-		// TCP_DEFER_ACCEPT: the request is usually here already.
+		// TCP_DEFER_ACCEPT: the request is usually here already. The
+		// socket joins the epoll set only when the loop first waits for
+		// it (watch): a Connection: close request answered at once never
+		// costs an epoll_ctl.
 		lp.clientRead(c, false)
 	}
 }
@@ -574,7 +574,22 @@ func (lp *evLoop) newConn(fd int, backend bool) *lconn {
 
 func (lp *evLoop) register(c *lconn) bool {
 	lp.ev = unix.EpollEvent{Events: connEvents, Fd: int32(c.fd), Pad: c.gen}
+	c.watched = true
 	return unix.EpollCtl(lp.epfd, unix.EPOLL_CTL_ADD, c.fd, &lp.ev) == nil
+}
+
+// watch adds client c to the epoll set before the loop waits for it. An
+// edge-triggered registration reports at once what is ready already, so no
+// event is lost by registering late. It reports whether c is still open.
+func (lp *evLoop) watch(c *lconn) bool {
+	if c.watched {
+		return true
+	}
+	if !lp.register(c) {
+		lp.closeClient(c)
+		return false
+	}
+	return true
 }
 
 // forget drops c from the loop without closing its descriptor.
@@ -748,6 +763,9 @@ func (lp *evLoop) writeClient(c *lconn, head, body, tail []byte) bool {
 		c.out = append(c.out, p[n:]...)
 		n = 0
 	}
+	if !lp.watch(c) {
+		return false
+	}
 	lp.arm(c, tClientWrite, lp.l.settings.write)
 	return true
 }
@@ -811,7 +829,7 @@ func (lp *evLoop) serveBuffered(c *lconn, data []byte) {
 		return
 	}
 	if len(c.in) > 0 {
-		if c.tkind != tClientRead {
+		if lp.watch(c) && c.tkind != tClientRead {
 			lp.arm(c, tClientRead, lp.l.settings.read)
 		}
 		return
@@ -822,6 +840,9 @@ func (lp *evLoop) serveBuffered(c *lconn, data []byte) {
 // idleClient arms the wait for c's next request: idle_timeout, or
 // read_timeout when it is not set (as fasthttp).
 func (lp *evLoop) idleClient(c *lconn) {
+	if !lp.watch(c) {
+		return
+	}
 	d := lp.l.settings.idle
 	if d <= 0 || c.requests == 0 {
 		// The first request must come within read_timeout (fasthttp).
@@ -1413,7 +1434,9 @@ func (lp *evLoop) pump(b, c *lconn) {
 			}
 			if again {
 				b.paused = true // clientEvent resumes on EPOLLOUT
-				lp.arm(c, tClientWrite, lp.l.settings.write)
+				if lp.watch(c) {
+					lp.arm(c, tClientWrite, lp.l.settings.write)
+				}
 				return
 			}
 			if c.tkind == tClientWrite {
