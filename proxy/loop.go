@@ -65,6 +65,9 @@ const (
 	// spliceThreshold left after it moves by splice(2), never through user
 	// space; a shorter one is read on with the whole buffer.
 	loopHeadRead = 16 << 10
+	// loopShortWait is how long a loop with nothing to do sleeps holding
+	// its P before it waits through the runtime (pollShort).
+	loopShortWait = 100 * time.Microsecond
 	// backendIdleDefault is how long an idle backend connection is kept
 	// when the pool sets no idle_timeout (fasthttp's default, as in the
 	// goroutine engine).
@@ -233,6 +236,7 @@ type evLoop struct {
 	clients   int
 	accepting bool
 	draining  bool
+	shortWait bool // epoll_pwait2 works (pollShort)
 
 	ctl         atomic.Uint32
 	wakeMu      sync.Mutex    // wakefd is written by control, closed by run
@@ -288,6 +292,7 @@ func newLoop(l *httpListener, lfd int) (*evLoop, error) {
 		notAccepted: make(chan struct{}),
 		done:        make(chan struct{}),
 		accepting:   true,
+		shortWait:   true,
 	}
 	lp.bw = bufio.NewWriterSize(nil, 4096)
 	var err error
@@ -377,9 +382,16 @@ func (lp *evLoop) run() {
 	lp.now = int64(time.Since(lp.base))
 	for {
 		// Under load events are usually ready: a raw, non-blocking
-		// epoll_wait keeps the runtime out of it. Only an empty poll is
-		// followed by a blocking wait through the runtime.
+		// epoll_wait keeps the runtime out of it. An empty poll is
+		// followed by a short raw wait (loopShortWait) and only then by a
+		// blocking wait through the runtime, which hands the P over.
 		n, e := lp.pollRaw()
+		if n == 0 && e == 0 && lp.shortWait {
+			n, e = lp.pollShort()
+			if e == unix.ENOSYS {
+				lp.shortWait, n, e = false, 0, 0 // a kernel before 5.11
+			}
+		}
 		if e != 0 && e != unix.EINTR {
 			lp.l.logError("epoll_wait", e)
 			lp.closeAll()
@@ -428,6 +440,22 @@ func (lp *evLoop) run() {
 func (lp *evLoop) pollRaw() (int, unix.Errno) {
 	r, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(lp.epfd), uintptr(unsafe.Pointer(&lp.events[0])),
 		uintptr(len(lp.events)), 0, 0, 0)
+	return int(r), e
+}
+
+// pollShort is epoll_pwait2 with a timeout of loopShortWait, as a raw
+// system call: the thread sleeps in the kernel still holding its P.
+//
+// Why: a wait through the runtime (entersyscall) that lasts more than a
+// sysmon tick (20 µs) makes sysmon retake the P, and every retake keeps
+// sysmon waking every 20 µs instead of backing off to 10 ms. With
+// connections arriving every few tens of microseconds (a Connection: close
+// load), sysmon took about 8% of the proxy's CPU (perf, thread by thread).
+// Other goroutines of the process wait at most loopShortWait for the P.
+func (lp *evLoop) pollShort() (int, unix.Errno) {
+	ts := unix.Timespec{Nsec: int64(loopShortWait)}
+	r, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT2, uintptr(lp.epfd), uintptr(unsafe.Pointer(&lp.events[0])),
+		uintptr(len(lp.events)), uintptr(unsafe.Pointer(&ts)), 0, 0)
 	return int(r), e
 }
 
