@@ -688,7 +688,8 @@ func (lp *evLoop) flushClient(c *lconn) bool {
 		return c.fd >= 0
 	}
 	if c.x == nil {
-		lp.idleClient(c)
+		lp.next(c)
+		return c.fd >= 0
 	}
 	return true
 }
@@ -775,7 +776,7 @@ func (lp *evLoop) clientRead(c *lconn, hup bool) {
 // serveBuffered serves the complete requests at the start of data, one at a
 // time, and keeps the rest for later.
 func (lp *evLoop) serveBuffered(c *lconn, data []byte) {
-	for len(data) > 0 && c.x == nil && !c.closing {
+	for len(data) > 0 && c.x == nil && !c.closing && c.outOff == len(c.out) {
 		used := lp.request(c, data)
 		if c.fd < 0 {
 			return // closed or handed off
@@ -788,8 +789,8 @@ func (lp *evLoop) serveBuffered(c *lconn, data []byte) {
 	if len(data) > 0 {
 		c.in = append(c.in[:0], data...)
 	}
-	if c.x != nil || c.closing {
-		return
+	if c.x != nil || c.closing || c.outOff < len(c.out) {
+		return // next or flushClient goes on
 	}
 	if c.eof {
 		lp.closeClient(c)
@@ -1408,17 +1409,20 @@ func (lp *evLoop) next(c *lconn) {
 		lp.closeClient(c)
 		return
 	}
+	if c.outOff < len(c.out) {
+		// The next request waits until the client took this answer
+		// (flushClient goes on): answers are not fetched and queued for a
+		// client that does not read them, write_timeout stays armed, and
+		// a hand-off finds nothing queued.
+		return
+	}
 	if c.unread || len(c.in) > 0 {
-		// Pipelined or sent meanwhile. Its answer queues behind one the
-		// client has not taken yet, and that backend is not read until
-		// the client takes it.
+		// Pipelined or sent meanwhile.
 		c.unread = false
 		lp.clientRead(c, true)
 		return
 	}
-	if c.outOff == len(c.out) {
-		lp.idleClient(c)
-	}
+	lp.idleClient(c)
 }
 
 // respond sends the answer the phases left in x.ctx.Response (an error, a
