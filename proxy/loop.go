@@ -570,6 +570,14 @@ func (lp *evLoop) register(c *lconn) bool {
 	return unix.EpollCtl(lp.epfd, unix.EPOLL_CTL_ADD, c.fd, &lp.ev) == nil
 }
 
+// rearm makes the next poll report c's readiness again, as edge-triggered
+// polls report only changes: bytes left in the socket when the read buffer
+// filled are read after the other connections had their turn.
+func (lp *evLoop) rearm(c *lconn) {
+	lp.ev = unix.EpollEvent{Events: connEvents, Fd: int32(c.fd), Pad: c.gen}
+	_ = unix.EpollCtl(lp.epfd, unix.EPOLL_CTL_MOD, c.fd, &lp.ev)
+}
+
 // forget drops c from the loop without closing its descriptor.
 func (lp *evLoop) forget(c *lconn) {
 	lp.disarm(c)
@@ -770,12 +778,13 @@ func (lp *evLoop) clientRead(c *lconn, hup bool) {
 			break // a short read emptied the socket; the next arrival is a new edge
 		}
 	}
-	lp.serveBuffered(c, buf[:n])
+	lp.serveBuffered(c, buf[:n], n == len(buf))
 }
 
 // serveBuffered serves the complete requests at the start of data, one at a
-// time, and keeps the rest for later.
-func (lp *evLoop) serveBuffered(c *lconn, data []byte) {
+// time, and keeps the rest for later. full: data filled the read buffer, so
+// the socket may hold more.
+func (lp *evLoop) serveBuffered(c *lconn, data []byte, full bool) {
 	for len(data) > 0 && c.x == nil && !c.closing && c.outOff == len(c.out) {
 		used := lp.request(c, data)
 		if c.fd < 0 {
@@ -789,8 +798,17 @@ func (lp *evLoop) serveBuffered(c *lconn, data []byte) {
 	if len(data) > 0 {
 		c.in = append(c.in[:0], data...)
 	}
+	// full: the read stopped at the end of the buffer, not of the bytes
+	// waiting, and no new edge will tell of them. eof: no edge will tell
+	// of the end again.
 	if c.x != nil || c.closing || c.outOff < len(c.out) {
-		return // next or flushClient goes on
+		if full || c.eof {
+			c.unread = true // next or flushClient reads on
+		}
+		return
+	}
+	if full && len(c.in) < len(lp.rbuf) {
+		lp.rearm(c)
 	}
 	if c.eof {
 		lp.closeClient(c)
