@@ -846,7 +846,9 @@ func (lp *evLoop) request(c *lconn, data []byte) int {
 	}
 	end := bytes.Index(data, crlfCRLF)
 	if end < 0 {
-		if len(data) >= l.settings.maxHeader || bytes.Contains(data, lfLF) {
+		// A head that fills the read buffer may still be within
+		// max_header_bytes: fasthttp's buffer is that large.
+		if len(data) >= l.settings.maxHeader || len(data) == len(lp.rbuf) || bytes.Contains(data, lfLF) {
 			lp.handoff(c, data)
 		}
 		return 0
