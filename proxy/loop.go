@@ -862,7 +862,10 @@ func (lp *evLoop) request(c *lconn, data []byte) int {
 	req := &x.ctx.Request
 	lp.rd.Reset(data[:headLen])
 	lp.br.Reset(&lp.rd)
-	if err := req.Header.Read(lp.br); err != nil || !lp.canServe(x, headLen) {
+	// A head that fasthttp finds ending before the CRLFCRLF (a bare LF
+	// line end) is handed off with the requests behind it, not served
+	// with them taken for part of its head.
+	if err := req.Header.Read(lp.br); err != nil || lp.rd.Len()+lp.br.Buffered() > 0 || !lp.canServe(x, headLen) {
 		lp.releaseX(x)
 		lp.handoff(c, data)
 		return 0
