@@ -1199,8 +1199,8 @@ func (lp *evLoop) backendData(b, c *lconn, data []byte) bool {
 	if !b.headDone {
 		resp := &x.ctx.Response
 		for {
-			end := bytes.Index(data, crlfCRLF)
-			if end < 0 {
+			n := bytes.Index(data, crlfCRLF) + 4
+			if n < 4 {
 				if len(data) >= len(lp.rbuf)/2 {
 					lp.backendFailed(b, errBadResponse)
 					return false
@@ -1208,7 +1208,7 @@ func (lp *evLoop) backendData(b, c *lconn, data []byte) bool {
 				b.in = append(b.in[:0], data...)
 				return true
 			}
-			lp.rd.Reset(data[:end+4])
+			lp.rd.Reset(data[:n])
 			lp.br.Reset(&lp.rd)
 			if x.head {
 				resp.SkipBody = true
@@ -1217,7 +1217,10 @@ func (lp *evLoop) backendData(b, c *lconn, data []byte) bool {
 				lp.backendFailed(b, errBadResponse)
 				return false
 			}
-			data = data[end+4:]
+			// The head ends where fasthttp's parser ends it, as in the
+			// goroutine engine: before n when it ends in "\r\n\n" or
+			// "\n\r\n" and the body holds the first CRLFCRLF.
+			data = data[n-lp.rd.Len()-lp.br.Buffered():]
 			st := resp.StatusCode()
 			if st >= 100 && st < 200 && st != fasthttp.StatusSwitchingProtocols {
 				if b.interim++; b.interim >= maxInterim {
