@@ -1494,10 +1494,12 @@ func (lp *evLoop) backendFailed(b *lconn, err error) {
 		lp.closeClient(c)
 		return
 	}
-	if reused && !gotBytes && !x.freshRetry && err != errLoopDial {
+	if reused && !gotBytes && !x.freshRetry && err != errLoopDial && isIdempotent(x.ctx.Request.Header.Method()) {
 		// A pooled connection the backend had closed: once more on a
 		// fresh one to the same member, as the request may never have
-		// arrived.
+		// arrived. Not a POST, which it may have (RFC 9110 9.2.2: a
+		// proxy does not retry a non-idempotent request; nor does the
+		// goroutine engine).
 		x.freshRetry = true
 		x.ctx.Response.Reset()
 		if lp.send(x, x.x.member) == nil {
