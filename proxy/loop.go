@@ -1409,7 +1409,12 @@ func (lp *evLoop) finishExchange(b, c *lconn) {
 	x := c.x
 	x.x.p.pool.Release(x.x.member)
 	b.peer, c.peer, c.x = nil, nil, nil
-	if b.keep && !lp.draining {
+	// At max_connections_per_backend an idle connection would be one no
+	// other loop can use while it refuses requests for the limit: close
+	// it, so the next request connects from whichever loop serves it.
+	lu := b.up
+	full := lu.max > 0 && len(lp.l.ln.loops) > 1 && lu.u.loopConns.Load() >= int64(lu.max)
+	if b.keep && !lp.draining && !full {
 		lp.idleBackend(b)
 	} else {
 		lp.closeBackend(b)
