@@ -620,6 +620,19 @@ func (lp *evLoop) watch(c *lconn) bool {
 	return true
 }
 
+// rearm makes the next poll report c's readiness again, as edge-triggered
+// polls report only changes: bytes left in the socket when the read buffer
+// filled are read after the other connections had their turn. A socket not
+// in the epoll set yet joins it, which reports its readiness as well.
+func (lp *evLoop) rearm(c *lconn) {
+	if !c.watched {
+		lp.watch(c)
+		return
+	}
+	lp.ev = unix.EpollEvent{Events: connEvents, Fd: int32(c.fd), Pad: c.gen}
+	_ = unix.EpollCtl(lp.epfd, unix.EPOLL_CTL_MOD, c.fd, &lp.ev)
+}
+
 // forget drops c from the loop without closing its descriptor.
 func (lp *evLoop) forget(c *lconn) {
 	lp.disarm(c)
@@ -825,15 +838,16 @@ func (lp *evLoop) clientRead(c *lconn, hup bool) {
 			break // a short read emptied the socket; the next arrival is a new edge
 		}
 	}
-	lp.serveBuffered(c, buf[:n])
+	lp.serveBuffered(c, buf[:n], n == len(buf))
 }
 
 // serveBuffered serves the complete requests at the start of data, one at a
 // time, and keeps the rest for later. The next request waits while an
 // answer is in flight or not yet taken by the client: answers stay in order,
 // a hand-off never overtakes bytes still queued, and a client that does not
-// read cannot make the loop queue more for it.
-func (lp *evLoop) serveBuffered(c *lconn, data []byte) {
+// read cannot make the loop queue more for it. full: data filled the read
+// buffer, so the socket may hold more.
+func (lp *evLoop) serveBuffered(c *lconn, data []byte, full bool) {
 	c.serving = true
 	for len(data) > 0 && c.x == nil && !c.closing && c.outOff == len(c.out) {
 		used := lp.request(c, data)
@@ -849,8 +863,17 @@ func (lp *evLoop) serveBuffered(c *lconn, data []byte) {
 	if len(data) > 0 {
 		c.in = append(c.in[:0], data...)
 	}
+	// full: the read stopped at the end of the buffer, not of the bytes
+	// waiting, and no new edge will tell of them. eof: no edge will tell
+	// of the end again.
 	if c.x != nil || c.closing || c.outOff < len(c.out) {
-		return // the answer's end (next) or flushClient goes on
+		if full || c.eof {
+			c.unread = true // next or flushClient reads on
+		}
+		return
+	}
+	if full && len(c.in) < len(lp.rbuf) {
+		lp.rearm(c)
 	}
 	if c.eof {
 		lp.closeClient(c) // what is left is not a whole request
@@ -891,6 +914,8 @@ func (lp *evLoop) request(c *lconn, data []byte) int {
 	}
 	end := bytes.Index(data, crlfCRLF)
 	if end < 0 {
+		// A head that fills the read buffer may still be within
+		// max_header_bytes: fasthttp's buffer is that large.
 		if len(data) >= l.settings.maxHeader || len(data) == len(lp.rbuf) || bytes.Contains(data, lfLF) {
 			lp.handoff(c, data)
 		}
@@ -905,7 +930,10 @@ func (lp *evLoop) request(c *lconn, data []byte) int {
 	req := &x.ctx.Request
 	lp.rd.Reset(data[:headLen])
 	lp.br.Reset(&lp.rd)
-	if err := req.Header.Read(lp.br); err != nil || !lp.canServe(x, headLen) {
+	// A head that fasthttp finds ending before the CRLFCRLF (a bare LF
+	// line end) is handed off with the requests behind it, not served
+	// with them taken for part of its head.
+	if err := req.Header.Read(lp.br); err != nil || lp.rd.Len()+lp.br.Buffered() > 0 || !lp.canServe(x, headLen) {
 		lp.releaseX(x)
 		lp.handoff(c, data)
 		return 0
@@ -1266,8 +1294,8 @@ func (lp *evLoop) backendData(b, c *lconn, data []byte) bool {
 	if !b.headDone {
 		resp := &x.ctx.Response
 		for {
-			end := bytes.Index(data, crlfCRLF)
-			if end < 0 {
+			n := bytes.Index(data, crlfCRLF) + 4
+			if n < 4 {
 				if len(data) >= len(lp.rbuf)/2 {
 					lp.backendFailed(b, errBadResponse)
 					return false
@@ -1275,7 +1303,7 @@ func (lp *evLoop) backendData(b, c *lconn, data []byte) bool {
 				b.in = append(b.in[:0], data...)
 				return true
 			}
-			lp.rd.Reset(data[:end+4])
+			lp.rd.Reset(data[:n])
 			lp.br.Reset(&lp.rd)
 			if x.head {
 				resp.SkipBody = true
@@ -1284,7 +1312,10 @@ func (lp *evLoop) backendData(b, c *lconn, data []byte) bool {
 				lp.backendFailed(b, errBadResponse)
 				return false
 			}
-			data = data[end+4:]
+			// The head ends where fasthttp's parser ends it, as in the
+			// goroutine engine: before n when it ends in "\r\n\n" or
+			// "\n\r\n" and the body holds the first CRLFCRLF.
+			data = data[n-lp.rd.Len()-lp.br.Buffered():]
 			st := resp.StatusCode()
 			if st >= 100 && st < 200 && st != fasthttp.StatusSwitchingProtocols {
 				if b.interim++; b.interim >= maxInterim {
@@ -1496,7 +1527,12 @@ func (lp *evLoop) finishExchange(b, c *lconn) {
 	x := c.x
 	x.x.p.pool.Release(x.x.member)
 	b.peer, c.peer, c.x = nil, nil, nil
-	if b.keep && !lp.draining && !b.up.u.retired.Load() {
+	// At max_connections_per_backend an idle connection would be one no
+	// other loop can use while it refuses requests for the limit: close
+	// it, so the next request connects from whichever loop serves it.
+	lu := b.up
+	full := lu.max > 0 && len(lp.l.ln.loops) > 1 && lu.u.loopConns.Load() >= int64(lu.max)
+	if b.keep && !lp.draining && !full && !lu.u.retired.Load() {
 		lp.idleBackend(b)
 	} else {
 		lp.closeBackend(b)
@@ -1523,9 +1559,15 @@ func (lp *evLoop) next(c *lconn) {
 		return
 	}
 	if c.serving || c.outOff < len(c.out) {
-		return // flushClient goes on once the client took the answer
+		// The next request waits until the client took this answer
+		// (flushClient goes on): answers are not fetched and queued for a
+		// client that does not read them, write_timeout stays armed, and
+		// a hand-off finds nothing queued. Inside serveBuffered, its own
+		// loop goes on.
+		return
 	}
 	if c.unread || len(c.in) > 0 || c.eof {
+		// Pipelined or sent meanwhile, or the client's end to read.
 		c.unread = false
 		lp.clientRead(c, true)
 		return
@@ -1576,10 +1618,12 @@ func (lp *evLoop) backendFailed(b *lconn, err error) {
 		lp.closeClient(c)
 		return
 	}
-	if reused && !gotBytes && !x.freshRetry && err != errLoopDial {
+	if reused && !gotBytes && !x.freshRetry && err != errLoopDial && isIdempotent(x.ctx.Request.Header.Method()) {
 		// A pooled connection the backend had closed: once more on a
 		// fresh one to the same member, as the request may never have
-		// arrived.
+		// arrived. Not a POST, which it may have (RFC 9110 9.2.2: a
+		// proxy does not retry a non-idempotent request; nor does the
+		// goroutine engine).
 		x.freshRetry = true
 		x.ctx.Response.Reset()
 		if lp.send(x, x.x.member) == nil {
