@@ -6,21 +6,14 @@ import (
 	"runtime/debug"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/valyala/fasthttp"
 )
 
-// loopRig sends small GETs over real sockets on 127.0.0.1 to a proxy whose
-// event loop forwards them to real fasthttp backends: the path of plain
-// HTTP/1.1 traffic (loop.go).
-type loopRig struct {
-	client *fasthttp.HostClient
-	req    *fasthttp.Request
-	answer *fasthttp.Response
-}
-
-func newLoopRig(tb testing.TB, backends int, bodySize int) *loopRig {
+// newLoopRig returns a forwardRig whose requests go over real sockets on
+// 127.0.0.1 to a proxy whose event loop forwards them to real fasthttp
+// backends: the path of plain HTTP/1.1 traffic (loop.go).
+func newLoopRig(tb testing.TB, backends int, bodySize int) *forwardRig {
 	tb.Helper()
 	addrs := make([]string, backends)
 	for i := range addrs {
@@ -39,24 +32,15 @@ func newLoopRig(tb testing.TB, backends int, bodySize int) *loopRig {
   pool = "bench"
 `+poolTOML("bench", `health = { check = "none" }`, addrs...), nil)
 	front := p.Addr("web").String()
-	r := &loopRig{
+	r := &forwardRig{
 		client: &fasthttp.HostClient{Addr: front, MaxConns: 1},
 		req:    &fasthttp.Request{},
-		answer: &fasthttp.Response{},
+		resp:   &fasthttp.Response{},
 	}
 	r.req.SetRequestURI("http://" + front + "/api/users?id=7")
 	r.req.Header.Set("User-Agent", "bench")
 	r.req.Header.Set("Accept", "*/*")
 	return r
-}
-
-func (r *loopRig) do(tb testing.TB) {
-	if err := r.client.DoTimeout(r.req, r.answer, 5*time.Second); err != nil {
-		tb.Fatal(err)
-	}
-	if r.answer.StatusCode() != 200 {
-		tb.Fatalf("status %d: %s", r.answer.StatusCode(), r.answer.Body())
-	}
 }
 
 // TestLoopForwardAllocs holds the event loop's request path at zero

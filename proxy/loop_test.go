@@ -1038,14 +1038,7 @@ func TestLoopIPv6(t *testing.T) {
 	}
 	_ = ln.Close()
 	a := startBackend(t, "a")
-	p := startProxy(t, `
-[admin]
-bind = "off"
-[log]
-access = "off"
-[[listener]]
-name = "web"
-bind = "[::1]:0"
+	p := startProxy(t, strings.Replace(listenerTOML, `"127.0.0.1:0"`, `"[::1]:0"`, 1)+`
   [[listener.route]]
   pool = "s"
 `+poolTOML("s", `health = { check = "none" }`, a.addr), nil)

@@ -212,13 +212,7 @@ func TestHeadersForwarded(t *testing.T) {
 
 func TestStoppedBackend(t *testing.T) {
 	t.Parallel()
-	// A port with nothing behind it: bind, note the address, close.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dead := ln.Addr().String()
-	_ = ln.Close()
+	dead := refusingAddr(t) // a port with nothing listening behind it
 	live := startBackend(t, "live")
 
 	t.Run("no retries: 502 with request ID, fast", func(t *testing.T) {
