@@ -1493,6 +1493,9 @@ func (lp *evLoop) pump(b, c *lconn) {
 			}
 			if again {
 				b.paused = true // clientEvent resumes on EPOLLOUT
+				if b.tkind == tBackendBody {
+					lp.disarm(b) // the client is waited for, not the backend
+				}
 				if lp.watch(c) {
 					lp.arm(c, tClientWrite, lp.l.settings.write)
 				}
