@@ -747,6 +747,7 @@ func (lp *evLoop) flushClient(c *lconn) bool {
 	}
 	if b := c.peer; b != nil && b.paused {
 		b.paused = false
+		lp.arm(b, tBackendBody, lp.l.settings.idle) // the backend is waited for again
 		lp.backendRead(b, true)
 		return c.fd >= 0
 	}
@@ -1242,6 +1243,9 @@ func (lp *evLoop) backendRead(b *lconn, hup bool) {
 		}
 		if c.outOff < len(c.out) {
 			b.paused = true // flushClient reads on once the client took it
+			if b.tkind == tBackendBody {
+				lp.disarm(b) // the client is waited for, not the backend
+			}
 			return
 		}
 		if b.splicing {
@@ -1428,6 +1432,9 @@ func (lp *evLoop) backendData(b, c *lconn, data []byte) bool {
 	}
 	if c.outOff < len(c.out) {
 		b.paused = true
+		if b.tkind == tBackendBody {
+			lp.disarm(b) // the client is waited for, not the backend
+		}
 		return false
 	}
 	if b.splicing {
