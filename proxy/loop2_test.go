@@ -1,11 +1,15 @@
 package proxy
 
 import (
+	"bufio"
 	"bytes"
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -117,4 +121,165 @@ func TestLoopSlowClientAfterBackendDone(t *testing.T) {
 	t.Logf("slow part took %v", time.Since(start))
 	l := onlyListener(t, p)
 	waitFor(t, 2*time.Second, "pipe back", func() bool { return l.pipes.InUse() == 0 })
+}
+
+// loopsDone reports whether every event loop of l has returned.
+func loopsDone(l *httpListener) bool {
+	for _, lp := range l.ln.loops {
+		select {
+		case <-lp.done:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// TestLoopReloadHandsOverLoops: a reload that changes the listener's
+// read_timeout gives the socket to a new server and new loops while a
+// request is in flight, a keep-alive connection is idle, and clients keep
+// connecting: no connection is refused and no request fails, the answer in
+// flight arrives whole (with Connection: close), the idle connection is
+// closed cleanly, and the old loops return once their connections are gone.
+func TestLoopReloadHandsOverLoops(t *testing.T) {
+	t.Parallel()
+	release := make(chan struct{})
+	arrived := make(chan struct{}, 1)
+	b := startScripted(t, func(c net.Conn, _ int, req *fasthttp.Request) bool {
+		if string(req.URI().Path()) == "/held" {
+			arrived <- struct{}{}
+			<-release
+		}
+		_, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndone")
+		return err == nil
+	})
+	toml := func(read string) string {
+		return listenerTOML + "read_timeout = \"" + read + "\"\n" + `
+  [[listener.route]]
+  pool = "s"
+` + poolTOML("s", "health = { check = \"none\" }", b.addr)
+	}
+	p := upProxy(t, toml("10s"), nil)
+	old := onlyListener(t, p)
+	if len(old.ln.loops) == 0 {
+		t.Fatal("the listener runs no event loop")
+	}
+	idle, idleBR := dialLoop(t, p, 0)
+	fmt.Fprintf(idle, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	if resp := readAnswer(t, idleBR, false); resp.StatusCode() != 200 {
+		t.Fatalf("idle connection's first request: %d", resp.StatusCode())
+	}
+	busy, busyBR := dialLoop(t, p, 0)
+	fmt.Fprintf(busy, "GET /held HTTP/1.1\r\nHost: x\r\n\r\n")
+	<-arrived
+
+	// New connections all along the reload, each with one request.
+	addr := p.Addr("web").String()
+	stop := make(chan struct{})
+	var served, failed atomic.Int64
+	var firstErr atomic.Value
+	load := make(chan struct{})
+	go func() {
+		defer close(load)
+		for i := 0; i < 2000; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			err := func() error {
+				c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+				if err != nil {
+					return err
+				}
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+				fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+				resp := &fasthttp.Response{}
+				if err := resp.Read(bufio.NewReader(c)); err != nil {
+					return err
+				}
+				if resp.StatusCode() != 200 || string(resp.Body()) != "done" {
+					return fmt.Errorf("status %d body %q", resp.StatusCode(), resp.Body())
+				}
+				return nil
+			}()
+			if err != nil {
+				failed.Add(1)
+				firstErr.CompareAndSwap(nil, err)
+				continue
+			}
+			served.Add(1)
+		}
+	}()
+	waitFor(t, 5*time.Second, "load before the reload", func() bool { return served.Load() >= 20 })
+	if err := reloadApply(t, p, toml("9s")); err != nil {
+		t.Fatal(err)
+	}
+	if onlyListener(t, p) == old {
+		t.Fatal("the reload kept the listener's server")
+	}
+	before := served.Load()
+	waitFor(t, 5*time.Second, "load after the reload", func() bool { return served.Load() >= before+20 })
+
+	expectEOF(t, idle, idleBR, 2*time.Second)
+	if loopsDone(old) {
+		t.Fatal("the old loops returned with a request in flight")
+	}
+	close(release)
+	resp := readAnswer(t, busyBR, false)
+	if resp.StatusCode() != 200 || string(resp.Body()) != "done" || !resp.ConnectionClose() {
+		t.Fatalf("request in flight: %d %q (close %v), want 200 \"done\" and Connection: close",
+			resp.StatusCode(), resp.Body(), resp.ConnectionClose())
+	}
+	expectEOF(t, busy, busyBR, 2*time.Second)
+	waitFor(t, 2*time.Second, "old loops returned", func() bool { return loopsDone(old) })
+	close(stop)
+	<-load
+	if n := failed.Load(); n > 0 {
+		t.Errorf("%d of %d requests across the reload failed, first: %v", n, n+served.Load(), firstErr.Load())
+	}
+}
+
+// TestLoopShutdownExpires: Shutdown whose context ends while a request is
+// in flight in a loop returns the context's error soon after, closes the
+// client's connection and the backend's, and every loop returns.
+func TestLoopShutdownExpires(t *testing.T) {
+	t.Parallel()
+	arrived := make(chan struct{}, 1)
+	b := startScripted(t, func(c net.Conn, _ int, _ *fasthttp.Request) bool {
+		arrived <- struct{}{}
+		// No answer: wait for the proxy to close (EOF) or 10 s.
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		_, _ = c.Read(make([]byte, 1))
+		return false
+	})
+	p := loopProxy(t, "", "", nil, b.addr)
+	l := onlyListener(t, p)
+	c, br := dialLoop(t, p, 0)
+	fmt.Fprintf(c, "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+	<-arrived
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	err := p.Shutdown(ctx)
+	took := time.Since(start)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Shutdown: %v, want the context's error", err)
+	}
+	if took > 2*time.Second {
+		t.Errorf("Shutdown took %v with a 300ms context", took)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if rest, err := io.ReadAll(br); err != nil && !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("client connection not closed: %v (read %q)", err, rest)
+	}
+	if !loopsDone(l) {
+		t.Error("a loop is still running after Shutdown returned")
+	}
+	waitFor(t, 2*time.Second, "backend connection closed", func() bool { return b.open.Load() == 0 })
+	be := p.gen.Load().pools["s"].ups[0].be
+	if n := be.InFlight(); n != 0 {
+		t.Errorf("member in flight %d after Shutdown, want 0", n)
+	}
 }
