@@ -1628,12 +1628,13 @@ func (lp *evLoop) backendFailed(b *lconn, err error) {
 		lp.closeClient(c)
 		return
 	}
-	if reused && !gotBytes && !x.freshRetry && err != errLoopDial && isIdempotent(x.ctx.Request.Header.Method()) {
+	if reused && !gotBytes && !x.freshRetry && (err == errConnReset || err == io.EOF) && isIdempotent(x.ctx.Request.Header.Method()) {
 		// A pooled connection the backend had closed: once more on a
 		// fresh one to the same member, as the request may never have
 		// arrived. Not a POST, which it may have (RFC 9110 9.2.2: a
 		// proxy does not retry a non-idempotent request; nor does the
-		// goroutine engine).
+		// goroutine engine). Not after response_timeout: the backend
+		// was silent, not gone, and the client has waited its time.
 		x.freshRetry = true
 		x.ctx.Response.Reset()
 		if lp.send(x, x.x.member) == nil {

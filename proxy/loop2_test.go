@@ -283,3 +283,95 @@ func TestLoopShutdownExpires(t *testing.T) {
 		t.Errorf("member in flight %d after Shutdown, want 0", n)
 	}
 }
+
+// TestLoopDeadlinesOfSeveralPools: one loop (one client connection) with
+// deadlines of several durations armed at once, from two pools with their
+// own idle and response timeouts and the listener's: each fires at its
+// own time, including when nothing else wakes the loop; a response_timeout
+// on a pooled connection answers 504 once, without sending the request
+// again; and a reload that changes a pool's idle_timeout applies to its
+// next connection.
+func TestLoopDeadlinesOfSeveralPools(t *testing.T) {
+	t.Parallel()
+	answer := func(c net.Conn, _ int, req *fasthttp.Request) bool {
+		if string(req.URI().Path()) == "/slow" {
+			_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			_, _ = c.Read(make([]byte, 1)) // until the proxy gives up
+			return false
+		}
+		_, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		return err == nil
+	}
+	a, b := startScripted(t, answer), startScripted(t, answer)
+	toml := func(bIdle string) string {
+		return listenerTOML + `idle_timeout = "5s"
+  [[listener.route]]
+  host = "a"
+  pool = "a"
+  [[listener.route]]
+  host = "b"
+  pool = "b"
+` + poolTOML("a", "health = { check = \"none\" }\nretries = 0\nidle_timeout = \"200ms\"\nresponse_timeout = \"600ms\"", a.addr) +
+			poolTOML("b", "health = { check = \"none\" }\nretries = 0\nidle_timeout = \""+bIdle+"\"\nresponse_timeout = \"5s\"", b.addr)
+	}
+	p := upProxy(t, toml("1500ms"), nil)
+	c, br := dialLoop(t, p, 0)
+	ask := func(host, path string) (int, time.Duration) {
+		t.Helper()
+		start := time.Now()
+		fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: %s\r\n\r\n", path, host)
+		return readAnswer(t, br, false).StatusCode(), time.Since(start)
+	}
+	if st, _ := ask("b", "/"); st != 200 {
+		t.Fatalf("b: %d", st)
+	}
+	bIdleSince := time.Now()
+	if st, _ := ask("a", "/"); st != 200 {
+		t.Fatalf("a: %d", st)
+	}
+	aIdleSince := time.Now()
+	// a's idle connection (200ms) closes with nothing else to wake the
+	// loop, and b's (1.5s) stays.
+	waitFor(t, 3*time.Second, "a's idle connection closed", func() bool { return a.open.Load() == 0 })
+	if idled := time.Since(aIdleSince); idled < 150*time.Millisecond {
+		t.Errorf("a's idle connection closed after %v, want about 200ms", idled)
+	}
+	if b.open.Load() != 1 {
+		t.Error("b's idle connection closed with a's")
+	}
+	// A response_timeout (600ms) on a pooled connection: one 504, after
+	// one timeout, and the backend got the request once.
+	if st, _ := ask("a", "/"); st != 200 {
+		t.Fatalf("a: %d", st)
+	}
+	before := a.requests.Load()
+	st, took := ask("a", "/slow")
+	if st != 504 || took < 500*time.Millisecond || took > 1100*time.Millisecond {
+		t.Errorf("a /slow: %d after %v, want 504 after about 600ms (response_timeout)", st, took)
+	}
+	if n := a.requests.Load() - before; n != 1 {
+		t.Errorf("a got /slow %d times, want once (retries = 0)", n)
+	}
+	// b's connection idles for 1.5s: it closes then, not earlier.
+	waitFor(t, 5*time.Second, "b's connection closed", func() bool { return b.open.Load() == 0 })
+	if idled := time.Since(bIdleSince); idled < 1200*time.Millisecond {
+		t.Errorf("b's idle connection closed after %v, want about 1.5s", idled)
+	}
+
+	if err := reloadApply(t, p, toml("150ms")); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := ask("b", "/"); st != 200 {
+		t.Fatalf("b after the reload: %d", st)
+	}
+	since := time.Now()
+	waitFor(t, 3*time.Second, "b's connection closed after the new idle_timeout", func() bool { return b.open.Load() == 0 })
+	if idled := time.Since(since); idled > time.Second {
+		t.Errorf("b's idle connection closed after %v, want about 150ms", idled)
+	}
+	// The client's connection is still served: its own idle deadline (5s)
+	// did not fire with the others.
+	if st, _ := ask("a", "/"); st != 200 {
+		t.Fatalf("a at the end: %d", st)
+	}
+}
