@@ -375,3 +375,83 @@ func TestLoopDeadlinesOfSeveralPools(t *testing.T) {
 		t.Fatalf("a at the end: %d", st)
 	}
 }
+
+// TestLoopSplicedClientResetsWithPipeFull: a client that stops reading a
+// spliced body, so that the pipe holds bytes the client's socket does not
+// take, then resets its connection: the pipe goes back (InUse 0), the
+// member and the backend connection are freed, and the loop serves the
+// next client.
+func TestLoopSplicedClientResetsWithPipeFull(t *testing.T) {
+	t.Parallel()
+	const size = 64 << 20
+	backend := startScripted(t, func(c net.Conn, _ int, req *fasthttp.Request) bool {
+		if string(req.URI().Path()) == "/small" {
+			_, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+			return err == nil
+		}
+		fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", size)
+		_, _ = io.Copy(c, &pattern{n: size})
+		return false
+	})
+	p := loopProxy(t, "", "", nil, backend.addr)
+	l := onlyListener(t, p)
+	be := p.gen.Load().pools["s"].ups[0].be
+	c, br := dialLoop(t, p, 16<<10)
+	fmt.Fprintf(c, "GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+	var h fasthttp.ResponseHeader
+	if err := h.Read(br); err != nil || h.StatusCode() != 200 {
+		t.Fatalf("head: %d, %v", h.StatusCode(), err)
+	}
+	waitFor(t, 5*time.Second, "a pipe holding bytes", func() bool { return l.pipes.InUse() > 0 })
+	time.Sleep(50 * time.Millisecond) // the loop pauses on the full socket
+	if l.pipes.InUse() == 0 || be.InFlight() != 1 {
+		t.Fatalf("pipes in use %d, in flight %d during the paused body; want 1 and 1", l.pipes.InUse(), be.InFlight())
+	}
+	reset(c)
+	waitFor(t, 5*time.Second, "pipe, member and backend connection freed", func() bool {
+		return l.pipes.InUse() == 0 && be.InFlight() == 0 && backend.open.Load() == 0
+	})
+	c2, br2 := dialLoop(t, p, 0)
+	fmt.Fprintf(c2, "GET /small HTTP/1.1\r\nHost: x\r\n\r\n")
+	if resp := readAnswer(t, br2, false); resp.StatusCode() != 200 || string(resp.Body()) != "ok" {
+		t.Fatalf("next client: %d %q", resp.StatusCode(), resp.Body())
+	}
+}
+
+// TestLoopSplicedHalfClosedClient: a client that shuts down its sending
+// side after the request still gets the whole spliced body, read slowly so
+// the loop pauses on it, then the connection closes.
+func TestLoopSplicedHalfClosedClient(t *testing.T) {
+	t.Parallel()
+	const size = 8 << 20
+	backend := startHandler(t, func(ctx *fasthttp.RequestCtx) {
+		ctx.SetBodyStream(&pattern{n: size}, size)
+	})
+	p := loopProxy(t, "", "", nil, backend)
+	l := onlyListener(t, p)
+	c, br := dialLoop(t, p, 32<<10)
+	fmt.Fprintf(c, "GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+	if err := c.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	var h fasthttp.ResponseHeader
+	if err := h.Read(br); err != nil || h.StatusCode() != 200 {
+		t.Fatalf("head: %d, %v", h.StatusCode(), err)
+	}
+	got := make([]byte, size)
+	for read := 0; read < size; {
+		if read%(1<<20) == 0 {
+			time.Sleep(20 * time.Millisecond)
+		}
+		n, err := io.ReadFull(br, got[read:min(read+64<<10, size)])
+		read += n
+		if err != nil {
+			t.Fatalf("after %d of %d bytes: %v", read, size, err)
+		}
+	}
+	if !matchesPattern(got) {
+		t.Fatal("the body differs from the backend's")
+	}
+	expectEOF(t, c, br, 2*time.Second)
+	waitFor(t, 2*time.Second, "pipe back", func() bool { return l.pipes.InUse() == 0 })
+}
