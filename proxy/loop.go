@@ -68,6 +68,9 @@ const (
 	// loopShortWait is how long a loop with nothing to do sleeps holding
 	// its P before it waits through the runtime (pollShort).
 	loopShortWait = 100 * time.Microsecond
+	// maxTimerQueues is how many deadline durations a loop keeps lists for
+	// before it drops the empty ones (arm).
+	maxTimerQueues = 64
 	// backendIdleDefault is how long an idle backend connection is kept
 	// when the pool sets no idle_timeout (fasthttp's default, as in the
 	// goroutine engine).
@@ -1735,6 +1738,20 @@ func (lp *evLoop) arm(c *lconn, kind uint8, d time.Duration) {
 		}
 	}
 	if q == nil {
+		// A new duration. Past maxTimerQueues (reloads changed timeouts
+		// many times), drop the empty queues first, so their number
+		// follows the durations in use; below it, a queue that is empty
+		// for a moment stays and costs no allocation when used again.
+		if len(lp.queues) >= maxTimerQueues {
+			kept := lp.queues[:0]
+			for _, tq := range lp.queues {
+				if tq.head != nil {
+					kept = append(kept, tq)
+				}
+			}
+			clear(lp.queues[len(kept):])
+			lp.queues = kept
+		}
 		q = &timerQueue{d: int64(d)}
 		lp.queues = append(lp.queues, q)
 	}
