@@ -44,15 +44,7 @@ func TestLoopSlowClientOutlastsBodyTimeout(t *testing.T) {
 			t.Parallel()
 			c, br := dialLoop(t, p, 64<<10)
 			_ = c.SetDeadline(time.Now().Add(20 * time.Second))
-			fmt.Fprintf(c, "GET /?%s HTTP/1.1\r\nHost: x\r\n\r\n", query)
-			var h fasthttp.ResponseHeader
-			if err := h.Read(br); err != nil || h.StatusCode() != 200 {
-				t.Fatalf("head: %d, %v", h.StatusCode(), err)
-			}
-			var body io.Reader = br
-			if query == "chunked" {
-				body = httpChunkedReader(br)
-			}
+			body := getQuery(t, c, br, query)
 			// About 5 MB/s: well over idle_timeout in all, never
 			// silent for more than a few milliseconds.
 			start := time.Now()

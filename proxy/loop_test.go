@@ -621,15 +621,7 @@ func TestLoopSlowClientBackpressure(t *testing.T) {
 			_ = c.SetDeadline(time.Now().Add(30 * time.Second))
 			base := settle(t)
 			stop := rssPeak(t)
-			fmt.Fprintf(c, "GET /?%s HTTP/1.1\r\nHost: x\r\n\r\n", query)
-			var h fasthttp.ResponseHeader
-			if err := h.Read(br); err != nil || h.StatusCode() != 200 {
-				t.Fatalf("head: %d, %v", h.StatusCode(), err)
-			}
-			var body io.Reader = br
-			if query == "chunked" {
-				body = httpChunkedReader(br)
-			}
+			body := getQuery(t, c, br, query)
 			var read int64
 			buf := make([]byte, 256<<10)
 			check := make([]byte, len(buf))
@@ -1394,4 +1386,19 @@ func TestLoopAnswerHeadLineEnds(t *testing.T) {
 			t.Fatalf("answer %d: %d %q after %v, want 200 %q", i, resp.StatusCode(), shorten(resp.Body()), time.Since(start), want)
 		}
 	}
+}
+
+// getQuery sends GET /?query on c and reads the answer's head (200 wanted).
+// It returns the body's reader, de-chunked for query "chunked".
+func getQuery(t *testing.T, c net.Conn, br *bufio.Reader, query string) io.Reader {
+	t.Helper()
+	fmt.Fprintf(c, "GET /?%s HTTP/1.1\r\nHost: x\r\n\r\n", query)
+	var h fasthttp.ResponseHeader
+	if err := h.Read(br); err != nil || h.StatusCode() != 200 {
+		t.Fatalf("head: %d, %v", h.StatusCode(), err)
+	}
+	if query == "chunked" {
+		return httpChunkedReader(br)
+	}
+	return br
 }
