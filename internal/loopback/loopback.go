@@ -7,7 +7,10 @@ import (
 	"bufio"
 	"io"
 	"net"
+	"net/netip"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // Serve listens on 127.0.0.1, runs handle on a goroutine of its own for each
@@ -51,4 +54,27 @@ func Echo(t testing.TB, name string) string {
 			}
 		}
 	})
+}
+
+// Bound returns a TCP socket bound to 127.0.0.1 on a port of the kernel's
+// choice, neither listening nor connected, and its address; it is closed
+// when the test ends. Connecting to it is refused for as long as the test
+// runs (no other test can take the port over), and it can be made to listen
+// with unix.Listen.
+func Bound(t testing.TB) (int, string) {
+	t.Helper()
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = unix.Close(fd) })
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in4 := sa.(*unix.SockaddrInet4)
+	return fd, netip.AddrPortFrom(netip.AddrFrom4(in4.Addr), uint16(in4.Port)).String()
 }
