@@ -135,16 +135,7 @@ func loopsDone(l *httpListener) bool {
 // closed cleanly, and the old loops return once their connections are gone.
 func TestLoopReloadHandsOverLoops(t *testing.T) {
 	t.Parallel()
-	release := make(chan struct{})
-	arrived := make(chan struct{}, 1)
-	b := startScripted(t, func(c net.Conn, _ int, req *fasthttp.Request) bool {
-		if string(req.URI().Path()) == "/held" {
-			arrived <- struct{}{}
-			<-release
-		}
-		_, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndone")
-		return err == nil
-	})
+	b, arrived, release := startHolding(t)
 	toml := func(read string) string {
 		return listenerTOML + "read_timeout = \"" + read + "\"\n" + `
   [[listener.route]]

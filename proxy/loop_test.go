@@ -983,16 +983,7 @@ func TestLoopBackendConnectionLimit(t *testing.T) {
 // and returns without error.
 func TestLoopShutdown(t *testing.T) {
 	t.Parallel()
-	release := make(chan struct{})
-	arrived := make(chan struct{}, 1)
-	b := startScripted(t, func(c net.Conn, _ int, req *fasthttp.Request) bool {
-		if string(req.URI().Path()) == "/held" {
-			arrived <- struct{}{}
-			<-release
-		}
-		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndone")
-		return true
-	})
+	b, arrived, release := startHolding(t)
 	p := loopProxy(t, "", "", nil, b.addr)
 	idle, idleBR := dialLoop(t, p, 0)
 	fmt.Fprintf(idle, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -1401,4 +1392,22 @@ func getQuery(t *testing.T, c net.Conn, br *bufio.Reader, query string) io.Reade
 		return httpChunkedReader(br)
 	}
 	return br
+}
+
+// startHolding starts a backend that answers "done" at once, except to
+// /held, which it answers only once release is closed; arrived gets a value
+// when a /held request reached it.
+func startHolding(t *testing.T) (b *scripted, arrived chan struct{}, release chan struct{}) {
+	t.Helper()
+	release = make(chan struct{})
+	arrived = make(chan struct{}, 1)
+	b = startScripted(t, func(c net.Conn, _ int, req *fasthttp.Request) bool {
+		if string(req.URI().Path()) == "/held" {
+			arrived <- struct{}{}
+			<-release
+		}
+		_, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndone")
+		return err == nil
+	})
+	return b, arrived, release
 }
