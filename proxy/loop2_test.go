@@ -147,14 +147,7 @@ func TestLoopReloadHandsOverLoops(t *testing.T) {
 	if len(old.ln.loops) == 0 {
 		t.Fatal("the listener runs no event loop")
 	}
-	idle, idleBR := dialLoop(t, p, 0)
-	fmt.Fprintf(idle, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-	if resp := readAnswer(t, idleBR, false); resp.StatusCode() != 200 {
-		t.Fatalf("idle connection's first request: %d", resp.StatusCode())
-	}
-	busy, busyBR := dialLoop(t, p, 0)
-	fmt.Fprintf(busy, "GET /held HTTP/1.1\r\nHost: x\r\n\r\n")
-	<-arrived
+	idle, idleBR, busy, busyBR := idleAndHeld(t, p, arrived)
 
 	// New connections all along the reload, each with one request.
 	addr := p.Addr("web").String()

@@ -985,14 +985,7 @@ func TestLoopShutdown(t *testing.T) {
 	t.Parallel()
 	b, arrived, release := startHolding(t)
 	p := loopProxy(t, "", "", nil, b.addr)
-	idle, idleBR := dialLoop(t, p, 0)
-	fmt.Fprintf(idle, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-	if resp := readAnswer(t, idleBR, false); resp.StatusCode() != 200 {
-		t.Fatalf("idle connection's request: %d", resp.StatusCode())
-	}
-	busy, busyBR := dialLoop(t, p, 0)
-	fmt.Fprintf(busy, "GET /held HTTP/1.1\r\nHost: x\r\n\r\n")
-	<-arrived
+	idle, idleBR, busy, busyBR := idleAndHeld(t, p, arrived)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -1410,4 +1403,20 @@ func startHolding(t *testing.T) (b *scripted, arrived chan struct{}, release cha
 		return err == nil
 	})
 	return b, arrived, release
+}
+
+// idleAndHeld opens two connections to p's listener: one that had an answer
+// and is now idle, and one whose request to /held waits at a startHolding
+// backend (arrived) until release.
+func idleAndHeld(t *testing.T, p *testProxy, arrived <-chan struct{}) (idle net.Conn, idleBR *bufio.Reader, busy net.Conn, busyBR *bufio.Reader) {
+	t.Helper()
+	idle, idleBR = dialLoop(t, p, 0)
+	fmt.Fprintf(idle, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	if resp := readAnswer(t, idleBR, false); resp.StatusCode() != 200 {
+		t.Fatalf("idle connection's request: %d", resp.StatusCode())
+	}
+	busy, busyBR = dialLoop(t, p, 0)
+	fmt.Fprintf(busy, "GET /held HTTP/1.1\r\nHost: x\r\n\r\n")
+	<-arrived
+	return idle, idleBR, busy, busyBR
 }
