@@ -46,6 +46,7 @@ type httpListener struct {
 type exchange struct {
 	rt          *listenerRuntime
 	r           *route
+	routed      bool         // rt and r were chosen before begin (the loop's canServe)
 	p           *poolRuntime // nil until a route matched
 	rec         accessRecord
 	reqID       []byte
@@ -94,7 +95,10 @@ func (l *httpListener) handle(ctx *fasthttp.RequestCtx) {
 // metrics are then done. idBuf backs a new request ID until the request
 // ends.
 func (l *httpListener) begin(ctx *fasthttp.RequestCtx, x *exchange, idBuf *[32]byte) bool {
-	rt := l.rt.Load()
+	rt := x.rt
+	if !x.routed {
+		rt = l.rt.Load()
+	}
 	req := &ctx.Request
 	start := ctx.Time()
 	x.rt, x.member, x.bytesOut, x.aff.pin = rt, -1, -1, -1
@@ -117,7 +121,10 @@ func (l *httpListener) begin(ctx *fasthttp.RequestCtx, x *exchange, idBuf *[32]b
 		return false
 	}
 
-	r := rt.routes.match(req.Header.Host(), ctx.Path())
+	r := x.r
+	if !x.routed {
+		r = rt.routes.match(req.Header.Host(), ctx.Path())
+	}
 	if r == nil {
 		l.fail(ctx, fasthttp.StatusNotFound, "no route for this host and path", x.reqID, nil)
 		rt.notFound[metrics.CodeClass(fasthttp.StatusNotFound)].Inc()

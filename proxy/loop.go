@@ -234,7 +234,7 @@ type evLoop struct {
 
 	freeConns []*lconn
 	freeX     []*lexch
-	ups       map[*upstream]*loopUpstream
+	ups       []*loopUpstream // by upstream.id
 	queues    []*timerQueue
 	clients   int
 	accepting bool
@@ -291,7 +291,6 @@ func newLoop(l *httpListener, lfd int) (*evLoop, error) {
 		base:        time.Now(),
 		rbuf:        make([]byte, loopReadBuf),
 		br:          bufio.NewReaderSize(nil, max(l.settings.maxHeader, 4096)+16),
-		ups:         map[*upstream]*loopUpstream{},
 		notAccepted: make(chan struct{}),
 		done:        make(chan struct{}),
 		accepting:   true,
@@ -459,18 +458,6 @@ func (lp *evLoop) pollShort() (int, unix.Errno) {
 	ts := unix.Timespec{Nsec: int64(loopShortWait)}
 	r, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT2, uintptr(lp.epfd), uintptr(unsafe.Pointer(&lp.events[0])),
 		uintptr(len(lp.events)), uintptr(unsafe.Pointer(&ts)), 0, 0)
-	return int(r), e
-}
-
-// rawRead and rawWrite are the system calls without the runtime: the
-// sockets are non-blocking.
-func rawRead(fd int, b []byte) (int, unix.Errno) {
-	r, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
-	return int(r), e
-}
-
-func rawWrite(fd int, b []byte) (int, unix.Errno) {
-	r, _, e := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
 	return int(r), e
 }
 
@@ -726,14 +713,11 @@ func (lp *evLoop) clientEvent(c *lconn, ev uint32) {
 // open.
 func (lp *evLoop) flushClient(c *lconn) bool {
 	for c.outOff < len(c.out) {
-		n, e := rawWrite(c.fd, c.out[c.outOff:])
-		if e == unix.EINTR {
-			continue
-		}
-		if e == unix.EAGAIN {
+		n, err := rawIO(unix.SYS_WRITE, uintptr(c.fd), c.out[c.outOff:])
+		if err == unix.EAGAIN {
 			return true // the next EPOLLOUT edge resumes
 		}
-		if e != 0 {
+		if err != nil {
 			lp.closeClient(c)
 			return false
 		}
@@ -822,14 +806,11 @@ func (lp *evLoop) clientRead(c *lconn, hup bool) {
 	n := copy(buf, c.in)
 	c.in = c.in[:0]
 	for n < len(buf) {
-		m, e := rawRead(c.fd, buf[n:])
-		if e == unix.EINTR {
-			continue
-		}
-		if e == unix.EAGAIN {
+		m, err := rawIO(unix.SYS_READ, uintptr(c.fd), buf[n:])
+		if err == unix.EAGAIN {
 			break
 		}
-		if e != 0 {
+		if err != nil {
 			lp.closeClient(c)
 			return
 		}
@@ -978,7 +959,10 @@ func (lp *evLoop) canServe(x *lexch, headLen int) bool {
 	if h.ConnectionUpgrade() {
 		return false
 	}
-	r := lp.l.rt.Load().routes.match(h.Host(), x.ctx.Path())
+	// The route chosen here is the one begin uses: one match a request.
+	rt := lp.l.rt.Load()
+	r := rt.routes.match(h.Host(), x.ctx.Path())
+	x.x.rt, x.x.r, x.x.routed = rt, r, true
 	return r == nil || r.pool.loopable
 }
 
@@ -1063,8 +1047,8 @@ func (lp *evLoop) send(x *lexch, i int) error {
 
 // upstream returns the loop's view of u.
 func (lp *evLoop) upstream(u *upstream) *loopUpstream {
-	if lu := lp.ups[u]; lu != nil {
-		return lu
+	if u.id < len(lp.ups) && lp.ups[u.id] != nil {
+		return lp.ups[u.id]
 	}
 	lp.dropRetired()
 	lu := &loopUpstream{u: u, max: u.hc.MaxConns, idleFor: u.hc.MaxIdleConnDuration, connect: u.connectTimeout}
@@ -1081,7 +1065,10 @@ func (lp *evLoop) upstream(u *upstream) *loopUpstream {
 		lu.sa6.Addr = ap.Addr().As16()
 		lu.sa6.Port = int(ap.Port())
 	}
-	lp.ups[u] = lu
+	if u.id >= len(lp.ups) {
+		lp.ups = append(lp.ups, make([]*loopUpstream, u.id+1-len(lp.ups))...)
+	}
+	lp.ups[u.id] = lu
 	return lu
 }
 
@@ -1090,15 +1077,15 @@ func (lp *evLoop) upstream(u *upstream) *loopUpstream {
 // their answer ends). It runs when a new upstream is first used, which is
 // after a reload.
 func (lp *evLoop) dropRetired() {
-	for u, lu := range lp.ups {
-		if !u.retired.Load() {
+	for i, lu := range lp.ups {
+		if lu == nil || !lu.u.retired.Load() {
 			continue
 		}
 		for len(lu.idle) > 0 {
 			lp.closeBackend(lu.idle[len(lu.idle)-1])
 		}
 		if lu.conns == 0 {
-			delete(lp.ups, u)
+			lp.ups[i] = nil
 		}
 	}
 }
@@ -1176,7 +1163,7 @@ func (lp *evLoop) closeBackend(b *lconn) {
 		}
 		lu.u.loopConns.Add(-1)
 		if lu.conns--; lu.conns == 0 && lu.u.retired.Load() {
-			delete(lp.ups, lu.u) // a reload dropped it: nothing will use it again
+			lp.ups[lu.u.id] = nil // a reload dropped it: nothing will use it again
 		}
 	}
 	_ = unix.Close(b.fd)
@@ -1188,14 +1175,11 @@ func (lp *evLoop) closeBackend(b *lconn) {
 func (lp *evLoop) flushBackend(b *lconn) bool {
 	x := b.peer.x
 	for b.sent < len(x.req) {
-		n, e := rawWrite(b.fd, x.req[b.sent:])
-		if e == unix.EINTR {
-			continue
-		}
-		if e == unix.EAGAIN {
+		n, err := rawIO(unix.SYS_WRITE, uintptr(b.fd), x.req[b.sent:])
+		if err == unix.EAGAIN {
 			return true
 		}
-		if e != 0 {
+		if err != nil {
 			lp.backendFailed(b, errConnReset)
 			return false
 		}
@@ -1239,7 +1223,7 @@ func (lp *evLoop) backendRead(b *lconn, hup bool) {
 		if c == nil {
 			// Idle: a late edge finds EAGAIN; a close or stray bytes end
 			// the connection.
-			if _, e := rawRead(b.fd, lp.rbuf); e != unix.EAGAIN {
+			if _, err := rawIO(unix.SYS_READ, uintptr(b.fd), lp.rbuf); err != unix.EAGAIN {
 				lp.closeBackend(b)
 			}
 			return
@@ -1261,15 +1245,12 @@ func (lp *evLoop) backendRead(b *lconn, hup bool) {
 		if !b.headDone && n == 0 {
 			end = loopHeadRead
 		}
-		m, e := rawRead(b.fd, lp.rbuf[n:end])
-		if e == unix.EINTR {
-			continue
-		}
-		if e == unix.EAGAIN {
+		m, err := rawIO(unix.SYS_READ, uintptr(b.fd), lp.rbuf[n:end])
+		if err == unix.EAGAIN {
 			b.in = append(b.in, lp.rbuf[:n]...)
 			return
 		}
-		if e != 0 {
+		if err != nil {
 			lp.backendFailed(b, errConnReset)
 			return
 		}
@@ -1619,18 +1600,16 @@ func (lp *evLoop) backendFailed(b *lconn, err error) {
 		return
 	}
 	x := c.x
-	reused, gotBytes, headDone := b.reused, b.gotBytes, b.headDone
-	if !headDone {
-		b.peer, c.peer = nil, nil
-		lp.closeBackend(b)
-	}
-	if headDone {
+	if b.headDone {
 		// The answer was under way: the client must see it cut short.
-		c.peer, b.peer = b, c // abandon closes b and frees the member
+		// abandon closes b and frees the member.
 		x.x.rec.reason = "upstream_stream_error"
 		lp.closeClient(c)
 		return
 	}
+	reused, gotBytes := b.reused, b.gotBytes
+	b.peer, c.peer = nil, nil
+	lp.closeBackend(b)
 	if reused && !gotBytes && !x.freshRetry && (err == errConnReset || err == io.EOF) && isIdempotent(x.ctx.Request.Header.Method()) {
 		// A pooled connection the backend had closed: once more on a
 		// fresh one to the same member, as the request may never have

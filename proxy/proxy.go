@@ -51,8 +51,10 @@ type Proxy struct {
 	stopAll   context.CancelFunc
 	backends  map[string]*balancer.Backend
 	upstreams map[string]*upstream
-	gen       atomic.Pointer[generation]
-	closed    bool
+	// upstreamIDs numbers new upstreams (upstream.id); Apply holds mu.
+	upstreamIDs int
+	gen         atomic.Pointer[generation]
+	closed      bool
 }
 
 // generation is one applied config: its pools and the context of its
@@ -308,7 +310,8 @@ func (p *Proxy) buildPools(cfg *config.Config, old *generation) (*generation, ma
 					be = balancer.NewBackend(bc.Address)
 					p.backends[bkey] = be
 				}
-				u = newUpstream(key, bc.Address, pc, be)
+				u = newUpstream(p.upstreamIDs, key, bc.Address, pc, be)
+				p.upstreamIDs++
 				newUps[key] = u
 			}
 			pr.ups = append(pr.ups, u)

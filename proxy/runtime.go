@@ -37,6 +37,7 @@ var reasonNames = [numReasons]string{"connect", "timeout", "reset", "limit", "st
 // connection settings keeps the upstream, so health state and pooled
 // connections survive.
 type upstream struct {
+	id  int // unique in the Proxy: an event loop's index of its own state (loop.go)
 	key string
 	be  *balancer.Backend
 	hc  *fasthttp.HostClient
@@ -66,9 +67,9 @@ func upstreamKey(pool string, p *config.Pool, addr string) string {
 	return b.String()
 }
 
-func newUpstream(key, addr string, p *config.Pool, be *balancer.Backend) *upstream {
+func newUpstream(id int, key, addr string, p *config.Pool, be *balancer.Backend) *upstream {
 	connectTimeout := p.ConnectTimeout.Duration
-	return &upstream{key: key, be: be, addrPort: parseAddrPort(addr), connectTimeout: connectTimeout, hc: &fasthttp.HostClient{
+	return &upstream{id: id, key: key, be: be, addrPort: parseAddrPort(addr), connectTimeout: connectTimeout, hc: &fasthttp.HostClient{
 		Addr: addr,
 		Dial: func(a string) (net.Conn, error) {
 			c, err := fasthttp.DialTimeout(a, connectTimeout)
