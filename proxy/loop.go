@@ -185,7 +185,6 @@ type loopUpstream struct {
 	family  int
 	sa4     unix.SockaddrInet4
 	sa6     unix.SockaddrInet6
-	max     int
 	idle    []*lconn
 	conns   int // this loop's connections to it
 	idleFor time.Duration
@@ -1051,7 +1050,7 @@ func (lp *evLoop) upstream(u *upstream) *loopUpstream {
 		return lp.ups[u.id]
 	}
 	lp.dropRetired()
-	lu := &loopUpstream{u: u, max: u.hc.MaxConns, idleFor: u.hc.MaxIdleConnDuration, connect: u.connectTimeout}
+	lu := &loopUpstream{u: u, idleFor: u.hc.MaxIdleConnDuration, connect: u.connectTimeout}
 	if lu.idleFor <= 0 {
 		lu.idleFor = backendIdleDefault
 	}
@@ -1103,13 +1102,12 @@ func (lp *evLoop) backendConn(lu *loopUpstream) (*lconn, error) {
 		return b, nil
 	}
 	// max_connections_per_backend counts the connections of every loop.
-	if n := lu.u.loopConns.Add(1); lu.max > 0 && n > int64(lu.max) {
-		lu.u.loopConns.Add(-1)
+	if !lu.u.takeConn() {
 		return nil, fasthttp.ErrNoFreeConns
 	}
 	fd, err := unix.Socket(lu.family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
-		lu.u.loopConns.Add(-1)
+		lu.u.giveConn()
 		return nil, errLoopDial
 	}
 	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
@@ -1120,7 +1118,7 @@ func (lp *evLoop) backendConn(lu *loopUpstream) (*lconn, error) {
 	}
 	if err != nil && err != unix.EINPROGRESS {
 		_ = unix.Close(fd)
-		lu.u.loopConns.Add(-1)
+		lu.u.giveConn()
 		return nil, errLoopDial
 	}
 	b := lp.newConn(fd, true)
@@ -1161,7 +1159,7 @@ func (lp *evLoop) closeBackend(b *lconn) {
 			lu.idle[b.idx].idx = b.idx
 			lu.idle = lu.idle[:last]
 		}
-		lu.u.loopConns.Add(-1)
+		lu.u.giveConn()
 		if lu.conns--; lu.conns == 0 && lu.u.retired.Load() {
 			lp.ups[lu.u.id] = nil // a reload dropped it: nothing will use it again
 		}
@@ -1525,7 +1523,7 @@ func (lp *evLoop) finishExchange(b, c *lconn) {
 	// other loop can use while it refuses requests for the limit: close
 	// it, so the next request connects from whichever loop serves it.
 	lu := b.up
-	full := lu.max > 0 && len(lp.l.ln.loops) > 1 && lu.u.loopConns.Load() >= int64(lu.max)
+	full := len(lp.l.ln.loops) > 1 && lu.u.connsFull()
 	if b.keep && !lp.draining && !full && !lu.u.retired.Load() {
 		lp.idleBackend(b)
 	} else {

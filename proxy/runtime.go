@@ -45,9 +45,13 @@ type upstream struct {
 	// connects to it), else invalid.
 	addrPort       netip.AddrPort
 	connectTimeout time.Duration
-	// loopConns counts the event loops' connections to the backend,
-	// against max_connections_per_backend (loop.go).
-	loopConns atomic.Int64
+	// conns counts the open connections to the backend of every engine
+	// (event loops, the goroutine engine's HostClient, the h2c transport),
+	// against maxConns (max_connections_per_backend; 0: no limit). Take one
+	// with takeConn before connecting and give it back with giveConn when
+	// the connection closes.
+	conns    atomic.Int64
+	maxConns int64
 	retired   atomic.Bool // no runtime uses it any more
 }
 
@@ -69,7 +73,8 @@ func upstreamKey(pool string, p *config.Pool, addr string) string {
 
 func newUpstream(id int, key, addr string, p *config.Pool, be *balancer.Backend) *upstream {
 	connectTimeout := p.ConnectTimeout.Duration
-	return &upstream{id: id, key: key, be: be, addrPort: parseAddrPort(addr), connectTimeout: connectTimeout, hc: &fasthttp.HostClient{
+	return &upstream{id: id, key: key, be: be, addrPort: parseAddrPort(addr), connectTimeout: connectTimeout,
+		maxConns: int64(p.MaxConnectionsPerBackend), hc: &fasthttp.HostClient{
 		Addr: addr,
 		Dial: func(a string) (net.Conn, error) {
 			c, err := fasthttp.DialTimeout(a, connectTimeout)
@@ -91,6 +96,22 @@ func newUpstream(id int, key, addr string, p *config.Pool, be *balancer.Backend)
 		WriteBufferSize:           8192,
 	}}
 }
+
+// takeConn reserves one connection of the backend's budget; false: the
+// backend is at max_connections_per_backend. Safe for concurrent use.
+func (u *upstream) takeConn() bool {
+	if n := u.conns.Add(1); u.maxConns > 0 && n > u.maxConns {
+		u.conns.Add(-1)
+		return false
+	}
+	return true
+}
+
+// giveConn returns a connection taken with takeConn.
+func (u *upstream) giveConn() { u.conns.Add(-1) }
+
+// connsFull reports whether the backend is at its connection limit.
+func (u *upstream) connsFull() bool { return u.maxConns > 0 && u.conns.Load() >= u.maxConns }
 
 // poolRuntime is a pool as one runtime sees it: members, strategy, checks and
 // pre-bound metric children. Immutable once built, except for the atomics.
