@@ -33,6 +33,11 @@ type Options struct {
 	Logger *slog.Logger
 	// AccessLog receives one line per request; nil turns it off at no cost.
 	AccessLog *AccessLog
+
+	// goroutineOnly makes every http listener serve all its connections
+	// with the goroutine engine, no event loop: the parity suite runs each
+	// case through both engines with it. Tests of this package only.
+	goroutineOnly bool
 }
 
 // Proxy owns every listener and the current runtime. Create it with New,
@@ -520,6 +525,9 @@ func (p *Proxy) newHTTPListener(lc *config.Listener, ln net.Listener) *httpListe
 	l.live.tunnels = m.UpgradedActive.WithLabelValues(lc.Name)
 	p.newGRPCServer(l, lc.IdleTimeout.Duration, lc.MaxHeaderBytes)
 	l.logger = p.opts.Logger
+	if p.opts.goroutineOnly {
+		return l
+	}
 	if loops := newLoops(l, ln); loops != nil {
 		cl.loops = loops
 		cl.serve = l.server.ServeConn
