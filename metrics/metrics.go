@@ -41,6 +41,7 @@ type Metrics struct {
 	ConnsTotal       *prometheus.CounterVec   // listener
 	ConnsRejected    *prometheus.CounterVec   // listener, reason
 	UpgradedActive   *prometheus.GaugeVec     // listener
+	Panics           *prometheus.CounterVec   // listener
 	TCPBytes         *prometheus.CounterVec   // listener, direction
 	JWTVerified      *prometheus.CounterVec   // policy
 	JWTRejected      *prometheus.CounterVec   // policy, reason
@@ -105,6 +106,10 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 			Namespace: namespace, Name: "connections_rejected_total",
 			Help: "Client connections closed at once, by listener and reason (max_connections, proxy_protocol).",
 		}, []string{"listener", "reason"}),
+		Panics: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "panics_total",
+			Help: "Connections closed because handling them panicked (a bug: the stack is in the process log), by listener.",
+		}, []string{"listener"}),
 		UpgradedActive: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: namespace, Name: "upgraded_connections_active",
 			Help: "Upgraded connections (WebSocket and other Connection: Upgrade tunnels) open now, by listener.",
@@ -148,7 +153,7 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 		"Requests (http) or connections (tcp) in flight to the backend now.", []string{"pool", "backend"}, nil)
 	reg.MustRegister(m.RequestsTotal, m.RequestDuration, m.UpstreamErrors, m.RetriesTotal,
 		m.HashKeyMissing, m.HealthChecks, m.Ejections, m.ConnsActive, m.ConnsTotal, m.ConnsRejected,
-		m.UpgradedActive, m.TCPBytes, m.JWTVerified, m.JWTRejected, m.ConfigReloads, m.ReloadSuccessful,
+		m.UpgradedActive, m.Panics, m.TCPBytes, m.JWTVerified, m.JWTRejected, m.ConfigReloads, m.ReloadSuccessful,
 		m.ReloadTimestamp, m.AccessLogDropped, m.BuildInfo, &m.backends,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -43,6 +44,12 @@ type deferConn struct {
 	// client marks a client connection: its waits are bounded by
 	// skipWaitLimit.
 	client bool
+	// budget, on a backend connection, is the upstream whose connection
+	// budget it holds: Close gives it back, once (released).
+	budget   *upstream
+	released atomic.Bool
+	// fresh: dialed for the request about to be sent (forward clears it).
+	fresh bool
 	// deferNext allows holding writes until the next Read, which clears
 	// it. The owner sets it when that Read is sure to follow on the same
 	// goroutine: the proxy for a request it is about to send (the response
@@ -371,5 +378,8 @@ func (c *deferConn) Close() error {
 		})
 	}
 	c.mu.Unlock()
+	if c.budget != nil && c.released.CompareAndSwap(false, true) {
+		c.budget.giveConn()
+	}
 	return c.Conn.Close()
 }

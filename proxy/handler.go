@@ -115,25 +115,36 @@ func (l *httpListener) begin(ctx *fasthttp.RequestCtx, x *exchange, idBuf *[32]b
 		path:     ctx.Path(),
 		bytesIn:  bodyLen,
 	}
-	if streamed && l.server.MaxRequestBodySize > 0 && bodyLen > l.server.MaxRequestBodySize {
-		l.handleError(ctx, fasthttp.ErrBodyTooLarge)
-		ctx.SetConnectionClose()
-		return false
-	}
+	// The client's wish to close travels on our side of the hop only:
+	// upstream connections stay keep-alive. Read before the hop-by-hop
+	// headers go, so that every answer, frontdoor's own included, honours
+	// it.
+	x.clientClose = req.Header.ConnectionClose()
 
 	r := x.r
 	if !x.routed {
 		r = rt.routes.match(req.Header.Host(), ctx.Path())
 	}
 	if r == nil {
-		l.fail(ctx, fasthttp.StatusNotFound, "no route for this host and path", x.reqID, nil)
-		rt.notFound[metrics.CodeClass(fasthttp.StatusNotFound)].Inc()
-		l.finish(ctx, &x.rec, x.reqID, "no_route", -1)
+		l.refuse(ctx, x, nil, fasthttp.StatusNotFound, "no route for this host and path", "no_route")
 		return false
 	}
 	x.r = r
 	x.rec.route = r.name
 	p := r.pool
+	if streamed && l.server.MaxRequestBodySize > 0 && bodyLen > l.server.MaxRequestBodySize {
+		l.refuse(ctx, x, nil, fasthttp.StatusRequestEntityTooLarge, "request body too large", "body_too_large")
+		ctx.SetConnectionClose() // the body was not read
+		return false
+	}
+	if r.grpc != nil {
+		// The pool speaks HTTP/2 only (gRPC): an HTTP/1.1 request would
+		// fail on every backend and be counted against each. Refused
+		// here, counted against none.
+		l.refuse(ctx, x, nil, fasthttp.StatusUpgradeRequired, "this route's backends speak HTTP/2 (gRPC) only; send HTTP/2", "h2c_route")
+		ctx.Response.Header.SetBytesKV(hdrUpgrade, valH2C)
+		return false
+	}
 	// Routes without a JWT policy still drop the claim headers that any
 	// policy sets, so a client can never hand a backend a forged identity.
 	for _, h := range r.stripClaims {
@@ -141,17 +152,13 @@ func (l *httpListener) begin(ctx *fasthttp.RequestCtx, x *exchange, idBuf *[32]b
 	}
 	if r.jwt != nil {
 		if why := r.jwt.ApplyFast(req, start); why != jwt.Valid {
-			l.fail(ctx, fasthttp.StatusUnauthorized, why.Description(), x.reqID, nil)
+			l.refuse(ctx, x, nil, fasthttp.StatusUnauthorized, why.Description(), why.String())
 			ctx.Response.Header.Set("WWW-Authenticate", why.WWWAuthenticate())
 			ctx.Response.Header.Set("Cache-Control", "no-store")
-			l.answeredHere(ctx, x, fasthttp.StatusUnauthorized, why.String())
 			return false
 		}
 	}
 
-	// The client's wish to close travels on our side of the hop only:
-	// upstream connections stay keep-alive.
-	x.clientClose = req.Header.ConnectionClose()
 	var upBuf [32]byte
 	proto := upgradeProtocol(req, upBuf[:0])
 	removeRequestHopHeaders(&req.Header)
@@ -163,8 +170,7 @@ func (l *httpListener) begin(ctx *fasthttp.RequestCtx, x *exchange, idBuf *[32]b
 
 	if p.aff != nil {
 		if why := p.aff.route(req, &x.aff); why != "" {
-			l.fail(ctx, fasthttp.StatusNotFound, "unknown or expired session", x.reqID, p)
-			l.answeredHere(ctx, x, fasthttp.StatusNotFound, why)
+			l.refuse(ctx, x, p, fasthttp.StatusNotFound, "unknown or expired session", why)
 			return false
 		}
 	}
@@ -175,10 +181,23 @@ func (l *httpListener) begin(ctx *fasthttp.RequestCtx, x *exchange, idBuf *[32]b
 	return true
 }
 
-// answeredHere ends a routed request that a stage answered without a
-// backend.
-func (l *httpListener) answeredHere(ctx *fasthttp.RequestCtx, x *exchange, status int, reason string) {
-	x.r.stats.noBackend[metrics.CodeClass(status)].Inc()
+// refuse ends a request that frontdoor answers itself, before any backend
+// is tried: the one-line answer (fail, naming pool p when not nil), the
+// client's Connection: close, requests_total on the route (or pool=""
+// when none matched), request_duration_seconds and the access record with
+// whatever of the request is known. Every engine's own answers come here.
+func (l *httpListener) refuse(ctx *fasthttp.RequestCtx, x *exchange, p *poolRuntime, status int, msg, reason string) {
+	l.fail(ctx, status, msg, x.reqID, p)
+	if x.clientClose {
+		ctx.SetConnectionClose()
+	}
+	class := metrics.CodeClass(status)
+	if x.r == nil {
+		x.rt.notFound[class].Inc()
+		l.finish(ctx, &x.rec, x.reqID, reason, -1)
+		return
+	}
+	x.r.stats.noBackend[class].Inc()
 	end := l.finish(ctx, &x.rec, x.reqID, reason, -1)
 	x.r.stats.duration.Observe(end.Sub(x.rec.start).Seconds())
 }
@@ -260,7 +279,7 @@ func (l *httpListener) attempted(ctx *fasthttp.RequestCtx, x *exchange, i int, e
 		x.attempt++
 		p.retrying.Add(1)
 		p.retriesTotal.Inc()
-		ctx.Response.Reset()
+		clearForRetry(&ctx.Response)
 		return true
 	}
 	x.reason = reasonNames[why]
@@ -269,6 +288,18 @@ func (l *httpListener) attempted(ctx *fasthttp.RequestCtx, x *exchange, i int, e
 	}
 	l.fail(ctx, st, upstreamMessage(st), x.reqID, p)
 	return false
+}
+
+// clearForRetry empties a response for the next attempt. Not
+// Response.Reset: that also clears the header's NoDefaultDate and
+// NoDefaultContentType, which fasthttp's server sets once per request, so
+// the answer of a retried request would lose the backend's Date and gain a
+// Content-Type nobody sent. The next attempt's head read resets the rest of
+// the header.
+func clearForRetry(resp *fasthttp.Response) {
+	resp.ResetBody()
+	resp.SkipBody = false
+	resp.Header.ResetConnectionClose()
 }
 
 // end finishes a request that reached the pick phase: metrics and the

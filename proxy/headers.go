@@ -24,6 +24,7 @@ var (
 	hdrTraceparent     = []byte("traceparent")
 	hdrRetryAfter      = []byte("Retry-After")
 	valHTTP            = []byte("http")
+	valH2C             = []byte("h2c")
 )
 
 // removeRequestHopHeaders deletes the hop-by-hop headers of RFC 9110 7.6.1

@@ -581,13 +581,17 @@ func (l *httpListener) handleError(ctx *fasthttp.RequestCtx, err error) {
 	case errors.As(err, &netErr) && netErr.Timeout():
 		status, msg, reason = fasthttp.StatusRequestTimeout, "request read timed out", "read_timeout"
 	}
+	// The request's own ID when its head got that far, so the client's
+	// X-Request-ID or traceparent finds this answer too; the real time,
+	// as fasthttp did not start a request (ctx.Time is zero, or the
+	// previous request's on a keep-alive connection).
 	var idBuf [32]byte
-	reqID := l.ids.next(&idBuf)
-	l.fail(ctx, status, msg, reqID, nil)
-	rt := l.rt.Load()
-	rt.notFound[metrics.CodeClass(status)].Inc()
-	rec := accessRecord{start: ctx.Time(), listener: rt.name, method: ctx.Request.Header.Method(), path: ctx.Path()}
-	l.finish(ctx, &rec, reqID, reason, -1)
+	x := exchange{rt: l.rt.Load(), member: -1, bytesOut: -1}
+	x.reqID = l.requestID(&ctx.Request, &idBuf)
+	x.rec = accessRecord{start: time.Now(), listener: x.rt.name, method: ctx.Request.Header.Method(),
+		host: ctx.Request.Header.Host(), path: ctx.Path()}
+	l.refuse(ctx, &x, nil, status, msg, reason)
+	ctx.SetConnectionClose()
 }
 
 // Shutdown stops accepting on every listener, lets in-flight requests finish

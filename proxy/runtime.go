@@ -1,10 +1,12 @@
 package proxy
 
 import (
+	"math"
 	"net"
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -52,7 +54,7 @@ type upstream struct {
 	// the connection closes.
 	conns    atomic.Int64
 	maxConns int64
-	retired   atomic.Bool // no runtime uses it any more
+	retired  atomic.Bool // no runtime uses it any more
 }
 
 func upstreamKey(pool string, p *config.Pool, addr string) string {
@@ -73,19 +75,32 @@ func upstreamKey(pool string, p *config.Pool, addr string) string {
 
 func newUpstream(id int, key, addr string, p *config.Pool, be *balancer.Backend) *upstream {
 	connectTimeout := p.ConnectTimeout.Duration
-	return &upstream{id: id, key: key, be: be, addrPort: parseAddrPort(addr), connectTimeout: connectTimeout,
-		maxConns: int64(p.MaxConnectionsPerBackend), hc: &fasthttp.HostClient{
+	u := &upstream{id: id, key: key, be: be, addrPort: parseAddrPort(addr), connectTimeout: connectTimeout,
+		maxConns: int64(p.MaxConnectionsPerBackend)}
+	u.hc = &fasthttp.HostClient{
 		Addr: addr,
+		// The connection budget is the upstream's, shared with the event
+		// loops and the h2c transport: Dial takes from it, and the
+		// connection's Close gives back.
 		Dial: func(a string) (net.Conn, error) {
+			if !u.takeConn() {
+				return nil, fasthttp.ErrNoFreeConns
+			}
 			c, err := fasthttp.DialTimeout(a, connectTimeout)
-			if tc, ok := c.(*net.TCPConn); ok && err == nil {
+			if err != nil {
+				u.giveConn()
+				return nil, err
+			}
+			if tc, ok := c.(*net.TCPConn); ok {
 				// A request is always followed by a read of its
 				// response: send it from that read (deferconn.go).
-				return newDeferConn(tc, false), nil
+				dc := newDeferConn(tc, false)
+				dc.budget, dc.fresh = u, true
+				return dc, nil
 			}
-			return c, err
+			return &budgetConn{Conn: c, u: u}, nil
 		},
-		MaxConns:                 p.MaxConnectionsPerBackend,
+		MaxConns:                 math.MaxInt32, // the budget above limits
 		MaxIdleConnDuration:      p.IdleTimeout.Duration,
 		NoDefaultUserAgentHeader: true,
 		DisablePathNormalizing:   true,
@@ -94,7 +109,21 @@ func newUpstream(id int, key, addr string, p *config.Pool, be *balancer.Backend)
 		MaxIdemponentCallAttempts: 1,
 		ReadBufferSize:            8192,
 		WriteBufferSize:           8192,
-	}}
+	}
+	return u
+}
+
+// budgetConn gives its upstream's connection budget back when closed, for
+// a backend connection that is not a plain TCP socket.
+type budgetConn struct {
+	net.Conn
+	u    *upstream
+	once sync.Once
+}
+
+func (c *budgetConn) Close() error {
+	c.once.Do(c.u.giveConn)
+	return c.Conn.Close()
 }
 
 // takeConn reserves one connection of the backend's budget; false: the

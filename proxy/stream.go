@@ -135,6 +135,12 @@ func (l *httpListener) forward(ctx *fasthttp.RequestCtx, u *upstream, p *poolRun
 		// The request goes out from the read of its response
 		// (deferconn.go); set first, so the deadlines wait for it too.
 		dc.deferNext = true
+		if dc.fresh {
+			// response_timeout runs from the connect, as in the event
+			// loop: the dial had connect_timeout of its own.
+			dc.fresh = false
+			fw.deadline = time.Now().Add(fw.timeout)
+		}
 	}
 	if err = conn.SetDeadline(fw.deadline); err != nil {
 		hc.CloseConn(cc)
@@ -201,7 +207,15 @@ func (l *httpListener) forward(ctx *fasthttp.RequestCtx, u *upstream, p *poolRun
 	if resp.SkipBody || status < 200 || status == fasthttp.StatusNoContent || status == fasthttp.StatusNotModified ||
 		(n >= 0 && n <= streamThreshold && !spliced) {
 		if !resp.SkipBody && status >= 200 && status != fasthttp.StatusNoContent && status != fasthttp.StatusNotModified {
-			err = resp.ReadBody(br, 0)
+			if n < 0 || br.Buffered() < n {
+				// response_timeout ended with the head; the body may
+				// pause for idle_timeout between reads, as in the event
+				// loop and a stream.
+				err = conn.SetReadDeadline(deadline(time.Now(), l.server.IdleTimeout))
+			}
+			if err == nil {
+				err = resp.ReadBody(br, 0)
+			}
 		}
 		hc.ReleaseReader(br)
 		if err != nil || resp.ConnectionClose() {
@@ -364,6 +378,9 @@ type upstreamBody[C interface{ Conn() net.Conn }] struct {
 	// read-to-close bodies.
 	framing fasthttp.Response
 	rs      io.Reader
+	// resp is the client's answer while fasthttp writes it: trailers go
+	// there (relayTrailers).
+	resp *fasthttp.ResponseHeader
 
 	n       int64
 	eof     bool
@@ -388,6 +405,7 @@ func startStream[C interface{ Conn() net.Conn }](ctx *fasthttp.RequestCtx, l *ht
 		b.sp.bind()
 	}
 	b.hc, b.cc, b.release, b.discard, b.br = hc, cc, release, discard, br
+	b.resp = &ctx.Response.Header
 	b.conn, b.client = cc.Conn(), ctx.Conn()
 	b.idle, b.writeTO = l.server.IdleTimeout, l.server.WriteTimeout
 	b.every = deadlineEvery(b.idle, b.writeTO)
@@ -441,11 +459,27 @@ func (b *upstreamBody[C]) Read(p []byte) (int, error) {
 	switch {
 	case err == io.EOF:
 		b.eof = true
+		if !b.spliced {
+			b.relayTrailers()
+		}
 	case err != nil:
 		b.readErr = err
 	}
 	b.refresh()
 	return n, err
+}
+
+// relayTrailers hands the trailer fields of a chunked body to the client's
+// answer, which fasthttp writes after the last chunk; the event loop relays
+// them as they came, and so does this. Only a body that has trailers pays
+// for it.
+func (b *upstreamBody[C]) relayTrailers() {
+	for key := range b.framing.Header.Trailers() {
+		v := b.framing.Header.PeekBytes(key)
+		if b.resp.AddTrailerBytes(key) == nil {
+			b.resp.SetBytesKV(key, v)
+		}
+	}
 }
 
 // refresh pushes the deadlines out, at most every b.every.
@@ -600,7 +634,7 @@ func (b *upstreamBody[C]) CloseWithError(err error) error {
 		b.log.log(&b.rec)
 	}
 	var zero C
-	b.hc, b.cc, b.br, b.conn, b.client, b.pool, b.live, b.rs, b.log = nil, zero, nil, nil, nil, nil, nil, nil, nil
+	b.hc, b.cc, b.br, b.conn, b.client, b.pool, b.live, b.rs, b.log, b.resp = nil, zero, nil, nil, nil, nil, nil, nil, nil, nil
 	b.rec = accessRecord{}
 	upstreamBodies.Put(b)
 	return nil
