@@ -2,11 +2,13 @@ package proxy
 
 import (
 	"errors"
+	"github.com/prometheus/client_golang/prometheus"
 	"io"
 	"log/slog"
 	"net"
 	"net/netip"
 	"os"
+	"runtime/debug"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -37,6 +39,10 @@ type httpListener struct {
 	live     liveSet       // streamed bodies and tunnels (stream.go)
 	pipes    splice.Pool   // pipes of spliced response bodies (splice.go)
 	logger   *slog.Logger
+	panics   prometheus.Counter // panics_total{listener}
+	// beforeRequest, tests only (Options.beforeRequest), runs first in
+	// begin: it can make a request panic.
+	beforeRequest func(*fasthttp.RequestCtx)
 }
 
 // exchange is one request's state across the phases of handling it: begin
@@ -70,7 +76,7 @@ type exchange struct {
 // It allocates nothing in steady state; keep it that way (BenchmarkForward,
 // TestForwardAllocs).
 func (l *httpListener) handle(ctx *fasthttp.RequestCtx) {
-	defer answered(ctx)
+	defer l.handled(ctx)
 	var x exchange
 	var idBuf [32]byte
 	if !l.begin(ctx, &x, &idBuf) {
@@ -98,6 +104,9 @@ func (l *httpListener) begin(ctx *fasthttp.RequestCtx, x *exchange, idBuf *[32]b
 	rt := x.rt
 	if !x.routed {
 		rt = l.rt.Load()
+	}
+	if l.beforeRequest != nil {
+		l.beforeRequest(ctx)
 	}
 	req := &ctx.Request
 	start := ctx.Time()
@@ -364,6 +373,24 @@ func (l *httpListener) attemptAbandoned(ctx *fasthttp.RequestCtx, x *exchange) {
 	ctx.Response.Reset()
 	ctx.Response.SetStatusCode(statusClientClosed)
 	x.reason = clientFaultReason(statusClientClosed)
+}
+
+// handled runs when handle returns: it survives a panic of the request (a
+// bug; fasthttp's server would let it end the process) by logging it with
+// the stack, counting it and closing the connection, and else lets the
+// answer's last write wait (answered).
+func (l *httpListener) handled(ctx *fasthttp.RequestCtx) {
+	if r := recover(); r != nil {
+		l.panics.Inc()
+		l.logger.Error("listener: panic while serving a request; the connection is closed",
+			"listener", l.name, "request_id", string(ctx.Request.Header.PeekBytes(hdrXRequestID)),
+			"panic", r, "stack", string(debug.Stack()))
+		ctx.Response.Reset()
+		ctx.SetStatusCode(fasthttp.StatusInternalServerError)
+		ctx.SetConnectionClose()
+		return
+	}
+	answered(ctx)
 }
 
 // answered lets the client connection hold the response's last write until

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"net"
 	"runtime"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -220,6 +221,13 @@ type evLoop struct {
 	rsa    unix.RawSockaddrAny
 	rsaLen uint32
 
+	// cur is the connection being served, for survive.
+	cur *lconn
+	// acceptAt, when not 0, is when (lp.now) accepting resumes after the
+	// process ran out of descriptors; acceptPause is the current pause.
+	acceptAt    int64
+	acceptPause time.Duration
+
 	freeConns []*lconn
 	freeX     []*lexch
 	ups       []*loopUpstream // by upstream.id
@@ -397,34 +405,119 @@ func (lp *evLoop) run() {
 			}
 		}
 		lp.now = int64(time.Since(lp.base))
-		for i := 0; i < n; i++ {
-			e := &lp.events[i]
-			fd := int(e.Fd)
-			switch {
-			case fd == lp.wakefd:
-				if lp.controlled() {
-					return
-				}
-			case fd == lp.lfd && lp.accepting:
-				lp.accept()
-			case fd < len(lp.conns):
-				c := lp.conns[fd]
-				if c == nil || c.gen != e.Pad {
-					continue
-				}
-				if c.backend {
-					lp.backendEvent(c, e.Events)
-				} else {
-					lp.clientEvent(c, e.Events)
-				}
-			}
+		if lp.dispatch(n) {
+			return
 		}
 		lp.expire()
+		if lp.acceptAt != 0 && lp.now >= lp.acceptAt {
+			lp.resumeAccept()
+		}
 		if lp.draining && lp.clients == 0 {
 			lp.closeAll()
 			return
 		}
 	}
+}
+
+// dispatch handles the n events of one wake-up. It reports whether the
+// loop ends.
+func (lp *evLoop) dispatch(n int) bool {
+	for i := 0; i < n; {
+		var stop bool
+		if i, stop = lp.dispatchFrom(i, n); stop {
+			return true
+		}
+	}
+	return false
+}
+
+// dispatchFrom handles the events from the one at from on. A panic while
+// it handles a connection closes that connection (survive) and returns the
+// index of the next event, so the loop goes on with the others: with edge
+// triggering, an event skipped would be lost for good.
+func (lp *evLoop) dispatchFrom(from, n int) (next int, stop bool) {
+	next = from
+	defer func() {
+		if r := recover(); r != nil {
+			lp.survive(r)
+			next++
+		}
+	}()
+	for ; next < n; next++ {
+		e := &lp.events[next]
+		fd := int(e.Fd)
+		switch {
+		case fd == lp.wakefd:
+			if lp.controlled() {
+				return next, true
+			}
+		case fd == lp.lfd && lp.accepting:
+			lp.accept()
+		case fd < len(lp.conns):
+			c := lp.conns[fd]
+			if c == nil || c.gen != e.Pad {
+				continue
+			}
+			lp.cur = c
+			if c.backend {
+				lp.backendEvent(c, e.Events)
+			} else {
+				lp.clientEvent(c, e.Events)
+			}
+			lp.cur = nil
+		}
+	}
+	return next, false
+}
+
+// survive handles a panic raised while the loop served lp.cur (a bug): it
+// logs the panic with its stack and the request ID, counts it in
+// panics_total, and closes the connection and its peer. The loop's other
+// connections are untouched.
+func (lp *evLoop) survive(r any) {
+	c := lp.cur
+	lp.cur = nil
+	lp.l.panics.Inc()
+	client := c
+	if c != nil && c.backend {
+		client = c.peer
+	}
+	var id []byte
+	if client != nil && client.x != nil {
+		id = client.x.x.reqID
+	}
+	lp.l.logger.Error("listener: panic while serving a connection; the connection is closed",
+		"listener", lp.l.name, "request_id", string(id), "panic", r, "stack", string(debug.Stack()))
+	if c != nil {
+		lp.discard(c)
+	}
+}
+
+// discard closes c and its peer after a panic: with the usual bookkeeping
+// when that works, else just their descriptors.
+func (lp *evLoop) discard(c *lconn) {
+	defer func() {
+		if recover() != nil {
+			for _, k := range [2]*lconn{c, c.peer} {
+				if k != nil && k.fd >= 0 {
+					_ = unix.Close(k.fd)
+					lp.conns[k.fd] = nil
+					if !k.backend {
+						lp.clientClosed()
+					}
+					k.fd = -1
+				}
+			}
+		}
+	}()
+	if c.backend {
+		if cl := c.peer; cl != nil {
+			lp.closeClient(cl) // closes c too
+		}
+		lp.closeBackend(c)
+		return
+	}
+	lp.closeClient(c)
 }
 
 func (lp *evLoop) pollRaw() (int, unix.Errno) {
@@ -494,16 +587,12 @@ func (lp *evLoop) markNotAccepting() {
 // closeAll closes every connection of the loop.
 func (lp *evLoop) closeAll() {
 	for _, c := range lp.conns {
-		if c == nil {
-			continue
+		if c == nil || c.fd < 0 || (c.backend && c.peer != nil) {
+			continue // a busy backend closes with its client
 		}
-		if c.backend {
-			if c.peer == nil {
-				lp.closeBackend(c)
-			}
-			continue
-		}
-		lp.closeClient(c)
+		// discard: a connection left half-served by a panic must not
+		// stop the loop from ending.
+		lp.discard(c)
 	}
 }
 

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -19,9 +20,14 @@ func (lp *evLoop) accept() {
 		if e == unix.EINTR || e == unix.ECONNABORTED {
 			continue
 		}
-		if e != 0 {
-			return // EAGAIN, or out of descriptors: the listener stays ready
+		if e == unix.EMFILE || e == unix.ENFILE || e == unix.ENOBUFS || e == unix.ENOMEM {
+			lp.pauseAccept(e)
+			return
 		}
+		if e != 0 {
+			return // EAGAIN
+		}
+		lp.acceptPause = 0
 		fd := int(r)
 		if ln.open.Add(1) > ln.maxConns {
 			ln.open.Add(-1)
@@ -38,8 +44,43 @@ func (lp *evLoop) accept() {
 		// socket joins the epoll set only when the loop first waits for
 		// it (watch): a Connection: close request answered at once never
 		// costs an epoll_ctl.
+		lp.cur = c
 		lp.clientRead(c, false)
+		lp.cur = nil
 	}
+}
+
+// Pauses of accepting when the process is out of descriptors or memory,
+// as net/http's Server: from 5 ms, doubling, to at most 1 s.
+const (
+	acceptPauseMin = 5 * time.Millisecond
+	acceptPauseMax = time.Second
+)
+
+// pauseAccept stops accepting for a while after accept4 failed for want of
+// descriptors or memory. The listening socket is level-triggered and stays
+// readable while connections wait in its backlog: without the pause the
+// loop would spin on it. The connections wait in the backlog meanwhile.
+func (lp *evLoop) pauseAccept(e unix.Errno) {
+	if lp.acceptPause == 0 {
+		lp.acceptPause = acceptPauseMin
+		lp.l.logger.Warn("listener: accept paused: out of file descriptors or memory; raise LimitNOFILE or lower max_connections",
+			"listener", lp.l.name, "err", e)
+	} else {
+		lp.acceptPause = min(2*lp.acceptPause, acceptPauseMax)
+	}
+	_ = unix.EpollCtl(lp.epfd, unix.EPOLL_CTL_DEL, lp.lfd, nil)
+	lp.acceptAt = lp.now + int64(lp.acceptPause)
+}
+
+// resumeAccept watches the listening socket again after a pause.
+func (lp *evLoop) resumeAccept() {
+	lp.acceptAt = 0
+	if !lp.accepting {
+		return
+	}
+	lp.ev = unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLEXCLUSIVE, Fd: int32(lp.lfd)}
+	_ = unix.EpollCtl(lp.epfd, unix.EPOLL_CTL_ADD, lp.lfd, &lp.ev)
 }
 
 // setAddr records the client's address from the accept4 result.

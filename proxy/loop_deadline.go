@@ -17,14 +17,31 @@ type timerQueue struct {
 
 // expire fires the deadlines that passed.
 func (lp *evLoop) expire() {
+	for lp.expireGuarded() {
+	}
+}
+
+// expireGuarded fires deadlines until none is due; it reports a panic
+// (survive closed that connection), after which it is called again for
+// the rest.
+func (lp *evLoop) expireGuarded() (panicked bool) {
+	defer func() {
+		if r := recover(); r != nil {
+			lp.survive(r)
+			panicked = true
+		}
+	}()
 	for _, q := range lp.queues {
 		for q.head != nil && q.head.tat <= lp.now {
 			c := q.head
 			kind := c.tkind
 			lp.disarm(c)
+			lp.cur = c
 			lp.timeout(c, kind)
 		}
 	}
+	lp.cur = nil
+	return false
 }
 
 func (lp *evLoop) timeout(c *lconn, kind uint8) {
@@ -56,6 +73,9 @@ func (lp *evLoop) timeout(c *lconn, kind uint8) {
 // waitMillis is the epoll_wait timeout: until the next deadline.
 func (lp *evLoop) waitMillis() int {
 	next := int64(-1)
+	if lp.acceptAt != 0 {
+		next = lp.acceptAt
+	}
 	for _, q := range lp.queues {
 		if q.head != nil && (next < 0 || q.head.tat < next) {
 			next = q.head.tat

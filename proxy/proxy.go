@@ -38,6 +38,9 @@ type Options struct {
 	// with the goroutine engine, no event loop: the parity suite runs each
 	// case through both engines with it. Tests of this package only.
 	goroutineOnly bool
+	// beforeRequest, when set, runs at the start of every HTTP/1.1
+	// request (httpListener.beforeRequest). Tests of this package only.
+	beforeRequest func(*fasthttp.RequestCtx)
 }
 
 // Proxy owns every listener and the current runtime. Create it with New,
@@ -525,6 +528,8 @@ func (p *Proxy) newHTTPListener(lc *config.Listener, ln net.Listener) *httpListe
 	l.live.tunnels = m.UpgradedActive.WithLabelValues(lc.Name)
 	p.newGRPCServer(l, lc.IdleTimeout.Duration, lc.MaxHeaderBytes)
 	l.logger = p.opts.Logger
+	l.panics = m.Panics.WithLabelValues(lc.Name)
+	l.beforeRequest = p.opts.beforeRequest
 	if p.opts.goroutineOnly {
 		return l
 	}
