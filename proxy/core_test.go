@@ -1,11 +1,11 @@
 package proxy
 
 import (
-	"log/slog"
 	"bufio"
 	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
