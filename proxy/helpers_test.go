@@ -88,12 +88,20 @@ type testProxy struct {
 // waits until the first health round is done.
 func startProxy(t testing.TB, toml string, access *AccessLog) *testProxy {
 	t.Helper()
+	return startProxyWith(t, toml, Options{AccessLog: access})
+}
+
+// startProxyWith is startProxy with opts; their Metrics are set here, on
+// the testProxy's own registry.
+func startProxyWith(t testing.TB, toml string, opts Options) *testProxy {
+	t.Helper()
 	cfg, err := config.Parse([]byte(toml), "test.toml")
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}
 	reg := prometheus.NewRegistry()
-	p := New(Options{Metrics: metrics.New(reg, "test"), AccessLog: access})
+	opts.Metrics = metrics.New(reg, "test")
+	p := New(opts)
 	if err := p.Apply(cfg); err != nil {
 		t.Fatalf("apply: %v", err)
 	}
