@@ -91,7 +91,8 @@ func startProxy(t testing.TB, toml string, access *AccessLog) *testProxy {
 	return startProxyWith(t, toml, Options{AccessLog: access})
 }
 
-// startProxyWith is startProxy with opts (Metrics is set here).
+// startProxyWith is startProxy with opts; their Metrics are set here, on
+// the testProxy's own registry.
 func startProxyWith(t testing.TB, toml string, opts Options) *testProxy {
 	t.Helper()
 	cfg, err := config.Parse([]byte(toml), "test.toml")

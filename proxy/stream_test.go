@@ -59,7 +59,13 @@ func streamProxy(t testing.TB, extra, poolExtra string, access *AccessLog, addrs
 // check "none" the checker marks them up in its own goroutine, after Ready.
 func upProxy(t testing.TB, toml string, access *AccessLog) *testProxy {
 	t.Helper()
-	p := startProxy(t, toml, access)
+	return upProxyWith(t, toml, Options{AccessLog: access})
+}
+
+// upProxyWith is upProxy with opts (startProxyWith).
+func upProxyWith(t testing.TB, toml string, opts Options) *testProxy {
+	t.Helper()
+	p := startProxyWith(t, toml, opts)
 	waitFor(t, 5*time.Second, "every backend up", func() bool {
 		for _, pr := range p.gen.Load().pools {
 			for _, u := range pr.ups {
