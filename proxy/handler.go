@@ -142,6 +142,7 @@ func (l *httpListener) begin(ctx *fasthttp.RequestCtx, x *exchange, idBuf *[32]b
 	x.rec.route = r.name
 	p := r.pool
 	if streamed && l.server.MaxRequestBodySize > 0 && bodyLen > l.server.MaxRequestBodySize {
+		x.rec.bytesIn = 0 // declared, never read
 		l.refuse(ctx, x, nil, fasthttp.StatusRequestEntityTooLarge, "request body too large", "body_too_large")
 		ctx.SetConnectionClose() // the body was not read
 		return false

@@ -1,7 +1,11 @@
 package proxy
 
 import (
+	"bufio"
 	"bytes"
+	"io"
+	"net"
+	"sync"
 
 	"github.com/valyala/fasthttp"
 )
@@ -94,3 +98,58 @@ func setForwardedHeaders(ctx *fasthttp.RequestCtx, scratch []byte) []byte {
 	h.SetBytesKV(hdrXForwardedHost, h.Host())
 	return ip
 }
+
+// passThroughHead returns an empty response header with fasthttp's two
+// defaults off, as its server sets them when told to (NoDefaultDate,
+// NoDefaultContentType): serialized, a head read into it after CopyTo is
+// the backend's, with no Date moved or replaced and no Content-Type
+// invented. fasthttp has no setter for the Date one outside its server, so
+// the header is taken, once, from a server that answers one request over a
+// pipe. The result is never written to; it is safe for concurrent CopyTo.
+var passThroughHead = sync.OnceValue(func() *fasthttp.ResponseHeader {
+	h := new(fasthttp.ResponseHeader)
+	srv := &fasthttp.Server{NoDefaultDate: true, NoDefaultContentType: true, NoDefaultServerHeader: true,
+		Handler: func(ctx *fasthttp.RequestCtx) { ctx.Response.Header.CopyTo(h) }}
+	server, client := net.Pipe()
+	go func() {
+		_, _ = io.WriteString(client, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+		_, _ = io.Copy(io.Discard, client)
+		_ = client.Close()
+	}()
+	_ = srv.ServeConn(server)
+	return h
+})
+
+// ensureDate gives a forwarded answer whose backend sent no Date one of
+// frontdoor's (RFC 9110 6.6.1: a recipient with a clock adds it), in both
+// engines the same way. fasthttp's headers ignore setting Date; only its
+// serializer adds one, when the header's NoDefaultDate is off. So the head,
+// read over passThroughHead (NoDefaultDate on), is read again from its own
+// serialization into a header with it off. Backends that send Date (nearly
+// all) pay one lookup.
+func ensureDate(h *fasthttp.ResponseHeader) {
+	if len(h.PeekBytes(hdrDate)) > 0 {
+		return
+	}
+	re := reheads.Get().(*rehead)
+	defer reheads.Put(re)
+	re.raw = h.AppendBytes(re.raw[:0])
+	h.Reset()
+	h.SetNoDefaultContentType(true)
+	re.rd.Reset(re.raw)
+	re.br.Reset(&re.rd)
+	_ = h.Read(re.br) // it was parsed once already
+}
+
+// rehead holds what ensureDate needs to read a head again.
+type rehead struct {
+	raw []byte
+	rd  bytes.Reader
+	br  *bufio.Reader
+}
+
+// reheads are ensureDate's buffers; a backend's head is at most 32 KiB in
+// the event loop (half its read buffer) and 8 KiB in the goroutine engine.
+var reheads = sync.Pool{New: func() any {
+	return &rehead{br: bufio.NewReaderSize(nil, loopReadBuf/2+16)}
+}}

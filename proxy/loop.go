@@ -221,6 +221,8 @@ type evLoop struct {
 	rsa    unix.RawSockaddrAny
 	rsaLen uint32
 
+	// passHead is passThroughHead(), read only.
+	passHead *fasthttp.ResponseHeader
 	// cur is the connection being served, for survive.
 	cur *lconn
 	// acceptAt, when not 0, is when (lp.now) accepting resumes after the
@@ -291,6 +293,7 @@ func newLoop(l *httpListener, lfd int) (*evLoop, error) {
 		done:        make(chan struct{}),
 		accepting:   true,
 		shortWait:   true,
+		passHead:    passThroughHead(),
 	}
 	lp.bw = bufio.NewWriterSize(nil, 4096)
 	var err error

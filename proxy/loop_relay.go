@@ -35,6 +35,10 @@ func (lp *evLoop) backendData(b, c *lconn, data []byte) bool {
 			if x.head {
 				resp.SkipBody = true
 			}
+			// Serialized as the backend sent it, as the goroutine
+			// engine's server does: no Date or Content-Type of
+			// fasthttp's (passThroughHead).
+			lp.passHead.CopyTo(&resp.Header)
 			if err := resp.Header.Read(lp.br); err != nil {
 				lp.backendFailed(b, errBadResponse)
 				return false
@@ -74,18 +78,20 @@ func (lp *evLoop) backendData(b, c *lconn, data []byte) bool {
 		x.x.bytesOut = 0
 		l := lp.l
 		member := x.x.member
-		l.attempted(&x.ctx, &x.x, member, nil)
-		x.x.p.pool.Acquire(member) // busy until the body ends, as a stream
 		if b.framing == bodyClose {
 			// Sent on chunked, so the client's connection stays open
-			// (HAProxy and nginx do the same).
+			// (HAProxy and nginx do the same); before attempted adds
+			// X-Request-ID, so the head reads as the goroutine engine's.
 			resp.Header.SetContentLength(-1)
 		}
+		l.attempted(&x.ctx, &x.x, member, nil)
+		x.x.p.pool.Acquire(member) // busy until the body ends, as a stream
 		if x.x.clientClose || lp.draining || c.closeAfter {
 			c.closeAfter = true
 			resp.Header.SetConnectionClose()
 		}
-		lp.head = appendResponseHead(lp.head[:0], &resp.Header)
+		ensureDate(&resp.Header)
+		lp.head = resp.Header.AppendBytes(lp.head[:0])
 		head = lp.head
 		fresh = true
 		lp.disarm(b)
@@ -166,42 +172,6 @@ func (lp *evLoop) backendData(b, c *lconn, data []byte) bool {
 	}
 	lp.arm(b, tBackendBody, lp.l.settings.idle)
 	return true
-}
-
-// appendResponseHead writes a backend's response head, as the client gets
-// it, over dst (fasthttp's AppendBytes starts at dst[:0] too). fasthttp's serializer, used outside its server, would add a default
-// Content-Type and put its own Date in place of the backend's; the
-// goroutine engine (fasthttp's server, set up with NoDefaultContentType and
-// NoDefaultDate) passes both through as the backend sent them, and so does
-// this.
-func appendResponseHead(dst []byte, h *fasthttp.ResponseHeader) []byte {
-	h.SetNoDefaultContentType(true)
-	const start = 0
-	dst = h.AppendBytes(dst[:0])
-	date := h.PeekBytes(hdrDate)
-	if len(date) == 0 {
-		return dst // fasthttp's Date stands in for the missing one (RFC 9110 6.6.1)
-	}
-	head := dst[start:]
-	i := bytes.Index(head, crlfDate)
-	if i < 0 {
-		return dst
-	}
-	v := i + len(crlfDate)
-	e := bytes.Index(head[v:], crlf)
-	if e < 0 {
-		return dst
-	}
-	// Put the backend's value in place of fasthttp's, moving the rest of
-	// the head (copy is a memmove) when the lengths differ.
-	at, oldEnd := start+v, len(dst)
-	delta := len(date) - e
-	if delta > 0 {
-		dst = append(dst, make([]byte, delta)...)
-	}
-	copy(dst[at+len(date):], dst[at+e:oldEnd])
-	copy(dst[at:], date)
-	return dst[:oldEnd+delta]
 }
 
 // pump moves the rest of b's body to c with splice(2), backend socket to

@@ -13,7 +13,6 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"frontdoor/balancer"
-	"frontdoor/metrics"
 )
 
 // Streaming: how a request is carried to a backend and its answer back.
@@ -105,12 +104,12 @@ func requestBody(req *fasthttp.Request) (int, bool) {
 
 // expect answers "Expect: 100-continue": 413 at once for a declared body
 // above max_body_bytes, so the client does not send it, else 100 Continue
-// and the body is read (streamed) as usual. The 413 counts in
-// requests_total (pool="") but has no access log line: fasthttp answers it
-// without calling the handler.
+// and the body is read (streamed) as usual. The 413 goes through the core
+// like any answer of frontdoor's own (refuseHead): metrics, access record,
+// the client's request ID.
 func (l *httpListener) expect(ctx *fasthttp.RequestCtx) int {
 	if n := ctx.Request.Header.ContentLength(); l.server.MaxRequestBodySize > 0 && n > l.server.MaxRequestBodySize {
-		l.rt.Load().notFound[metrics.CodeClass(fasthttp.StatusRequestEntityTooLarge)].Inc()
+		l.refuseHead(ctx, true, fasthttp.StatusRequestEntityTooLarge, "request body too large", "body_too_large")
 		return fasthttp.StatusRequestEntityTooLarge
 	}
 	return fasthttp.StatusContinue
@@ -191,6 +190,7 @@ func (l *httpListener) forward(ctx *fasthttp.RequestCtx, u *upstream, p *poolRun
 		hc.CloseConn(cc)
 		return err
 	}
+	ensureDate(&resp.Header)
 	status := resp.StatusCode()
 	if status == fasthttp.StatusSwitchingProtocols {
 		if !fw.upgrade {
