@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -93,5 +94,79 @@ func TestGRPCThroughHTTPListener(t *testing.T) {
 	resp, err := get(t, &fasthttp.Client{}, p.url(t, "web", "/"))
 	if err != nil || resp.StatusCode() != 200 || string(resp.Body()) != "web" {
 		t.Errorf("HTTP/1.1 beside gRPC: %v %v", err, resp)
+	}
+}
+
+// TestGRPCRequestIDSameRuleAsHTTP sends the same traceparent and X-Request-ID
+// pairs as HTTP/1.1 requests and as gRPC calls to one listener: both engines
+// must settle on the same ID, and IDs they make up must come from the one
+// generator of the Proxy (same 16-digit prefix).
+func TestGRPCRequestIDSameRuleAsHTTP(t *testing.T) {
+	t.Parallel()
+	g := startGRPCBackend(t, "g")
+	web := startBackend(t, "web")
+	p := startProxy(t, listenerTOML+`
+  [[listener.route]]
+  path_prefix = "/grpc.health.v1.Health/"
+  pool = "grpc"
+  [[listener.route]]
+  pool = "web"
+`+poolTOML("grpc", "protocol = \"h2c\"\nhealth = { check = \"none\" }", g)+
+		poolTOML("web", `health = { check = "none" }`, web.addr), nil)
+	conn, err := grpclib.NewClient(p.Addr("web").String(), grpclib.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	client := healthpb.NewHealthClient(conn)
+	const tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+	tests := []struct {
+		name        string
+		traceparent string
+		xRequestID  string
+		generated   bool
+	}{
+		{"traceparent and x-request-id", tp, "req-1", false},
+		{"x-request-id", "", "req-1", false},
+		{"x-request-id with a quote", "", `req"1`, true},
+		{"x-request-id of 129 characters", "", strings.Repeat("i", 129), true},
+		{"nothing", "", "", true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var hdr []string
+			if tc.traceparent != "" {
+				hdr = append(hdr, "traceparent", tc.traceparent)
+			}
+			if tc.xRequestID != "" {
+				hdr = append(hdr, "x-request-id", tc.xRequestID)
+			}
+			resp, err := get(t, &fasthttp.Client{}, p.url(t, "web", "/"), hdr...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			httpID := string(resp.Header.Peek("X-Request-ID"))
+
+			ctx, cancel := context.WithTimeout(metadata.AppendToOutgoingContext(context.Background(), hdr...), 5*time.Second)
+			defer cancel()
+			var md metadata.MD
+			if _, err := client.Check(ctx, &healthpb.HealthCheckRequest{}, grpclib.Header(&md)); err != nil {
+				t.Fatal(err)
+			}
+			var grpcID string
+			if v := md.Get("x-request-id"); len(v) == 1 {
+				grpcID = v[0]
+			}
+			if tc.generated {
+				if len(httpID) != 32 || len(grpcID) != 32 || httpID[:16] != grpcID[:16] || httpID == grpcID {
+					t.Errorf("new IDs: HTTP %q, gRPC %q; want two IDs of one generator", httpID, grpcID)
+				}
+				return
+			}
+			if httpID == "" || grpcID != httpID {
+				t.Errorf("HTTP settled on %q, gRPC on %q", httpID, grpcID)
+			}
+		})
 	}
 }

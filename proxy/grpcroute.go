@@ -33,6 +33,7 @@ func (p *Proxy) newGRPCServer(l *httpListener, idle time.Duration, maxHeader int
 		Router:         l,
 		Logger:         p.opts.Logger,
 		Metrics:        p.opts.Metrics,
+		RequestIDs:     p.ids,
 		Observe:        l.observeUnrouted,
 		IdleTimeout:    idle,
 		MaxHeaderBytes: maxHeader,

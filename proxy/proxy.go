@@ -21,6 +21,7 @@ import (
 	"frontdoor/config"
 	"frontdoor/health"
 	"frontdoor/metrics"
+	"frontdoor/proxy/internal/requestid"
 	"frontdoor/proxy/jwt"
 )
 
@@ -45,7 +46,7 @@ type Options struct {
 // Its methods are safe for concurrent use (Apply and Shutdown serialise).
 type Proxy struct {
 	opts Options
-	ids  *requestIDs
+	ids  *requestid.Generator
 
 	mu   sync.Mutex
 	http map[string]*httpListener // by listenerKey
@@ -83,7 +84,7 @@ func New(opts Options) *Proxy {
 		stop:      stop,
 		stopAll:   stopAll,
 		opts:      opts,
-		ids:       newRequestIDs(),
+		ids:       requestid.New(),
 		http:      map[string]*httpListener{},
 		tcp:       map[string]*tcpListener{},
 		backends:  map[string]*balancer.Backend{},
@@ -582,7 +583,7 @@ func (l *httpListener) handleError(ctx *fasthttp.RequestCtx, err error) {
 		status, msg, reason = fasthttp.StatusRequestTimeout, "request read timed out", "read_timeout"
 	}
 	var idBuf [32]byte
-	reqID := l.ids.next(&idBuf)
+	reqID := l.ids.Next(&idBuf)
 	l.fail(ctx, status, msg, reqID, nil)
 	rt := l.rt.Load()
 	rt.notFound[metrics.CodeClass(status)].Inc()

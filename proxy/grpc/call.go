@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"sync"
@@ -12,6 +11,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+
+	"frontdoor/proxy/internal/requestid"
 )
 
 // Causes of the call context's cancellation that frontdoor sets itself.
@@ -33,7 +34,7 @@ var (
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	o := outcomes.Get().(*Outcome)
 	*o = Outcome{Request: r, Backend: -1, GRPCStatus: -1, Start: time.Now()}
-	o.RequestID = requestID(r.Header)
+	o.RequestID = requestID(r.Header, s.ids)
 	w.Header()[hdrRequestID] = r.Header[hdrRequestID]
 
 	observe := s.opts.Observe
@@ -75,50 +76,30 @@ func (s *Server) route(r *http.Request, rt **Route) bool {
 	return ok && *rt != nil
 }
 
-// requestID returns the call's request ID and makes sure h carries it as
-// X-Request-Id: the client's own, else the trace ID of its traceparent,
-// else a new random one.
-func requestID(h http.Header) string {
-	if v := h[hdrRequestID]; len(v) > 0 && v[0] != "" {
-		return v[0]
+// requestID returns the call's request ID by the rule every engine follows
+// (requestid.Pick: the trace-id of its traceparent, else its X-Request-Id if
+// safe to log, else a new one from ids) and makes sure h carries it as the
+// only X-Request-Id. A call whose own X-Request-Id is kept costs no
+// allocation.
+func requestID(h http.Header, ids *requestid.Generator) string {
+	var traceparent, own string
+	if v := h[hdrTraceparent]; len(v) > 0 {
+		traceparent = v[0]
 	}
-	var id string
-	// traceparent: version "-" 32 hex trace-id "-" 16 hex parent-id "-" flags.
-	if v := h[hdrTraceparent]; len(v) > 0 && len(v[0]) >= 55 && v[0][2] == '-' && v[0][35] == '-' && isTraceID(v[0][3:35]) {
-		id = v[0][3:35]
-	} else {
-		id = newRequestID()
+	v := h[hdrRequestID]
+	if len(v) > 0 {
+		own = v[0]
+	}
+	id, src := requestid.Pick(traceparent, own)
+	switch {
+	case src == requestid.None:
+		var buf [requestid.Len]byte
+		id = string(ids.Next(&buf))
+	case len(v) == 1 && v[0] == id:
+		return id
 	}
 	h[hdrRequestID] = []string{id}
 	return id
-}
-
-// isTraceID reports whether s is a valid W3C trace-id: lowercase hex, not
-// all zeros.
-func isTraceID(s string) bool {
-	zero := true
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c == '0':
-		case c >= '1' && c <= '9', c >= 'a' && c <= 'f':
-			zero = false
-		default:
-			return false
-		}
-	}
-	return !zero
-}
-
-func newRequestID() string {
-	const hex = "0123456789abcdef"
-	var b [32]byte
-	x, y := rand.Uint64(), rand.Uint64()
-	for i := range 16 {
-		b[i] = hex[x>>(60-4*uint(i))&0xf]
-		b[16+i] = hex[y>>(60-4*uint(i))&0xf]
-	}
-	return string(b[:])
 }
 
 // call forwards a routed call: authorize, pick, connect (with retries),

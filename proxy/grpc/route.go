@@ -95,9 +95,10 @@ type Outcome struct {
 	// Request is the client's request (method path in Request.URL.Path,
 	// peer in Request.RemoteAddr, metadata in Request.Header).
 	Request *http.Request
-	// RequestID is the call's ID: the client's X-Request-ID, else the
-	// trace ID of its traceparent, else a new one. It was sent to the
-	// backend and back to the client as x-request-id.
+	// RequestID is the call's ID: the trace-id of the client's
+	// traceparent, else its X-Request-ID when that is safe to log, else a
+	// new one (requestid.Pick, the rule of every engine). It was sent to
+	// the backend and back to the client as x-request-id.
 	RequestID string
 	// Backend is the index into Route.Pool.Members() of the backend that
 	// handled the call (the last one tried), or -1 when none was reached.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"frontdoor/metrics"
+	"frontdoor/proxy/internal/requestid"
 )
 
 // Defaults of Options and Route fields left zero.
@@ -44,6 +45,12 @@ type Options struct {
 	// requests_total and request_duration_seconds are left to
 	// Route.Observe, which knows the listener's pre-bound children.
 	Metrics *metrics.Metrics
+
+	// RequestIDs makes the IDs of calls that bring no usable one (see
+	// requestid.Pick). The proxy hands every engine the same Generator, so
+	// IDs look alike whichever engine served a request. Nil gives the
+	// Server a Generator of its own.
+	RequestIDs *requestid.Generator
 
 	// Observe, when set, is called for calls answered before a Route was
 	// found: not gRPC (405, 415) or no route (UNIMPLEMENTED). The same
@@ -84,6 +91,7 @@ type Server struct {
 	ln        *connListener
 	transport *http.Transport
 	logger    *slog.Logger
+	ids       *requestid.Generator
 
 	// connectTimeouts maps a backend address to its dial timeout
 	// (time.Duration), filled when a Route is first used. The dialer
@@ -100,7 +108,11 @@ func NewServer(opts Options) *Server {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{opts: opts, logger: logger, serveDone: make(chan struct{})}
+	ids := opts.RequestIDs
+	if ids == nil {
+		ids = requestid.New()
+	}
+	s := &Server{opts: opts, logger: logger, ids: ids, serveDone: make(chan struct{})}
 	s.ln = newConnListener()
 	s.transport = s.newTransport()
 
