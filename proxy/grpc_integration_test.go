@@ -3,6 +3,8 @@ package proxy
 import (
 	"context"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -168,5 +170,45 @@ func TestGRPCRequestIDSameRuleAsHTTP(t *testing.T) {
 				t.Errorf("HTTP settled on %q, gRPC on %q", httpID, grpcID)
 			}
 		})
+	}
+}
+
+// TestGRPCAccessLogBytes checks that a gRPC call's access log line counts
+// its body bytes: the health check request is an empty message (5 bytes
+// with its prefix), the SERVING answer 2 bytes of protobuf plus 5.
+func TestGRPCAccessLogBytes(t *testing.T) {
+	t.Parallel()
+	g := startGRPCBackend(t, "g")
+	logPath := filepath.Join(t.TempDir(), "access.log")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	access, err := NewAccessLog(ctx, logPath, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := startProxy(t, listenerTOML+`
+  [[listener.route]]
+  pool = "grpc"
+`+poolTOML("grpc", "protocol = \"h2c\"\nhealth = { check = \"none\" }", g), access)
+	conn, err := grpclib.NewClient(p.Addr("web").String(), grpclib.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	callCtx, callCancel := context.WithTimeout(metadata.AppendToOutgoingContext(ctx, "x-request-id", "count-my-bytes"), 5*time.Second)
+	defer callCancel()
+	if _, err := healthpb.NewHealthClient(conn).Check(callCtx, &healthpb.HealthCheckRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	var line string
+	waitFor(t, 5*time.Second, "the call's access log line", func() bool {
+		data, _ := os.ReadFile(logPath)
+		line = strings.TrimSpace(string(data))
+		return strings.Contains(line, "count-my-bytes")
+	})
+	for _, want := range []string{`"grpc_status":0`, `"bytes_in":5,`, `"bytes_out":7,`} {
+		if !strings.Contains(line, want) {
+			t.Errorf("access log line lacks %s:\n%s", want, line)
+		}
 	}
 }

@@ -109,6 +109,8 @@ func (l *httpListener) logGRPC(o *grpc.Outcome, route, backend string) {
 		host:       stringBytes(req.Host),
 		path:       stringBytes(req.URL.Path),
 		status:     o.HTTPStatus,
+		bytesIn:    int(o.BytesIn),
+		bytesOut:   int(o.BytesOut),
 		grpc:       true,
 		grpcStatus: o.GRPCStatus,
 		backend:    backend,

@@ -144,6 +144,7 @@ func (s *Server) call(w http.ResponseWriter, r *http.Request, rt *Route, o *Outc
 	}
 
 	body := &reqBody{rc: r.Body}
+	defer body.countIn(o)
 	var outBody io.ReadCloser = body
 	if r.Body == nil || r.Body == http.NoBody {
 		outBody = nil
@@ -236,7 +237,9 @@ func (s *Server) relay(ctx context.Context, w http.ResponseWriter, r *http.Reque
 	for {
 		n, err := resp.Body.Read(buf)
 		if n > 0 {
-			if _, werr := w.Write(buf[:n]); werr != nil {
+			wn, werr := w.Write(buf[:n])
+			o.BytesOut += int64(wn)
+			if werr != nil {
 				o.HTTPStatus, o.GRPCStatus, o.Reason = 499, int(codes.Canceled), ReasonClientGone
 				return
 			}
@@ -328,14 +331,22 @@ func errIndex(reason string) int {
 type reqBody struct {
 	rc      io.ReadCloser
 	started atomic.Bool
+	// n counts the bytes read; the transport reads on a goroutine of its
+	// own, which may still run when the call's handler returns.
+	n atomic.Int64
 }
 
 func (b *reqBody) Read(p []byte) (int, error) {
 	if !b.started.Load() {
 		b.started.Store(true)
 	}
-	return b.rc.Read(p)
+	n, err := b.rc.Read(p)
+	b.n.Add(int64(n))
+	return n, err
 }
+
+// countIn records in o how many bytes of the body were read so far.
+func (b *reqBody) countIn(o *Outcome) { o.BytesIn = b.n.Load() }
 
 func (b *reqBody) Close() error {
 	if b.started.Load() {

@@ -119,6 +119,11 @@ type Outcome struct {
 	Reason string
 	// Retries is the number of extra backends tried.
 	Retries int
+	// BytesIn is how many bytes of the client's request body (gRPC
+	// messages with their 5-byte prefixes) were read to send to a
+	// backend; BytesOut is how many bytes of response body were written
+	// to the client. Headers and trailers are not counted.
+	BytesIn, BytesOut int64
 	// Start is when the call's headers were read; Duration runs from then
 	// to the call's last byte.
 	Start    time.Time
