@@ -212,3 +212,96 @@ func TestGRPCAccessLogBytes(t *testing.T) {
 		}
 	}
 }
+
+// grpcClient dials the proxy's listener with prior-knowledge h2c.
+func grpcClient(t *testing.T, p *testProxy, listener string) healthpb.HealthClient {
+	t.Helper()
+	conn, err := grpclib.NewClient(p.Addr(listener).String(), grpclib.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = conn.Close() })
+	return healthpb.NewHealthClient(conn)
+}
+
+func check(client healthpb.HealthClient) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err := client.Check(ctx, &healthpb.HealthCheckRequest{})
+	return err
+}
+
+// TestGRPCPassiveEjection checks that [pool.X.passive] applies to gRPC
+// calls: a backend whose connects fail is ejected after
+// consecutive_failures calls, and calls then go to the live one only.
+func TestGRPCPassiveEjection(t *testing.T) {
+	t.Parallel()
+	dead, live := refusingAddr(t), startGRPCBackend(t, "live")
+	p := startProxy(t, listenerTOML+`
+  [[listener.route]]
+  pool = "grpc"
+`+poolTOML("grpc", `protocol = "h2c"
+retries = 0
+health = { check = "none" }
+[pool.grpc.passive]
+consecutive_failures = 2
+base_ejection = "60s"`, dead, live), nil)
+	client := grpcClient(t, p, "web")
+	failed := 0
+	for range 10 {
+		if err := check(client); err != nil {
+			if status.Code(err) != codes.Unavailable {
+				t.Fatalf("call failed with %v, want UNAVAILABLE", err)
+			}
+			failed++
+		}
+	}
+	if failed != 2 {
+		t.Errorf("%d of 10 calls failed, want 2 (then the dead backend is ejected)", failed)
+	}
+	if got := metricValue(t, p.reg, "frontdoor_passive_ejections_total", map[string]string{"pool": "grpc", "backend": dead}); got != 1 {
+		t.Errorf("passive_ejections_total = %v, want 1", got)
+	}
+}
+
+// TestGRPCRetryBudget checks that gRPC retries draw on the pool's retry
+// budget, shared with HTTP/1.1: with the budget spent (retries in flight
+// held at its floor of 3), a call whose connect fails is not retried; once
+// they end it is. Calls leave the pool's counters as they found them.
+func TestGRPCRetryBudget(t *testing.T) {
+	t.Parallel()
+	dead, live := refusingAddr(t), startGRPCBackend(t, "live")
+	p := startProxy(t, listenerTOML+`
+  [[listener.route]]
+  pool = "grpc"
+`+poolTOML("grpc", `protocol = "h2c"
+retries = 1
+health = { check = "none" }
+passive = { consecutive_failures = 0 }`, dead, live), nil)
+	pr := p.gen.Load().pools["grpc"]
+	client := grpcClient(t, p, "web")
+	calls := func() (failed int) {
+		for range 6 {
+			if err := check(client); err != nil {
+				if status.Code(err) != codes.Unavailable {
+					t.Fatalf("call failed with %v, want UNAVAILABLE", err)
+				}
+				failed++
+			}
+		}
+		return failed
+	}
+	pr.retrying.Add(3) // other requests' retries in flight: the budget is spent
+	if failed := calls(); failed == 0 {
+		t.Error("with the retry budget spent, every call was retried")
+	}
+	pr.retrying.Add(-3)
+	if failed := calls(); failed != 0 {
+		t.Errorf("with the retry budget free, %d of 6 calls failed", failed)
+	}
+	// Observe (and with it the end of the call) may trail the client's
+	// answer by a moment.
+	waitFor(t, 5*time.Second, "the pool's counters back at zero", func() bool {
+		return pr.active.Load() == 0 && pr.retrying.Load() == 0
+	})
+}

@@ -61,6 +61,19 @@ func (l *httpListener) grpcRoute(r *route) *grpc.Route {
 	if p.cfg.Strategy != "consistent_hash" {
 		gr.HashOn.Source = ""
 	}
+	// The pool's shared state, as HTTP/1.1 requests use it (handler.go):
+	// passive ejection and the retry budget.
+	ej := p.ejector
+	gr.Passive = func(member int, failed bool) {
+		if failed {
+			ej.Failure(member)
+		} else {
+			ej.Success(member)
+		}
+	}
+	gr.InFlight = func(delta int) { p.active.Add(int64(delta)) }
+	gr.RetryAllowed = p.retryAllowed
+	gr.Retrying = func(delta int) { p.retrying.Add(int64(delta)) }
 	if pol := r.jwt; pol != nil {
 		gr.Authorize = func(req *http.Request) (bool, string) {
 			why := pol.ApplyHTTP(req, time.Now())

@@ -145,6 +145,30 @@ func (s *Server) call(w http.ResponseWriter, r *http.Request, rt *Route, o *Outc
 
 	body := &reqBody{rc: r.Body}
 	defer body.countIn(o)
+	if rt.InFlight != nil {
+		rt.InFlight(1)
+	}
+	resp := s.attempt(ctx, w, r, rt, st, o, body)
+	if rt.InFlight != nil {
+		rt.InFlight(-1)
+	}
+	if resp == nil {
+		return // answered
+	}
+	defer rt.Pool.Release(o.Backend)
+	if headerTimer != nil {
+		headerTimer.Stop()
+	}
+	s.relay(ctx, w, r, resp, st, o)
+	rt.passive(ctx, o.Backend, o.Reason, o)
+}
+
+// attempt picks a backend and sends the call to it, trying another one
+// while the failure allows a retry (a connect failure before any byte of the
+// body was read, within Retries and RetryAllowed). It returns the backend's
+// response, with o.Backend acquired in the pool (the caller releases it), or
+// nil when it answered the client itself.
+func (s *Server) attempt(ctx context.Context, w http.ResponseWriter, r *http.Request, rt *Route, st *routeState, o *Outcome, body *reqBody) *http.Response {
 	var outBody io.ReadCloser = body
 	if r.Body == nil || r.Body == http.NoBody {
 		outBody = nil
@@ -163,8 +187,11 @@ func (s *Server) call(w http.ResponseWriter, r *http.Request, rt *Route, o *Outc
 			if tried != 0 {
 				reason, msg = ReasonConnect, msgConnect // the last error was already counted
 			}
+			if o.Retries > 0 && rt.Retrying != nil {
+				rt.Retrying(-1) // the retry ends without an attempt
+			}
 			s.fail(w, o, st, -1, reason, codes.Unavailable, msg)
-			return
+			return nil
 		}
 		o.Backend = idx
 		b := members[idx].Backend
@@ -176,31 +203,54 @@ func (s *Server) call(w http.ResponseWriter, r *http.Request, rt *Route, o *Outc
 
 		// PickAcquire counted the call on idx (bounded loads see it).
 		resp, err := s.transport.RoundTrip(out)
+		if o.Retries > 0 && rt.Retrying != nil {
+			rt.Retrying(-1)
+		}
 		if err == nil {
-			defer rt.Pool.Release(idx)
-			if headerTimer != nil {
-				headerTimer.Stop()
-			}
-			s.relay(ctx, w, r, resp, st, o)
-			return
+			return resp
 		}
 		rt.Pool.Release(idx)
 		reason, code, msg := classify(ctx, r, err)
 		if reason == ReasonClientGone {
 			o.HTTPStatus, o.GRPCStatus, o.Reason = 499, int(codes.Canceled), reason
-			return
+			return nil
 		}
 		st.countErr(idx, errIndex(reason))
-		if reason == ReasonConnect && !body.started.Load() && o.Retries < rt.Retries && ctx.Err() == nil {
+		rt.passive(ctx, idx, reason, o)
+		if reason == ReasonConnect && !body.started.Load() && o.Retries < rt.Retries && ctx.Err() == nil &&
+			(rt.RetryAllowed == nil || rt.RetryAllowed()) {
 			tried |= 1 << (uint(idx) % 64)
 			o.Retries++
+			if rt.Retrying != nil {
+				rt.Retrying(1)
+			}
 			if st.retries != nil {
 				st.retries.Inc()
 			}
 			continue
 		}
 		s.fail(w, o, st, idx, reason, code, msg)
+		return nil
+	}
+}
+
+// passive tells rt.Passive how the call's attempt on member ended: reason
+// is "" for an answer the backend finished (o then holds its statuses),
+// else why frontdoor ended the attempt.
+func (rt *Route) passive(ctx context.Context, member int, reason string, o *Outcome) {
+	if rt.Passive == nil {
 		return
+	}
+	switch reason {
+	case "":
+		rt.Passive(member, o.GRPCStatus == int(codes.Unavailable) || o.HTTPStatus >= 500)
+	case ReasonConnect, ReasonReset:
+		rt.Passive(member, true)
+	case ReasonTimeout:
+		// The route's response_timeout, not the client's own deadline.
+		if errors.Is(context.Cause(ctx), errResponseTimeout) {
+			rt.Passive(member, true)
+		}
 	}
 }
 

@@ -68,6 +68,7 @@ type Route struct {
 	// Retries is how many more backends a call may try when connecting
 	// to the picked one failed before any byte of the call was sent.
 	// Calls that reached a backend are never retried. Zero disables.
+	// RetryAllowed may refuse a retry that Retries allows.
 	Retries int
 
 	// Authorize, when set, runs before a backend is picked (the JWT
@@ -82,6 +83,39 @@ type Route struct {
 	// last byte, on the call's goroutine (requests_total and the access
 	// log). It must not keep o or o.Request after it returns.
 	Observe func(o *Outcome)
+
+	// The hooks below let the proxy runtime apply the pool's shared
+	// state (passive ejection, retry budget) to gRPC calls exactly as to
+	// HTTP/1.1 requests, without this package knowing that state. The
+	// runtime sets them once when it builds the Route; each is called on
+	// a call's goroutine, from many calls at once, so each must be safe
+	// for concurrent use, quick, and must not block. Nil hooks do nothing.
+
+	// Passive hears how each call that reached member (an index into
+	// Pool.Members()) ended, for passive ejection: failed true for a
+	// connect failure, a reset, ResponseTimeout passing, or an answer
+	// UNAVAILABLE (grpc-status 14, or an HTTP status of 500 or more from
+	// the backend); failed false for any other answer the backend
+	// finished, whatever its grpc-status. Calls the client abandoned,
+	// calls ended by the client's own grpc-timeout (the backend is told
+	// that deadline too, so missing it proves nothing about the backend),
+	// and calls refused by TakeConn are reported neither way.
+	Passive func(member int, failed bool)
+
+	// InFlight is called with +1 when a call passed Authorize and is
+	// about to pick a backend, and with -1 once the answer's headers are
+	// in or the call failed: the pool's requests in flight, against which
+	// RetryAllowed weighs retries.
+	InFlight func(delta int)
+
+	// RetryAllowed is asked before each retry that Retries allows; false
+	// ends the call with its last error. It is the pool's retry budget.
+	RetryAllowed func() bool
+
+	// Retrying is called with +1 when a retry starts and with -1 when
+	// that attempt's headers are in or it failed: the pool's retries in
+	// flight, for RetryAllowed.
+	Retrying func(delta int)
 
 	state atomic.Pointer[routeState]
 }
