@@ -305,3 +305,54 @@ passive = { consecutive_failures = 0 }`, dead, live), nil)
 		return pr.active.Load() == 0 && pr.retrying.Load() == 0
 	})
 }
+
+// TestGRPCConnectionBudget checks that the h2c transport draws on the same
+// max_connections_per_backend budget as the HTTP/1.1 engines: with the only
+// connection of one backend held elsewhere, calls picked for it fail
+// UNAVAILABLE (reason limit) without retries, and the other backend's
+// HTTP/2 connection counts in its budget.
+func TestGRPCConnectionBudget(t *testing.T) {
+	t.Parallel()
+	a, b := startGRPCBackend(t, "a"), startGRPCBackend(t, "b")
+	p := startProxy(t, listenerTOML+`
+  [[listener.route]]
+  pool = "grpc"
+`+poolTOML("grpc", `protocol = "h2c"
+retries = 0
+max_connections_per_backend = 1
+health = { check = "none" }
+passive = { consecutive_failures = 0 }`, a, b), nil)
+	ups := p.gen.Load().pools["grpc"].ups
+	if !ups[0].takeConn() { // held by another engine
+		t.Fatal("the budget of backend a is full before any call")
+	}
+	client := grpcClient(t, p, "web")
+	failed := 0
+	for range 6 {
+		if err := check(client); err != nil {
+			if status.Code(err) != codes.Unavailable {
+				t.Fatalf("call failed with %v, want UNAVAILABLE", err)
+			}
+			failed++
+		}
+	}
+	if failed != 3 {
+		t.Errorf("%d of 6 calls failed, want 3 (round robin, backend a at its limit)", failed)
+	}
+	if got := metricValue(t, p.reg, "frontdoor_upstream_errors_total", map[string]string{"pool": "grpc", "backend": a, "reason": "limit"}); got != 3 {
+		t.Errorf("upstream_errors_total{reason=limit} = %v, want 3", got)
+	}
+	if n := ups[1].conns.Load(); n != 1 {
+		t.Errorf("backend b's budget counts %d connections, want 1 (the h2c transport's)", n)
+	}
+	// With the connection given back, a's calls dial and succeed.
+	ups[0].giveConn()
+	for range 4 {
+		if err := check(client); err != nil {
+			t.Fatalf("after the budget was freed: %v", err)
+		}
+	}
+	if n := ups[0].conns.Load(); n != 1 {
+		t.Errorf("backend a's budget counts %d connections, want 1", n)
+	}
+}

@@ -74,6 +74,11 @@ func (l *httpListener) grpcRoute(r *route) *grpc.Route {
 	gr.InFlight = func(delta int) { p.active.Add(int64(delta)) }
 	gr.RetryAllowed = p.retryAllowed
 	gr.Retrying = func(delta int) { p.retrying.Add(int64(delta)) }
+	// One connection budget per backend for every engine: the h2c
+	// transport takes from the upstream's before it dials.
+	ups := p.ups
+	gr.TakeConn = func(member int) bool { return ups[member].takeConn() }
+	gr.GiveConn = func(member int) { ups[member].giveConn() }
 	if pol := r.jwt; pol != nil {
 		gr.Authorize = func(req *http.Request) (bool, string) {
 			why := pol.ApplyHTTP(req, time.Now())

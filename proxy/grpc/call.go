@@ -164,8 +164,9 @@ func (s *Server) call(w http.ResponseWriter, r *http.Request, rt *Route, o *Outc
 }
 
 // attempt picks a backend and sends the call to it, trying another one
-// while the failure allows a retry (a connect failure before any byte of the
-// body was read, within Retries and RetryAllowed). It returns the backend's
+// while the failure allows a retry (a connect failure or a full connection
+// budget, before any byte of the body was read, within Retries and
+// RetryAllowed). It returns the backend's
 // response, with o.Backend acquired in the pool (the caller releases it), or
 // nil when it answered the client itself.
 func (s *Server) attempt(ctx context.Context, w http.ResponseWriter, r *http.Request, rt *Route, st *routeState, o *Outcome, body *reqBody) *http.Response {
@@ -176,6 +177,7 @@ func (s *Server) attempt(ctx context.Context, w http.ResponseWriter, r *http.Req
 	key := st.key(r)
 	members := rt.Pool.Members()
 	var tried uint64
+	lastReason, lastMsg := ReasonConnect, msgConnect // of the last member tried
 	for {
 		idx := rt.Pool.PickAcquire(key, tried)
 		if idx >= 0 && tried&(1<<(uint(idx)%64)) != 0 {
@@ -185,7 +187,7 @@ func (s *Server) attempt(ctx context.Context, w http.ResponseWriter, r *http.Req
 		if idx < 0 {
 			reason, msg := ReasonNoBackend, msgNoBackend
 			if tried != 0 {
-				reason, msg = ReasonConnect, msgConnect // the last error was already counted
+				reason, msg = lastReason, lastMsg // that error was already counted
 			}
 			if o.Retries > 0 && rt.Retrying != nil {
 				rt.Retrying(-1) // the retry ends without an attempt
@@ -217,9 +219,10 @@ func (s *Server) attempt(ctx context.Context, w http.ResponseWriter, r *http.Req
 		}
 		st.countErr(idx, errIndex(reason))
 		rt.passive(ctx, idx, reason, o)
-		if reason == ReasonConnect && !body.started.Load() && o.Retries < rt.Retries && ctx.Err() == nil &&
-			(rt.RetryAllowed == nil || rt.RetryAllowed()) {
+		if (reason == ReasonConnect || reason == ReasonLimit) && !body.started.Load() && o.Retries < rt.Retries &&
+			ctx.Err() == nil && (rt.RetryAllowed == nil || rt.RetryAllowed()) {
 			tried |= 1 << (uint(idx) % 64)
+			lastReason, lastMsg = reason, msg
 			o.Retries++
 			if rt.Retrying != nil {
 				rt.Retrying(1)
@@ -346,6 +349,9 @@ func classify(ctx context.Context, r *http.Request, err error) (reason string, c
 			return ReasonClientGone, codes.Canceled, nil
 		}
 	}
+	if errors.Is(err, errConnLimit) {
+		return ReasonLimit, codes.Unavailable, msgLimit
+	}
 	if errors.Is(err, errDial) {
 		return ReasonConnect, codes.Unavailable, msgConnect
 	}
@@ -368,6 +374,8 @@ func errIndex(reason string) int {
 		return errConnect
 	case ReasonTimeout:
 		return errTimeout
+	case ReasonLimit:
+		return errLimit
 	}
 	return errReset
 }

@@ -8,9 +8,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+
+	"frontdoor/metrics"
 )
 
 // poolHooks records what a Route's pool hooks hear, as the proxy runtime's
@@ -187,6 +190,105 @@ func TestRetryBudget(t *testing.T) {
 			}
 			if n, r := h.inFlight.Load(), h.retrying.Load(); n != 0 || r != 0 {
 				t.Errorf("after the calls: %d in flight, %d retrying; want 0, 0", n, r)
+			}
+		})
+	}
+}
+
+// connBudget is a per-member connection budget as the proxy runtime's
+// upstreams keep it.
+type connBudget struct {
+	max          []int64 // per member; 0 refuses every dial
+	conns        []atomic.Int64
+	takes, gives []atomic.Int64
+}
+
+func newConnBudget(max ...int64) *connBudget {
+	n := len(max)
+	return &connBudget{max: max, conns: make([]atomic.Int64, n), takes: make([]atomic.Int64, n), gives: make([]atomic.Int64, n)}
+}
+
+func (b *connBudget) install(rt *Route) *Route {
+	rt.TakeConn = func(i int) bool {
+		if b.conns[i].Add(1) > b.max[i] {
+			b.conns[i].Add(-1)
+			return false
+		}
+		b.takes[i].Add(1)
+		return true
+	}
+	rt.GiveConn = func(i int) {
+		b.conns[i].Add(-1)
+		b.gives[i].Add(1)
+	}
+	return rt
+}
+
+// TestConnBudget checks that the h2c transport dials a backend only with a
+// connection of its budget taken, gives it back when the connection closes,
+// and that a full budget fails the call like HTTP/1.1's limit: UNAVAILABLE,
+// reason "limit", retried on another member when retries allow, and no
+// passive failure.
+func TestConnBudget(t *testing.T) {
+	t.Parallel()
+	for _, retries := range []int{0, 1} {
+		t.Run("retries="+strconv.Itoa(retries), func(t *testing.T) {
+			t.Parallel()
+			budget := newConnBudget(0, 1) // member 0 full, member 1 one connection
+			var h poolHooks
+			h.allow.Store(true)
+			log := newOutcomeLog()
+			m := metrics.New(prometheus.NewRegistry(), "test")
+			rt := budget.install(h.install(&Route{Retries: retries, Observe: log.observe}))
+			f := newFixture(t, fixtureOpts{backends: 2, route: rt, options: Options{Metrics: m}})
+			failed := 0
+			for i := range 6 {
+				id := "limit-" + strconv.Itoa(i)
+				_, err := unary(metadata.AppendToOutgoingContext(testCtx(t), "x-request-id", id), f.cc, methodUnary, []byte("x"))
+				o := log.wait(t, id)
+				switch {
+				case err == nil:
+					if o.Backend != 1 {
+						t.Errorf("call %d answered by member %d", i, o.Backend)
+					}
+				case codeOf(err) == codes.Unavailable && status.Convert(err).Message() == "frontdoor: backend at its connection limit":
+					failed++
+					if o.Reason != ReasonLimit || o.Backend != 0 {
+						t.Errorf("call %d: outcome %+v, want reason limit on member 0", i, o)
+					}
+				default:
+					t.Fatalf("call %d: %v", i, err)
+				}
+			}
+			if retries == 0 && failed == 0 || retries > 0 && failed != 0 {
+				t.Errorf("retries %d: %d of 6 calls failed", retries, failed)
+			}
+			if got := counterValue(t, m.UpstreamErrors.WithLabelValues("echo", f.backends[0].addr, ReasonLimit)); got == 0 {
+				t.Error("upstream_errors_total{reason=limit} not counted")
+			}
+			for _, r := range h.got() {
+				if r.member == 0 {
+					t.Errorf("passive report %v for a call refused by the budget", r)
+				}
+			}
+			if n := f.backends[0].calls.Load(); n != 0 {
+				t.Errorf("member 0 got %d calls past its full budget", n)
+			}
+			if takes := budget.takes[1].Load(); takes != 1 {
+				t.Errorf("member 1: %d connections taken for 6 calls, want 1 (one HTTP/2 connection)", takes)
+			}
+			// Shutdown closes the pooled connection: its budget comes back.
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := f.srv.Shutdown(ctx); err != nil {
+				t.Fatal(err)
+			}
+			deadline := time.Now().Add(5 * time.Second)
+			for budget.conns[1].Load() != 0 || budget.gives[1].Load() != 1 {
+				if time.Now().After(deadline) {
+					t.Fatalf("member 1 after shutdown: %d open, %d given back; want 0, 1", budget.conns[1].Load(), budget.gives[1].Load())
+				}
+				time.Sleep(5 * time.Millisecond)
 			}
 		})
 	}

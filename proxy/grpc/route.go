@@ -54,7 +54,8 @@ type Route struct {
 	// ConnectTimeout bounds dialing a backend. Zero means 2s. Connections
 	// are pooled per backend address for every route, so when two pools
 	// list one address with different timeouts, the route used most
-	// recently for the first time sets it.
+	// recently for the first time sets it (and the same goes for
+	// TakeConn and GiveConn).
 	ConnectTimeout time.Duration
 
 	// ResponseTimeout bounds the wait for the backend's response headers,
@@ -66,7 +67,8 @@ type Route struct {
 	ResponseTimeout time.Duration
 
 	// Retries is how many more backends a call may try when connecting
-	// to the picked one failed before any byte of the call was sent.
+	// to the picked one failed, or its connection budget (TakeConn) was
+	// full, before any byte of the call was sent.
 	// Calls that reached a backend are never retried. Zero disables.
 	// RetryAllowed may refuse a retry that Retries allows.
 	Retries int
@@ -117,6 +119,18 @@ type Route struct {
 	// flight, for RetryAllowed.
 	Retrying func(delta int)
 
+	// TakeConn reserves one connection of member's connection budget
+	// (max_connections_per_backend, shared with the other engines) before
+	// a new connection to its backend is dialed. False refuses the dial:
+	// the call that needed it fails UNAVAILABLE with reason "limit" (and
+	// may be retried on another member, as no byte was sent). Calls that
+	// find a pooled connection with room for another stream never ask.
+	// GiveConn returns the reservation when the connection closes, or at
+	// once when the dial fails. Set both or neither. They are called from
+	// the transport's goroutines, per connection, never per call.
+	TakeConn func(member int) bool
+	GiveConn func(member int)
+
 	state atomic.Pointer[routeState]
 }
 
@@ -148,8 +162,9 @@ type Outcome struct {
 	GRPCStatus int
 	// Reason is "" when the call ran its course (whatever its grpc-status),
 	// else why frontdoor ended it: "no_route", "unauthenticated",
-	// "no_backend", "connect", "timeout", "reset" (backend failed after
-	// connecting), "client_gone", "not_grpc".
+	// "no_backend", "connect", "limit" (the backend's connection budget
+	// was full), "timeout", "reset" (backend failed after connecting),
+	// "client_gone", "not_grpc".
 	Reason string
 	// Retries is the number of extra backends tried.
 	Retries int
@@ -171,6 +186,7 @@ const (
 	ReasonUnauthenticated = "unauthenticated"
 	ReasonNoBackend       = "no_backend"
 	ReasonConnect         = "connect"
+	ReasonLimit           = "limit"
 	ReasonTimeout         = "timeout"
 	ReasonReset           = "reset"
 	ReasonClientGone      = "client_gone"
@@ -182,10 +198,11 @@ const (
 	errConnect = iota
 	errTimeout
 	errReset
+	errLimit
 	numErrReasons
 )
 
-var errReasonNames = [numErrReasons]string{ReasonConnect, ReasonTimeout, ReasonReset}
+var errReasonNames = [numErrReasons]string{ReasonConnect, ReasonTimeout, ReasonReset, ReasonLimit}
 
 // Hash sources.
 const (
@@ -216,8 +233,12 @@ func (rt *Route) prepare(s *Server) *routeState {
 		if timeout <= 0 {
 			timeout = defaultConnectTimeout
 		}
-		for _, m := range rt.Pool.Members() {
-			s.connectTimeouts.Store(m.Backend.Address(), timeout)
+		for i, m := range rt.Pool.Members() {
+			dt := &dialTarget{timeout: timeout}
+			if rt.TakeConn != nil && rt.GiveConn != nil {
+				dt.rt, dt.member = rt, i
+			}
+			s.dialTargets.Store(m.Backend.Address(), dt)
 		}
 	}
 	if rt.state.CompareAndSwap(nil, st) {
