@@ -7,6 +7,8 @@ import (
 	"runtime/debug"
 	"testing"
 	"time"
+
+	"frontdoor/proxy/internal/requestid"
 )
 
 // allocsPerRequest is testing.AllocsPerRun without its GOMAXPROCS(1): with
@@ -67,12 +69,12 @@ func TestForwardAllocs(t *testing.T) {
 }
 
 func TestHelperAllocs(t *testing.T) {
-	g := newRequestIDs()
-	var buf [32]byte
+	g := requestid.New()
+	var buf [requestid.Len]byte
 	rec := accessRecord{start: time.Now(), requestID: []byte("x"), method: []byte("GET"), path: []byte("/\"quoted\"\n")}
 	out := make([]byte, 0, 512)
 	if n := testing.AllocsPerRun(1000, func() {
-		g.next(&buf)
+		g.Next(&buf)
 		out = appendAccessRecord(out[:0], &rec)
 	}); n != 0 {
 		t.Errorf("%v allocations, want 0", n)

@@ -12,16 +12,18 @@ import (
 func TestImportArrows(t *testing.T) {
 	t.Parallel()
 	allowed := map[string][]string{
-		"frontdoor/config":          {},
-		"frontdoor/balancer":        {},
-		"frontdoor/metrics":         {},
-		"frontdoor/internal/splice": {},
-		"frontdoor/health":          {"frontdoor/config"},
-		"frontdoor/proxy/tcp":       {"frontdoor/balancer", "frontdoor/config", "frontdoor/metrics", "frontdoor/internal/splice"},
-		"frontdoor/proxy/jwt":       {"frontdoor/balancer", "frontdoor/config", "frontdoor/metrics"},
-		"frontdoor/proxy/grpc":      {"frontdoor/balancer", "frontdoor/config", "frontdoor/metrics"},
+		"frontdoor/config":                   {},
+		"frontdoor/balancer":                 {},
+		"frontdoor/metrics":                  {},
+		"frontdoor/internal/splice":          {},
+		"frontdoor/proxy/internal/requestid": {},
+		"frontdoor/health":                   {"frontdoor/config"},
+		"frontdoor/proxy/tcp":                {"frontdoor/balancer", "frontdoor/config", "frontdoor/metrics", "frontdoor/internal/splice"},
+		"frontdoor/proxy/jwt":                {"frontdoor/balancer", "frontdoor/config", "frontdoor/metrics"},
+		"frontdoor/proxy/grpc":               {"frontdoor/balancer", "frontdoor/config", "frontdoor/metrics", "frontdoor/proxy/internal/requestid"},
 		"frontdoor/proxy": {"frontdoor/balancer", "frontdoor/config", "frontdoor/metrics", "frontdoor/health",
-			"frontdoor/proxy/tcp", "frontdoor/proxy/jwt", "frontdoor/proxy/grpc", "frontdoor/internal/splice"},
+			"frontdoor/proxy/tcp", "frontdoor/proxy/jwt", "frontdoor/proxy/grpc", "frontdoor/internal/splice",
+			"frontdoor/proxy/internal/requestid"},
 	}
 	for pkg, ok := range allowed {
 		out, err := exec.Command("go", "list", "-deps", "-f", "{{.ImportPath}}", pkg).CombinedOutput()

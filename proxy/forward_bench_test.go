@@ -144,16 +144,6 @@ func BenchmarkRouteMatch(b *testing.B) {
 	}
 }
 
-// BenchmarkRequestID measures generating a new request ID.
-func BenchmarkRequestID(b *testing.B) {
-	g := newRequestIDs()
-	var buf [32]byte
-	b.ReportAllocs()
-	for b.Loop() {
-		g.next(&buf)
-	}
-}
-
 // BenchmarkAccessLogFormat measures formatting one access log line.
 func BenchmarkAccessLogFormat(b *testing.B) {
 	rec := accessRecord{

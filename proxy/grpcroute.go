@@ -33,6 +33,7 @@ func (p *Proxy) newGRPCServer(l *httpListener, idle time.Duration, maxHeader int
 		Router:         l,
 		Logger:         p.opts.Logger,
 		Metrics:        p.opts.Metrics,
+		RequestIDs:     p.ids,
 		Observe:        l.observeUnrouted,
 		IdleTimeout:    idle,
 		MaxHeaderBytes: maxHeader,
@@ -60,6 +61,24 @@ func (l *httpListener) grpcRoute(r *route) *grpc.Route {
 	if p.cfg.Strategy != "consistent_hash" {
 		gr.HashOn.Source = ""
 	}
+	// The pool's shared state, as HTTP/1.1 requests use it (handler.go):
+	// passive ejection and the retry budget.
+	ej := p.ejector
+	gr.Passive = func(member int, failed bool) {
+		if failed {
+			ej.Failure(member)
+		} else {
+			ej.Success(member)
+		}
+	}
+	gr.InFlight = func(delta int) { p.active.Add(int64(delta)) }
+	gr.RetryAllowed = p.retryAllowed
+	gr.Retrying = func(delta int) { p.retrying.Add(int64(delta)) }
+	// One connection budget per backend for every engine: the h2c
+	// transport takes from the upstream's before it dials.
+	ups := p.ups
+	gr.TakeConn = func(member int) bool { return ups[member].takeConn() }
+	gr.GiveConn = func(member int) { ups[member].giveConn() }
 	if pol := r.jwt; pol != nil {
 		gr.Authorize = func(req *http.Request) (bool, string) {
 			why := pol.ApplyHTTP(req, time.Now())
@@ -108,6 +127,8 @@ func (l *httpListener) logGRPC(o *grpc.Outcome, route, backend string) {
 		host:       stringBytes(req.Host),
 		path:       stringBytes(req.URL.Path),
 		status:     o.HTTPStatus,
+		bytesIn:    int(o.BytesIn),
+		bytesOut:   int(o.BytesOut),
 		grpc:       true,
 		grpcStatus: o.GRPCStatus,
 		backend:    backend,

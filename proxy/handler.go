@@ -19,6 +19,7 @@ import (
 	"frontdoor/internal/splice"
 	"frontdoor/metrics"
 	"frontdoor/proxy/grpc"
+	"frontdoor/proxy/internal/requestid"
 	"frontdoor/proxy/jwt"
 )
 
@@ -32,7 +33,7 @@ type httpListener struct {
 	rt       atomic.Pointer[listenerRuntime]
 	ln       *connListener
 	server   *fasthttp.Server
-	ids      *requestIDs
+	ids      *requestid.Generator
 	log      *AccessLog
 	grpc     *grpc.Server  // serves connections that open with the HTTP/2 preface
 	done     chan struct{} // closed when Serve returned
@@ -436,7 +437,9 @@ func (l *httpListener) finish(ctx *fasthttp.RequestCtx, rec *accessRecord, reqID
 // backend, and returns it. The result stays valid until the handler returns.
 func (l *httpListener) requestID(req *fasthttp.Request, buf *[32]byte) []byte {
 	h := &req.Header
-	if id := traceID(h.PeekBytes(hdrTraceparent)); id != nil {
+	id, src := requestid.Pick(h.PeekBytes(hdrTraceparent), h.PeekBytes(hdrXRequestID))
+	switch src {
+	case requestid.Traceparent:
 		if cur := h.PeekBytes(hdrXRequestID); string(cur) != string(id) {
 			// Copy first: setting a header may move the header storage
 			// the trace-id points into.
@@ -444,12 +447,11 @@ func (l *httpListener) requestID(req *fasthttp.Request, buf *[32]byte) []byte {
 			h.SetBytesKV(hdrXRequestID, buf[:n])
 		}
 		return h.PeekBytes(hdrXRequestID)
+	case requestid.Header:
+		return id
 	}
-	if v := h.PeekBytes(hdrXRequestID); validRequestID(v) {
-		return v
-	}
-	id := l.ids.next(buf)
-	h.SetBytesKV(hdrXRequestID, id)
+	// Not into id: buf must not flow to the result (it would escape).
+	h.SetBytesKV(hdrXRequestID, l.ids.Next(buf))
 	return h.PeekBytes(hdrXRequestID)
 }
 

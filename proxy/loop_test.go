@@ -22,6 +22,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"frontdoor/internal/loopback"
+	"frontdoor/proxy/internal/requestid"
 )
 
 // Black-box tests of the event loop (loop.go) through real sockets on
@@ -1151,7 +1152,7 @@ const queuedAnswers = 16000
 
 // notFounds returns n pipelined requests the proxy answers with a 404.
 func notFounds(n int) string {
-	return strings.Repeat("GET /nothing HTTP/1.1\r\nHost: x\r\nX-Request-ID: "+strings.Repeat("i", maxRequestIDLen)+"\r\n\r\n", n)
+	return strings.Repeat("GET /nothing HTTP/1.1\r\nHost: x\r\nX-Request-ID: "+strings.Repeat("i", requestid.MaxLen)+"\r\n\r\n", n)
 }
 
 // answersSettled waits until the proxy has stopped answering 404s to a

@@ -21,6 +21,7 @@ import (
 	"frontdoor/config"
 	"frontdoor/health"
 	"frontdoor/metrics"
+	"frontdoor/proxy/internal/requestid"
 	"frontdoor/proxy/jwt"
 )
 
@@ -48,7 +49,7 @@ type Options struct {
 // Its methods are safe for concurrent use (Apply and Shutdown serialise).
 type Proxy struct {
 	opts Options
-	ids  *requestIDs
+	ids  *requestid.Generator
 
 	mu   sync.Mutex
 	http map[string]*httpListener // by listenerKey
@@ -86,7 +87,7 @@ func New(opts Options) *Proxy {
 		stop:      stop,
 		stopAll:   stopAll,
 		opts:      opts,
-		ids:       newRequestIDs(),
+		ids:       requestid.New(),
 		http:      map[string]*httpListener{},
 		tcp:       map[string]*tcpListener{},
 		backends:  map[string]*balancer.Backend{},

@@ -11,6 +11,7 @@ import (
 
 	"frontdoor/config"
 	"frontdoor/metrics"
+	"frontdoor/proxy/internal/requestid"
 )
 
 // The per-call work frontdoor adds on top of net/http's HTTP/2 server and
@@ -27,6 +28,7 @@ func TestZeroAllocs(t *testing.T) {
 			"Grpc-Timeout": {"250m"},
 		},
 	}
+	ids := requestid.New()
 	states := map[string]*routeState{}
 	for _, on := range []config.HashKey{{Source: "source_ip"}, {Source: "header", Name: "x-user-id"}, {Source: "path"}, {Source: "header", Name: "x-missing"}} {
 		states[on.Source+":"+on.Name] = newRouteState(&Route{PoolName: "p", HashOn: on}, m)
@@ -39,7 +41,7 @@ func TestZeroAllocs(t *testing.T) {
 		{"parseStatus", func() { _ = parseStatus(statusValues[14]) }},
 		{"isGRPC", func() { _ = isGRPC(r.Header[hdrContentType]) }},
 		{"trailerKey", func() { _, _ = trailerKey(hdrGRPCStatus), trailerKey(hdrGRPCDetails) }},
-		{"requestID from the client", func() { _ = requestID(r.Header) }},
+		{"requestID from the client", func() { _ = requestID(r.Header, ids) }},
 		{"classify index", func() { _ = errIndex(ReasonConnect) }},
 	}
 	for name, st := range states {

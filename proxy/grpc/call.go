@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"sync"
@@ -12,6 +11,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
+
+	"frontdoor/proxy/internal/requestid"
 )
 
 // Causes of the call context's cancellation that frontdoor sets itself.
@@ -33,7 +34,7 @@ var (
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	o := outcomes.Get().(*Outcome)
 	*o = Outcome{Request: r, Backend: -1, GRPCStatus: -1, Start: time.Now()}
-	o.RequestID = requestID(r.Header)
+	o.RequestID = requestID(r.Header, s.ids)
 	w.Header()[hdrRequestID] = r.Header[hdrRequestID]
 
 	observe := s.opts.Observe
@@ -75,50 +76,30 @@ func (s *Server) route(r *http.Request, rt **Route) bool {
 	return ok && *rt != nil
 }
 
-// requestID returns the call's request ID and makes sure h carries it as
-// X-Request-Id: the client's own, else the trace ID of its traceparent,
-// else a new random one.
-func requestID(h http.Header) string {
-	if v := h[hdrRequestID]; len(v) > 0 && v[0] != "" {
-		return v[0]
+// requestID returns the call's request ID by the rule every engine follows
+// (requestid.Pick: the trace-id of its traceparent, else its X-Request-Id if
+// safe to log, else a new one from ids) and makes sure h carries it as the
+// only X-Request-Id. A call whose own X-Request-Id is kept costs no
+// allocation.
+func requestID(h http.Header, ids *requestid.Generator) string {
+	var traceparent, own string
+	if v := h[hdrTraceparent]; len(v) > 0 {
+		traceparent = v[0]
 	}
-	var id string
-	// traceparent: version "-" 32 hex trace-id "-" 16 hex parent-id "-" flags.
-	if v := h[hdrTraceparent]; len(v) > 0 && len(v[0]) >= 55 && v[0][2] == '-' && v[0][35] == '-' && isTraceID(v[0][3:35]) {
-		id = v[0][3:35]
-	} else {
-		id = newRequestID()
+	v := h[hdrRequestID]
+	if len(v) > 0 {
+		own = v[0]
+	}
+	id, src := requestid.Pick(traceparent, own)
+	switch {
+	case src == requestid.None:
+		var buf [requestid.Len]byte
+		id = string(ids.Next(&buf))
+	case len(v) == 1 && v[0] == id:
+		return id
 	}
 	h[hdrRequestID] = []string{id}
 	return id
-}
-
-// isTraceID reports whether s is a valid W3C trace-id: lowercase hex, not
-// all zeros.
-func isTraceID(s string) bool {
-	zero := true
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c == '0':
-		case c >= '1' && c <= '9', c >= 'a' && c <= 'f':
-			zero = false
-		default:
-			return false
-		}
-	}
-	return !zero
-}
-
-func newRequestID() string {
-	const hex = "0123456789abcdef"
-	var b [32]byte
-	x, y := rand.Uint64(), rand.Uint64()
-	for i := range 16 {
-		b[i] = hex[x>>(60-4*uint(i))&0xf]
-		b[16+i] = hex[y>>(60-4*uint(i))&0xf]
-	}
-	return string(b[:])
 }
 
 // call forwards a routed call: authorize, pick, connect (with retries),
@@ -163,6 +144,32 @@ func (s *Server) call(w http.ResponseWriter, r *http.Request, rt *Route, o *Outc
 	}
 
 	body := &reqBody{rc: r.Body}
+	defer body.countIn(o)
+	if rt.InFlight != nil {
+		rt.InFlight(1)
+	}
+	resp := s.attempt(ctx, w, r, rt, st, o, body)
+	if rt.InFlight != nil {
+		rt.InFlight(-1)
+	}
+	if resp == nil {
+		return // answered
+	}
+	defer rt.Pool.Release(o.Backend)
+	if headerTimer != nil {
+		headerTimer.Stop()
+	}
+	s.relay(ctx, w, r, resp, st, o)
+	rt.passive(ctx, o.Backend, o.Reason, o)
+}
+
+// attempt picks a backend and sends the call to it, trying another one
+// while the failure allows a retry (a connect failure or a full connection
+// budget, before any byte of the body was read, within Retries and
+// RetryAllowed). It returns the backend's
+// response, with o.Backend acquired in the pool (the caller releases it), or
+// nil when it answered the client itself.
+func (s *Server) attempt(ctx context.Context, w http.ResponseWriter, r *http.Request, rt *Route, st *routeState, o *Outcome, body *reqBody) *http.Response {
 	var outBody io.ReadCloser = body
 	if r.Body == nil || r.Body == http.NoBody {
 		outBody = nil
@@ -170,6 +177,7 @@ func (s *Server) call(w http.ResponseWriter, r *http.Request, rt *Route, o *Outc
 	key := st.key(r)
 	members := rt.Pool.Members()
 	var tried uint64
+	lastReason, lastMsg := ReasonConnect, msgConnect // of the last member tried
 	for {
 		idx := rt.Pool.PickAcquire(key, tried)
 		if idx >= 0 && tried&(1<<(uint(idx)%64)) != 0 {
@@ -179,10 +187,13 @@ func (s *Server) call(w http.ResponseWriter, r *http.Request, rt *Route, o *Outc
 		if idx < 0 {
 			reason, msg := ReasonNoBackend, msgNoBackend
 			if tried != 0 {
-				reason, msg = ReasonConnect, msgConnect // the last error was already counted
+				reason, msg = lastReason, lastMsg // that error was already counted
+			}
+			if o.Retries > 0 && rt.Retrying != nil {
+				rt.Retrying(-1) // the retry ends without an attempt
 			}
 			s.fail(w, o, st, -1, reason, codes.Unavailable, msg)
-			return
+			return nil
 		}
 		o.Backend = idx
 		b := members[idx].Backend
@@ -194,31 +205,55 @@ func (s *Server) call(w http.ResponseWriter, r *http.Request, rt *Route, o *Outc
 
 		// PickAcquire counted the call on idx (bounded loads see it).
 		resp, err := s.transport.RoundTrip(out)
+		if o.Retries > 0 && rt.Retrying != nil {
+			rt.Retrying(-1)
+		}
 		if err == nil {
-			defer rt.Pool.Release(idx)
-			if headerTimer != nil {
-				headerTimer.Stop()
-			}
-			s.relay(ctx, w, r, resp, st, o)
-			return
+			return resp
 		}
 		rt.Pool.Release(idx)
 		reason, code, msg := classify(ctx, r, err)
 		if reason == ReasonClientGone {
 			o.HTTPStatus, o.GRPCStatus, o.Reason = 499, int(codes.Canceled), reason
-			return
+			return nil
 		}
 		st.countErr(idx, errIndex(reason))
-		if reason == ReasonConnect && !body.started.Load() && o.Retries < rt.Retries && ctx.Err() == nil {
+		rt.passive(ctx, idx, reason, o)
+		if (reason == ReasonConnect || reason == ReasonLimit) && !body.started.Load() && o.Retries < rt.Retries &&
+			ctx.Err() == nil && (rt.RetryAllowed == nil || rt.RetryAllowed()) {
 			tried |= 1 << (uint(idx) % 64)
+			lastReason, lastMsg = reason, msg
 			o.Retries++
+			if rt.Retrying != nil {
+				rt.Retrying(1)
+			}
 			if st.retries != nil {
 				st.retries.Inc()
 			}
 			continue
 		}
 		s.fail(w, o, st, idx, reason, code, msg)
+		return nil
+	}
+}
+
+// passive tells rt.Passive how the call's attempt on member ended: reason
+// is "" for an answer the backend finished (o then holds its statuses),
+// else why frontdoor ended the attempt.
+func (rt *Route) passive(ctx context.Context, member int, reason string, o *Outcome) {
+	if rt.Passive == nil {
 		return
+	}
+	switch reason {
+	case "":
+		rt.Passive(member, o.GRPCStatus == int(codes.Unavailable) || o.HTTPStatus >= 500)
+	case ReasonConnect, ReasonReset:
+		rt.Passive(member, true)
+	case ReasonTimeout:
+		// The route's response_timeout, not the client's own deadline.
+		if errors.Is(context.Cause(ctx), errResponseTimeout) {
+			rt.Passive(member, true)
+		}
 	}
 }
 
@@ -255,7 +290,9 @@ func (s *Server) relay(ctx context.Context, w http.ResponseWriter, r *http.Reque
 	for {
 		n, err := resp.Body.Read(buf)
 		if n > 0 {
-			if _, werr := w.Write(buf[:n]); werr != nil {
+			wn, werr := w.Write(buf[:n])
+			o.BytesOut += int64(wn)
+			if werr != nil {
 				o.HTTPStatus, o.GRPCStatus, o.Reason = 499, int(codes.Canceled), ReasonClientGone
 				return
 			}
@@ -312,6 +349,9 @@ func classify(ctx context.Context, r *http.Request, err error) (reason string, c
 			return ReasonClientGone, codes.Canceled, nil
 		}
 	}
+	if errors.Is(err, errConnLimit) {
+		return ReasonLimit, codes.Unavailable, msgLimit
+	}
 	if errors.Is(err, errDial) {
 		return ReasonConnect, codes.Unavailable, msgConnect
 	}
@@ -334,6 +374,8 @@ func errIndex(reason string) int {
 		return errConnect
 	case ReasonTimeout:
 		return errTimeout
+	case ReasonLimit:
+		return errLimit
 	}
 	return errReset
 }
@@ -347,14 +389,22 @@ func errIndex(reason string) int {
 type reqBody struct {
 	rc      io.ReadCloser
 	started atomic.Bool
+	// n counts the bytes read; the transport reads on a goroutine of its
+	// own, which may still run when the call's handler returns.
+	n atomic.Int64
 }
 
 func (b *reqBody) Read(p []byte) (int, error) {
 	if !b.started.Load() {
 		b.started.Store(true)
 	}
-	return b.rc.Read(p)
+	n, err := b.rc.Read(p)
+	b.n.Add(int64(n))
+	return n, err
 }
+
+// countIn records in o how many bytes of the body were read so far.
+func (b *reqBody) countIn(o *Outcome) { o.BytesIn = b.n.Load() }
 
 func (b *reqBody) Close() error {
 	if b.started.Load() {

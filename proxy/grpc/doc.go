@@ -22,8 +22,14 @@
 // HTTP 200, content-type application/grpc and a trailers-only response whose
 // grpc-status is UNIMPLEMENTED (no route), UNAUTHENTICATED (the Route's
 // Authorize stage said no), UNAVAILABLE (no backend up, connect failed,
-// backend died) or DEADLINE_EXCEEDED (grpc-timeout or the Route's
-// ResponseTimeout). HTTP/2 requests that are not gRPC get a plain-text 415
+// backend at its connection limit, backend died) or DEADLINE_EXCEEDED
+// (grpc-timeout or the Route's ResponseTimeout).
+//
+// The decisions that are the proxy core's and not this engine's (the
+// request-ID rule, the pool's passive ejection, retry budget and
+// per-backend connection budget) reach a call through the Route's hooks and
+// package frontdoor/proxy/internal/requestid, so a gRPC call follows the
+// same rules as an HTTP/1.1 request without this package importing proxy. HTTP/2 requests that are not gRPC get a plain-text 415
 // (405 for methods other than POST), as the gRPC HTTP/2 spec asks.
 //
 // Both sides use net/http's HTTP/2 implementation with unencrypted HTTP/2

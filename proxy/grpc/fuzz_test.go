@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"frontdoor/proxy/internal/requestid"
 )
 
 // FuzzParseTimeout checks parseTimeout against a plain reading of the
@@ -76,6 +78,7 @@ func FuzzRequestID(f *testing.F) {
 	f.Add("", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
 	f.Add("req-1", "")
 	f.Add("", "00-short")
+	ids := requestid.New()
 	f.Fuzz(func(t *testing.T, xrid, traceparent string) {
 		h := http.Header{}
 		if xrid != "" {
@@ -84,15 +87,15 @@ func FuzzRequestID(f *testing.F) {
 		if traceparent != "" {
 			h[hdrTraceparent] = []string{traceparent}
 		}
-		id := requestID(h)
-		if id == "" {
-			t.Fatal("empty request id")
+		id := requestID(h, ids)
+		if !requestid.Valid(id) {
+			t.Fatalf("request id %q is not safe to log", id)
 		}
 		if v := h[hdrRequestID]; len(v) != 1 || v[0] != id {
 			t.Fatalf("header carries %q, id %q", v, id)
 		}
-		if xrid != "" && id != xrid {
-			t.Fatalf("id %q, want the client's %q", id, xrid)
+		if want, src := requestid.Pick(traceparent, xrid); src != requestid.None && id != want {
+			t.Fatalf("id %q, want %q", id, want)
 		}
 	})
 }

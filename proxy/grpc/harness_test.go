@@ -328,6 +328,9 @@ func newFixture(t testing.TB, fo fixtureOpts) *fixture {
 		HashOn: fo.route.HashOn, ConnectTimeout: fo.route.ConnectTimeout,
 		ResponseTimeout: fo.route.ResponseTimeout, Retries: fo.route.Retries,
 		Authorize: fo.route.Authorize, Observe: fo.route.Observe, Pool: fo.route.Pool,
+		Passive: fo.route.Passive, InFlight: fo.route.InFlight,
+		RetryAllowed: fo.route.RetryAllowed, Retrying: fo.route.Retrying,
+		TakeConn: fo.route.TakeConn, GiveConn: fo.route.GiveConn,
 	}
 	if f.route.Pool == nil && len(members) > 0 {
 		pool, err := balancer.NewPool(members, balancer.Options{})

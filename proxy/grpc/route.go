@@ -54,7 +54,8 @@ type Route struct {
 	// ConnectTimeout bounds dialing a backend. Zero means 2s. Connections
 	// are pooled per backend address for every route, so when two pools
 	// list one address with different timeouts, the route used most
-	// recently for the first time sets it.
+	// recently for the first time sets it (and the same goes for
+	// TakeConn and GiveConn).
 	ConnectTimeout time.Duration
 
 	// ResponseTimeout bounds the wait for the backend's response headers,
@@ -66,8 +67,10 @@ type Route struct {
 	ResponseTimeout time.Duration
 
 	// Retries is how many more backends a call may try when connecting
-	// to the picked one failed before any byte of the call was sent.
+	// to the picked one failed, or its connection budget (TakeConn) was
+	// full, before any byte of the call was sent.
 	// Calls that reached a backend are never retried. Zero disables.
+	// RetryAllowed may refuse a retry that Retries allows.
 	Retries int
 
 	// Authorize, when set, runs before a backend is picked (the JWT
@@ -83,6 +86,51 @@ type Route struct {
 	// log). It must not keep o or o.Request after it returns.
 	Observe func(o *Outcome)
 
+	// The hooks below let the proxy runtime apply the pool's shared
+	// state (passive ejection, retry budget) to gRPC calls exactly as to
+	// HTTP/1.1 requests, without this package knowing that state. The
+	// runtime sets them once when it builds the Route; each is called on
+	// a call's goroutine, from many calls at once, so each must be safe
+	// for concurrent use, quick, and must not block. Nil hooks do nothing.
+
+	// Passive hears how each call that reached member (an index into
+	// Pool.Members()) ended, for passive ejection: failed true for a
+	// connect failure, a reset, ResponseTimeout passing, or an answer
+	// UNAVAILABLE (grpc-status 14, or an HTTP status of 500 or more from
+	// the backend); failed false for any other answer the backend
+	// finished, whatever its grpc-status. Calls the client abandoned,
+	// calls ended by the client's own grpc-timeout (the backend is told
+	// that deadline too, so missing it proves nothing about the backend),
+	// and calls refused by TakeConn are reported neither way.
+	Passive func(member int, failed bool)
+
+	// InFlight is called with +1 when a call passed Authorize and is
+	// about to pick a backend, and with -1 once the answer's headers are
+	// in or the call failed: the pool's requests in flight, against which
+	// RetryAllowed weighs retries.
+	InFlight func(delta int)
+
+	// RetryAllowed is asked before each retry that Retries allows; false
+	// ends the call with its last error. It is the pool's retry budget.
+	RetryAllowed func() bool
+
+	// Retrying is called with +1 when a retry starts and with -1 when
+	// that attempt's headers are in or it failed: the pool's retries in
+	// flight, for RetryAllowed.
+	Retrying func(delta int)
+
+	// TakeConn reserves one connection of member's connection budget
+	// (max_connections_per_backend, shared with the other engines) before
+	// a new connection to its backend is dialed. False refuses the dial:
+	// the call that needed it fails UNAVAILABLE with reason "limit" (and
+	// may be retried on another member, as no byte was sent). Calls that
+	// find a pooled connection with room for another stream never ask.
+	// GiveConn returns the reservation when the connection closes, or at
+	// once when the dial fails. Set both or neither. They are called from
+	// the transport's goroutines, per connection, never per call.
+	TakeConn func(member int) bool
+	GiveConn func(member int)
+
 	state atomic.Pointer[routeState]
 }
 
@@ -95,9 +143,10 @@ type Outcome struct {
 	// Request is the client's request (method path in Request.URL.Path,
 	// peer in Request.RemoteAddr, metadata in Request.Header).
 	Request *http.Request
-	// RequestID is the call's ID: the client's X-Request-ID, else the
-	// trace ID of its traceparent, else a new one. It was sent to the
-	// backend and back to the client as x-request-id.
+	// RequestID is the call's ID: the trace-id of the client's
+	// traceparent, else its X-Request-ID when that is safe to log, else a
+	// new one (requestid.Pick, the rule of every engine). It was sent to
+	// the backend and back to the client as x-request-id.
 	RequestID string
 	// Backend is the index into Route.Pool.Members() of the backend that
 	// handled the call (the last one tried), or -1 when none was reached.
@@ -113,11 +162,17 @@ type Outcome struct {
 	GRPCStatus int
 	// Reason is "" when the call ran its course (whatever its grpc-status),
 	// else why frontdoor ended it: "no_route", "unauthenticated",
-	// "no_backend", "connect", "timeout", "reset" (backend failed after
-	// connecting), "client_gone", "not_grpc".
+	// "no_backend", "connect", "limit" (the backend's connection budget
+	// was full), "timeout", "reset" (backend failed after connecting),
+	// "client_gone", "not_grpc".
 	Reason string
 	// Retries is the number of extra backends tried.
 	Retries int
+	// BytesIn is how many bytes of the client's request body (gRPC
+	// messages with their 5-byte prefixes) were read to send to a
+	// backend; BytesOut is how many bytes of response body were written
+	// to the client. Headers and trailers are not counted.
+	BytesIn, BytesOut int64
 	// Start is when the call's headers were read; Duration runs from then
 	// to the call's last byte.
 	Start    time.Time
@@ -131,6 +186,7 @@ const (
 	ReasonUnauthenticated = "unauthenticated"
 	ReasonNoBackend       = "no_backend"
 	ReasonConnect         = "connect"
+	ReasonLimit           = "limit"
 	ReasonTimeout         = "timeout"
 	ReasonReset           = "reset"
 	ReasonClientGone      = "client_gone"
@@ -142,10 +198,11 @@ const (
 	errConnect = iota
 	errTimeout
 	errReset
+	errLimit
 	numErrReasons
 )
 
-var errReasonNames = [numErrReasons]string{ReasonConnect, ReasonTimeout, ReasonReset}
+var errReasonNames = [numErrReasons]string{ReasonConnect, ReasonTimeout, ReasonReset, ReasonLimit}
 
 // Hash sources.
 const (
@@ -176,8 +233,12 @@ func (rt *Route) prepare(s *Server) *routeState {
 		if timeout <= 0 {
 			timeout = defaultConnectTimeout
 		}
-		for _, m := range rt.Pool.Members() {
-			s.connectTimeouts.Store(m.Backend.Address(), timeout)
+		for i, m := range rt.Pool.Members() {
+			dt := &dialTarget{timeout: timeout}
+			if rt.TakeConn != nil && rt.GiveConn != nil {
+				dt.rt, dt.member = rt, i
+			}
+			s.dialTargets.Store(m.Backend.Address(), dt)
 		}
 	}
 	if rt.state.CompareAndSwap(nil, st) {

@@ -9,9 +9,11 @@ import (
 	"net/http"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"frontdoor/metrics"
+	"frontdoor/proxy/internal/requestid"
 )
 
 // Defaults of Options and Route fields left zero.
@@ -44,6 +46,12 @@ type Options struct {
 	// requests_total and request_duration_seconds are left to
 	// Route.Observe, which knows the listener's pre-bound children.
 	Metrics *metrics.Metrics
+
+	// RequestIDs makes the IDs of calls that bring no usable one (see
+	// requestid.Pick). The proxy hands every engine the same Generator, so
+	// IDs look alike whichever engine served a request. Nil gives the
+	// Server a Generator of its own.
+	RequestIDs *requestid.Generator
 
 	// Observe, when set, is called for calls answered before a Route was
 	// found: not gRPC (405, 415) or no route (UNIMPLEMENTED). The same
@@ -84,11 +92,12 @@ type Server struct {
 	ln        *connListener
 	transport *http.Transport
 	logger    *slog.Logger
+	ids       *requestid.Generator
 
-	// connectTimeouts maps a backend address to its dial timeout
-	// (time.Duration), filled when a Route is first used. The dialer
-	// reads it per new connection, never per call.
-	connectTimeouts sync.Map
+	// dialTargets maps a backend address to its *dialTarget, stored when
+	// a Route is first used. The dialer reads it per new connection,
+	// never per call.
+	dialTargets sync.Map
 
 	serveDone chan struct{}
 }
@@ -100,7 +109,11 @@ func NewServer(opts Options) *Server {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{opts: opts, logger: logger, serveDone: make(chan struct{})}
+	ids := opts.RequestIDs
+	if ids == nil {
+		ids = requestid.New()
+	}
+	s := &Server{opts: opts, logger: logger, ids: ids, serveDone: make(chan struct{})}
 	s.ln = newConnListener()
 	s.transport = s.newTransport()
 
@@ -215,21 +228,60 @@ func (s *Server) newTransport() *http.Transport {
 	}
 }
 
-// errDial marks an error that happened while connecting to a backend, before
-// any byte of a call was sent, so the call may be retried elsewhere.
-var errDial = errors.New("grpc: backend connect failed")
+// Errors of a dial, before any byte of a call was sent, so the call may be
+// retried elsewhere: errDial when connecting failed, errConnLimit when the
+// backend's connection budget was full.
+var (
+	errDial      = errors.New("grpc: backend connect failed")
+	errConnLimit = errors.New("grpc: backend connection limit reached")
+)
+
+// dialTarget is how the dialer connects to one backend address: the
+// route's connect timeout and, when rt is set, member's connection budget
+// through rt.TakeConn and rt.GiveConn.
+type dialTarget struct {
+	timeout time.Duration
+	rt      *Route
+	member  int
+}
+
+var defaultDialTarget = &dialTarget{timeout: defaultConnectTimeout}
 
 func (s *Server) dial(ctx context.Context, network, addr string) (net.Conn, error) {
-	timeout := defaultConnectTimeout
-	if v, ok := s.connectTimeouts.Load(addr); ok {
-		timeout = v.(time.Duration)
+	dt := defaultDialTarget
+	if v, ok := s.dialTargets.Load(addr); ok {
+		dt = v.(*dialTarget)
 	}
-	d := net.Dialer{Timeout: timeout, KeepAlive: 30 * time.Second}
+	if dt.rt != nil && !dt.rt.TakeConn(dt.member) {
+		return nil, fmt.Errorf("dial backend %s: %w", addr, errConnLimit)
+	}
+	d := net.Dialer{Timeout: dt.timeout, KeepAlive: 30 * time.Second}
 	c, err := d.DialContext(ctx, network, addr)
 	if err != nil {
+		if dt.rt != nil {
+			dt.rt.GiveConn(dt.member)
+		}
 		return nil, fmt.Errorf("dial backend %s: %w: %w", addr, errDial, err)
 	}
+	if dt.rt != nil {
+		return &budgetConn{Conn: c, dt: dt}, nil
+	}
 	return c, nil
+}
+
+// budgetConn gives its reservation of a connection budget back when it is
+// first closed.
+type budgetConn struct {
+	net.Conn
+	dt     *dialTarget
+	closed atomic.Bool
+}
+
+func (c *budgetConn) Close() error {
+	if c.closed.CompareAndSwap(false, true) {
+		c.dt.rt.GiveConn(c.dt.member)
+	}
+	return c.Conn.Close()
 }
 
 // connListener is the net.Listener the http.Server serves: ServeConn pushes

@@ -22,6 +22,7 @@ import (
 
 	"frontdoor/balancer"
 	"frontdoor/config"
+	"frontdoor/proxy/internal/requestid"
 )
 
 // md returns outgoing metadata exercising ASCII and binary values.
@@ -586,7 +587,10 @@ func TestFrontdoorStatuses(t *testing.T) {
 
 func TestRequestID(t *testing.T) {
 	t.Parallel()
-	f := newFixture(t, fixtureOpts{backends: 1})
+	ids := requestid.New()
+	var first [requestid.Len]byte
+	prefix := string(ids.Next(&first)[:16])
+	f := newFixture(t, fixtureOpts{backends: 1, options: Options{RequestIDs: ids}})
 	tests := []struct {
 		name string
 		md   []string
@@ -594,6 +598,13 @@ func TestRequestID(t *testing.T) {
 	}{
 		{"client's own", []string{"x-request-id", "req-123"}, "req-123"},
 		{"from traceparent", []string{"traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}, "4bf92f3577b34da6a3ce929d0e0e4736"},
+		// The rule of requestid.Pick, as for HTTP/1.1: traceparent first,
+		// then a safe X-Request-ID, else a new ID.
+		{"traceparent wins over x-request-id", []string{"x-request-id", "req-123", "traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}, "4bf92f3577b34da6a3ce929d0e0e4736"},
+		{"x-request-id with a quote is replaced", []string{"x-request-id", `req"1`}, ""},
+		{"x-request-id with a space is replaced", []string{"x-request-id", "req 1"}, ""},
+		{"x-request-id over 128 characters is replaced", []string{"x-request-id", strings.Repeat("i", 129)}, ""},
+		{"x-request-id of 128 characters is kept", []string{"x-request-id", strings.Repeat("i", 128)}, strings.Repeat("i", 128)},
 		{"generated", nil, ""},
 	}
 	for _, tc := range tests {
@@ -611,8 +622,8 @@ func TestRequestID(t *testing.T) {
 			if tc.want != "" && back[0] != tc.want {
 				t.Errorf("id = %q, want %q", back[0], tc.want)
 			}
-			if tc.want == "" && len(back[0]) != 32 {
-				t.Errorf("generated id %q is not 32 hex digits", back[0])
+			if tc.want == "" && (len(back[0]) != requestid.Len || back[0][:16] != prefix) {
+				t.Errorf("generated id %q is not one of Options.RequestIDs' (%s...)", back[0], prefix)
 			}
 		})
 	}

@@ -41,6 +41,7 @@ var (
 	msgUnauthenticated = []string{"frontdoor: unauthenticated"}
 	msgNoBackend       = []string{"frontdoor: no healthy backend"}
 	msgConnect         = []string{"frontdoor: backend connect failed"}
+	msgLimit           = []string{"frontdoor: backend at its connection limit"}
 	msgUnavailable     = []string{"frontdoor: backend unavailable"}
 	msgStreamBroken    = []string{"frontdoor: backend stream broken"}
 	msgDeadline        = []string{"frontdoor: deadline exceeded"}

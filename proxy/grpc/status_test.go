@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"testing"
 	"time"
+
+	"frontdoor/proxy/internal/requestid"
 )
 
 func TestParseTimeout(t *testing.T) {
@@ -71,8 +73,11 @@ func TestRequestIDSources(t *testing.T) {
 		header http.Header
 		want   string // "" = a new 32-hex-digit ID
 	}{
-		{"x-request-id wins", http.Header{"X-Request-Id": {"abc"}, "Traceparent": {"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}}, "abc"},
+		{"traceparent wins", http.Header{"X-Request-Id": {"abc"}, "Traceparent": {"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}}, "4bf92f3577b34da6a3ce929d0e0e4736"},
 		{"traceparent trace-id", http.Header{"Traceparent": {"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}}, "4bf92f3577b34da6a3ce929d0e0e4736"},
+		{"x-request-id", http.Header{"X-Request-Id": {"abc"}}, "abc"},
+		{"first of two x-request-ids", http.Header{"X-Request-Id": {"abc", "def"}}, "abc"},
+		{"unsafe x-request-id", http.Header{"X-Request-Id": {"a\"b"}}, ""},
 		{"all-zero trace-id is invalid", http.Header{"Traceparent": {"00-00000000000000000000000000000000-00f067aa0ba902b7-01"}}, ""},
 		{"uppercase trace-id is invalid", http.Header{"Traceparent": {"00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"}}, ""},
 		{"short traceparent", http.Header{"Traceparent": {"00-4bf9-01"}}, ""},
@@ -82,15 +87,19 @@ func TestRequestIDSources(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			id := requestID(tc.header)
+			ids := requestid.New()
+			id := requestID(tc.header, ids)
 			if tc.want != "" && id != tc.want {
 				t.Errorf("id = %q, want %q", id, tc.want)
 			}
-			if tc.want == "" && (len(id) != 32 || !isTraceID(id)) {
-				t.Errorf("new id %q is not 32 lowercase hex digits", id)
+			if tc.want == "" {
+				var buf [requestid.Len]byte
+				if next := ids.Next(&buf); len(id) != requestid.Len || id[:16] != string(next[:16]) {
+					t.Errorf("new id %q is not one of the generator's (%s...)", id, next[:16])
+				}
 			}
-			if got := tc.header.Get("X-Request-Id"); got != id {
-				t.Errorf("header X-Request-Id = %q, want %q", got, id)
+			if got := tc.header[hdrRequestID]; len(got) != 1 || got[0] != id {
+				t.Errorf("header X-Request-Id = %q, want only %q", got, id)
 			}
 		})
 	}
