@@ -3,13 +3,18 @@ package proxy
 import (
 	"bytes"
 	"errors"
+	"frontdoor/internal/splice"
+	"frontdoor/proxy/grpc"
+	"frontdoor/proxy/internal/requestid"
 	"io"
+	"log/slog"
 	"net"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/valyala/fasthttp"
 	"golang.org/x/sys/unix"
 )
 
@@ -278,4 +283,27 @@ func deferAccept(ln net.Listener) {
 	_ = rc.Control(func(fd uintptr) {
 		_ = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_DEFER_ACCEPT, 1)
 	})
+}
+
+// httpListener is one bound http listener. It outlives runtimes: a reload
+// that keeps the bind keeps the socket, the fasthttp server and every open
+// client connection, and only swaps rt.
+type httpListener struct {
+	settings listenerSettings
+	name     string
+	bind     string
+	rt       atomic.Pointer[listenerRuntime]
+	ln       *connListener
+	server   *fasthttp.Server
+	ids      *requestid.Generator
+	log      *AccessLog
+	grpc     *grpc.Server  // serves connections that open with the HTTP/2 preface
+	done     chan struct{} // closed when Serve returned
+	live     liveSet       // streamed bodies and tunnels (stream.go)
+	pipes    splice.Pool   // pipes of spliced response bodies (splice.go)
+	logger   *slog.Logger
+	panics   prometheus.Counter // panics_total{listener}
+	// beforeRequest, tests only (Options.beforeRequest), runs first in
+	// begin: it can make a request panic.
+	beforeRequest func(*fasthttp.RequestCtx)
 }

@@ -107,7 +107,6 @@ var (
 	crlf      = []byte("\r\n")
 	lastChunk = []byte("0\r\n\r\n")
 	crlfDate  = []byte("\r\nDate: ")
-	hdrDate   = []byte("Date")
 	hdrExpect = []byte("Expect")
 	// errLoopDial is a failed connect; classifyUpstreamError reads it as
 	// "connect" (retryable). A value, so failing does not allocate.

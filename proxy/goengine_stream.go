@@ -3,7 +3,6 @@ package proxy
 import (
 	"bufio"
 	"context"
-	"errors"
 	"io"
 	"net"
 	"sync"
@@ -35,47 +34,13 @@ import (
 // once the head says how long the body is; HostClient.StreamResponseBody
 // would stream every response and allocate for each.
 
-const (
-	// streamThreshold is the largest response body, by Content-Length, that
-	// is read whole before the answer starts when it cannot be spliced (a
-	// client connection that is not a plain socket); longer bodies are
-	// streamed.
-	// 256 KiB: a body this small costs fewer syscalls read whole (one
-	// writev to the client) than relayed in chunks, and bounds memory per
-	// response all the same.
-	streamThreshold = 256 << 10
-	// requestPrefetch is how much of a request body fasthttp reads before
-	// calling the handler when Server.StreamRequestBody is set (8 KiB in
-	// v1.78). A body of at most this length is buffered and may be retried.
-	requestPrefetch = 8 << 10
-	// maxInterim bounds the 1xx answers skipped before the final one.
-	maxInterim = 16
-	// statusClientClosed is the status recorded when the client went away
-	// mid-request (nginx's 499); the client never sees it.
-	statusClientClosed = 499
-)
-
-// Errors of the streaming path. They are values, so returning one does not
-// allocate; classifyUpstreamError maps them to statuses.
-var (
-	errBodyTooLarge      = errors.New("proxy: request body above max_body_bytes")
-	errClientRead        = errors.New("proxy: client stopped sending the request body")
-	errTooManyInterim    = errors.New("proxy: backend sent too many 1xx answers")
-	errUnexpectedUpgrade = errors.New("proxy: backend switched protocols without an upgrade request")
-)
-
-// forwarding is one attempt's settings and results, kept on the handler's
-// stack.
-type forwarding struct {
-	timeout  time.Duration // response_timeout: to the response head
-	deadline time.Time     // when this attempt's timeout ends
-	streamed bool          // the request body is still arriving (clientBody)
-	upgrade  bool          // the request asks for a protocol upgrade
-	maxBody  int64         // max_body_bytes, enforced on streamed bodies
-
-	bodyIn int64 // bytes of a streamed request body sent on
-	tunnel bool  // a 101 answer: a tunnel now owns the backend connection
-}
+// streamThreshold is the largest response body, by Content-Length, that is
+// read whole before the answer starts when it cannot be spliced (a client
+// connection that is not a plain socket); longer bodies are streamed.
+// 256 KiB: a body this small costs fewer syscalls read whole (one writev to
+// the client) than relayed in chunks, and bounds memory per response all
+// the same.
+const streamThreshold = 256 << 10
 
 // maxBufferedRequest is the largest max_body_bytes for which a listener
 // buffers request bodies whole instead of streaming them. fasthttp's server
@@ -87,20 +52,6 @@ const maxBufferedRequest = 1 << 20
 // streamRequests reports whether a listener with max_body_bytes maxBody
 // streams request bodies (Server.StreamRequestBody).
 func streamRequests(maxBody int64) bool { return maxBody > maxBufferedRequest }
-
-// requestBody readies the request body for forwarding. It returns the body's
-// length (-1 when it is chunked and not yet read) and whether it stays a
-// stream. A body fasthttp already holds whole is turned into a plain body, so
-// it can be sent again on a retry.
-func requestBody(req *fasthttp.Request) (int, bool) {
-	if !req.IsBodyStream() {
-		return len(req.Body()), false
-	}
-	if n := req.Header.ContentLength(); n < 0 || n > requestPrefetch {
-		return n, true
-	}
-	return len(req.Body()), false
-}
 
 // expect answers "Expect: 100-continue": 413 at once for a declared body
 // above max_body_bytes, so the client does not send it, else 100 Continue
@@ -666,12 +617,6 @@ func (b *upstreamBody[C]) logAtEnd(log *AccessLog, rec accessRecord) {
 	b.rec.path = take(len(rec.path))
 }
 
-// streamLogger is a response body that writes the access log line itself
-// when it ends (upstreamBody).
-type streamLogger interface {
-	logAtEnd(log *AccessLog, rec accessRecord)
-}
-
 // liveSet tracks a listener's exchanges that outlive their handler: streamed
 // bodies and upgraded connections. A reload leaves them alone; a shutdown
 // (drain) gives them until its deadline, then aborts them. The zero value is
@@ -757,13 +702,4 @@ func (s *liveSet) drain(ctx context.Context) error {
 		case <-t.C:
 		}
 	}
-}
-
-// clientFaultReason is the access log reason of a request that failed on the
-// client's side while it was being forwarded.
-func clientFaultReason(status int) string {
-	if status == fasthttp.StatusRequestEntityTooLarge {
-		return "body_too_large"
-	}
-	return "client_gone"
 }

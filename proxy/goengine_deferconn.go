@@ -9,7 +9,6 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -274,20 +273,6 @@ func (c *deferConn) onReadable(fd uintptr) bool {
 	c.probing = false
 	c.n, c.err = n, err
 	return true
-}
-
-// rawIO is read(2) or write(2) on a non-blocking socket, retried on EINTR.
-func rawIO(trap, fd uintptr, b []byte) (int, error) {
-	for {
-		r, _, e := unix.RawSyscall(trap, fd, uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)))
-		switch e {
-		case 0:
-			return int(r), nil
-		case unix.EINTR:
-			continue
-		}
-		return 0, e
-	}
 }
 
 // flush sends held bytes, waiting as an ordinary Write would, under the

@@ -28,45 +28,10 @@ import (
 // tunnels alone; Shutdown, or a reload that removes the listener, gives them
 // drain_timeout and then closes them.
 
-var (
-	valUpgrade = []byte("Upgrade")
-	// tunnelStartTimeout bounds the wait for fasthttp to hand over the
-	// client connection after the 101 answer was queued; if the answer
-	// could not be written it never does, and the backend connection
-	// would leak.
-	tunnelStartTimeout = 10 * time.Second
-)
-
-// upgradeProtocol returns a copy, appended to buf, of the Upgrade header of a
-// request that asks for a protocol upgrade (Connection: upgrade and a
-// non-empty Upgrade), or nil. Call it before the hop-by-hop headers are
-// removed, and restoreUpgrade after.
-func upgradeProtocol(req *fasthttp.Request, buf []byte) []byte {
-	if !req.Header.ConnectionUpgrade() {
-		return nil
-	}
-	v := req.Header.PeekBytes(hdrUpgrade)
-	if len(v) == 0 {
-		return nil
-	}
-	return append(buf[:0], v...)
-}
-
-// restoreUpgrade puts back the two hop-by-hop headers an upgrade needs.
-func restoreUpgrade(req *fasthttp.Request, proto []byte) {
-	req.Header.SetBytesKV(hdrConnection, valUpgrade)
-	req.Header.SetBytesKV(hdrUpgrade, proto)
-}
-
-// removeTunnelHopHeaders removes a 101 answer's hop-by-hop headers except
-// the two the upgrade needs.
-func removeTunnelHopHeaders(h *fasthttp.ResponseHeader) {
-	var buf [64]byte
-	proto := append(buf[:0], h.PeekBytes(hdrUpgrade)...)
-	removeResponseHopHeaders(h)
-	h.SetBytesKV(hdrConnection, valUpgrade)
-	h.SetBytesKV(hdrUpgrade, proto)
-}
+// tunnelStartTimeout bounds the wait for fasthttp to hand over the client
+// connection after the 101 answer was queued; if the answer could not be
+// written it never does, and the backend connection would leak.
+const tunnelStartTimeout = 10 * time.Second
 
 // tunneler marks a liveConn that is an upgraded connection.
 type tunneler interface{ isTunnel() }

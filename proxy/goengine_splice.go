@@ -42,7 +42,6 @@ import (
 // Bodies below the threshold are read whole: for them, the pipe's two extra
 // system calls cost more than the copies they save. HAProxy forwards bodies
 // through its buffers unless told to splice (option splice-response).
-const spliceThreshold = 64 << 10
 
 // spliceSource is a response body that can splice itself to the client
 // (an upstreamBody in splice mode).

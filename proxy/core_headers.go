@@ -29,6 +29,8 @@ var (
 	hdrRetryAfter      = []byte("Retry-After")
 	valHTTP            = []byte("http")
 	valH2C             = []byte("h2c")
+	valUpgrade         = []byte("Upgrade")
+	hdrDate            = []byte("Date")
 )
 
 // removeRequestHopHeaders deletes the hop-by-hop headers of RFC 9110 7.6.1
@@ -151,5 +153,36 @@ type rehead struct {
 // reheads are ensureDate's buffers; a backend's head is at most 32 KiB in
 // the event loop (half its read buffer) and 8 KiB in the goroutine engine.
 var reheads = sync.Pool{New: func() any {
-	return &rehead{br: bufio.NewReaderSize(nil, loopReadBuf/2+16)}
+	return &rehead{br: bufio.NewReaderSize(nil, 32<<10+16)}
 }}
+
+// upgradeProtocol returns a copy, appended to buf, of the Upgrade header of a
+// request that asks for a protocol upgrade (Connection: upgrade and a
+// non-empty Upgrade), or nil. Call it before the hop-by-hop headers are
+// removed, and restoreUpgrade after.
+func upgradeProtocol(req *fasthttp.Request, buf []byte) []byte {
+	if !req.Header.ConnectionUpgrade() {
+		return nil
+	}
+	v := req.Header.PeekBytes(hdrUpgrade)
+	if len(v) == 0 {
+		return nil
+	}
+	return append(buf[:0], v...)
+}
+
+// restoreUpgrade puts back the two hop-by-hop headers an upgrade needs.
+func restoreUpgrade(req *fasthttp.Request, proto []byte) {
+	req.Header.SetBytesKV(hdrConnection, valUpgrade)
+	req.Header.SetBytesKV(hdrUpgrade, proto)
+}
+
+// removeTunnelHopHeaders removes a 101 answer's hop-by-hop headers except
+// the two the upgrade needs.
+func removeTunnelHopHeaders(h *fasthttp.ResponseHeader) {
+	var buf [64]byte
+	proto := append(buf[:0], h.PeekBytes(hdrUpgrade)...)
+	removeResponseHopHeaders(h)
+	h.SetBytesKV(hdrConnection, valUpgrade)
+	h.SetBytesKV(hdrUpgrade, proto)
+}

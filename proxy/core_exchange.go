@@ -2,49 +2,20 @@ package proxy
 
 import (
 	"errors"
-	"github.com/prometheus/client_golang/prometheus"
 	"io"
-	"log/slog"
 	"net"
 	"net/netip"
 	"os"
-	"runtime/debug"
-	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/cespare/xxhash/v2"
 	"github.com/valyala/fasthttp"
 
-	"frontdoor/internal/splice"
 	"frontdoor/metrics"
-	"frontdoor/proxy/grpc"
 	"frontdoor/proxy/internal/requestid"
 	"frontdoor/proxy/jwt"
 )
-
-// httpListener is one bound http listener. It outlives runtimes: a reload
-// that keeps the bind keeps the socket, the fasthttp server and every open
-// client connection, and only swaps rt.
-type httpListener struct {
-	settings listenerSettings
-	name     string
-	bind     string
-	rt       atomic.Pointer[listenerRuntime]
-	ln       *connListener
-	server   *fasthttp.Server
-	ids      *requestid.Generator
-	log      *AccessLog
-	grpc     *grpc.Server  // serves connections that open with the HTTP/2 preface
-	done     chan struct{} // closed when Serve returned
-	live     liveSet       // streamed bodies and tunnels (stream.go)
-	pipes    splice.Pool   // pipes of spliced response bodies (splice.go)
-	logger   *slog.Logger
-	panics   prometheus.Counter // panics_total{listener}
-	// beforeRequest, tests only (Options.beforeRequest), runs first in
-	// begin: it can make a request panic.
-	beforeRequest func(*fasthttp.RequestCtx)
-}
 
 // exchange is one request's state across the phases of handling it: begin
 // (route, stages, headers), pick and attempted once per backend tried, and
@@ -71,29 +42,6 @@ type exchange struct {
 	// otherwise end takes it from ctx.Response (loop.go relays bodies
 	// itself).
 	bytesOut int
-}
-
-// handle is the fasthttp request handler: route, stages, pick, forward.
-// It allocates nothing in steady state; keep it that way (BenchmarkForward,
-// TestForwardAllocs).
-func (l *httpListener) handle(ctx *fasthttp.RequestCtx) {
-	defer l.handled(ctx)
-	var x exchange
-	var idBuf [32]byte
-	if !l.begin(ctx, &x, &idBuf) {
-		return
-	}
-	for {
-		i := l.pick(ctx, &x)
-		if i < 0 {
-			break
-		}
-		err := l.forward(ctx, x.p.ups[i], x.p, i, &x.fw)
-		if !l.attempted(ctx, &x, i, err) {
-			break
-		}
-	}
-	l.end(ctx, &x)
 }
 
 // begin runs everything before a backend is chosen: request ID, route, the
@@ -377,36 +325,6 @@ func (l *httpListener) attemptAbandoned(ctx *fasthttp.RequestCtx, x *exchange) {
 	x.reason = clientFaultReason(statusClientClosed)
 }
 
-// handled runs when handle returns: it survives a panic of the request (a
-// bug; fasthttp's server would let it end the process) by logging it with
-// the stack, counting it and closing the connection, and else lets the
-// answer's last write wait (answered).
-func (l *httpListener) handled(ctx *fasthttp.RequestCtx) {
-	if r := recover(); r != nil {
-		l.panics.Inc()
-		l.logger.Error("listener: panic while serving a request; the connection is closed",
-			"listener", l.name, "request_id", string(ctx.Request.Header.PeekBytes(hdrXRequestID)),
-			"panic", r, "stack", string(debug.Stack()))
-		ctx.Response.Reset()
-		ctx.SetStatusCode(fasthttp.StatusInternalServerError)
-		ctx.SetConnectionClose()
-		return
-	}
-	answered(ctx)
-}
-
-// answered lets the client connection hold the response's last write until
-// its next read (deferconn.go): only for a response that is whole in memory
-// on a connection that stays open and is not handed to a tunnel.
-func answered(ctx *fasthttp.RequestCtx) {
-	if ctx.Response.IsBodyStream() || ctx.Hijacked() || ctx.Response.ConnectionClose() {
-		return
-	}
-	if c, ok := ctx.Conn().(*sniffConn); ok {
-		c.answered()
-	}
-}
-
 // finish writes the access log line and returns the time it took as end.
 // bytesOut, when not negative, is the body length sent (the event loop
 // relays bodies outside ctx.Response).
@@ -583,4 +501,73 @@ func sourceIPKey(ctx *fasthttp.RequestCtx) uint64 {
 		}
 	}
 	return 0
+}
+
+// Limits and statuses every engine shares.
+const (
+	// requestPrefetch is how much of a request body fasthttp reads before
+	// calling the handler when Server.StreamRequestBody is set (8 KiB in
+	// v1.78), and the largest body the event loop serves. A body of at most
+	// this length is buffered and may be retried.
+	requestPrefetch = 8 << 10
+	// maxInterim bounds the 1xx answers skipped before the final one.
+	maxInterim = 16
+	// spliceThreshold: a response body of known length with at least this
+	// much left moves by splice(2), socket to pipe to socket, in both
+	// engines (goengine_splice.go, loop_relay.go).
+	spliceThreshold = 64 << 10
+	// statusClientClosed is the status recorded when the client went away
+	// mid-request (nginx's 499); the client never sees it.
+	statusClientClosed = 499
+)
+
+// Errors engines report to attempted. They are values, so returning one
+// does not allocate; classifyUpstreamError maps them to statuses.
+var (
+	errBodyTooLarge      = errors.New("proxy: request body above max_body_bytes")
+	errClientRead        = errors.New("proxy: client stopped sending the request body")
+	errTooManyInterim    = errors.New("proxy: backend sent too many 1xx answers")
+	errUnexpectedUpgrade = errors.New("proxy: backend switched protocols without an upgrade request")
+)
+
+// requestBody readies the request body for forwarding. It returns the body's
+// length (-1 when it is chunked and not yet read) and whether it stays a
+// stream. A body fasthttp already holds whole is turned into a plain body, so
+// it can be sent again on a retry.
+func requestBody(req *fasthttp.Request) (int, bool) {
+	if !req.IsBodyStream() {
+		return len(req.Body()), false
+	}
+	if n := req.Header.ContentLength(); n < 0 || n > requestPrefetch {
+		return n, true
+	}
+	return len(req.Body()), false
+}
+
+// streamLogger is a response body that writes the access log line itself
+// when it ends (upstreamBody).
+type streamLogger interface {
+	logAtEnd(log *AccessLog, rec accessRecord)
+}
+
+// clientFaultReason is the access log reason of a request that failed on the
+// client's side while it was being forwarded.
+func clientFaultReason(status int) string {
+	if status == fasthttp.StatusRequestEntityTooLarge {
+		return "body_too_large"
+	}
+	return "client_gone"
+}
+
+// forwarding is one attempt's settings and results, kept on the handler's
+// stack.
+type forwarding struct {
+	timeout  time.Duration // response_timeout: to the response head
+	deadline time.Time     // when this attempt's timeout ends
+	streamed bool          // the request body is still arriving (clientBody)
+	upgrade  bool          // the request asks for a protocol upgrade
+	maxBody  int64         // max_body_bytes, enforced on streamed bodies
+
+	bodyIn int64 // bytes of a streamed request body sent on
+	tunnel bool  // a 101 answer: a tunnel now owns the backend connection
 }
