@@ -43,9 +43,9 @@ type deferConn struct {
 	// client marks a client connection: its waits are bounded by
 	// skipWaitLimit.
 	client bool
-	// budget, on a backend connection, is the upstream whose connection
+	// budget, on a backend connection, is the pool backend whose connection
 	// budget it holds: Close gives it back, once (released).
-	budget   *upstream
+	budget   *poolBackend
 	released atomic.Bool
 	// fresh: dialed for the request about to be sent (forward clears it).
 	fresh bool

@@ -72,7 +72,7 @@ func (l *httpListener) expect(ctx *fasthttp.RequestCtx) int {
 // the connection back when it ends. A 101 answer to an upgrade request hands
 // the connection to a tunnel (fw.tunnel). The error is as HostClient.Do
 // would return it, or one of the err* values above.
-func (l *httpListener) forward(ctx *fasthttp.RequestCtx, u *upstream, p *poolRuntime, member int, fw *forwarding) error {
+func (l *httpListener) forward(ctx *fasthttp.RequestCtx, u *poolBackend, p *poolRuntime, member int, fw *forwarding) error {
 	req, resp := &ctx.Request, &ctx.Response
 	hc := u.hc
 	req.URI().DisablePathNormalizing = true

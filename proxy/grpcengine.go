@@ -75,7 +75,7 @@ func (l *httpListener) grpcRoute(r *route) *grpc.Route {
 	gr.RetryAllowed = p.retryAllowed
 	gr.Retrying = func(delta int) { p.retrying.Add(int64(delta)) }
 	// One connection budget per backend for every engine: the h2c
-	// transport takes from the upstream's before it dials.
+	// transport takes from the pool backend's before it dials.
 	ups := p.ups
 	gr.TakeConn = func(member int) bool { return ups[member].takeConn() }
 	gr.GiveConn = func(member int) { ups[member].giveConn() }

@@ -145,7 +145,7 @@ type lconn struct {
 	eof        bool
 
 	// backend
-	up         *loopUpstream
+	up         *loopBackend
 	idx        int // position in up.idle, or -1
 	connecting bool
 	reused     bool // taken from the idle list for this request
@@ -174,10 +174,10 @@ type lexch struct {
 	freshRetry bool // the one silent retry after a stale pooled connection
 }
 
-// loopUpstream is a loop's view of an upstream: its address and the loop's
+// loopBackend is a loop's view of a poolBackend: its address and the loop's
 // own keep-alive connections to it.
-type loopUpstream struct {
-	u       *upstream
+type loopBackend struct {
+	u       *poolBackend
 	family  int
 	sa4     unix.SockaddrInet4
 	sa6     unix.SockaddrInet6
@@ -231,7 +231,7 @@ type evLoop struct {
 
 	freeConns []*lconn
 	freeX     []*lexch
-	ups       []*loopUpstream // by upstream.id
+	ups       []*loopBackend // by poolBackend.id
 	queues    []*timerQueue
 	clients   int
 	accepting bool

@@ -55,7 +55,7 @@ func (lp *evLoop) send(x *lexch, i int) error {
 			return err
 		}
 	}
-	lu := lp.upstream(x.x.p.ups[i])
+	lu := lp.backendOf(x.x.p.ups[i])
 	b, err := lp.backendConn(lu)
 	if err != nil {
 		return err
@@ -71,13 +71,13 @@ func (lp *evLoop) send(x *lexch, i int) error {
 	return nil
 }
 
-// upstream returns the loop's view of u.
-func (lp *evLoop) upstream(u *upstream) *loopUpstream {
+// backendOf returns the loop's view of u.
+func (lp *evLoop) backendOf(u *poolBackend) *loopBackend {
 	if u.id < len(lp.ups) && lp.ups[u.id] != nil {
 		return lp.ups[u.id]
 	}
 	lp.dropRetired()
-	lu := &loopUpstream{u: u, idleFor: u.hc.MaxIdleConnDuration, connect: u.connectTimeout}
+	lu := &loopBackend{u: u, idleFor: u.hc.MaxIdleConnDuration, connect: u.connectTimeout}
 	if lu.idleFor <= 0 {
 		lu.idleFor = backendIdleDefault
 	}
@@ -92,15 +92,15 @@ func (lp *evLoop) upstream(u *upstream) *loopUpstream {
 		lu.sa6.Port = int(ap.Port())
 	}
 	if u.id >= len(lp.ups) {
-		lp.ups = append(lp.ups, make([]*loopUpstream, u.id+1-len(lp.ups))...)
+		lp.ups = append(lp.ups, make([]*loopBackend, u.id+1-len(lp.ups))...)
 	}
 	lp.ups[u.id] = lu
 	return lu
 }
 
-// dropRetired closes the idle connections to upstreams a reload retired and
-// forgets those upstreams once no connection is left (busy ones close when
-// their answer ends). It runs when a new upstream is first used, which is
+// dropRetired closes the idle connections to pool backends a reload retired and
+// forgets those once no connection is left (busy ones close when
+// their answer ends). It runs when a new pool backend is first used, which is
 // after a reload.
 func (lp *evLoop) dropRetired() {
 	for i, lu := range lp.ups {
@@ -118,7 +118,7 @@ func (lp *evLoop) dropRetired() {
 
 // backendConn returns an idle keep-alive connection to lu or starts a new
 // one.
-func (lp *evLoop) backendConn(lu *loopUpstream) (*lconn, error) {
+func (lp *evLoop) backendConn(lu *loopBackend) (*lconn, error) {
 	if n := len(lu.idle); n > 0 {
 		b := lu.idle[n-1]
 		lu.idle = lu.idle[:n-1]
@@ -165,7 +165,7 @@ func (lp *evLoop) resetBackend(b *lconn) {
 	b.in = b.in[:0]
 }
 
-// idleBackend keeps b for the next request to its upstream.
+// idleBackend keeps b for the next request to its pool backend.
 func (lp *evLoop) idleBackend(b *lconn) {
 	lu := b.up
 	b.peer = nil

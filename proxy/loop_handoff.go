@@ -51,7 +51,7 @@ func (lp *evLoop) handoff(c *lconn, buffered []byte) {
 // loopable reports whether the event loop may serve requests routed to a
 // pool: HTTP/1.1 backends named by IP address (the loop connects without a
 // resolver).
-func loopable(protocol string, ups []*upstream) bool {
+func loopable(protocol string, ups []*poolBackend) bool {
 	if protocol == "h2c" {
 		return false
 	}

@@ -56,14 +56,14 @@ type Proxy struct {
 	tcp  map[string]*tcpListener  // by listenerKey
 	// stop ends when Shutdown's context does: sessions of retired tcp
 	// servers, which otherwise run until they end, close then.
-	stop      context.Context
-	stopAll   context.CancelFunc
-	backends  map[string]*balancer.Backend
-	upstreams map[string]*upstream
-	// upstreamIDs numbers new upstreams (upstream.id); Apply holds mu.
-	upstreamIDs int
-	gen         atomic.Pointer[generation]
-	closed      bool
+	stop         context.Context
+	stopAll      context.CancelFunc
+	backends     map[string]*balancer.Backend
+	poolBackends map[string]*poolBackend
+	// poolBackendIDs numbers new pool backends (poolBackend.id); Apply holds mu.
+	poolBackendIDs int
+	gen            atomic.Pointer[generation]
+	closed         bool
 }
 
 // generation is one applied config: its pools and the context of its
@@ -84,14 +84,14 @@ func New(opts Options) *Proxy {
 	}
 	stop, stopAll := context.WithCancel(context.Background())
 	return &Proxy{
-		stop:      stop,
-		stopAll:   stopAll,
-		opts:      opts,
-		ids:       requestid.New(),
-		http:      map[string]*httpListener{},
-		tcp:       map[string]*tcpListener{},
-		backends:  map[string]*balancer.Backend{},
-		upstreams: map[string]*upstream{},
+		stop:         stop,
+		stopAll:      stopAll,
+		opts:         opts,
+		ids:          requestid.New(),
+		http:         map[string]*httpListener{},
+		tcp:          map[string]*tcpListener{},
+		backends:     map[string]*balancer.Backend{},
+		poolBackends: map[string]*poolBackend{},
 	}
 }
 
@@ -158,7 +158,7 @@ func (p *Proxy) Apply(cfg *config.Config) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	gen.cancel = cancel
 	for key, u := range newUps {
-		p.upstreams[key] = u
+		p.poolBackends[key] = u
 	}
 	for _, pol := range gen.jwts {
 		go pol.Run(ctx)
@@ -220,7 +220,7 @@ func (p *Proxy) Apply(cfg *config.Config) error {
 		for _, pr := range old.pools {
 			pr.pool.Close()
 		}
-		p.retireUpstreams(gen, drain)
+		p.retirePoolBackends(gen, drain)
 	}
 	return nil
 }
@@ -275,11 +275,11 @@ func (p *Proxy) drainContext(d time.Duration) context.Context {
 }
 
 // buildPools builds every pool of cfg, reusing Backend objects (and so their
-// health state) by pool and address, and upstreams by their full key.
-func (p *Proxy) buildPools(cfg *config.Config, old *generation) (*generation, map[string]*upstream, error) {
+// health state) by pool and address, and pool backends by their full key.
+func (p *Proxy) buildPools(cfg *config.Config, old *generation) (*generation, map[string]*poolBackend, error) {
 	m := p.opts.Metrics
 	gen := &generation{cfg: cfg, pools: map[string]*poolRuntime{}, loaded: time.Now()}
-	newUps := map[string]*upstream{}
+	newUps := map[string]*poolBackend{}
 	for name := range cfg.Pools {
 		gen.names = append(gen.names, name)
 	}
@@ -307,8 +307,8 @@ func (p *Proxy) buildPools(cfg *config.Config, old *generation) (*generation, ma
 		ejectables := make([]health.Ejectable, len(pc.Backends))
 		addrs := make([]string, len(pc.Backends))
 		for i, bc := range pc.Backends {
-			key := upstreamKey(name, pc, bc.Address)
-			u := p.upstreams[key]
+			key := poolBackendKey(name, pc, bc.Address)
+			u := p.poolBackends[key]
 			if u == nil {
 				u = newUps[key]
 			}
@@ -319,8 +319,8 @@ func (p *Proxy) buildPools(cfg *config.Config, old *generation) (*generation, ma
 					be = balancer.NewBackend(bc.Address)
 					p.backends[bkey] = be
 				}
-				u = newUpstream(p.upstreamIDs, key, bc.Address, pc, be)
-				p.upstreamIDs++
+				u = newPoolBackend(p.poolBackendIDs, key, bc.Address, pc, be)
+				p.poolBackendIDs++
 				newUps[key] = u
 			}
 			pr.ups = append(pr.ups, u)
@@ -463,9 +463,9 @@ func (p *Proxy) buildListenerRuntime(lc *config.Listener, gen *generation, l *ht
 	return rt
 }
 
-// retireUpstreams drops upstreams the new runtime no longer uses and closes
+// retirePoolBackends drops pool backends the new runtime no longer uses and closes
 // their idle connections once in-flight requests had drain time to finish.
-func (p *Proxy) retireUpstreams(gen *generation, drain time.Duration) {
+func (p *Proxy) retirePoolBackends(gen *generation, drain time.Duration) {
 	used := map[string]bool{}
 	usedBackend := map[string]bool{}
 	for name, pr := range gen.pools {
@@ -474,11 +474,11 @@ func (p *Proxy) retireUpstreams(gen *generation, drain time.Duration) {
 			usedBackend[name+"|"+u.be.Address()] = true
 		}
 	}
-	for key, u := range p.upstreams {
+	for key, u := range p.poolBackends {
 		if used[key] {
 			continue
 		}
-		delete(p.upstreams, key)
+		delete(p.poolBackends, key)
 		u.retired.Store(true) // event loops forget it with its last connection
 		time.AfterFunc(drain, u.hc.CloseIdleConnections)
 	}
@@ -651,7 +651,7 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	if g := p.gen.Load(); g != nil {
 		g.cancel()
 	}
-	for _, u := range p.upstreams {
+	for _, u := range p.poolBackends {
 		u.hc.CloseIdleConnections()
 	}
 	return errors.Join(errs...)

@@ -34,11 +34,11 @@ const (
 
 var reasonNames = [numReasons]string{"connect", "timeout", "reset", "limit", "status_5xx", "other"}
 
-// upstream is one backend of one pool with its HTTP/1.1 connection pool. It
+// poolBackend is one backend of one pool with its HTTP/1.1 connection pool. It
 // outlives a runtime: a reload that keeps the pool name, address and
-// connection settings keeps the upstream, so health state and pooled
+// connection settings keeps the poolBackend, so health state and pooled
 // connections survive.
-type upstream struct {
+type poolBackend struct {
 	id  int // unique in the Proxy: an event loop's index of its own state (loop.go)
 	key string
 	be  *balancer.Backend
@@ -57,7 +57,7 @@ type upstream struct {
 	retired  atomic.Bool // no runtime uses it any more
 }
 
-func upstreamKey(pool string, p *config.Pool, addr string) string {
+func poolBackendKey(pool string, p *config.Pool, addr string) string {
 	// Connection settings are part of the key: changing them builds a new
 	// HostClient (and so new connections) for the backend.
 	var b strings.Builder
@@ -73,13 +73,13 @@ func upstreamKey(pool string, p *config.Pool, addr string) string {
 	return b.String()
 }
 
-func newUpstream(id int, key, addr string, p *config.Pool, be *balancer.Backend) *upstream {
+func newPoolBackend(id int, key, addr string, p *config.Pool, be *balancer.Backend) *poolBackend {
 	connectTimeout := p.ConnectTimeout.Duration
-	u := &upstream{id: id, key: key, be: be, addrPort: parseAddrPort(addr), connectTimeout: connectTimeout,
+	u := &poolBackend{id: id, key: key, be: be, addrPort: parseAddrPort(addr), connectTimeout: connectTimeout,
 		maxConns: int64(p.MaxConnectionsPerBackend)}
 	u.hc = &fasthttp.HostClient{
 		Addr: addr,
-		// The connection budget is the upstream's, shared with the event
+		// The connection budget is the pool backend's, shared with the event
 		// loops and the h2c transport: Dial takes from it, and the
 		// connection's Close gives back.
 		Dial: func(a string) (net.Conn, error) {
@@ -113,11 +113,11 @@ func newUpstream(id int, key, addr string, p *config.Pool, be *balancer.Backend)
 	return u
 }
 
-// budgetConn gives its upstream's connection budget back when closed, for
+// budgetConn gives its pool backend's connection budget back when closed, for
 // a backend connection that is not a plain TCP socket.
 type budgetConn struct {
 	net.Conn
-	u    *upstream
+	u    *poolBackend
 	once sync.Once
 }
 
@@ -128,7 +128,7 @@ func (c *budgetConn) Close() error {
 
 // takeConn reserves one connection of the backend's budget; false: the
 // backend is at max_connections_per_backend. Safe for concurrent use.
-func (u *upstream) takeConn() bool {
+func (u *poolBackend) takeConn() bool {
 	if n := u.conns.Add(1); u.maxConns > 0 && n > u.maxConns {
 		u.conns.Add(-1)
 		return false
@@ -137,10 +137,10 @@ func (u *upstream) takeConn() bool {
 }
 
 // giveConn returns a connection taken with takeConn.
-func (u *upstream) giveConn() { u.conns.Add(-1) }
+func (u *poolBackend) giveConn() { u.conns.Add(-1) }
 
 // connsFull reports whether the backend is at its connection limit.
-func (u *upstream) connsFull() bool { return u.maxConns > 0 && u.conns.Load() >= u.maxConns }
+func (u *poolBackend) connsFull() bool { return u.maxConns > 0 && u.conns.Load() >= u.maxConns }
 
 // poolRuntime is a pool as one runtime sees it: members, strategy, checks and
 // pre-bound metric children. Immutable once built, except for the atomics.
@@ -148,7 +148,7 @@ type poolRuntime struct {
 	name            string
 	cfg             *config.Pool
 	pool            *balancer.Pool
-	ups             []*upstream
+	ups             []*poolBackend
 	hashSource      string
 	hashName        []byte
 	responseTimeout time.Duration
