@@ -1,14 +1,37 @@
-// Package proxy is frontdoor's Layer-7 engine and runtime owner.
+// Package proxy is frontdoor's Layer-7 core, its engines, and the runtime
+// that holds them.
 //
-// A Proxy binds the listeners of a config, builds an immutable runtime from
-// it (route tables, pools, health checkers, stages, pre-bound metric
-// children) and publishes that runtime through atomic pointers. Each request
-// loads its listener's pointer once and uses that snapshot to the end. Apply
-// builds the next runtime beside the old one, keeping listener sockets whose
-// bind is unchanged and Backend objects (health state, pooled connections)
-// whose pool and address are unchanged, swaps it in, and lets the old one
-// drain.
+// The top (proxy.go, runtime.go, listener.go, status.go, tcplistener.go): a
+// Proxy binds the listeners of a config, builds an immutable runtime from it
+// (route tables, pools, health checkers, stages, pre-bound metric children)
+// and publishes it through atomic pointers. Each request loads its
+// listener's pointer once and uses that snapshot to the end. Apply builds
+// the next runtime beside the old one, keeping listener sockets whose bind
+// is unchanged and pool backends (health state, connection pools,
+// connection budgets) whose pool and address are unchanged, swaps it in,
+// and lets the old one drain.
 //
-// HTTP/1.1 is served by fasthttp. The forwarding path allocates nothing per
-// request in steady state (see BenchmarkForward).
+// The core (core_*.go) makes every decision a user can observe, once for
+// every engine: the route, the request ID, the JWT stage, the headers that
+// go out either way, affinity, which backend and whether to retry, passive
+// ejection, every answer frontdoor makes itself (refuse, fail), the error to
+// status mapping (classifyUpstreamError), metrics and the access record. An
+// exchange goes through its phases: begin, then pick and attempted once per
+// backend tried, then end.
+//
+// The engines own sockets, buffers and framing, and drive the core's
+// phases:
+//   - the event loop (loop*.go): plain HTTP/1.1 on epoll, one loop per
+//     GOMAXPROCS per listener, no goroutine per connection;
+//   - the goroutine engine (goengine*.go): fasthttp's server, for what the
+//     loop hands over (HTTP/1.0, Expect, upgrades, large or chunked request
+//     bodies, heads it cannot parse) and for HTTP/2 prior-knowledge
+//     connections, which it passes to the gRPC engine;
+//   - the gRPC engine (package proxy/grpc), adapted in grpcengine.go.
+//
+// The core never names an engine's declarations, and engines do not name
+// each other's (TestRooms). The same cases run through both HTTP/1.1
+// engines in TestParity. The forwarding paths allocate nothing per request
+// in steady state (BenchmarkForward, BenchmarkLoopForward,
+// TestForwardAllocs, TestLoopForwardAllocs).
 package proxy

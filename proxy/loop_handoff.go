@@ -49,12 +49,10 @@ func (lp *evLoop) handoff(c *lconn, buffered []byte) {
 }
 
 // loopable reports whether the event loop may serve requests routed to a
-// pool: HTTP/1.1 backends named by IP address (the loop connects without a
-// resolver).
-func loopable(protocol string, ups []*poolBackend) bool {
-	if protocol == "h2c" {
-		return false
-	}
+// pool: backends named by IP address (the loop connects without a
+// resolver). A pool that speaks h2c is loopable too: the core refuses
+// HTTP/1.1 requests to it (begin), and the loop answers that at once.
+func loopable(ups []*poolBackend) bool {
 	for _, u := range ups {
 		if !u.addrPort.IsValid() {
 			return false

@@ -342,7 +342,7 @@ func (p *Proxy) buildPools(cfg *config.Config, old *generation) (*generation, ma
 			continue
 		}
 		pr.pool = pool
-		pr.loopable = loopable(pc.Protocol, pr.ups)
+		pr.loopable = loopable(pr.ups)
 		var secret []byte
 		if pc.AffinitySecretFile != "" {
 			data, err := os.ReadFile(pc.AffinitySecretFile)
