@@ -173,6 +173,9 @@ func (l *httpListener) pick(ctx *fasthttp.RequestCtx, x *exchange) int {
 		i = p.pool.PickAcquire(x.key, x.tried)
 	}
 	if i < 0 {
+		if x.attempt > 0 {
+			p.retrying.Add(-1) // the retry attempted counted ends here
+		}
 		p.noBackend.Inc()
 		l.fail(ctx, fasthttp.StatusServiceUnavailable, "no healthy backend", x.reqID, p)
 		x.reason = "no_backend"

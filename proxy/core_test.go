@@ -437,3 +437,36 @@ func TestPanicClosesOnlyItsConnection(t *testing.T) {
 		})
 	}
 }
+
+// TestRetryWithNoBackendLeftEndsTheRetry: a retry that finds no backend up
+// (the first one was ejected by its failure) ends with a 503 and leaves
+// no retry counted in flight, which would shrink the pool's retry budget
+// for the rest of the generation.
+func TestRetryWithNoBackendLeftEndsTheRetry(t *testing.T) {
+	t.Parallel()
+	refused := refusingAddr(t)
+	for _, e := range engines {
+		t.Run(e.name, func(t *testing.T) {
+			t.Parallel()
+			r := startCoreRig(t, e, listenerTOML+`
+  [[listener.route]]
+  pool = "s"
+`+poolTOML("s", `retries = 1
+health = { check = "none" }
+[pool.s.passive]
+consecutive_failures = 1
+max_ejection_percent = 100`, refused))
+			resp, _, _ := r.exchange(t, "GET /x HTTP/1.1\r\nHost: a\r\n\r\n")
+			if resp.StatusCode() != 503 {
+				t.Fatalf("got %d, want 503 once the one backend is ejected", resp.StatusCode())
+			}
+			pr := r.gen.Load().pools["s"]
+			if n := pr.retrying.Load(); n != 0 {
+				t.Errorf("%d retries still counted in flight", n)
+			}
+			if n := pr.active.Load(); n != 0 {
+				t.Errorf("%d requests still counted in flight", n)
+			}
+		})
+	}
+}
