@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"frontdoor/config"
+	"frontdoor/internal/rawio"
 )
 
 // httpBufSize is an HTTP check's read buffer. A response head (status line
@@ -153,10 +154,8 @@ func (p *httpProber) send() (bool, error) {
 // socket to turn writable.
 func (p *httpProber) write() (bool, error) {
 	for p.sent < len(p.req) {
-		n, err := rawWrite(p.fd, p.req[p.sent:])
+		n, err := rawio.Write(p.fd, p.req[p.sent:])
 		switch {
-		case err == unix.EINTR:
-			continue
 		case err == unix.EAGAIN:
 			if p.state != httpWriting {
 				if err := p.pl.mod(p.fd, unix.EPOLLIN|unix.EPOLLOUT|unix.EPOLLRDHUP, p.tag); err != nil {
@@ -213,9 +212,9 @@ func (p *httpProber) read() (bool, error) {
 	if len(buf) == 0 {
 		return p.failed(p.resp.tooLong())
 	}
-	n, err := rawRead(p.fd, buf)
+	n, err := rawio.Read(p.fd, buf)
 	switch {
-	case err == unix.EINTR || err == unix.EAGAIN:
+	case err == unix.EAGAIN:
 		return false, nil
 	case err != nil:
 		return p.failed(p.ep.opError("read", os.NewSyscallError("read", err)))

@@ -16,7 +16,8 @@ import (
 // None of these calls blocks (every socket is non-blocking, no poll or
 // epoll_wait waits, no socket lingers on close), so the scheduler need not
 // know, and a check neither pays for entersyscall nor wakes sysmon.
-// (proxy/tcp calls splice the same way.)
+// (proxy/tcp calls splice the same way.) Reads and writes go through
+// internal/rawio, which proxy's event loop shares.
 //
 // Pointers go into the calls directly as uintptr(unsafe.Pointer(p)) in the
 // argument list, which keeps them valid for the call (unsafe.Pointer rule 4).
@@ -38,22 +39,6 @@ func rawSocket(family int) (int, error) {
 func rawConnect(fd int, sa unsafe.Pointer, n uintptr) error {
 	_, _, e := unix.RawSyscall(unix.SYS_CONNECT, uintptr(fd), uintptr(sa), n)
 	return errnoErr(e)
-}
-
-func rawRead(fd int, b []byte) (int, error) {
-	n, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)))
-	if e != 0 {
-		return 0, e
-	}
-	return int(n), nil
-}
-
-func rawWrite(fd int, b []byte) (int, error) {
-	n, _, e := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)))
-	if e != 0 {
-		return 0, e
-	}
-	return int(n), nil
 }
 
 func rawClose(fd int) {

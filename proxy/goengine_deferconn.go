@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"frontdoor/internal/rawio"
 )
 
 // Why deferConn exists.
@@ -242,7 +244,7 @@ func (c *deferConn) result(waitErr error) (int, error) {
 func (c *deferConn) onReadable(fd uintptr) bool {
 	if c.heldN > 0 {
 		c.mu.Lock()
-		n, err := rawIO(unix.SYS_WRITE, fd, c.held[:c.heldN])
+		n, err := rawio.Write(int(fd), c.held[:c.heldN])
 		c.heldN = copy(c.held[:], c.held[n:c.heldN])
 		if c.heldN == 0 {
 			heldBufs.Put(c.held)
@@ -262,7 +264,7 @@ func (c *deferConn) onReadable(fd uintptr) bool {
 	if c.await {
 		return true
 	}
-	n, err := rawIO(unix.SYS_READ, fd, c.p)
+	n, err := rawio.Read(int(fd), c.p)
 	if err == unix.EAGAIN {
 		c.probing = false
 		return false
@@ -358,7 +360,7 @@ func (c *deferConn) Close() error {
 	if c.heldN > 0 {
 		b := c.held[:c.heldN]
 		_ = c.rc.Write(func(fd uintptr) bool {
-			_, _ = rawIO(unix.SYS_WRITE, fd, b)
+			_, _ = rawio.Write(int(fd), b)
 			return true
 		})
 	}

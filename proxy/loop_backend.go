@@ -5,6 +5,8 @@ import (
 
 	"github.com/valyala/fasthttp"
 	"golang.org/x/sys/unix"
+
+	"frontdoor/internal/rawio"
 )
 
 // The event loop (loop.go): the backend side: connections, sending, reading answers, failures.
@@ -200,7 +202,7 @@ func (lp *evLoop) closeBackend(b *lconn) {
 func (lp *evLoop) flushBackend(b *lconn) bool {
 	x := b.peer.x
 	for b.sent < len(x.req) {
-		n, err := rawIO(unix.SYS_WRITE, uintptr(b.fd), x.req[b.sent:])
+		n, err := rawio.Write(b.fd, x.req[b.sent:])
 		if err == unix.EAGAIN {
 			return true
 		}
@@ -248,7 +250,7 @@ func (lp *evLoop) backendRead(b *lconn, hup bool) {
 		if c == nil {
 			// Idle: a late edge finds EAGAIN; a close or stray bytes end
 			// the connection.
-			if _, err := rawIO(unix.SYS_READ, uintptr(b.fd), lp.rbuf); err != unix.EAGAIN {
+			if _, err := rawio.Read(b.fd, lp.rbuf); err != unix.EAGAIN {
 				lp.closeBackend(b)
 			}
 			return
@@ -270,7 +272,7 @@ func (lp *evLoop) backendRead(b *lconn, hup bool) {
 		if !b.headDone && n == 0 {
 			end = loopHeadRead
 		}
-		m, err := rawIO(unix.SYS_READ, uintptr(b.fd), lp.rbuf[n:end])
+		m, err := rawio.Read(b.fd, lp.rbuf[n:end])
 		if err == unix.EAGAIN {
 			b.in = append(b.in, lp.rbuf[:n]...)
 			return

@@ -6,6 +6,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"frontdoor/internal/rawio"
 )
 
 // The event loop (loop.go): the client side: reading requests, writing answers, keep-alive.
@@ -82,7 +84,7 @@ func (lp *evLoop) clientEvent(c *lconn, ev uint32) {
 // open.
 func (lp *evLoop) flushClient(c *lconn) bool {
 	for c.outOff < len(c.out) {
-		n, err := rawIO(unix.SYS_WRITE, uintptr(c.fd), c.out[c.outOff:])
+		n, err := rawio.Write(c.fd, c.out[c.outOff:])
 		if err == unix.EAGAIN {
 			return true // the next EPOLLOUT edge resumes
 		}
@@ -175,7 +177,7 @@ func (lp *evLoop) clientRead(c *lconn, hup bool) {
 	n := copy(buf, c.in)
 	c.in = c.in[:0]
 	for n < len(buf) {
-		m, err := rawIO(unix.SYS_READ, uintptr(c.fd), buf[n:])
+		m, err := rawio.Read(c.fd, buf[n:])
 		if err == unix.EAGAIN {
 			break
 		}
