@@ -19,6 +19,7 @@
 // Under systemd (Type=notify) the daemon sends READY=1 once its listeners are
 // bound, RELOADING=1 and READY=1 around each reload, STATUS= lines for
 // systemctl status, STOPPING=1 when it starts to drain, and WATCHDOG=1 at
-// half the unit's WatchdogSec while its event loop is healthy (see
-// watchdog.go). deploy/frontdoor.service is the unit.
+// half the unit's WatchdogSec while its controller (the goroutine that
+// handles signals and runs reloads) is healthy (see watchdog.go).
+// deploy/frontdoor.service is the unit.
 package main

@@ -91,8 +91,8 @@ func logLevel(name string) slog.Level {
 	return slog.LevelInfo
 }
 
-// daemon is the running process: the proxy and what the event loop needs to
-// reload, report and stop it. Only the event loop goroutine touches cfg.
+// daemon is the running process: the proxy and what the controller needs to
+// reload, report and stop it. Only the controller's goroutine touches cfg.
 type daemon struct {
 	path     string
 	cfg      *config.Config // the running config
@@ -104,7 +104,7 @@ type daemon struct {
 	level    *slog.LevelVar
 	access   *proxy.AccessLog
 	admin    *metrics.Admin
-	check    *selfCheck // nil: the watchdog proves only the event loop
+	check    *selfCheck // nil: the watchdog proves only the controller
 	draining atomic.Bool
 	wasReady atomic.Bool
 }
@@ -220,8 +220,8 @@ func serve(cfg *config.Config, path string, stderr io.Writer) error {
 		d.watchdog()
 		logger.Info("watchdog on", "interval", wd)
 	}
-	l := &loop{sigs: sigs, tick: tick, reload: d.reload, reopen: d.reopen, watchdog: d.watchdog}
-	sig := l.run()
+	ctl := &controller{sigs: sigs, tick: tick, reload: d.reload, reopen: d.reopen, watchdog: d.watchdog}
+	sig := ctl.run()
 	d.drain(sig, sigs, tick)
 	return nil
 }

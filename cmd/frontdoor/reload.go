@@ -11,7 +11,7 @@ import (
 )
 
 // reloadState is what /status and STATUS= tell about the config file and
-// reloads. The event loop writes it; admin requests read it.
+// reloads. The controller writes it; admin requests read it.
 type reloadState struct {
 	mu        sync.Mutex
 	path      string

@@ -12,14 +12,15 @@ import (
 // The watchdog. systemd restarts the service when WATCHDOG=1 stops coming
 // for WatchdogSec. The daemon sends it every WatchdogSec/2, and only:
 //
-//   - from the event loop itself (loop.run), so a stuck reload, a deadlock
-//     on the proxy's lock or a starved scheduler stops the pings; and
+//   - from the controller itself (controller.run), so a stuck reload, a
+//     deadlock on the proxy's lock or a starved scheduler stops the pings;
+//     and
 //   - after a self-check passes: a GET of the admin listener's /healthz over
 //     loopback, which proves that the network poller, the scheduler and an
 //     accept loop of this process still work end to end. It costs one
 //     loopback request per interval (a kept-alive connection), and it does
 //     not touch the proxy listeners, so it adds nothing to their metrics or
-//     access log. With the admin listener off, the event loop's liveness is
+//     access log. With the admin listener off, the controller's liveness is
 //     the whole check.
 //
 // During a drain the pings go on (the drain is bounded by drain_timeout, and

@@ -11,7 +11,7 @@ import (
 // channel of its own, because os/signal drops a signal whose channel is full:
 // with one shared channel a burst of SIGHUPs could crowd out a SIGTERM.
 //
-// hup holds one signal. The event loop takes a SIGHUP out before it reads
+// hup holds one signal. The controller takes a SIGHUP out before it reads
 // the config file, so a SIGHUP that arrives while a reload runs waits in the
 // channel and causes exactly one more reload, which reads the file as it is
 // then; more SIGHUPs meanwhile merge into that one. A reload request is never
@@ -41,11 +41,12 @@ func (s *signals) close() {
 	signal.Stop(s.stop)
 }
 
-// loop is the daemon's event loop: one goroutine that runs reloads, reopens
-// the access log and feeds the watchdog, one thing at a time, until a stop
-// signal arrives. Because the watchdog is fed from here, a reload that hangs
-// starves it and systemd restarts the service.
-type loop struct {
+// controller is the daemon's control goroutine: it turns signals and
+// watchdog ticks into reloads, access log reopens and watchdog pings, one
+// thing at a time, until a stop signal arrives. Because the watchdog is fed
+// from here, a reload that hangs starves it and systemd restarts the
+// service.
+type controller struct {
 	sigs     *signals
 	tick     <-chan time.Time // watchdog ticks; nil when there is no watchdog
 	reload   func()
@@ -53,17 +54,18 @@ type loop struct {
 	watchdog func()
 }
 
-// run serves events until SIGTERM or SIGINT and returns that signal.
-func (l *loop) run() os.Signal {
+// run handles signals and ticks until SIGTERM or SIGINT and returns that
+// signal.
+func (c *controller) run() os.Signal {
 	for {
 		select {
-		case <-l.tick:
-			l.watchdog()
-		case <-l.sigs.hup:
-			l.reload()
-		case <-l.sigs.usr1:
-			l.reopen()
-		case s := <-l.sigs.stop:
+		case <-c.tick:
+			c.watchdog()
+		case <-c.sigs.hup:
+			c.reload()
+		case <-c.sigs.usr1:
+			c.reopen()
+		case s := <-c.sigs.stop:
 			return s
 		}
 	}

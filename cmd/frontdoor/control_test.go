@@ -19,7 +19,7 @@ func TestSIGHUPDuringReloadIsNotLost(t *testing.T) {
 	var reloads, reopens atomic.Int32
 	running := make(chan struct{})
 	release := make(chan struct{})
-	l := &loop{
+	c := &controller{
 		sigs: sigs,
 		reload: func() {
 			if reloads.Add(1) == 1 {
@@ -31,7 +31,7 @@ func TestSIGHUPDuringReloadIsNotLost(t *testing.T) {
 		watchdog: func() { t.Error("watchdog fed without a ticker") },
 	}
 	stopped := make(chan os.Signal, 1)
-	go func() { stopped <- l.run() }()
+	go func() { stopped <- c.run() }()
 
 	kill := func(sig syscall.Signal) {
 		t.Helper()
@@ -64,10 +64,10 @@ func TestSIGHUPDuringReloadIsNotLost(t *testing.T) {
 	select {
 	case sig := <-stopped:
 		if sig != syscall.SIGTERM {
-			t.Errorf("loop stopped on %v, want SIGTERM", sig)
+			t.Errorf("controller stopped on %v, want SIGTERM", sig)
 		}
 	case <-time.After(10 * time.Second):
-		t.Fatal("SIGTERM did not stop the loop")
+		t.Fatal("SIGTERM did not stop the controller")
 	}
 	if n := reloads.Load(); n != 2 {
 		t.Errorf("%d reloads, want 2: the first and one for the SIGHUPs that came during it", n)
