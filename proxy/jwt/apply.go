@@ -26,9 +26,9 @@ const maxVictims = 8
 //     strip_authorization, removes the token's header (or cookie).
 //
 // It counts the outcome in jwt_verified_total or jwt_rejected_total and
-// returns it; on anything but Valid the caller answers with
-// WriteUnauthorized and must not forward the request. It allocates nothing
-// on a cache hit. req must not be used concurrently by another goroutine.
+// returns it; on anything but Valid the caller answers 401 with the
+// reason's WWWAuthenticate header and must not forward the request. It
+// allocates nothing on a cache hit. req must not be used concurrently by another goroutine.
 func (p *Policy) ApplyFast(req *fasthttp.Request, now time.Time) Reason {
 	h := &req.Header
 	if len(p.forward) > 0 {
@@ -270,20 +270,4 @@ func removeCookie(h http.Header, name string) {
 		return
 	}
 	h["Cookie"] = []string{strings.Join(kept, "; ")}
-}
-
-// WriteUnauthorized answers a request rejected with reason r: status 401, a
-// WWW-Authenticate header per RFC 6750 (r.WWWAuthenticate), a text/plain
-// one-line body (r.Body) and Cache-Control: no-store. It does not set the
-// request ID header; the caller does. It allocates nothing once resp has
-// been used before. Calling it with Valid writes a generic 401.
-func WriteUnauthorized(resp *fasthttp.Response, r Reason) {
-	if r == Valid {
-		r = Malformed
-	}
-	resp.SetStatusCode(fasthttp.StatusUnauthorized)
-	resp.Header.Set("WWW-Authenticate", r.WWWAuthenticate())
-	resp.Header.Set("Cache-Control", "no-store")
-	resp.Header.SetContentType("text/plain; charset=utf-8")
-	resp.SetBodyString(r.Body())
 }

@@ -9,8 +9,8 @@
 // claim checks, a bounded cache of verified tokens, and pre-bound metric
 // children. ApplyFast (fasthttp, HTTP/1.1) and ApplyHTTP (net/http, gRPC over
 // h2c) run the stage on one request and return a Reason: Valid lets the
-// request through; anything else is answered with 401 and a
-// WWW-Authenticate header (WriteUnauthorized, Reason.WWWAuthenticate).
+// request through; the caller answers anything else with 401 and the
+// WWW-Authenticate header of Reason.WWWAuthenticate.
 //
 // Safety is by construction rather than by configuration:
 //

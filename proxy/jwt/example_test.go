@@ -53,12 +53,11 @@ func Example() {
 
 	req.Header.Set("Authorization", "Bearer "+token(now.Add(-time.Hour)))
 	r = pol.ApplyFast(&req, now)
-	var resp fasthttp.Response
-	jwt.WriteUnauthorized(&resp, r)
-	fmt.Println(r, resp.StatusCode(), string(req.Header.Peek("X-User-ID")) == "")
-	fmt.Println(string(resp.Header.Peek("WWW-Authenticate")))
+	// Anything but Valid is answered 401 with this WWW-Authenticate.
+	fmt.Println(r, string(req.Header.Peek("X-User-ID")) == "")
+	fmt.Println(r.WWWAuthenticate())
 	// Output:
 	// valid alice
-	// expired 401 true
+	// expired true
 	// Bearer error="invalid_token", error_description="the token has expired"
 }

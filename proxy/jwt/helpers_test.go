@@ -204,4 +204,8 @@ func mustNew(tb testing.TB, pc config.JWTPolicy, opts Options) *Policy {
 	return p
 }
 
+// keyCount is how many keys p verifies with now (0 while a jwks_url has
+// never been fetched successfully).
+func keyCount(p *Policy) int { return len(p.keys.Load().keys) }
+
 func hashOf(s string) uint64 { return xxhash.Sum64String(s) }

@@ -219,7 +219,7 @@ func TestNewErrors(t *testing.T) {
 			tc.set(&pc)
 			p, err := New(&pc, Options{})
 			if err == nil {
-				t.Fatalf("New succeeded (%d keys)", p.KeyCount())
+				t.Fatalf("New succeeded (%d keys)", keyCount(p))
 			}
 			if !strings.Contains(err.Error(), tc.mention) || !strings.Contains(err.Error(), `"bad"`) {
 				t.Errorf("error %q does not mention %q and the policy name", err, tc.mention)

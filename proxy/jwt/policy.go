@@ -242,10 +242,6 @@ func New(pc *config.JWTPolicy, opts Options) (*Policy, error) {
 // Name returns the policy's name (NAME of [jwt.NAME]).
 func (p *Policy) Name() string { return p.name }
 
-// KeyCount returns how many keys the policy verifies with now (0 while a
-// jwks_url has never been fetched successfully).
-func (p *Policy) KeyCount() int { return len(p.keys.Load().keys) }
-
 func (p *Policy) loadKeys(pc *config.JWTPolicy, prev *Policy) error {
 	var keys []verifyKey
 	switch {

@@ -66,28 +66,20 @@ var reasonInfo = [numReasons]struct {
 	CritHeader:    {"crit_header", "the token has an unsupported critical header"},
 }
 
-// headers and bodies sent with 401, built once from reasonInfo by
-// reasonTexts; indexed by Reason. Read-only after construction.
-type reasonText struct {
-	www  string // WWW-Authenticate value
-	body string // one-line response body
-}
-
-func buildReasonTexts() (t [numReasons]reasonText) {
+// reasonWWW holds the WWW-Authenticate values sent with a 401, built once
+// from reasonInfo; indexed by Reason. Read-only after construction.
+var reasonWWW = func() (t [numReasons]string) {
 	for r := Reason(0); r < numReasons; r++ {
 		switch r {
 		case Valid:
 		case Missing:
-			t[r].www = "Bearer"
+			t[r] = "Bearer"
 		default:
-			t[r].www = `Bearer error="invalid_token", error_description="` + reasonInfo[r].desc + `"`
+			t[r] = `Bearer error="invalid_token", error_description="` + reasonInfo[r].desc + `"`
 		}
-		t[r].body = "unauthorized: " + reasonInfo[r].desc + "\n"
 	}
 	return t
-}
-
-var reasonTexts = buildReasonTexts()
+}()
 
 // String returns the metric label of r ("valid", "expired", ...), or
 // "unknown" for a value outside the constants above.
@@ -114,15 +106,7 @@ func (r Reason) Description() string {
 // returns "" for Valid. The string is constant; calling it allocates nothing.
 func (r Reason) WWWAuthenticate() string {
 	if r >= numReasons {
-		return reasonTexts[Malformed].www
+		return reasonWWW[Malformed]
 	}
-	return reasonTexts[r].www
-}
-
-// Body returns the one-line (newline-terminated) body sent with a 401 for r.
-func (r Reason) Body() string {
-	if r >= numReasons {
-		return reasonTexts[Malformed].body
-	}
-	return reasonTexts[r].body
+	return reasonWWW[r]
 }

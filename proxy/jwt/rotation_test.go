@@ -257,7 +257,7 @@ func TestJWKSURLStartup(t *testing.T) {
 		if d := time.Since(start); d > 5*time.Second {
 			t.Errorf("New took %v", d)
 		}
-		if p.KeyCount() != 0 {
+		if keyCount(p) != 0 {
 			t.Errorf("keys from a server that never answered")
 		}
 	})
@@ -302,7 +302,7 @@ func TestJWKSRedirectPolicy(t *testing.T) {
 			pc := basePolicy("redir")
 			pc.JWKSURL = tc.url
 			p := mustNew(t, pc, Options{})
-			if got := p.KeyCount(); got != tc.keys {
+			if got := keyCount(p); got != tc.keys {
 				t.Fatalf("%d keys, want %d", got, tc.keys)
 			}
 		})
