@@ -3,11 +3,12 @@
 // each one, and moves bytes between the two sockets with splice(2) through a
 // kernel pipe, so payload never enters user space.
 //
-// A Server serves one listener. Its Upstream (the pool, connect timeout,
-// retries and PROXY protocol setting) is swapped atomically with SetUpstream
-// on a config reload; sessions already open keep the Upstream they started
-// with. StopAccepting, Shutdown and Close stop a Server without closing its
-// listener, which stays with the caller so it can survive reloads.
+// A Server serves one listener with one Upstream (the pool, connect timeout,
+// retries and PROXY protocol setting), both fixed when NewServer builds it.
+// A config reload builds a new Server for the same listener: StopAccepting,
+// Shutdown and Close stop a Server without closing its listener, which stays
+// with the caller so it can survive reloads, and sessions already open
+// finish on the Server and Upstream they started with.
 //
 // TCP semantics are kept end to end: a FIN from one side becomes a
 // shutdown(SHUT_WR) towards the other and the session lasts until both
@@ -33,10 +34,12 @@
 // # Wiring
 //
 // The caller binds the listener, builds the pool, and calls NewServer and
-// go Serve. On reload it calls SetUpstream when the listener stays, or
-// Shutdown with the drain timeout when it goes (and then closes the
-// listener itself). StopAccepting hands the listener over to another Server
-// while open sessions continue.
+// go Serve. On reload, when the listener stays, it calls StopAccepting,
+// which hands the listener over, then NewServer and Serve with the new
+// settings and Upstream; the old Server's sessions go on until they end, and
+// its Shutdown bounds them when the process stops (proxy/tcplistener.go).
+// When the listener goes, it calls Shutdown with the drain timeout and then
+// closes the listener itself.
 //
 // # Memory per session
 //

@@ -42,9 +42,6 @@ func Example() {
 	reply, _ := io.ReadAll(c)
 	fmt.Println(string(reply))
 
-	// Reload: new connections use the new Upstream, open ones finish.
-	srv.SetUpstream(&tcp.Upstream{PoolName: "echo", Pool: pool})
-
 	// Drain: wait up to 5 s for open sessions, then close them.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

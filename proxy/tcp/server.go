@@ -88,7 +88,7 @@ type Server struct {
 	refresh int64 // how often a busy direction pushes its deadlines out
 	maxConn int
 
-	upstream atomic.Pointer[boundUpstream]
+	upstream *boundUpstream // set by NewServer, read-only after
 	metrics  *metrics.Metrics
 	pipes    splice.Pool
 	sessions sync.Pool
@@ -154,15 +154,8 @@ func NewServer(opts Options, up *Upstream) *Server {
 	s.bytesDown = s.metrics.TCPBytes.WithLabelValues(opts.Name, "downstream")
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.sessions.New = func() any { return newSession(s) }
-	s.SetUpstream(up)
+	s.upstream = up.bind(s.metrics)
 	return s
-}
-
-// SetUpstream makes new connections go to up; open sessions finish on the
-// Upstream they started with. It binds up's metric children, so call it on
-// reload, not per connection. It panics if up or up.Pool is nil.
-func (s *Server) SetUpstream(up *Upstream) {
-	s.upstream.Store(up.bind(s.metrics))
 }
 
 // Serve accepts connections until StopAccepting, Shutdown or Close, then

@@ -378,32 +378,6 @@ func TestShutdown(t *testing.T) {
 	})
 }
 
-// tagged answers with its tag, then echoes.
-func tagged(tag string) func(*net.TCPConn) {
-	return func(c *net.TCPConn) {
-		_, _ = io.WriteString(c, tag)
-		echo(c)
-	}
-}
-
-func TestSetUpstream(t *testing.T) {
-	t.Parallel()
-	p := startProxy(t, Options{}, &Upstream{Pool: newPool(t, serveBackend(t, tagged("A")))})
-	old := dial(t, p.addr)
-	tag := make([]byte, 1)
-	if _, err := io.ReadFull(old, tag); err != nil || tag[0] != 'A' {
-		t.Fatalf("tag %q, %v", tag, err)
-	}
-	p.SetUpstream(&Upstream{PoolName: "pool", Pool: newPool(t, serveBackend(t, tagged("B")))})
-	fresh := dial(t, p.addr)
-	if _, err := io.ReadFull(fresh, tag); err != nil || tag[0] != 'B' {
-		t.Fatalf("new connection tag %q, %v; want B", tag, err)
-	}
-	if got := roundTrip(t, old, "still"); got != "still" {
-		t.Fatalf("old session after SetUpstream: %q", got)
-	}
-}
-
 func TestInFlight(t *testing.T) {
 	t.Parallel()
 	pool := newPool(t, serveBackend(t, echo))

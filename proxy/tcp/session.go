@@ -108,7 +108,7 @@ func (ss *session) serve() {
 			src, dst = ss.hdr.src, ss.hdr.dst
 		}
 	}
-	up := s.upstream.Load()
+	up := s.upstream
 	backend := ss.connect(up, SourceKey(src.Addr()))
 	if backend == nil {
 		return

@@ -27,8 +27,8 @@ type Reporter interface {
 }
 
 // Upstream is where a listener forwards connections. Fill it in, hand it to
-// NewServer or Server.SetUpstream, and do not change it afterwards: sessions
-// read it without locks. The zero value is not usable: Pool is required.
+// NewServer, and do not change it afterwards: sessions read it without
+// locks. The zero value is not usable: Pool is required.
 type Upstream struct {
 	// PoolName is the pool label of the metrics.
 	PoolName string
