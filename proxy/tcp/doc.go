@@ -26,10 +26,11 @@
 // connections_rejected_total{reason="max_connections"|"proxy_protocol"}),
 // tcp_bytes_total{direction="upstream"|"downstream"} (added when a direction
 // ends and at most once a second while it runs). Per pool and backend:
-// upstream_errors_total{reason="refused"|"timeout"|"connect"|"reset"}
-// ("reset": the backend reset an open session) and, with an empty backend
-// label, reason="no_backend"; retries_total{pool}. backend_in_flight is a
-// session's Backend.Acquire, held from dial to close.
+// upstream_errors_total{reason="connect"|"reset"} with the meaning the HTTP
+// engines give them ("connect": a connect failed, refused or timed out after
+// connect_timeout; "reset": the backend connection broke once made) and,
+// with an empty backend label, reason="no_backend"; retries_total{pool}.
+// backend_in_flight is a session's Backend.Acquire, held from dial to close.
 //
 // # Wiring
 //

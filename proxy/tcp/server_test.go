@@ -194,8 +194,9 @@ func TestRetries(t *testing.T) {
 				t.Errorf("%d of 6 connections echoed, want %d", ok, tc.wantOK)
 			}
 			p.waitIdle(t)
-			if got := p.upstreamErrors(dead, "refused"); got != float64(tc.refused) {
-				t.Errorf("upstream_errors_total{reason=refused} = %v, want %d", got, tc.refused)
+			// A refused connect is reason "connect", as in the HTTP engines.
+			if got := p.upstreamErrors(dead, "connect"); got != float64(tc.refused) {
+				t.Errorf("upstream_errors_total{reason=connect} = %v, want %d", got, tc.refused)
 			}
 			if got := p.counter(t, p.m.RetriesTotal.WithLabelValues("pool")); got != float64(tc.refused*tc.retries) {
 				t.Errorf("retries_total = %v, want %d", got, tc.refused*tc.retries)
@@ -235,7 +236,12 @@ func TestConnectTimeout(t *testing.T) {
 	if d := time.Since(start); d > 3*time.Second {
 		t.Errorf("closed after %v; connect_timeout is 100ms", d)
 	}
-	eventually(t, "upstream_errors_total{reason=timeout}", func() bool { return p.upstreamErrors(hung, "timeout") == 1 })
+	// A connect timeout is reason "connect", as in the HTTP engines, where
+	// "timeout" means a backend that did not answer in response_timeout.
+	eventually(t, "upstream_errors_total{reason=connect}", func() bool { return p.upstreamErrors(hung, "connect") == 1 })
+	if got := p.upstreamErrors(hung, "timeout"); got != 0 {
+		t.Errorf("upstream_errors_total{reason=timeout} = %v for a connect timeout, want 0", got)
+	}
 }
 
 func TestNoBackend(t *testing.T) {

@@ -117,7 +117,7 @@ func (ss *session) serve() {
 	if up.sendProxy != 0 {
 		hdr := appendProxyHeader(ss.buf[:0], up.sendProxy, src, dst)
 		if _, err := backend.Write(hdr); err != nil {
-			ss.member.errs[reasonConnect].Inc()
+			ss.member.errs[reasonReset].Inc()
 			return
 		}
 	}
@@ -171,7 +171,7 @@ func (ss *session) connect(up *boundUpstream, key uint64) *net.TCPConn {
 		if s.ctx.Err() != nil {
 			return nil // Close, not the backend's fault
 		}
-		m.errs[dialReason(err)].Inc()
+		m.errs[reasonConnect].Inc()
 		if up.up.Passive != nil {
 			up.up.Passive.Failure(i)
 		}

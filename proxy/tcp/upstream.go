@@ -2,11 +2,8 @@ package tcp
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
-	"os"
-	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -66,16 +63,21 @@ func UpstreamFor(lc *config.Listener, pc *config.Pool, pool *balancer.Pool, pass
 	}
 }
 
-// Reasons of upstream_errors_total counted by the engine.
+// Reasons of upstream_errors_total counted per backend by the engine, with
+// the meaning the HTTP engines give them (README.md, Metrics): "connect" is
+// a connect that failed (refused, timed out after connect_timeout,
+// unreachable), "reset" a backend connection that broke once it was made
+// (a reset of an open session, or the PROXY header write failing). The
+// engine has no response timeout, so it never counts "timeout". Per pool
+// (backend label ""), "no_backend" counts connections for which no member
+// was up.
 const (
-	reasonConnect = iota // dial failed otherwise
-	reasonRefused        // ECONNREFUSED
-	reasonTimeout        // connect timeout
-	reasonReset          // the backend reset an open session
+	reasonConnect = iota
+	reasonReset
 	numReasons
 )
 
-var reasonNames = [numReasons]string{"connect", "refused", "timeout", "reset"}
+var reasonNames = [numReasons]string{"connect", "reset"}
 
 // boundUpstream is an Upstream with everything a session needs precomputed:
 // parsed addresses and metric children.
@@ -145,15 +147,4 @@ func (b *boundUpstream) dial(ctx context.Context, i int) (*net.TCPConn, error) {
 		return nil, fmt.Errorf("dial backend %s: not a tcp connection", m.address)
 	}
 	return tc, nil
-}
-
-// dialReason classifies a dial error for upstream_errors_total.
-func dialReason(err error) int {
-	switch {
-	case errors.Is(err, syscall.ECONNREFUSED):
-		return reasonRefused
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded):
-		return reasonTimeout
-	}
-	return reasonConnect
 }
