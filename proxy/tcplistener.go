@@ -11,9 +11,11 @@ import (
 )
 
 // tcpListener is one bound tcp listener. The socket outlives reloads; the
-// tcp.Server on it is replaced on every reload (StopAccepting hands the
-// socket over), so changed listener settings apply to new connections while
-// open sessions finish on the server and upstream they started with.
+// tcp.Server on it is replaced on every reload (TakeOver hands the socket
+// over), so changed listener settings apply to new connections while open
+// sessions finish on the server and upstream they started with. The current
+// server's Shutdown covers those sessions too: SIGTERM gives every session
+// drain_timeout, whichever config it was opened under.
 type tcpListener struct {
 	name string
 	bind string
@@ -32,19 +34,22 @@ func (p *Proxy) applyTCP(lc *config.Listener, gen *generation, ln net.Listener) 
 	up := tcp.UpstreamFor(lc, pr.cfg, pr.pool, passive)
 	key := listenerKey(lc)
 	l := p.tcp[key]
+	var old *tcp.Server
 	if l == nil {
 		l = &tcpListener{name: lc.Name, bind: lc.Bind, ln: ln}
 		p.tcp[key] = l
 	} else {
-		// Sessions of the old server go on until they end: a reload never
-		// cuts a database connection. Shutdown ends them with its drain.
-		old := l.srv
-		old.StopAccepting()
-		go l.retire(p.stop, old, l.name, false, p.opts.Logger)
+		old = l.srv
 		l.name = lc.Name
 	}
-	l.srv = tcp.NewServer(tcp.OptionsFor(lc, l.ln, p.opts.Metrics, p.opts.Logger), up)
-	srv := l.srv
+	srv := tcp.NewServer(tcp.OptionsFor(lc, l.ln, p.opts.Metrics, p.opts.Logger), up)
+	if old != nil {
+		// Sessions of the old server go on until they end: a reload never
+		// cuts a database connection. The new server takes them over, so
+		// Shutdown (SIGTERM) waits for them and ends them with its drain.
+		srv.TakeOver(old)
+	}
+	l.srv = srv
 	go func() {
 		if err := srv.Serve(); err != nil && !errors.Is(err, tcp.ErrServerClosed) {
 			p.opts.Logger.Error("tcp listener stopped", "listener", lc.Name, "bind", lc.Bind, "err", err)
@@ -52,8 +57,9 @@ func (p *Proxy) applyTCP(lc *config.Listener, gen *generation, ln net.Listener) 
 	}()
 }
 
-// retire lets srv's open sessions finish until ctx ends, then closes what
-// is left, and the socket too when the listener was removed.
+// retire lets srv's open sessions (those of the servers it took over
+// included) finish until ctx ends, then closes what is left, and the socket
+// too when the listener was removed.
 func (l *tcpListener) retire(ctx context.Context, srv *tcp.Server, name string, closeSocket bool, logger *slog.Logger) {
 	if closeSocket {
 		srv.StopAccepting()

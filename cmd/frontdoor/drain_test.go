@@ -1,6 +1,10 @@
 package main
 
 import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -9,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"frontdoor/internal/loopback"
 )
 
 // heldRequest sends GET /hold through the proxy in the background.
@@ -141,5 +147,96 @@ func TestSIGUSR1ReopensAccessLog(t *testing.T) {
 		t.Error("a line written after SIGUSR1 went to the rotated file")
 	}
 	d.stop(15 * time.Second)
+	d.noRaces()
+}
+
+// TestDrainKeepsTCPSessionsOfEarlierConfigs: SIGTERM gives a tcp session
+// drain_timeout whether it was opened before or after the last reload. A
+// reload hands the tcp listener to a new server and the old one's sessions
+// go on (TestHitlessReloadUnderLoad); the drain must wait for them too,
+// not only for the current server's, and close them when drain_timeout
+// ends.
+func TestDrainKeepsTCPSessionsOfEarlierConfigs(t *testing.T) {
+	t.Parallel()
+	const drain = 3 * time.Second
+	b := startBackend(t, "b0")
+	echo := loopback.Echo(t, "e0")
+	cfg := func(weight int) string {
+		return strings.Replace(simpleConfig(b.addr, fmt.Sprintf(`
+[[listener]]
+name = "l4"
+bind = "127.0.0.1:0"
+mode = "tcp"
+pool = "echo"
+
+[pool.echo]
+backends = [{ address = %q, weight = %d }]
+  [pool.echo.health]
+  check = "none"
+`, echo, weight)), `drain_timeout = "5s"`, fmt.Sprintf("drain_timeout = %q", drain.String()), 1)
+	}
+	cfgPath := filepath.Join(t.TempDir(), "frontdoor.toml")
+	writeConfig(t, cfgPath, cfg(1))
+	d := startDaemon(t, cfgPath)
+	admin, _ := d.started("web")
+	_, l4 := d.started("l4")
+
+	c, err := net.Dial("tcp", l4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	br := bufio.NewReader(c)
+	say := func(msg string) error {
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.WriteString(c, msg+"\n"); err != nil {
+			return err
+		}
+		line, err := br.ReadString('\n')
+		if err == nil && line != "e0 "+msg+"\n" {
+			err = fmt.Errorf("echo %q for %q", line, msg)
+		}
+		return err
+	}
+	if err := say("before the reload"); err != nil {
+		t.Fatal(err)
+	}
+	writeConfig(t, cfgPath, cfg(2))
+	d.signal(syscall.SIGHUP)
+	waitMetric(t, admin, `frontdoor_config_reloads_total{result="success"}`, 1, 10*time.Second)
+	if err := say("after the reload"); err != nil {
+		t.Fatalf("session closed by a reload: %v", err)
+	}
+
+	d.signal(syscall.SIGTERM)
+	d.waitLog(regexp.MustCompile(`msg=draining`), 10*time.Second)
+	start := time.Now()
+	// The property is about time passing: a third of the drain, then the
+	// session must still carry bytes and the daemon still run.
+	time.Sleep(drain / 3)
+	if err := say("during the drain"); err != nil {
+		t.Errorf("session opened before the reload closed %v into a %v drain: %v", time.Since(start).Round(time.Millisecond), drain, err)
+	}
+	select {
+	case <-d.done:
+		t.Fatalf("daemon exited %v into a %v drain with a tcp session open", time.Since(start).Round(time.Millisecond), drain)
+	default:
+	}
+	// At the end of the drain the session is closed and the daemon exits.
+	_ = c.SetDeadline(time.Now().Add(drain + 10*time.Second))
+	if n, err := br.ReadByte(); err == nil {
+		t.Errorf("read %q after the drain, want the session closed", n)
+	}
+	select {
+	case <-d.done:
+	case <-time.After(15 * time.Second):
+		t.Fatal("daemon still running 15s after drain_timeout")
+	}
+	if took := time.Since(start); took < drain-200*time.Millisecond {
+		t.Errorf("daemon exited %v after SIGTERM, before drain_timeout (%v), with a session open", took.Round(time.Millisecond), drain)
+	}
+	if d.err != nil {
+		t.Errorf("daemon exit: %v", d.err)
+	}
 	d.noRaces()
 }

@@ -5,10 +5,11 @@
 //
 // A Server serves one listener with one Upstream (the pool, connect timeout,
 // retries and PROXY protocol setting), both fixed when NewServer builds it.
-// A config reload builds a new Server for the same listener: StopAccepting,
-// Shutdown and Close stop a Server without closing its listener, which stays
-// with the caller so it can survive reloads, and sessions already open
-// finish on the Server and Upstream they started with.
+// A config reload builds a new Server for the same listener, which takes the
+// old one over (TakeOver): StopAccepting, Shutdown and Close stop a Server
+// without closing its listener, which stays with the caller so it can
+// survive reloads, and sessions already open finish on the Server and
+// Upstream they started with.
 //
 // TCP semantics are kept end to end: a FIN from one side becomes a
 // shutdown(SHUT_WR) towards the other and the session lasts until both
@@ -35,12 +36,12 @@
 // # Wiring
 //
 // The caller binds the listener, builds the pool, and calls NewServer and
-// go Serve. On reload, when the listener stays, it calls StopAccepting,
-// which hands the listener over, then NewServer and Serve with the new
-// settings and Upstream; the old Server's sessions go on until they end, and
-// its Shutdown bounds them when the process stops (proxy/tcplistener.go).
-// When the listener goes, it calls Shutdown with the drain timeout and then
-// closes the listener itself.
+// go Serve. On reload, when the listener stays, it calls NewServer with the
+// new settings and Upstream, TakeOver of the old Server (which hands the
+// listener over) and Serve; the old Server's sessions go on until they end,
+// and the new Server's Shutdown bounds them with its own when the process
+// stops (proxy/tcplistener.go). When the listener goes, it calls Shutdown
+// with the drain timeout and then closes the listener itself.
 //
 // # Memory per session
 //

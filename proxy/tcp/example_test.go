@@ -86,3 +86,49 @@ func ExampleServer_StopAccepting() {
 	// tcp: server closed
 	// <nil>
 }
+
+// TakeOver is a reload: the new Server takes the listener and the old
+// Server's open sessions, which go on until they end; its Shutdown waits
+// for them as for its own.
+func ExampleServer_TakeOver() {
+	bln, _ := net.Listen("tcp", "127.0.0.1:0")
+	defer bln.Close()
+	go func() {
+		for {
+			c, err := bln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { _, _ = io.Copy(c, c); _ = c.Close() }()
+		}
+	}()
+	backend := balancer.NewBackend(bln.Addr().String())
+	backend.SetHealthy(true)
+	pool, _ := balancer.NewPool([]balancer.Member{{Backend: backend, Weight: 1}}, balancer.Options{})
+
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	defer ln.Close()
+	old := tcp.NewServer(tcp.Options{Name: "l", Listener: ln}, &tcp.Upstream{PoolName: "p", Pool: pool})
+	go func() { _ = old.Serve() }()
+	c, _ := net.Dial("tcp", ln.Addr().String())
+	buf := make([]byte, 2)
+	_, _ = c.Write([]byte("hi"))
+	_, _ = io.ReadFull(c, buf)
+
+	// The reload.
+	next := tcp.NewServer(tcp.Options{Name: "l", Listener: ln}, &tcp.Upstream{PoolName: "p", Pool: pool, Retries: 1})
+	next.TakeOver(old)
+	go func() { _ = next.Serve() }()
+	_, _ = c.Write([]byte("ok"))
+	_, _ = io.ReadFull(c, buf)
+	fmt.Println(string(buf), next.Active())
+
+	// Shutdown waits for the session opened before the reload.
+	done := make(chan error, 1)
+	go func() { done <- next.Shutdown(context.Background()) }()
+	_ = c.Close()
+	fmt.Println(<-done, next.Active())
+	// Output:
+	// ok 1
+	// <nil> 0
+}

@@ -80,7 +80,8 @@ func OptionsFor(lc *config.Listener, ln net.Listener, m *metrics.Metrics, log *s
 
 // Server is the TCP engine of one listener. Create it with NewServer; all
 // methods are safe for concurrent use. A Server serves once: after
-// StopAccepting, Shutdown or Close, create a new one for the same listener.
+// StopAccepting, Shutdown or Close, create a new one for the same listener
+// (and let it TakeOver the old one on a reload).
 type Server struct {
 	opts    Options
 	log     *slog.Logger
@@ -119,6 +120,9 @@ type Server struct {
 	stopping  bool
 	serving   bool
 	serveDone chan struct{}
+	// retired are the Servers this one took over (TakeOver) that still
+	// had sessions then; they accept nothing, so their count only falls.
+	retired []*Server
 }
 
 // NewServer returns a Server for opts that forwards to up. It panics if
@@ -278,37 +282,89 @@ func (s *Server) StopAccepting() {
 	_ = dl.SetDeadline(time.Time{})
 }
 
-// Shutdown stops accepting and waits for open sessions to end. When ctx
-// ends first, it closes the remaining sessions, waits for them to finish and
-// returns ctx.Err(). It returns nil when every session ended on its own.
-func (s *Server) Shutdown(ctx context.Context) error {
-	s.StopAccepting()
-	drained := s.drainedChan()
-	select {
-	case <-drained:
-		return nil
-	case <-ctx.Done():
+// TakeOver makes s the successor of old, the Server of the same listener
+// under the previous config: old stops accepting (StopAccepting, which
+// hands the listener over), its open sessions go on until they end, and
+// from then on s's Shutdown, Close and Active cover them as they do s's
+// own, so a drain waits for sessions opened before a reload too. It also
+// takes over what old had taken over. Call it before s.Serve, so that the
+// listener has been handed over; do not call old's methods afterwards.
+func (s *Server) TakeOver(old *Server) {
+	old.StopAccepting()
+	old.mu.Lock()
+	inherited := append(old.retired, old)
+	old.retired = nil
+	old.mu.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, r := range inherited {
+		if r.Active() > 0 { // stopped: a server that is empty stays empty
+			s.retired = append(s.retired, r)
+		}
 	}
-	s.closeSessions()
-	<-drained
-	return ctx.Err()
 }
 
-// Close stops accepting, closes every open session and waits for them to
-// finish. It returns nil.
-func (s *Server) Close() error {
+// Shutdown stops accepting and waits for open sessions to end, those of
+// the Servers it took over included. When ctx ends first, it closes the
+// remaining sessions, waits for them to finish and returns ctx.Err(). It
+// returns nil when every session ended on its own.
+func (s *Server) Shutdown(ctx context.Context) error {
 	s.StopAccepting()
-	drained := s.drainedChan()
-	s.closeSessions()
-	<-drained
+	all := s.all()
+	drained := make([]<-chan struct{}, len(all))
+	for i, srv := range all {
+		drained[i] = srv.drainedChan()
+	}
+	for _, d := range drained {
+		select {
+		case <-d:
+			continue
+		case <-ctx.Done():
+		}
+		for _, srv := range all {
+			srv.closeSessions()
+		}
+		for _, d := range drained {
+			<-d
+		}
+		return ctx.Err()
+	}
 	return nil
 }
 
-// Active returns the number of open client connections.
+// Close stops accepting, closes every open session (those of the Servers it
+// took over included) and waits for them to finish. It returns nil.
+func (s *Server) Close() error {
+	s.StopAccepting()
+	all := s.all()
+	drained := make([]<-chan struct{}, len(all))
+	for i, srv := range all {
+		drained[i] = srv.drainedChan()
+		srv.closeSessions()
+	}
+	for _, d := range drained {
+		<-d
+	}
+	return nil
+}
+
+// Active returns the number of open client connections, those of the
+// Servers it took over included.
 func (s *Server) Active() int {
+	n := 0
+	for _, srv := range s.all() {
+		srv.mu.Lock()
+		n += srv.count
+		srv.mu.Unlock()
+	}
+	return n
+}
+
+// all returns s and the Servers it took over.
+func (s *Server) all() []*Server {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.count
+	return append([]*Server{s}, s.retired...)
 }
 
 func (s *Server) drainedChan() <-chan struct{} {

@@ -384,6 +384,92 @@ func TestShutdown(t *testing.T) {
 	})
 }
 
+// TestTakeOver: a Server that takes over its predecessor (a reload) serves
+// new connections on the same listener while the old sessions go on; its
+// Active and Shutdown cover the sessions of every Server it took over,
+// directly or not, and it keeps only those that still have sessions.
+func TestTakeOver(t *testing.T) {
+	t.Parallel()
+	for _, forced := range []bool{false, true} {
+		name := "sessions end on their own"
+		if forced {
+			name = "the deadline closes every session"
+		}
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			ln := listen(t)
+			first := startProxy(t, Options{Listener: ln}, &Upstream{Pool: newPool(t, serveBackend(t, echo))})
+			a := dial(t, first.addr)
+			if got := roundTrip(t, a, "a"); got != "a" {
+				t.Fatal(got)
+			}
+			// A reload without a new session, then one with.
+			second := successor(t, first.Server, ln)
+			third := successor(t, second, ln)
+			c := dial(t, first.addr)
+			if got := roundTrip(t, c, "c"); got != "c" {
+				t.Fatal(got)
+			}
+			if first.Active() != 1 || second.Active() != 0 || third.Active() != 2 {
+				t.Fatalf("active: first %d, second %d, third %d; want 1, 0, 2", first.Active(), second.Active(), third.Active())
+			}
+			if len(third.retired) != 1 || third.retired[0] != first.Server {
+				t.Fatalf("third took over %d servers, want only the first (the second has no session)", len(third.retired))
+			}
+			if got := roundTrip(t, a, "a again"); got != "a again" {
+				t.Fatalf("old session after two reloads: %q", got)
+			}
+
+			if forced {
+				ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+				defer cancel()
+				if err := third.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
+					t.Fatalf("Shutdown: %v, want DeadlineExceeded", err)
+				}
+				for _, s := range []*net.TCPConn{a, c} {
+					if n, err := s.Read(make([]byte, 1)); n != 0 || err == nil {
+						t.Fatalf("read %d, %v after a forced Shutdown", n, err)
+					}
+				}
+				return
+			}
+			done := make(chan error, 1)
+			go func() { done <- third.Shutdown(context.Background()) }()
+			for _, s := range []*net.TCPConn{a, c} {
+				if got := roundTrip(t, s, "during"); got != "during" {
+					t.Fatalf("open session broke during Shutdown: %q", got)
+				}
+				select {
+				case err := <-done:
+					t.Fatalf("Shutdown returned %v with a session open", err)
+				default:
+				}
+				_ = s.Close()
+			}
+			if err := <-done; err != nil {
+				t.Fatalf("Shutdown: %v", err)
+			}
+		})
+	}
+}
+
+// successor builds the Server of a reload on ln: it takes over prev and
+// serves until the test ends.
+func successor(t *testing.T, prev *Server, ln net.Listener) *Server {
+	t.Helper()
+	s := NewServer(Options{Name: "test", Listener: ln, Metrics: prev.metrics}, &Upstream{PoolName: "pool", Pool: newPool(t, serveBackend(t, echo))})
+	s.TakeOver(prev)
+	done := make(chan error, 1)
+	go func() { done <- s.Serve() }()
+	t.Cleanup(func() {
+		_ = s.Close()
+		if err := <-done; !errors.Is(err, ErrServerClosed) {
+			t.Errorf("Serve returned %v", err)
+		}
+	})
+	return s
+}
+
 func TestInFlight(t *testing.T) {
 	t.Parallel()
 	pool := newPool(t, serveBackend(t, echo))
