@@ -5,9 +5,7 @@ package health
 import (
 	"context"
 	"os"
-	"runtime"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,81 +17,109 @@ import (
 const (
 	cpuTargets  = 1000
 	cpuInterval = time.Second
-	// cpuBudget is issue 4's budget for 1,000 checks a second, in percent
-	// of one core, for the tcp check (the default) and the http check. It
-	// is asserted only on a machine that is not oversubscribed (1-minute
-	// load average below the CPU count): other processes' context
-	// switches inflate CPU time per check here several fold. cpuGuard is
-	// asserted always, to catch gross regressions (before the engine, the
-	// checker used 4-7% for http and 9-10% for tcp on a quiet machine).
-	cpuBudget = 5.0
-	cpuGuard  = 12.0
+	// baselineTargets is how many backends the back-to-back probes cycle
+	// through, and baselineWindow how long they run.
+	baselineTargets = 100
+	baselineWindow  = 400 * time.Millisecond
 )
 
 // TestCheckerCPU measures what checking 1,000 backends every second costs
-// the checker process, for each check kind. The backends run in a child
-// process (this test binary re-executed as TestHelperBackends), so the
-// figure is the checker's alone; the child's share is logged beside it.
-// tcp and http are held to the budget; grpc (a grpc-go ClientConn per
-// target, several goroutine hand-offs per call) costs several times more
-// per check, and its figure is logged.
+// the checker process, for each check kind, and holds the CPU time per
+// check to a ratio of the CPU time of the same probes run back to back
+// without the checker (probeCPU), measured before and after in the same
+// run against the same backends. Neighbours on a shared machine inflate
+// both figures alike, so the ratio holds where an absolute budget (README:
+// about 2-3% of one core for tcp and http) cannot; that figure and the
+// child's share are logged. The backends run in a child process (this test
+// binary re-executed as TestHelperBackends), so the figures are the
+// checker's alone.
 //
 // Run: go test -run TestCheckerCPU -v ./health
 func TestCheckerCPU(t *testing.T) {
 	if testing.Short() {
 		t.Skip("measures for several seconds")
 	}
+	// Go raises the soft limit to the hard one at start; a lower hard
+	// limit is the machine's, not a load condition.
 	var lim syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil || lim.Cur < 3*cpuTargets {
 		t.Skipf("need %d open files, have %d (%v)", 3*cpuTargets, lim.Cur, err)
 	}
+	// ratio bounds the engine's scheduling overhead (waking up for 1,000
+	// targets spread over each second, timers, epoll) over the probe's own
+	// work. Measured on 2 shared cores, quiet and at load 3-6: tcp 1.4-1.9,
+	// http 0.7-1.0 (back to back, each http probe parks and wakes its
+	// goroutine; the engine batches), grpc 0.7-1.6. The design the engine
+	// replaced (a goroutine, a timer and a net.Dialer or fasthttp client
+	// per target) cost 40-100 µs per check: tcp 2.5-5, http 2-3 of these.
 	for _, tc := range []struct {
-		kind     string
-		window   time.Duration
-		asserted bool
+		kind   string
+		window time.Duration
+		ratio  float64
 	}{
-		{kind: "tcp", window: 5 * time.Second, asserted: true},
-		{kind: "http", window: 5 * time.Second, asserted: true},
-		{kind: "grpc", window: 3 * time.Second},
+		{kind: "tcp", window: 5 * time.Second, ratio: 2.5},
+		{kind: "http", window: 5 * time.Second, ratio: 2},
+		{kind: "grpc", window: 3 * time.Second, ratio: 2.5},
 	} {
 		t.Run(tc.kind, func(t *testing.T) {
-			pct := measureCPU(t, tc.kind, tc.window)
-			if !tc.asserted {
-				return
+			addrs, pid := startHelper(t, tc.kind, cpuTargets)
+			if len(addrs) != cpuTargets {
+				t.Fatalf("helper gave %d addresses, want %d", len(addrs), cpuTargets)
 			}
-			if pct > cpuGuard {
-				t.Errorf("checker used %.2f%% of one core, far over the %.0f%% budget", pct, cpuBudget)
-			}
-			if load := loadAverage(t); load >= float64(runtime.NumCPU()) {
-				t.Logf("budget of %.0f%% not asserted: load average %.1f on %d CPUs", cpuBudget, load, runtime.NumCPU())
-			} else if pct > cpuBudget {
-				t.Errorf("checker used %.2f%% of one core, budget %.0f%%", pct, cpuBudget)
+			before := probeCPU(t, tc.kind, addrs[:baselineTargets])
+			perCheck := measureCPU(t, tc.kind, addrs, pid, tc.window)
+			after := probeCPU(t, tc.kind, addrs[:baselineTargets])
+			base := (before + after) / 2
+			ratio := float64(perCheck) / float64(base)
+			t.Logf("%s: %.1f µs CPU per check in the checker, %.1f µs per probe back to back (%.1f before, %.1f after): ratio %.2f, bound %.1f",
+				tc.kind, us(perCheck), us(base), us(before), us(after), ratio, tc.ratio)
+			if ratio > tc.ratio {
+				t.Errorf("%s: a check costs the checker %.2f times the probe's own CPU time (%.1f µs against %.1f µs), bound %.1f",
+					tc.kind, ratio, us(perCheck), us(base), tc.ratio)
 			}
 		})
 	}
 }
 
-// loadAverage is the 1-minute load average.
-func loadAverage(t *testing.T) float64 {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		t.Fatal(err)
+func us(d time.Duration) float64 { return float64(d.Nanoseconds()) / 1e3 }
+
+// probeCPU probes addrs round robin, back to back on this goroutine, for
+// baselineWindow, and returns this process's CPU time per probe. Each
+// target is probed once first, so connections (http, grpc) are open and
+// the figure is the steady state the checker sees.
+func probeCPU(t *testing.T, kind string, addrs []string) time.Duration {
+	t.Helper()
+	hc := check(kind)
+	hc.Timeout.Duration = 500 * time.Millisecond
+	ps := make([]prober, len(addrs))
+	for i, a := range addrs {
+		ps[i] = newProber(&hc, a)
+		defer ps[i].close()
 	}
-	f, err := strconv.ParseFloat(strings.Fields(string(b))[0], 64)
-	if err != nil {
-		t.Fatal(err)
+	ctx := context.Background()
+	probe := func(p prober) {
+		if err := p.probe(ctx); err != nil {
+			t.Fatalf("%s probe: %v", kind, err)
+		}
 	}
-	return f
+	for _, p := range ps {
+		probe(p)
+	}
+	n, start, cpu0 := 0, time.Now(), selfCPU(t)
+	for time.Since(start) < baselineWindow {
+		for range 20 {
+			probe(ps[n%len(ps)])
+			n++
+		}
+	}
+	return (selfCPU(t).total() - cpu0.total()) / time.Duration(n)
 }
 
-// measureCPU runs one checker of kind over cpuTargets backends and returns
-// the checker process's CPU use in steady state, in percent of one core.
-func measureCPU(t *testing.T, kind string, window time.Duration) float64 {
-	addrs, pid := startHelper(t, kind, cpuTargets)
-	if len(addrs) != cpuTargets {
-		t.Fatalf("helper gave %d addresses, want %d", len(addrs), cpuTargets)
-	}
-
+// measureCPU runs one checker of kind over addrs (served by the helper
+// process pid) and returns the checker process's CPU time per check in
+// steady state, over window.
+func measureCPU(t *testing.T, kind string, addrs []string, pid int, window time.Duration) time.Duration {
+	t.Helper()
 	hc := check(kind)
 	hc.Interval.Duration, hc.Timeout.Duration = cpuInterval, 500*time.Millisecond
 	targets := make([]Target, len(addrs))
@@ -103,7 +129,7 @@ func measureCPU(t *testing.T, kind string, window time.Duration) float64 {
 	var checks, failures atomic.Int64
 	var c *Checker
 	var errMu sync.Mutex
-	var errSample []string // a few distinct probe errors, for the log
+	var errSample []string // a few distinct probe errors, for the report
 	c, err := NewChecker(CheckerOptions{Pool: "cpu", Check: hc, Targets: targets,
 		OnCheck: func(i int, ok bool) {
 			checks.Add(1)
@@ -146,19 +172,19 @@ func measureCPU(t *testing.T, kind string, window time.Duration) float64 {
 	sysPct := 100 * (self1.sys - self0.sys).Seconds() / wall.Seconds()
 	childPct := 100 * (child1 - child0).Seconds() / wall.Seconds()
 	load, _ := os.ReadFile("/proc/loadavg")
-	t.Logf("%s: %d targets every %s: %d checks in %s (%.0f/s), %d failed; checker %.2f%% of one core (%.2f%% system; %.1f µs CPU per check); backends (child process) %.2f%%; loadavg %s",
+	t.Logf("%s: %d targets every %s: %d checks in %s (%.0f/s), %d failed; checker %.2f%% of one core (%.2f%% system); backends (child process) %.2f%%; loadavg %s",
 		kind, cpuTargets, cpuInterval, n, wall.Round(time.Millisecond), float64(n)/wall.Seconds(), failed,
-		pct, sysPct, float64(used.Microseconds())/float64(max(n, 1)), childPct, strings.TrimSpace(string(load)))
+		pct, sysPct, childPct, strings.TrimSpace(string(load)))
+	// Healthy local backends fail a check only when the checker misses
+	// its timeout (500ms): a checker falling that far behind is what this
+	// test is for, and the redials that follow would skew the figure.
 	if failed > n/100 {
-		// Healthy local backends only time out when the machine is too
-		// busy to run them; the redials that follow make the figure
-		// meaningless. Correctness is covered by the other tests.
 		errMu.Lock()
 		defer errMu.Unlock()
-		t.Skipf("machine overloaded: %d of %d checks failed against healthy backends (%q); CPU figure not trusted", failed, n, errSample)
+		t.Fatalf("%d of %d checks failed against healthy backends (%q)", failed, n, errSample)
 	}
 	if rate := float64(n) / wall.Seconds(); rate < 0.85*cpuTargets || rate > 1.15*cpuTargets {
 		t.Errorf("%.0f checks/s, want about %d", rate, cpuTargets)
 	}
-	return pct
+	return used / time.Duration(max(n, 1))
 }
