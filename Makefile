@@ -1,6 +1,7 @@
 # frontdoor: two commands do everything on a fresh machine.
 #   make run    build, start three demo backends and frontdoor on config.toml
-#   make test   vet, staticcheck and every test with -race (installs what tests need)
+#   make test   vet, staticcheck, every test with -race, then the hot-path
+#               promises without it (installs what tests need)
 
 GO        ?= go
 BIN       := bin/frontdoor
@@ -15,7 +16,7 @@ GOBIN     := $(shell $(GO) env GOPATH)/bin
 # command is missing.
 TEST_PACKAGES := redis-server:redis-server promtool:prometheus systemd-analyze:systemd iperf3:iperf3 strace:strace haproxy:haproxy
 
-.PHONY: all build run test vet lint staticcheck test-deps fmt clean fuzz-smoke
+.PHONY: all build run test test-norace vet lint staticcheck test-deps fmt clean fuzz-smoke
 
 all: build
 
@@ -39,7 +40,38 @@ run: build
 
 test: test-deps vet staticcheck
 	$(GO) test -race -count=1 -timeout 15m ./...
+	$(MAKE) --no-print-directory test-norace
 	$(MAKE) --no-print-directory fuzz-smoke
+
+# test-norace checks the hot path's promises without -race, which changes
+# allocation counts and CPU costs (so -race alone never ran them):
+#  1. every test of a file built only without it (//go:build !race:
+#     allocation counts, CPU ratios), found by grep so a new one needs no
+#     edit here, plus NORACE_ALSO, tests that skip or assert less under
+#     -race; one package at a time, so CPU measurements do not overlap;
+#  2. the Forward and Pick benchmarks, whose allocs/op bench/cmd/allocgate
+#     holds to 0 except for its commented allow-list. ALLOC_BENCHTIME is
+#     high enough that a fixed warm-up cost rounds to 0 allocs/op while one
+#     allocation per request always shows.
+NORACE_ALSO := ./proxy:TestForwardBodiesAllocs ./proxy/tcp:TestZeroCopy
+ALLOC_BENCH := Forward|Pick
+ALLOC_BENCHTIME := 2000x
+test-norace:
+	@set -e; runs="$(NORACE_ALSO)"; \
+	for f in $$(grep -rlE --include='*_test.go' '^//go:build .*!race' .); do \
+	  for fn in $$(sed -nE 's/^func (Test[A-Za-z0-9_]*)\(t \*testing\.T\).*/\1/p' $$f); do \
+	    runs="$$runs $$(dirname $$f):$$fn"; \
+	  done; \
+	done; \
+	for pkg in $$(for r in $$runs; do echo $${r%%:*}; done | sort -u); do \
+	  re=$$(for r in $$runs; do [ "$${r%%:*}" != "$$pkg" ] || echo $${r##*:}; done | paste -sd'|' -); \
+	  echo "go test -count=1 -run '^($$re)\$$' $$pkg"; \
+	  $(GO) test -count=1 -timeout 5m -run "^($$re)\$$" $$pkg; \
+	done
+	@mkdir -p bench/out
+	$(GO) test -count=1 -timeout 5m -run '^$$' -bench '$(ALLOC_BENCH)' -benchtime $(ALLOC_BENCHTIME) -benchmem ./proxy/... ./balancer/ \
+	  > bench/out/allocs.txt 2>&1 || { cat bench/out/allocs.txt; exit 1; }
+	$(GO) run ./bench/cmd/allocgate < bench/out/allocs.txt
 
 # fuzz-smoke runs every parser's fuzz target for a bounded number of inputs (FUZZTIME
 # each), so CI exercises them beyond their seed corpora. Crashers land in
