@@ -148,9 +148,6 @@ func (r StatusRange) String() string {
 	return strconv.Itoa(r.Low) + "-" + strconv.Itoa(r.High)
 }
 
-// Contains reports whether code lies in the range, ends included.
-func (r StatusRange) Contains(code int) bool { return code >= r.Low && code <= r.High }
-
 // Valid reports whether the range lies within 100-599 with Low <= High.
 func (r StatusRange) Valid() bool {
 	return r.Low >= 100 && r.High <= 599 && r.Low <= r.High

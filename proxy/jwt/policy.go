@@ -239,9 +239,6 @@ func New(pc *config.JWTPolicy, opts Options) (*Policy, error) {
 	return p, nil
 }
 
-// Name returns the policy's name (NAME of [jwt.NAME]).
-func (p *Policy) Name() string { return p.name }
-
 func (p *Policy) loadKeys(pc *config.JWTPolicy, prev *Policy) error {
 	var keys []verifyKey
 	switch {
