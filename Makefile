@@ -59,7 +59,7 @@ ALLOC_BENCHTIME := 2000x
 test-norace:
 	@set -e; runs="$(NORACE_ALSO)"; \
 	for f in $$(grep -rlE --include='*_test.go' '^//go:build .*!race' .); do \
-	  for fn in $$(sed -nE 's/^func (Test[A-Za-z0-9_]*)\(t \*testing\.T\).*/\1/p' $$f); do \
+	  for fn in $$(sed -nE 's/^func (Test[A-Za-z0-9_]*)\([A-Za-z0-9_]+ \*testing\.T\).*/\1/p' $$f); do \
 	    runs="$$runs $$(dirname $$f):$$fn"; \
 	  done; \
 	done; \
