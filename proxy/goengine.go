@@ -56,7 +56,7 @@ func (l *httpListener) handled(ctx *fasthttp.RequestCtx) {
 }
 
 // answered lets the client connection hold the response's last write until
-// its next read (deferconn.go): only for a response that is whole in memory
+// its next read (goengine_deferconn.go): only for a response that is whole in memory
 // on a connection that stays open and is not handed to a tunnel.
 func answered(ctx *fasthttp.RequestCtx) {
 	if ctx.Response.IsBodyStream() || ctx.Hijacked() || ctx.Response.ConnectionClose() {

@@ -18,7 +18,7 @@ import (
 //
 // Small bodies are buffered whole, which is the zero-allocation fast path. A
 // response body of known length from spliceThreshold (64 KiB) up is spliced
-// from socket to socket (splice.go); one longer than streamThreshold that
+// from socket to socket (goengine_splice.go); one longer than streamThreshold that
 // cannot be spliced, a chunked one, or one delimited by the connection's
 // close is relayed as it arrives through a buffer. Both are an upstreamBody
 // on ctx.Response, so memory stays bounded and server-sent events reach the
@@ -83,7 +83,7 @@ func (l *httpListener) forward(ctx *fasthttp.RequestCtx, u *poolBackend, p *pool
 	conn := cc.Conn()
 	if dc, ok := conn.(*deferConn); ok {
 		// The request goes out from the read of its response
-		// (deferconn.go); set first, so the deadlines wait for it too.
+		// (goengine_deferconn.go); set first, so the deadlines wait for it too.
 		dc.deferNext = true
 		if dc.fresh {
 			// response_timeout runs from the connect, as in the event
@@ -126,7 +126,7 @@ func (l *httpListener) forward(ctx *fasthttp.RequestCtx, u *poolBackend, p *pool
 	}
 
 	if dc, ok := conn.(*deferConn); ok {
-		// Wait for the answer before taking a read buffer (deferconn.go).
+		// Wait for the answer before taking a read buffer (goengine_deferconn.go).
 		if err = dc.awaitAnswer(); err != nil {
 			hc.CloseConn(cc)
 			return err
@@ -318,7 +318,7 @@ type upstreamBody[C interface{ Conn() net.Conn }] struct {
 	// body ended cleanly.
 	keepConn bool
 	fixed    bool // the body has a Content-Length
-	// spliced: the body moves by splice(2) (splice.go); left is how much
+	// spliced: the body moves by splice(2) (goengine_splice.go); left is how much
 	// of it is still to come, sp the transfer's state.
 	spliced bool
 	left    int64
@@ -370,7 +370,7 @@ func startStream[C interface{ Conn() net.Conn }](ctx *fasthttp.RequestCtx, l *ht
 	b.spliced = spliced
 	if spliced {
 		// The body is read by length, from br and then the socket
-		// (splice.go); the framing reader is not needed.
+		// (goengine_splice.go); the framing reader is not needed.
 		b.left = int64(length)
 		b.sp.t.Pool = &l.pipes
 	} else {
@@ -468,7 +468,7 @@ func (b *upstreamBody[C]) readSpliced(p []byte) (int, error) {
 
 // spliceTo writes the rest of a spliced body, at most n bytes, to client:
 // bytes still buffered from the backend first, then splice(2) from the
-// backend's socket (splice.go).
+// backend's socket (goengine_splice.go).
 func (b *upstreamBody[C]) spliceTo(client *deferConn, n int64) (int64, error) {
 	total, err := b.spliceRest(client, min(n, b.left))
 	b.n += total
@@ -514,7 +514,7 @@ func (b *upstreamBody[C]) spliceRest(client *deferConn, n int64) (int64, error) 
 // WriteTo copies a body of known length to w (fasthttp's fixed-length body
 // writer) through a 32 KiB buffer: fasthttp's own copy would go through its
 // 4 KiB write buffer, at several times the system calls. A spliced body goes
-// through w's ReadFrom instead (splice.go).
+// through w's ReadFrom instead (goengine_splice.go).
 func (b *upstreamBody[C]) WriteTo(w io.Writer) (int64, error) {
 	if rf, ok := w.(io.ReaderFrom); ok && b.spliced {
 		return rf.ReadFrom(b)

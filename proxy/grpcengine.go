@@ -61,7 +61,7 @@ func (l *httpListener) grpcRoute(r *route) *grpc.Route {
 	if p.cfg.Strategy != "consistent_hash" {
 		gr.HashOn.Source = ""
 	}
-	// The pool's shared state, as HTTP/1.1 requests use it (handler.go):
+	// The pool's shared state, as HTTP/1.1 requests use it (core_exchange.go):
 	// passive ejection and the retry budget.
 	ej := p.ejector
 	gr.Passive = func(member int, failed bool) {

@@ -224,7 +224,7 @@ func (c *sniffConn) Read(p []byte) (int, error) {
 func (c *sniffConn) readRaw(p []byte) (int, error) { return readFirst(&c.replay, p, c.Conn) }
 
 // answered tells the connection that the response being written is whole in
-// memory, so its last write may wait for the next read (deferconn.go).
+// memory, so its last write may wait for the next read (goengine_deferconn.go).
 func (c *sniffConn) answered() {
 	if dc, ok := c.Conn.(*deferConn); ok {
 		dc.deferNext = true
@@ -299,8 +299,8 @@ type httpListener struct {
 	log      *AccessLog
 	grpc     *grpc.Server  // serves connections that open with the HTTP/2 preface
 	done     chan struct{} // closed when Serve returned
-	live     liveSet       // streamed bodies and tunnels (stream.go)
-	pipes    splice.Pool   // pipes of spliced response bodies (splice.go)
+	live     liveSet       // streamed bodies and tunnels (goengine_stream.go)
+	pipes    splice.Pool   // pipes of spliced response bodies (goengine_splice.go)
 	logger   *slog.Logger
 	panics   prometheus.Counter // panics_total{listener}
 	// beforeRequest, tests only (Options.beforeRequest), runs first in

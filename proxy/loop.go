@@ -30,12 +30,12 @@ import (
 // duration, since every deadline of a kind is armed with the same timeout)
 // and no read that is sure to find nothing; fasthttp still parses and
 // writes every head, and the request goes through the same phases as in
-// the goroutine engine (handler.go: begin, pick, attempted, end), so
+// the goroutine engine (core_exchange.go: begin, pick, attempted, end), so
 // routing, request IDs, headers, JWT, affinity, retries, passive ejection,
 // metrics and the access log are the same code.
 //
 // A connection leaves the loop for the goroutine engine (fasthttp's server,
-// the code of stream.go, upgrade.go, splice.go and the h2c server) the
+// the code of goengine_stream.go, goengine_tunnel.go, goengine_splice.go and the h2c server) the
 // moment it asks for something the loop does not do, before any side effect
 // of that request: the HTTP/2 preface, HTTP/1.0, a chunked request body or
 // one that does not arrive with its head (more than requestPrefetch), Expect,
@@ -162,7 +162,7 @@ type lconn struct {
 }
 
 // lexch is a request in flight in a loop: the fasthttp context the phases
-// of handler.go work on, and what the loop needs besides.
+// of core_exchange.go work on, and what the loop needs besides.
 type lexch struct {
 	ctx        fasthttp.RequestCtx
 	x          exchange

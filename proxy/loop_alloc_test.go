@@ -63,7 +63,10 @@ func TestLoopForwardAllocs(t *testing.T) {
 				rig.do(t)
 			}
 			defer debug.SetGCPercent(debug.SetGCPercent(-1))
-			if n := allocsPerRequest(1000, func() { rig.do(t) }); n > 0.01 {
+			// 10,000 requests: the test's own client and per-CPU pool
+			// caches allocate once when first run on another CPU, which
+			// must not read as a per-request cost.
+			if n := allocsPerRequest(10000, func() { rig.do(t) }); n > 0.01 {
 				t.Errorf("%v allocations per request through the event loop, want 0", n)
 			}
 		})

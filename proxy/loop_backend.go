@@ -11,7 +11,7 @@ import (
 
 // The event loop (loop.go): the backend side: connections, sending, reading answers, failures.
 
-// start runs a parsed request through the phases of handler.go.
+// start runs a parsed request through the phases of core_exchange.go.
 func (lp *evLoop) start(x *lexch) {
 	if !lp.l.begin(&x.ctx, &x.x, &x.idBuf) {
 		lp.respond(x)

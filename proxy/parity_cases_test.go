@@ -283,7 +283,7 @@ func parityCases(t *testing.T) []*parityCase {
 			metrics: []string{requestsTotal("s", `""`, "4xx")},
 		},
 	}
-	// Above 1 MiB, request bodies stream (stream.go): fasthttp reads the
+	// Above 1 MiB, request bodies stream (goengine_stream.go): fasthttp reads the
 	// first 8 KiB before frontdoor sees the request.
 	tooLargeStreamed := parityCase{
 		name:     "413 declared Content-Length over max_body_bytes, streamed",

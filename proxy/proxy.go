@@ -516,7 +516,7 @@ func (p *Proxy) newHTTPListener(lc *config.Listener, ln net.Listener) *httpListe
 		NoDefaultContentType:         true,
 		DisablePreParseMultipartForm: true,
 		CloseOnShutdown:              true,
-		StreamRequestBody:            streamRequests(lc.MaxBodyBytes), // stream.go
+		StreamRequestBody:            streamRequests(lc.MaxBodyBytes), // goengine_stream.go
 		ExpectHandler:                l.expect,
 		ReadTimeout:                  lc.ReadTimeout.Duration,
 		WriteTimeout:                 lc.WriteTimeout.Duration,

@@ -93,7 +93,7 @@ func newPoolBackend(id int, key, addr string, p *config.Pool, be *balancer.Backe
 			}
 			if tc, ok := c.(*net.TCPConn); ok {
 				// A request is always followed by a read of its
-				// response: send it from that read (deferconn.go).
+				// response: send it from that read (goengine_deferconn.go).
 				dc := newDeferConn(tc, false)
 				dc.budget, dc.fresh = u, true
 				return dc, nil
@@ -161,7 +161,7 @@ type poolRuntime struct {
 
 	checker *health.Checker
 	ejector *health.Ejector
-	aff     *affinity // nil: no affinity (affinity.go)
+	aff     *affinity // nil: no affinity (core_affinity.go)
 
 	retriesTotal prometheus.Counter
 	keyMissing   prometheus.Counter
