@@ -63,7 +63,10 @@ type Proxy struct {
 	// poolBackendIDs numbers new pool backends (poolBackend.id); Apply holds mu.
 	poolBackendIDs int
 	gen            atomic.Pointer[generation]
-	closed         bool
+	// retiring counts the drains of listeners a reload removed; Shutdown
+	// waits for them too.
+	retiring sync.WaitGroup
+	closed   bool
 }
 
 // generation is one applied config: its pools and the context of its
@@ -191,7 +194,7 @@ func (p *Proxy) Apply(cfg *config.Config) error {
 			old := l
 			old.ln.handOver(old.done)
 			l = p.newHTTPListener(lc, old.ln.Listener)
-			go old.shutdown(drain, p.opts.Logger)
+			p.drainRetired(drain, func(ctx context.Context) { old.shutdown(ctx, p.opts.Logger) })
 		default:
 			l.rt.Store(p.buildListenerRuntime(lc, gen, l))
 			continue
@@ -206,13 +209,13 @@ func (p *Proxy) Apply(cfg *config.Config) error {
 	for key, l := range p.http {
 		if !wanted[key] {
 			delete(p.http, key)
-			go l.shutdown(drain, p.opts.Logger)
+			p.drainRetired(drain, func(ctx context.Context) { l.shutdown(ctx, p.opts.Logger) })
 		}
 	}
 	for key, l := range p.tcp {
 		if !wanted[key] {
 			delete(p.tcp, key)
-			go l.retire(p.drainContext(drain), l.srv, l.name, true, p.opts.Logger)
+			p.drainRetired(drain, func(ctx context.Context) { l.retire(ctx, l.srv, l.name, true, p.opts.Logger) })
 		}
 	}
 	if old != nil {
@@ -265,6 +268,18 @@ func listenerKey(lc *config.Listener) string {
 		return lc.Bind + "|" + lc.Name
 	}
 	return lc.Bind
+}
+
+// drainRetired runs drain, the drain of a listener a reload replaced or
+// removed, in the background with a context that ends after d or when
+// Shutdown's does; Shutdown waits for it.
+func (p *Proxy) drainRetired(d time.Duration, drain func(context.Context)) {
+	ctx := p.drainContext(d)
+	p.retiring.Add(1)
+	go func() {
+		defer p.retiring.Done()
+		drain(ctx)
+	}()
 }
 
 // drainContext bounds a drain by d, and by the end of Shutdown's context.
@@ -552,9 +567,7 @@ func (l *httpListener) serve(logger *slog.Logger) {
 	}
 }
 
-func (l *httpListener) shutdown(drain time.Duration, logger *slog.Logger) {
-	ctx, cancel := context.WithTimeout(context.Background(), drain)
-	defer cancel()
+func (l *httpListener) shutdown(ctx context.Context, logger *slog.Logger) {
 	if err := l.shutdownServers(ctx); err != nil {
 		logger.Warn("listener drain ended with connections open", "listener", l.name, "err", err)
 	}
@@ -648,6 +661,15 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 		}()
 	}
 	wg.Wait()
+	// Listeners a reload removed drain until drain_timeout, or until ctx
+	// ends (p.stop, through drainContext).
+	retired := make(chan struct{})
+	go func() { p.retiring.Wait(); close(retired) }()
+	select {
+	case <-retired:
+	case <-ctx.Done():
+		errs = append(errs, fmt.Errorf("drain listeners removed by a reload: %w", ctx.Err()))
+	}
 	if g := p.gen.Load(); g != nil {
 		g.cancel()
 	}

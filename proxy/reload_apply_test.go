@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"errors"
 	"net"
 	"strings"
@@ -208,4 +209,36 @@ func TestReadyAcrossReload(t *testing.T) {
 	// The first probe after Run starts is immediate; by the time it is
 	// done the checker must count its round as finished.
 	waitFor(t, 5*time.Second, "Ready after the reload's first round", p.Ready)
+}
+
+// TestShutdownWaitsForRemovedListener: a SIGTERM (Shutdown) soon after a
+// reload that removed a listener lets that listener's request in flight
+// finish too; Shutdown returned at once and the process exited under it.
+func TestShutdownWaitsForRemovedListener(t *testing.T) {
+	t.Parallel()
+	a := startBackend(t, "a")
+	old := reloadFreeAddr(t)
+	p := startProxy(t, listenerTOML+reloadRoute+`
+[[listener]]
+name = "old"
+bind = "`+old+`"
+`+reloadRoute+reloadPool(a.addr), nil)
+	slow := reloadInFlight("http://" + old + "/slow")
+	waitFor(t, 5*time.Second, "the slow request to reach a", func() bool { return a.hits.Load() == 1 })
+	if err := reloadApply(t, p, listenerTOML+reloadRoute+reloadPool(a.addr)); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := p.Shutdown(ctx); err != nil {
+		t.Errorf("Shutdown: %v", err)
+	}
+	select {
+	case got := <-slow:
+		if got != "2xx a" {
+			t.Errorf("request in flight on the removed listener: %q, want 2xx from a", got)
+		}
+	default:
+		t.Error("Shutdown returned before the removed listener's request in flight finished")
+	}
 }
