@@ -25,6 +25,11 @@ type Global struct {
 	// DrainTimeout bounds how long in-flight requests and TCP sessions may
 	// run after SIGTERM or after a reload removes them. Default 30s.
 	DrainTimeout Duration `toml:"drain_timeout"`
+	// ShutdownDelay is how long, after SIGTERM, /readyz answers 503 while
+	// the listeners keep serving, before the drain starts: time for a load
+	// balancer in front to see the instance leave. Default 0 (drain at
+	// once).
+	ShutdownDelay Duration `toml:"shutdown_delay"`
 }
 
 // Admin is the admin HTTP listener ([admin]): /metrics /healthz /readyz /status.

@@ -60,6 +60,9 @@ func (v *validator) at(path string) string {
 // validate checks c and returns its problems; c has had defaults applied.
 func (v *validator) validate(c *Config) {
 	v.positiveDuration("global.drain_timeout", c.Global.DrainTimeout)
+	if c.Global.ShutdownDelay.Duration < 0 {
+		v.add("global.shutdown_delay", "shutdown_delay must be 0 (drain at once) or more; use a duration %s", durationExample)
+	}
 	v.admin(c)
 	v.log(c)
 	v.listeners(c)

@@ -22,7 +22,7 @@ type AccessLog struct {
 	lines   chan *[]byte
 	free    chan *[]byte // recycled line buffers
 	dropped func()
-	reopen  chan chan error
+	reopen  chan reopenRequest
 	done    chan struct{}
 	logger  *slog.Logger
 }
@@ -47,7 +47,7 @@ func NewAccessLog(ctx context.Context, target string, dropped func(), logger *sl
 		lines:   make(chan *[]byte, accessLogQueue),
 		free:    make(chan *[]byte, accessLogQueue),
 		dropped: dropped,
-		reopen:  make(chan chan error),
+		reopen:  make(chan reopenRequest),
 		done:    make(chan struct{}),
 		logger:  logger,
 	}
@@ -72,14 +72,30 @@ func (nopCloser) Close() error { return nil }
 
 // Reopen closes and reopens the log file (after logrotate moved it). It is a
 // no-op for stdout.
-func (a *AccessLog) Reopen() error {
+func (a *AccessLog) Reopen() error { return a.switchTo("") }
+
+// Retarget makes the log write to target ("stdout" or a file path, appended
+// to) from now on: the lines queued so far go to the old target, then the
+// new one is opened and the old one closed. When the new target cannot be
+// opened the old one stays and the error says why. A reload that changes
+// log.access calls it.
+func (a *AccessLog) Retarget(target string) error { return a.switchTo(target) }
+
+// reopenRequest asks the writer to reopen its target, or to move to target
+// when it is not empty.
+type reopenRequest struct {
+	target string
+	done   chan error
+}
+
+func (a *AccessLog) switchTo(target string) error {
 	if a == nil {
 		return nil
 	}
-	ch := make(chan error, 1)
+	req := reopenRequest{target: target, done: make(chan error, 1)}
 	select {
-	case a.reopen <- ch:
-		return <-ch
+	case a.reopen <- req:
+		return <-req.done
 	case <-a.done:
 		return nil
 	}
@@ -112,21 +128,25 @@ func (a *AccessLog) run(ctx context.Context, w io.WriteCloser) {
 				write(<-a.lines)
 			}
 			_ = bw.Flush()
-		case ch := <-a.reopen:
+		case req := <-a.reopen:
 			_ = bw.Flush()
-			if a.target == "stdout" {
-				ch <- nil
+			target := a.target
+			if req.target != "" {
+				target = req.target
+			}
+			if target == "stdout" && a.target == "stdout" {
+				req.done <- nil
 				continue
 			}
-			nw, err := openAccessLog(a.target)
+			nw, err := openAccessLog(target)
 			if err != nil {
-				ch <- err
+				req.done <- err
 				continue
 			}
 			_ = w.Close()
-			w = nw
+			w, a.target = nw, target
 			bw.Reset(w)
-			ch <- nil
+			req.done <- nil
 		case <-ctx.Done():
 			for n := len(a.lines); n > 0; n-- {
 				write(<-a.lines)

@@ -105,6 +105,8 @@ type daemon struct {
 	access   *proxy.AccessLog
 	admin    *metrics.Admin
 	check    *selfCheck // nil: the watchdog proves only the controller
+	reg      *prometheus.Registry
+	wd       time.Duration // watchdog interval; 0: none
 	draining atomic.Bool
 	wasReady atomic.Bool
 }
@@ -184,27 +186,10 @@ func serve(cfg *config.Config, path string, stderr io.Writer) error {
 	if err != nil {
 		logger.Warn("watchdog disabled", "err", err)
 	}
-	if cfg.Admin.Bind != "off" {
-		d.admin, err = metrics.NewAdmin(metrics.AdminOptions{
-			Bind:     cfg.Admin.Bind,
-			Gatherer: reg,
-			Ready:    d.ready,
-			Status:   func() any { return d.px.Status(d.state.snapshot()) },
-			Logger:   logger,
-		})
-		if err != nil {
-			_ = d.px.Shutdown(context.Background())
-			return err
-		}
-		go func() {
-			if err := d.admin.Serve(); err != nil {
-				logger.Error("admin listener stopped", "err", err)
-			}
-		}()
-		logger.Info("admin listening", "addr", d.admin.Addr().String())
-		if wd > 0 {
-			d.check = newSelfCheck(d.admin.Addr(), wd)
-		}
+	d.reg, d.wd = reg, wd
+	if d.admin, err = d.startAdmin(cfg.Admin.Bind); err != nil {
+		_ = d.px.Shutdown(context.Background())
+		return err
 	}
 	for _, l := range d.px.Status(proxy.ConfigStatus{}).Listeners {
 		logger.Info("listening", "listener", l.Name, "mode", l.Mode, "addr", l.Addr)
@@ -226,6 +211,45 @@ func serve(cfg *config.Config, path string, stderr io.Writer) error {
 	return nil
 }
 
+// startAdmin binds and serves the admin listener on bind ("off": none, nil)
+// and points the watchdog's self-check at it.
+func (d *daemon) startAdmin(bind string) (*metrics.Admin, error) {
+	d.check = nil
+	if bind == "off" {
+		return nil, nil
+	}
+	admin, err := metrics.NewAdmin(metrics.AdminOptions{
+		Bind:     bind,
+		Gatherer: d.reg,
+		Ready:    d.ready,
+		Status:   func() any { return d.px.Status(d.state.snapshot()) },
+		Logger:   d.logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	go func() {
+		if err := admin.Serve(); err != nil {
+			d.logger.Error("admin listener stopped", "err", err)
+		}
+	}()
+	d.logger.Info("admin listening", "addr", admin.Addr().String())
+	if d.wd > 0 {
+		d.check = newSelfCheck(admin.Addr(), d.wd)
+	}
+	return admin, nil
+}
+
+// stopAdmin closes an admin listener, giving its requests a second.
+func stopAdmin(admin *metrics.Admin) {
+	if admin == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_ = admin.Shutdown(ctx)
+}
+
 // reopen reopens the access log file (SIGUSR1).
 func (d *daemon) reopen() {
 	if err := d.access.Reopen(); err != nil {
@@ -235,7 +259,29 @@ func (d *daemon) reopen() {
 	d.logger.Info("access log reopened")
 }
 
-// drain stops the proxy after sig: /readyz turns 503, listeners stop
+// announceShutdown waits shutdown_delay after sig with /readyz answering
+// 503 and the listeners serving as before, so that a load balancer in front
+// sees the instance leave before it stops accepting. A second stop signal
+// ends the wait.
+func (d *daemon) announceShutdown(sig os.Signal, delay time.Duration, sigs *signals, tick <-chan time.Time) {
+	d.logger.Info("shutting down: not ready, still serving", "signal", sig.String(), "shutdown_delay", delay)
+	_ = d.notify.send("STATUS=not ready after " + sig.String() + "; draining in " + delay.String())
+	t := time.NewTimer(delay)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			return
+		case s := <-sigs.stop:
+			d.logger.Warn("second stop signal: draining now", "signal", s.String())
+			return
+		case <-tick:
+			_ = d.notify.send("WATCHDOG=1")
+		}
+	}
+}
+
+// drain stops the proxy after sig (and shutdown_delay): /readyz turns 503, listeners stop
 // accepting and requests in flight get up to drain_timeout. A second stop
 // signal cuts the drain short. The watchdog keeps being fed meanwhile: the
 // drain is bounded by drain_timeout, and systemd's TimeoutStopSec bounds it
@@ -243,6 +289,9 @@ func (d *daemon) reopen() {
 func (d *daemon) drain(sig os.Signal, sigs *signals, tick <-chan time.Time) {
 	timeout := d.cfg.Global.DrainTimeout.Duration
 	d.draining.Store(true)
+	if delay := d.cfg.Global.ShutdownDelay.Duration; delay > 0 {
+		d.announceShutdown(sig, delay, sigs, tick)
+	}
 	d.logger.Info("draining", "signal", sig.String(), "drain_timeout", timeout)
 	_ = d.notify.send("STOPPING=1\nSTATUS=draining after " + sig.String() + ", up to " + timeout.String())
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
@@ -267,10 +316,6 @@ wait:
 	} else if err != nil {
 		d.logger.Warn("drain", "err", err)
 	}
-	if d.admin != nil {
-		actx, acancel := context.WithTimeout(context.Background(), time.Second)
-		_ = d.admin.Shutdown(actx)
-		acancel()
-	}
+	stopAdmin(d.admin)
 	d.logger.Info("stopped")
 }

@@ -65,8 +65,14 @@ func (d *daemon) reload() {
 	d.ready()
 
 	cfg, err := config.Load(d.path)
+	var commit, undo func()
 	if err == nil {
-		err = d.px.Apply(cfg)
+		commit, undo, err = d.moveOutside(cfg)
+	}
+	if err == nil {
+		if err = d.px.Apply(cfg); err != nil {
+			undo()
+		}
 	}
 	if err != nil {
 		msgs := errorLines(err)
@@ -79,7 +85,7 @@ func (d *daemon) reload() {
 		_ = d.notify.send("READY=1\nSTATUS=" + d.statusLine())
 		return
 	}
-	d.restartOnly(cfg)
+	commit()
 	d.level.Set(logLevel(cfg.Log.Level))
 	d.cfg = cfg
 	d.m.ConfigReloads.WithLabelValues("success").Inc()
@@ -90,15 +96,51 @@ func (d *daemon) reload() {
 	_ = d.notify.send("READY=1\nSTATUS=" + d.statusLine())
 }
 
-// restartOnly warns about settings a reload cannot change: the admin
-// listener and the access log destination stay as they were at start.
-func (d *daemon) restartOnly(cfg *config.Config) {
-	if cfg.Admin.Bind != d.cfg.Admin.Bind {
-		d.logger.Warn("admin.bind changed; it takes effect on restart", "running", d.cfg.Admin.Bind, "file", cfg.Admin.Bind)
+// moveOutside applies the settings that live outside the proxy before the
+// proxy takes the new config: the admin listener's bind (the new socket is
+// bound first, the old one closed only once the reload succeeds) and the
+// access log's destination (lines queued so far go to the old one). Either
+// failing fails the reload with nothing changed. Turning the access log on
+// or off needs a restart: the proxy was built with it, or without it.
+// commit finishes the move once the reload succeeded (the old admin
+// listener closes); undo puts back what was applied, for an Apply that
+// fails after it.
+func (d *daemon) moveOutside(cfg *config.Config) (commit, undo func(), err error) {
+	oldBind, newBind := d.cfg.Admin.Bind, cfg.Admin.Bind
+	oldLog, newLog := d.cfg.Log.Access, cfg.Log.Access
+	if (oldLog == "off") != (newLog == "off") {
+		return nil, nil, fmt.Errorf("log.access: %q -> %q: turning the access log on or off takes a restart (systemctl restart frontdoor); a reload can only move it between stdout and files", oldLog, newLog)
 	}
-	if cfg.Log.Access != d.cfg.Log.Access {
-		d.logger.Warn("log.access changed; it takes effect on restart", "running", d.cfg.Log.Access, "file", cfg.Log.Access)
+	if oldLog != newLog {
+		if err := d.access.Retarget(newLog); err != nil {
+			return nil, nil, fmt.Errorf("log.access: move the access log to %s: %w; the old one stays", newLog, err)
+		}
+		d.logger.Info("access log moved", "from", oldLog, "to", newLog)
 	}
+	undoLog := func() {
+		if oldLog != newLog {
+			_ = d.access.Retarget(oldLog)
+		}
+	}
+	if oldBind == newBind {
+		return func() {}, undoLog, nil
+	}
+	oldAdmin, oldCheck := d.admin, d.check
+	admin, err := d.startAdmin(newBind)
+	if err != nil {
+		d.check = oldCheck
+		undoLog()
+		return nil, nil, fmt.Errorf("admin.bind: %w; the admin listener stays on %s", err, oldBind)
+	}
+	d.admin = admin
+	// The old admin listener closes once the reload is done; a request it
+	// is serving gets a second.
+	commit = func() { go stopAdmin(oldAdmin) }
+	return commit, func() {
+		stopAdmin(admin)
+		d.admin, d.check = oldAdmin, oldCheck
+		undoLog()
+	}, nil
 }
 
 // statusLine is the STATUS= text systemctl status shows.
