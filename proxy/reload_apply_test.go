@@ -216,29 +216,32 @@ func TestReadyAcrossReload(t *testing.T) {
 // finish too; Shutdown returned at once and the process exited under it.
 func TestShutdownWaitsForRemovedListener(t *testing.T) {
 	t.Parallel()
-	a := startBackend(t, "a")
+	b, arrived, release := startHolding(t)
 	old := reloadFreeAddr(t)
 	p := startProxy(t, listenerTOML+reloadRoute+`
 [[listener]]
 name = "old"
 bind = "`+old+`"
-`+reloadRoute+reloadPool(a.addr), nil)
-	slow := reloadInFlight("http://" + old + "/slow")
-	waitFor(t, 5*time.Second, "the slow request to reach a", func() bool { return a.hits.Load() == 1 })
-	if err := reloadApply(t, p, listenerTOML+reloadRoute+reloadPool(a.addr)); err != nil {
+`+reloadRoute+reloadPool(b.addr), nil)
+	held := reloadInFlight("http://" + old + "/held")
+	<-arrived
+	if err := reloadApply(t, p, listenerTOML+reloadRoute+reloadPool(b.addr)); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := p.Shutdown(ctx); err != nil {
+	stopped := make(chan error, 1)
+	go func() { stopped <- p.Shutdown(ctx) }()
+	select {
+	case err := <-stopped:
+		t.Fatalf("Shutdown returned (%v) with the removed listener's request in flight", err)
+	case <-time.After(300 * time.Millisecond):
+	}
+	close(release)
+	if err := <-stopped; err != nil {
 		t.Errorf("Shutdown: %v", err)
 	}
-	select {
-	case got := <-slow:
-		if got != "2xx a" {
-			t.Errorf("request in flight on the removed listener: %q, want 2xx from a", got)
-		}
-	default:
-		t.Error("Shutdown returned before the removed listener's request in flight finished")
+	if got := <-held; got != "2xx done" {
+		t.Errorf("request in flight on the removed listener: %q, want 2xx done", got)
 	}
 }
