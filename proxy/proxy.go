@@ -716,10 +716,12 @@ func (p *Proxy) Addr(name string) net.Addr {
 }
 
 // EachBackend reports every backend of the generation (metrics.BackendSource).
-func (g *generation) EachBackend(fn func(pool, backend string, up bool, inFlight int64)) {
+func (g *generation) EachBackend(fn func(pool, backend string, up bool, inFlight int64, ejectedUntil time.Time)) {
 	for _, name := range g.names {
-		for _, u := range g.pools[name].ups {
-			fn(name, u.be.Address(), u.be.Up(), u.be.InFlight())
+		pr := g.pools[name]
+		for i, u := range pr.ups {
+			until, _ := pr.ejector.EjectedUntil(i)
+			fn(name, u.be.Address(), u.be.Up(), u.be.InFlight(), until)
 		}
 	}
 }
