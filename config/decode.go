@@ -29,6 +29,7 @@ var (
 	textUnmarshalerType = reflect.TypeFor[encoding.TextUnmarshaler]()
 	durationType        = reflect.TypeFor[Duration]()
 	statusRangeType     = reflect.TypeFor[StatusRange]()
+	statusSetType       = reflect.TypeFor[StatusSet]()
 )
 
 func newDecoder(file string, idx *lineIndex) *decoder {
@@ -108,10 +109,10 @@ func (d *decoder) value(path string, data any, v reflect.Value) bool {
 }
 
 // text decodes a string into a type with UnmarshalText. expect_status also
-// takes a bare integer.
+// and failure_statuses also take a bare integer.
 func (d *decoder) text(path string, data any, v reflect.Value) bool {
 	s, isString := data.(string)
-	if n, isInt := data.(int64); isInt && v.Type() == statusRangeType {
+	if n, isInt := data.(int64); isInt && (v.Type() == statusRangeType || v.Type() == statusSetType) {
 		s, isString = fmt.Sprint(n), true
 	}
 	if !isString {
@@ -121,6 +122,8 @@ func (d *decoder) text(path string, data any, v reflect.Value) bool {
 			want = `a duration string such as "2s" (with quotes)`
 		case statusRangeType:
 			want = `a status code such as 200 or a range such as "200-399"`
+		case statusSetType:
+			want = `a list of statuses such as "500,502-504"`
 		}
 		d.mismatch(path, want, data)
 		return false

@@ -46,6 +46,8 @@ const (
 	defaultConsecutiveFails = 5
 	defaultBaseEjection     = 30 * time.Second
 	defaultMaxEjectionPct   = 50
+	defaultMaxEjectionTime  = 300 * time.Second
+	defaultFailureStatuses  = "500,502-504"
 	defaultLeeway           = 30 * time.Second
 	defaultJWKSRefresh      = 5 * time.Minute
 	defaultMaxTokenBytes    = 8192
@@ -170,7 +172,17 @@ func withDefaults(c Config, set map[string]bool) *Config {
 		pp := p + ".passive"
 		num(&ps.ConsecutiveFailures, pp+".consecutive_failures", defaultConsecutiveFails)
 		dur(&ps.BaseEjection, pp+".base_ejection", defaultBaseEjection)
+		dur(&ps.MaxEjectionTime, pp+".max_ejection_time", defaultMaxEjectionTime)
 		num(&ps.MaxEjectionPercent, pp+".max_ejection_percent", defaultMaxEjectionPct)
+		if !set[pp+".uneject_on_active_pass"] {
+			ps.UnejectOnActivePass = true
+		}
+		if !set[pp+".count_timeouts"] {
+			ps.CountTimeouts = true
+		}
+		if !set[pp+".failure_statuses"] {
+			ps.FailureStatuses = MustStatusSet(defaultFailureStatuses)
+		}
 		pools[name] = &pl
 	}
 	c.Pools = pools

@@ -25,7 +25,10 @@ func TestLoadFull(t *testing.T) {
 		Check: "tcp", Path: "/healthz", Method: "GET", ExpectStatus: StatusRange{200, 399},
 		Interval: dur(2 * time.Second), Timeout: dur(time.Second), Rise: 2, Fall: 3,
 	}
-	passive := Passive{ConsecutiveFailures: 5, BaseEjection: dur(30 * time.Second), MaxEjectionPercent: 50}
+	passive := Passive{
+		ConsecutiveFailures: 5, BaseEjection: dur(30 * time.Second), MaxEjectionTime: dur(300 * time.Second),
+		MaxEjectionPercent: 50, UnejectOnActivePass: true, CountTimeouts: true, FailureStatuses: MustStatusSet("500,502-504"),
+	}
 	apiHealth := hc
 	apiHealth.Check = "http"
 	want := &Config{

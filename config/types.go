@@ -190,17 +190,34 @@ type HealthCheck struct {
 }
 
 // Passive is passive ejection, [pool.NAME.passive]: consecutive failures seen
-// on real traffic eject a backend for a cooldown; after it, the backend takes
-// traffic again if its active check still passes.
+// on real traffic eject a backend for a cooldown. The ejection ends when the
+// cooldown is over or, with UnejectOnActivePass, as soon as the active check
+// sees the backend recover.
 type Passive struct {
-	// ConsecutiveFailures (connection failures or 5xx) that eject a backend.
-	// Default 5; 0 disables passive ejection.
+	// ConsecutiveFailures (connection failures, resets, timeouts when
+	// CountTimeouts, and the statuses in FailureStatuses) that eject a
+	// backend. Default 5; 0 disables passive ejection.
 	ConsecutiveFailures int `toml:"consecutive_failures"`
-	// BaseEjection is the first ejection's length; it doubles on each repeat
-	// ejection (up to 32x). Default 30s.
+	// BaseEjection is the first ejection's length; the n-th ejection in a
+	// row lasts BaseEjection × 2^(n-1), at most MaxEjectionTime. Default 30s.
 	BaseEjection Duration `toml:"base_ejection"`
+	// MaxEjectionTime caps an ejection's length (Envoy's
+	// max_ejection_time). Default 300s; at least BaseEjection.
+	MaxEjectionTime Duration `toml:"max_ejection_time"`
 	// MaxEjectionPercent caps the share of a pool ejected at once. Default 50.
 	MaxEjectionPercent int `toml:"max_ejection_percent"`
+	// UnejectOnActivePass ends an ejection at once when the active check
+	// reports the backend's recovery (its down-to-up transition after rise
+	// passes); a check that passed all along ends nothing. Default true.
+	UnejectOnActivePass bool `toml:"uneject_on_active_pass"`
+	// CountTimeouts counts a response_timeout (504) as a failure; a connect
+	// timeout is a connect failure and always counts. Default true.
+	CountTimeouts bool `toml:"count_timeouts"`
+	// FailureStatuses are the backend statuses that count as failures,
+	// read from a list such as "500,502-504" (the default: 501, 505 and
+	// the other 5xx do not count, as in HAProxy). Only 500-599 may be
+	// listed; "" counts no status.
+	FailureStatuses StatusSet `toml:"failure_statuses"`
 }
 
 // JWTPolicy is one [jwt.NAME] table.
@@ -263,3 +280,9 @@ type HashKey struct {
 // StatusRange is an inclusive range of HTTP status codes, read from "200-399"
 // or "204".
 type StatusRange struct{ Low, High int }
+
+// StatusSet is a set of 5xx statuses, read from a comma-separated list of
+// codes and ranges within 500-599 such as "500,502-504". The zero value is
+// the empty set. Has reads it without allocating; it is safe for concurrent
+// reads.
+type StatusSet struct{ has [100]bool }

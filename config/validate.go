@@ -391,6 +391,9 @@ func (v *validator) passive(p string, ps *Passive) {
 		v.add(p+".consecutive_failures", "consecutive_failures %d must be 0 (off) or more", ps.ConsecutiveFailures)
 	}
 	v.positiveDuration(p+".base_ejection", ps.BaseEjection)
+	if ps.BaseEjection.Duration > 0 && ps.MaxEjectionTime.Duration < ps.BaseEjection.Duration {
+		v.add(p+".max_ejection_time", "max_ejection_time %s must be at least base_ejection %s", ps.MaxEjectionTime, ps.BaseEjection)
+	}
 	if ps.MaxEjectionPercent < 0 || ps.MaxEjectionPercent > 100 {
 		v.add(p+".max_ejection_percent", "max_ejection_percent %d must be between 0 and 100", ps.MaxEjectionPercent)
 	}

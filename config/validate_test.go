@@ -213,6 +213,22 @@ func TestValidateHealth(t *testing.T) {
 		{"max ejection percent", poolCfg("[pool.api.passive]\nmax_ejection_percent = 101 #<\n"), "pool.api.passive.max_ejection_percent", "between 0 and 100"},
 		{"negative consecutive failures", poolCfg("[pool.api.passive]\nconsecutive_failures = -1 #<\n"), "pool.api.passive.consecutive_failures", "must be 0 (off) or more"},
 		{"zero base ejection", poolCfg("[pool.api.passive]\nbase_ejection = \"0s\" #<\n"), "pool.api.passive.base_ejection", "must be greater than 0"},
+		{"max ejection time below base", poolCfg("[pool.api.passive]\nbase_ejection = \"60s\"\nmax_ejection_time = \"30s\" #<\n"),
+			"pool.api.passive.max_ejection_time", "max_ejection_time 30s must be at least base_ejection 1m0s"},
+		{"max ejection time below default base", poolCfg("[pool.api.passive]\nmax_ejection_time = \"10s\" #<\n"),
+			"pool.api.passive.max_ejection_time", "must be at least base_ejection 30s"},
+		{"failure status not 5xx", poolCfg("[pool.api.passive]\nfailure_statuses = \"500,404\" #<\n"),
+			"pool.api.passive.failure_statuses", `"404" is outside 500-599`},
+		{"failure status range leaves 5xx", poolCfg("[pool.api.passive]\nfailure_statuses = \"500-600\" #<\n"),
+			"pool.api.passive.failure_statuses", `"500-600" is outside 500-599`},
+		{"failure status reversed", poolCfg("[pool.api.passive]\nfailure_statuses = \"504-502\" #<\n"),
+			"pool.api.passive.failure_statuses", `range "504-502" is reversed`},
+		{"failure status garbage", poolCfg("[pool.api.passive]\nfailure_statuses = \"500,,502\" #<\n"),
+			"pool.api.passive.failure_statuses", `item "" is not a code or range`},
+		{"failure statuses not a string", poolCfg("[pool.api.passive]\nfailure_statuses = true #<\n"),
+			"pool.api.passive.failure_statuses", `a list of statuses such as "500,502-504"`},
+		{"count timeouts not a bool", poolCfg("[pool.api.passive]\ncount_timeouts = \"yes\" #<\n"),
+			"pool.api.passive.count_timeouts", "true or false"},
 	})
 }
 

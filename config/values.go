@@ -153,6 +153,92 @@ func (r StatusRange) Valid() bool {
 	return r.Low >= 100 && r.High <= 599 && r.Low <= r.High
 }
 
+// errStatusSet is the hint every bad failure_statuses gets.
+var errStatusSet = errors.New(`use codes and ranges within 500-599 such as "500,502-504"`)
+
+// ParseStatusSet parses a comma-separated list of status codes and ranges
+// ("500,502-504"), each within 500-599. Spaces around items are ignored;
+// the empty string is the empty set.
+func ParseStatusSet(s string) (StatusSet, error) {
+	var set StatusSet
+	if strings.TrimSpace(s) == "" {
+		return set, nil
+	}
+	for item := range strings.SplitSeq(s, ",") {
+		item = strings.TrimSpace(item)
+		lo, hi, isRange := strings.Cut(item, "-")
+		if !isRange {
+			hi = lo
+		}
+		low, err1 := strconv.Atoi(strings.TrimSpace(lo))
+		high, err2 := strconv.Atoi(strings.TrimSpace(hi))
+		switch {
+		case item == "" || err1 != nil || err2 != nil:
+			return StatusSet{}, fmt.Errorf("bad status list %q: item %q is not a code or range: %w", s, item, errStatusSet)
+		case low < 500 || high > 599:
+			return StatusSet{}, fmt.Errorf("bad status list %q: %q is outside 500-599: %w", s, item, errStatusSet)
+		case low > high:
+			return StatusSet{}, fmt.Errorf("bad status list %q: range %q is reversed: %w", s, item, errStatusSet)
+		}
+		for c := low; c <= high; c++ {
+			set.has[c-500] = true
+		}
+	}
+	return set, nil
+}
+
+// MustStatusSet is ParseStatusSet for constants; it panics on error.
+func MustStatusSet(s string) StatusSet {
+	set, err := ParseStatusSet(s)
+	if err != nil {
+		panic("config: " + err.Error())
+	}
+	return set
+}
+
+// Has reports whether code is in the set. Codes outside 500-599 never are.
+func (s *StatusSet) Has(code int) bool {
+	return code >= 500 && code <= 599 && s.has[code-500]
+}
+
+// UnmarshalText parses the list with ParseStatusSet.
+func (s *StatusSet) UnmarshalText(text []byte) error {
+	v, err := ParseStatusSet(string(text))
+	if err != nil {
+		return err
+	}
+	*s = v
+	return nil
+}
+
+// MarshalText writes the set as String does.
+func (s StatusSet) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// String writes the set as a list of codes and ranges in ascending order,
+// "500,502-504" for the default; "" for the empty set.
+func (s StatusSet) String() string {
+	var b []byte
+	for i := 0; i < len(s.has); i++ {
+		if !s.has[i] {
+			continue
+		}
+		j := i
+		for j+1 < len(s.has) && s.has[j+1] {
+			j++
+		}
+		if len(b) > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendInt(b, int64(500+i), 10)
+		if j > i {
+			b = append(b, '-')
+			b = strconv.AppendInt(b, int64(500+j), 10)
+		}
+		i = j
+	}
+	return string(b)
+}
+
 // isToken reports whether s is a non-empty HTTP token (RFC 9110 tchar).
 func isToken(s string) bool {
 	if s == "" {

@@ -148,3 +148,66 @@ expect_status = "200-204"
 		t.Errorf("bad duration through toml.Decode: %v", err)
 	}
 }
+
+func TestStatusSet(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, in, want string
+		has, hasNot    []int
+	}{
+		{name: "default", in: "500,502-504", want: "500,502-504", has: []int{500, 502, 503, 504}, hasNot: []int{501, 505, 599, 404, 200}},
+		{name: "spaces and order", in: " 503 , 500-501,599", want: "500-501,503,599", has: []int{500, 501, 503, 599}, hasNot: []int{502, 600}},
+		{name: "bare code", in: "502", want: "502", has: []int{502}, hasNot: []int{500}},
+		{name: "empty", in: "", want: "", hasNot: []int{500, 503}},
+		{name: "all", in: "500-599", want: "500-599", has: []int{500, 550, 599}, hasNot: []int{499, 600}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			s, err := ParseStatusSet(tc.in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := s.String(); got != tc.want {
+				t.Errorf("String() = %q, want %q", got, tc.want)
+			}
+			for _, c := range tc.has {
+				if !s.Has(c) {
+					t.Errorf("Has(%d) = false", c)
+				}
+			}
+			for _, c := range tc.hasNot {
+				if s.Has(c) {
+					t.Errorf("Has(%d) = true", c)
+				}
+			}
+		})
+	}
+	for _, bad := range []string{"499", "600", "5xx", "503-500", "500,", "500-", "-503"} {
+		if _, err := ParseStatusSet(bad); err == nil {
+			t.Errorf("ParseStatusSet(%q) accepted", bad)
+		}
+	}
+}
+
+// TestPassiveDefaults checks the [pool.NAME.passive] defaults and that an
+// explicit false or empty list is kept.
+func TestPassiveDefaults(t *testing.T) {
+	t.Parallel()
+	cfg, err := Parse([]byte(minimal("", "", "", "")), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps := cfg.Pools["api"].Passive
+	if !ps.UnejectOnActivePass || !ps.CountTimeouts || ps.FailureStatuses.String() != "500,502-504" || ps.MaxEjectionTime.Duration != 300*time.Second {
+		t.Errorf("defaults: %+v", ps)
+	}
+	cfg, err = Parse([]byte(minimal("", "", "[pool.api.passive]\nuneject_on_active_pass = false\ncount_timeouts = false\nfailure_statuses = \"\"\n", "")), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps = cfg.Pools["api"].Passive
+	if ps.UnejectOnActivePass || ps.CountTimeouts || ps.FailureStatuses.String() != "" {
+		t.Errorf("explicit values lost: %+v", ps)
+	}
+}

@@ -61,6 +61,15 @@ type CheckerOptions struct {
 	// Backend.SetHealthy and after the OnCheck of the probe that caused it.
 	// Same concurrency rules as OnCheck.
 	OnChange func(target int, healthy bool)
+	// Ejector, if set, is the pool's passive Ejector over the same targets
+	// in the same order. Each recovery the Checker sees (a target's
+	// transition from down to up) is reported to its Recovered, which may
+	// end an ejection in force, before the transition is logged: the line
+	// "backend up" is logged only when the target takes traffic again; a
+	// target that stays ejected logs "backend passed its checks, stays
+	// ejected" with the ejection's end (key until), and the Ejector logs
+	// "backend up" when that comes.
+	Ejector *Ejector
 	// Previous, if set, is the Checker this one replaces on a config
 	// reload: for every address present in both, the last result, last
 	// error, last check and change times and the rise/fall counters are
@@ -103,6 +112,7 @@ type Checker struct {
 	log      *slog.Logger
 	onCheck  func(int, bool)
 	onChange func(int, bool)
+	ejector  *Ejector
 
 	// rand returns a float in [0, 1) for spreading and jitter; tests swap
 	// it. Default math/rand/v2 Float64.
@@ -141,6 +151,7 @@ func NewChecker(opts CheckerOptions) (*Checker, error) {
 		log:       opts.Logger,
 		onCheck:   opts.OnCheck,
 		onChange:  opts.OnChange,
+		ejector:   opts.Ejector,
 		rand:      rand.Float64,
 		now:       time.Now,
 		slot:      opts.Check.Interval.Duration / slotsPerInterval,
@@ -447,16 +458,30 @@ func (c *Checker) report(t *target, err error) {
 	if c.onCheck != nil {
 		c.onCheck(t.index, err == nil)
 	}
-	if changed {
-		reason := fmt.Sprintf("%d consecutive checks failed", c.check.Fall)
-		switch {
-		case healthy && !wasUp:
-			reason = "first check passed"
-		case healthy:
-			reason = fmt.Sprintf("%d consecutive checks passed", c.check.Rise)
-		}
-		c.changed(t, healthy, err, reason)
+	if !changed {
+		return
 	}
+	reason := fmt.Sprintf("%d consecutive checks failed", c.check.Fall)
+	switch {
+	case healthy && !wasUp:
+		reason = "first check passed"
+	case healthy:
+		reason = fmt.Sprintf("%d consecutive checks passed", c.check.Rise)
+	}
+	if healthy && c.ejector != nil {
+		switch ended, until := c.ejector.Recovered(t.index); {
+		case ended:
+			reason += "; passive ejection ended"
+		case !until.IsZero():
+			if c.onChange != nil {
+				c.onChange(t.index, healthy)
+			}
+			c.log.Info("backend passed its checks, stays ejected", "pool", c.pool, "backend", t.address,
+				"reason", reason+"; uneject_on_active_pass is false", "until", until.Format(time.RFC3339))
+			return
+		}
+	}
+	c.changed(t, healthy, err, reason)
 }
 
 // record applies a probe result to t and tells the backend of a change. It

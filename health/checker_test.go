@@ -6,6 +6,7 @@ import (
 	"net"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -653,5 +654,62 @@ func TestNewCheckerReportsAllErrors(t *testing.T) {
 	var joined interface{ Unwrap() []error }
 	if !errors.As(err, &joined) || len(joined.Unwrap()) != 3 {
 		t.Fatalf("error %v: want the 3 problems (rise, path, nil backend) joined", err)
+	}
+}
+
+// TestCheckerEndsEjection: a backend ejected while its check passes stays
+// ejected (a check that passed all along says nothing new); once its check
+// fails and recovers, the recovery ends the ejection and logs "backend up",
+// or, with uneject_on_active_pass false, logs that it stays ejected and
+// until when.
+func TestCheckerEndsEjection(t *testing.T) {
+	t.Parallel()
+	for _, uneject := range []bool{true, false} {
+		t.Run("uneject="+strconv.FormatBool(uneject), func(t *testing.T) {
+			t.Parallel()
+			srv := startHTTP(t, 200)
+			b := &backend{}
+			cfg := passive(1, 100, time.Hour)
+			cfg.UnejectOnActivePass = uneject
+			var logs logLines
+			ej := NewEjector(EjectorOptions{Pool: "web", Config: cfg, Targets: []Ejectable{b},
+				Addresses: []string{srv.addr}, Logger: logs.logger()})
+			rec := newRecorder()
+			c, err := NewChecker(CheckerOptions{Pool: "web", Check: check("http"), Targets: []Target{{Address: srv.addr, Backend: b}},
+				Logger: logs.logger(), OnCheck: rec.onCheck, OnChange: rec.onChange, Ejector: ej})
+			if err != nil {
+				t.Fatal(err)
+			}
+			startChecker(t, c)
+			waitFor(t, 5*time.Second, "first up", func() bool { return rec.count(0, "up") == 1 })
+
+			ej.Failure(0)
+			oks := rec.count(0, "ok")
+			waitFor(t, 5*time.Second, "more passing checks", func() bool { return rec.count(0, "ok") >= oks+5 })
+			if !b.ejected.Load() {
+				t.Fatal("checks that kept passing ended the ejection")
+			}
+
+			srv.status.Store(503)
+			waitFor(t, 5*time.Second, "down", func() bool { return rec.count(0, "down") == 1 })
+			srv.status.Store(200)
+			waitFor(t, 5*time.Second, "second up", func() bool { return rec.count(0, "up") == 2 })
+			if b.ejected.Load() == uneject {
+				t.Fatalf("after the recovery: ejected %v, want %v", b.ejected.Load(), !uneject)
+			}
+			var last map[string]any
+			for _, l := range logs.records(t) {
+				if l["msg"] != "backend down" && l["msg"] != "backend ejected" {
+					last = l
+				}
+			}
+			until, _ := ej.EjectedUntil(0)
+			switch {
+			case uneject && (last["msg"] != "backend up" || !strings.Contains(last["reason"].(string), "passive ejection ended")):
+				t.Errorf("recovery line %v", last)
+			case !uneject && (last["msg"] != "backend passed its checks, stays ejected" || last["until"] != until.Format(time.RFC3339)):
+				t.Errorf("recovery line %v, want until %s", last, until.Format(time.RFC3339))
+			}
+		})
 	}
 }

@@ -33,9 +33,14 @@
 //
 // An Ejector does passive health: the proxy reports each response through
 // Success (the hot path: no allocation, one atomic load) and each connect
-// failure, reset or 5xx through Failure. ConsecutiveFailures failures in a row
-// eject a target for BaseEjection, doubled on each repeat ejection up to 32x,
-// and never more than MaxEjectionPercent of a pool at once.
+// failure, reset, timeout or failing status through Failure (the caller
+// applies count_timeouts and failure_statuses). ConsecutiveFailures failures
+// in a row eject a target for BaseEjection, doubled on each repeat ejection
+// up to MaxEjectionTime, and never more than MaxEjectionPercent of a pool at
+// once. An ejection ends when its time is over or, with
+// UnejectOnActivePass, when a Checker given the Ejector sees the target
+// recover (down to up); "backend up" is logged when the target takes traffic
+// again.
 //
 // The package reports through interfaces it defines (StatusSetter, Ejectable),
 // which balancer.Backend satisfies; it imports nothing of frontdoor's except

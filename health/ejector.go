@@ -15,12 +15,13 @@ import (
 
 // Ejectable receives passive ejection decisions; balancer.Backend satisfies
 // it. SetEjected is called with the Ejector's lock held, once per change,
-// from the goroutine that called Failure or from Run; it must be quick, safe
-// for concurrent use, and must not call back into the Ejector.
+// from the goroutine that called Failure, Recovered or Run; it must be
+// quick, safe for concurrent use, and must not call back into the Ejector.
+//
+// A target that also has a method Healthy() bool (balancer.Backend does) is
+// asked, when its ejection time is over, whether it takes traffic again, so
+// that the log says "backend up" only then.
 type Ejectable interface{ SetEjected(ejected bool) }
-
-// maxEjectionMultiplier caps the doubling of repeat ejections.
-const maxEjectionMultiplier = 32
 
 // healthyResetFactor × BaseEjection without an ejection resets a target's
 // ejection length to BaseEjection.
@@ -34,7 +35,10 @@ type EjectorOptions struct {
 	// Config is the pool's [pool.NAME.passive] table, already defaulted.
 	// ConsecutiveFailures 0 (or less) disables ejection: Success and Failure
 	// do nothing. MaxEjectionPercent 0 never ejects; 100 may eject the whole
-	// pool.
+	// pool. A MaxEjectionTime below BaseEjection (0 included) means every
+	// ejection lasts BaseEjection. UnejectOnActivePass is read by Recovered;
+	// CountTimeouts and FailureStatuses are the caller's to apply (they
+	// decide what it reports to Failure).
 	Config config.Passive
 	// Targets are the backends, in the order Success and Failure index.
 	// No entry may be nil. The slice is copied.
@@ -68,14 +72,18 @@ type EjectorOptions struct {
 // 50% has at most 2 ejected, a pool of 1 at 50% is never ejected (0.5 rounds
 // down; ejecting the only backend would turn errors into 503s). A refused
 // target keeps its count, so its next Failure ejects it as soon as there is
-// room. An ejection lasts BaseEjection, doubled on each repeat ejection of
-// the same target up to 32x; a target that goes 10 × BaseEjection without
-// being ejected starts again at 1x.
+// room. The n-th ejection in a row of one target lasts
+// BaseEjection × 2^(n-1), at most MaxEjectionTime; a target that goes
+// 10 × BaseEjection without being ejected starts again at BaseEjection. An
+// ejection ends when its time is over (Run) or, with UnejectOnActivePass,
+// when the active check sees the target recover (Recovered).
 type Ejector struct {
 	pool       string
 	threshold  int64
 	base       time.Duration
+	maxEject   time.Duration // at least base
 	maxPercent int
+	uneject    bool // Config.UnejectOnActivePass
 	log        *slog.Logger
 	onEject    func(int)
 	// now is the clock; tests swap it.
@@ -104,7 +112,7 @@ type slot struct {
 	address string
 	ejected bool
 	until   time.Time // end of the ejection in force
-	mult    int64     // multiplier of the last ejection; 0 = never ejected
+	mult    int64     // multiplier of the last ejection (a power of 2); 0 = never ejected
 	lastEnd time.Time // when the last ejection ended
 }
 
@@ -119,7 +127,9 @@ func NewEjector(opts EjectorOptions) *Ejector {
 		pool:       opts.Pool,
 		threshold:  int64(max(opts.Config.ConsecutiveFailures, 0)),
 		base:       max(opts.Config.BaseEjection.Duration, 0),
+		maxEject:   max(opts.Config.MaxEjectionTime.Duration, opts.Config.BaseEjection.Duration, 0),
 		maxPercent: opts.Config.MaxEjectionPercent,
+		uneject:    opts.Config.UnejectOnActivePass,
 		log:        opts.Logger,
 		onEject:    opts.OnEject,
 		now:        time.Now,
@@ -232,17 +242,77 @@ func (e *Ejector) tryEject(i int, now time.Time) (d time.Duration, address strin
 	if (e.ejected+1)*100 > e.maxPercent*len(e.slots) {
 		return 0, "", false
 	}
-	if s.mult == 0 || now.Sub(s.lastEnd) >= healthyResetFactor*e.base {
-		s.mult = 1
-	} else {
-		s.mult = min(2*s.mult, maxEjectionMultiplier)
-	}
-	d = e.base * time.Duration(s.mult)
+	d = e.ejectionTime(s, now)
 	s.ejected, s.until = true, now.Add(d)
 	e.ejected++
 	e.counters[i].n.Store(0)
 	s.target.SetEjected(true)
 	return d, s.address, true
+}
+
+// ejectionTime advances s's multiplier for an ejection at now and returns
+// the ejection's length: BaseEjection × 2^(n-1) for the n-th ejection in a
+// row, at most maxEject.
+func (e *Ejector) ejectionTime(s *slot, now time.Time) time.Duration {
+	switch {
+	case s.mult == 0 || now.Sub(s.lastEnd) >= healthyResetFactor*e.base:
+		s.mult = 1
+	case e.base*time.Duration(s.mult) < e.maxEject:
+		// Stop doubling once at the cap, so that the multiplier
+		// cannot overflow however often the target is ejected.
+		s.mult *= 2
+	}
+	return min(e.base*time.Duration(s.mult), e.maxEject)
+}
+
+// Recovered tells the Ejector that the active check saw target (an index
+// into Targets) recover: its transition from down to up after rise passes.
+// With Config.UnejectOnActivePass an ejection in force ends now and ended
+// is true. Otherwise an ejection in force goes on: until is its end (zero
+// when target is not ejected). A check that kept passing is no recovery:
+// call Recovered only on the transition. The repeat-ejection multiplier is
+// kept, as when an ejection ends by time. Safe for concurrent use; a nil
+// Ejector reports nothing.
+func (e *Ejector) Recovered(target int) (ended bool, until time.Time) {
+	if e == nil {
+		return false, time.Time{}
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	s := &e.slots[target]
+	if !s.ejected {
+		return false, time.Time{}
+	}
+	if !e.uneject {
+		return false, s.until
+	}
+	e.endLocked(target, e.now())
+	return true, time.Time{}
+}
+
+// endLocked ends target i's ejection at now; e.mu is held.
+func (e *Ejector) endLocked(i int, now time.Time) {
+	s := &e.slots[i]
+	s.ejected, s.lastEnd = false, now
+	e.ejected--
+	e.counters[i].n.Store(0)
+	s.target.SetEjected(false)
+}
+
+// EjectedUntil reports whether target (an index into Targets) is ejected
+// now and, if so, until when. Safe for concurrent use; not for the hot path
+// (it takes the lock). A nil Ejector reports false.
+func (e *Ejector) EjectedUntil(target int) (until time.Time, ejected bool) {
+	if e == nil {
+		return time.Time{}, false
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	s := &e.slots[target]
+	if !s.ejected {
+		return time.Time{}, false
+	}
+	return s.until, true
 }
 
 // Ejected reports whether target (an index into Targets) is ejected now.
@@ -298,13 +368,20 @@ func (e *Ejector) step() (next time.Time, ok bool) {
 // those still in force (ok false if none).
 func (e *Ejector) release(now time.Time) (next time.Time, ok bool) {
 	ended, next, ok := e.releaseLocked(now)
-	for _, a := range ended {
-		e.log.Info("backend ejection ended", "pool", e.pool, "backend", a, "reason", "ejection time over")
+	for _, t := range ended {
+		// "backend up" only when it takes traffic again: a target its
+		// active check holds down stays out.
+		if h, ok := t.target.(interface{ Healthy() bool }); ok && !h.Healthy() {
+			e.log.Info("backend ejection ended", "pool", e.pool, "backend", t.address,
+				"reason", "ejection time over; active check still failing, stays down")
+			continue
+		}
+		e.log.Info("backend up", "pool", e.pool, "backend", t.address, "reason", "ejection time over")
 	}
 	return next, ok
 }
 
-func (e *Ejector) releaseLocked(now time.Time) (ended []string, next time.Time, ok bool) {
+func (e *Ejector) releaseLocked(now time.Time) (ended []slot, next time.Time, ok bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for i := range e.slots {
@@ -318,11 +395,8 @@ func (e *Ejector) releaseLocked(now time.Time) (ended []string, next time.Time, 
 			}
 			continue
 		}
-		s.ejected, s.lastEnd = false, now
-		e.ejected--
-		e.counters[i].n.Store(0)
-		s.target.SetEjected(false)
-		ended = append(ended, s.address)
+		e.endLocked(i, now)
+		ended = append(ended, *s)
 	}
 	return ended, next, ok
 }

@@ -51,8 +51,11 @@ func newTestEjector(t testing.TB, n int, cfg config.Passive, prev *Ejector) (*Ej
 
 var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
+// passive is a [pool.X.passive] table whose ejections may grow to 32 x base
+// and end on an active recovery.
 func passive(n, pct int, base time.Duration) config.Passive {
-	return config.Passive{ConsecutiveFailures: n, MaxEjectionPercent: pct, BaseEjection: config.Duration{Duration: base}}
+	return config.Passive{ConsecutiveFailures: n, MaxEjectionPercent: pct, BaseEjection: config.Duration{Duration: base},
+		MaxEjectionTime: config.Duration{Duration: 32 * base}, UnejectOnActivePass: true}
 }
 
 func TestEjectorConsecutiveFailures(t *testing.T) {
@@ -201,45 +204,129 @@ func TestEjectorRefusedThenRoom(t *testing.T) {
 }
 
 // TestEjectorCooldown walks one target through repeat ejections on a fake
-// clock: 1x, 2x, 4x ... capped at 32x, and back to 1x after a long healthy
-// period.
+// clock: base x 2^(n-1) for the n-th ejection in a row, capped at
+// max_ejection_time, and back to base after a long healthy period.
 func TestEjectorCooldown(t *testing.T) {
 	t.Parallel()
 	const base = 10 * time.Second
-	e, bs, clk, _ := newTestEjector(t, 1, passive(1, 100, base), nil)
+	tests := []struct {
+		name    string
+		max     time.Duration
+		lengths []time.Duration // of ejections 1, 2, 3, ... in a row
+	}{
+		{name: "cap between doublings", max: 100 * time.Second, lengths: []time.Duration{10, 20, 40, 80, 100, 100, 100}},
+		{name: "cap on a doubling", max: 80 * time.Second, lengths: []time.Duration{10, 20, 40, 80, 80}},
+		{name: "default 300s", max: 300 * time.Second, lengths: []time.Duration{10, 20, 40, 80, 160, 300, 300}},
+		{name: "cap at base", max: base, lengths: []time.Duration{10, 10, 10}},
+		{name: "zero cap means base", max: 0, lengths: []time.Duration{10, 10}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			cfg := passive(1, 100, base)
+			cfg.MaxEjectionTime.Duration = tc.max
+			e, bs, clk, _ := newTestEjector(t, 1, cfg, nil)
+			now := t0
+			eject := func() {
+				t.Helper()
+				clk.set(now)
+				e.Failure(0)
+				if !bs[0].ejected.Load() {
+					t.Fatalf("at %s: not ejected", now.Sub(t0))
+				}
+			}
+			// expectLength checks the ejection in force ends exactly want
+			// after now, and moves now there.
+			expectLength := func(want time.Duration) {
+				t.Helper()
+				next, ok := e.release(now.Add(want - time.Nanosecond))
+				if !ok || !next.Equal(now.Add(want)) || !bs[0].ejected.Load() {
+					t.Fatalf("ejection at %s: ends %v (ok %v), want %s later", now.Sub(t0), next.Sub(now), ok, want)
+				}
+				if until, ej := e.EjectedUntil(0); !ej || !until.Equal(now.Add(want)) {
+					t.Fatalf("EjectedUntil = %v, %v; want %v", until.Sub(now), ej, want)
+				}
+				now = now.Add(want)
+				if _, ok := e.release(now); ok || bs[0].ejected.Load() {
+					t.Fatalf("ejection at %s: still ejected after %s", now.Sub(t0), want)
+				}
+				if _, ej := e.EjectedUntil(0); ej {
+					t.Fatal("EjectedUntil says ejected after the end")
+				}
+			}
+			for _, l := range tc.lengths {
+				now = now.Add(time.Second) // back for a short while
+				eject()
+				expectLength(l * time.Second)
+			}
+			// Healthy for 10 x base: the next ejection is short again.
+			now = now.Add(10 * base)
+			eject()
+			expectLength(base)
+			// Just under 10 x base healthy: the next one doubles (within the cap).
+			now = now.Add(10*base - time.Second)
+			eject()
+			expectLength(min(2*base, max(tc.max, base)))
+		})
+	}
+}
+
+// TestEjectorCapNoOverflow ejects one target far more often than the
+// multiplier has bits: the length stays at the cap.
+func TestEjectorCapNoOverflow(t *testing.T) {
+	t.Parallel()
+	cfg := passive(1, 100, time.Second)
+	cfg.MaxEjectionTime.Duration = 300 * time.Second
+	e, _, clk, _ := newTestEjector(t, 1, cfg, nil)
 	now := t0
-	eject := func() {
+	for range 200 {
 		clk.set(now)
 		e.Failure(0)
-		if !bs[0].ejected.Load() {
-			t.Fatalf("at %s: not ejected", now.Sub(t0))
+		until, ok := e.EjectedUntil(0)
+		if !ok || until.Sub(now) <= 0 || until.Sub(now) > 300*time.Second {
+			t.Fatalf("ejection of %v (ok %v)", until.Sub(now), ok)
 		}
+		now = until
+		e.release(now)
 	}
-	// expectLength checks the ejection in force ends exactly want after now.
-	expectLength := func(want time.Duration) {
-		t.Helper()
-		next, ok := e.release(now.Add(want - time.Nanosecond))
-		if !ok || !next.Equal(now.Add(want)) || !bs[0].ejected.Load() {
-			t.Fatalf("ejection at %s: ends %v (ok %v), want %s later", now.Sub(t0), next.Sub(now), ok, want)
-		}
-		now = now.Add(want)
-		if _, ok := e.release(now); ok || bs[0].ejected.Load() {
-			t.Fatalf("ejection at %s: still ejected after %s", now.Sub(t0), want)
-		}
+}
+
+// TestEjectorRecovered: an active recovery ends an ejection at once with
+// uneject_on_active_pass, keeps it (and reports its end) without, and says
+// nothing for a target that is not ejected.
+func TestEjectorRecovered(t *testing.T) {
+	t.Parallel()
+	const base = 10 * time.Second
+	for _, uneject := range []bool{true, false} {
+		t.Run("uneject="+strconv.FormatBool(uneject), func(t *testing.T) {
+			t.Parallel()
+			cfg := passive(1, 100, base)
+			cfg.UnejectOnActivePass = uneject
+			e, bs, clk, _ := newTestEjector(t, 2, cfg, nil)
+			if ended, until := e.Recovered(0); ended || !until.IsZero() {
+				t.Fatalf("not ejected: Recovered = %v, %v", ended, until)
+			}
+			e.Failure(0)
+			clk.set(t0.Add(time.Second))
+			ended, until := e.Recovered(0)
+			if uneject {
+				if !ended || !until.IsZero() || bs[0].ejected.Load() || e.Ejected(0) {
+					t.Fatalf("Recovered = %v, %v; ejected %v", ended, until, bs[0].ejected.Load())
+				}
+				// The multiplier is kept: an ejection soon after is doubled.
+				clk.set(t0.Add(2 * time.Second))
+				e.Failure(0)
+				if u, _ := e.EjectedUntil(0); !u.Equal(t0.Add(2*time.Second + 2*base)) {
+					t.Errorf("next ejection ends %v, want doubled", u.Sub(t0))
+				}
+				// The pool has room again: b1 could be ejected at 100%.
+				return
+			}
+			if ended || !until.Equal(t0.Add(base)) || !bs[0].ejected.Load() {
+				t.Fatalf("Recovered = %v, %v; ejected %v; want kept until %v", ended, until, bs[0].ejected.Load(), t0.Add(base))
+			}
+		})
 	}
-	for _, mult := range []time.Duration{1, 2, 4, 8, 16, 32, 32} {
-		now = now.Add(time.Second) // back for a short while
-		eject()
-		expectLength(mult * base)
-	}
-	// Healthy for 10 x base: the next ejection is short again.
-	now = now.Add(10 * base)
-	eject()
-	expectLength(base)
-	// Just under 10 x base healthy: the next one doubles.
-	now = now.Add(10*base - time.Second)
-	eject()
-	expectLength(2 * base)
 }
 
 // TestEjectorRun ends an ejection in real time and leaves ejections alone
@@ -334,27 +421,39 @@ func TestNewEjectorPanics(t *testing.T) {
 	}
 }
 
-// TestEjectorLogs: one line per ejection and one per end, none per failure.
+// TestEjectorLogs: one line per ejection and one per end, none per failure;
+// the end says "backend up" only when the backend's active check lets it
+// take traffic.
 func TestEjectorLogs(t *testing.T) {
 	t.Parallel()
-	var logs logLines
-	b := &backend{}
-	e := NewEjector(EjectorOptions{Pool: "api", Config: passive(3, 100, 10*time.Second),
-		Targets: []Ejectable{b}, Addresses: []string{"10.0.0.1:80"}, Logger: logs.logger()})
-	e.now = func() time.Time { return t0 }
-	for range 10 {
-		e.Failure(0)
-	}
-	e.release(t0.Add(10 * time.Second))
-	lines := logs.records(t)
-	if len(lines) != 2 {
-		t.Fatalf("%d log lines, want 2: %v", len(lines), lines)
-	}
-	if l := lines[0]; l["msg"] != "backend ejected" || l["pool"] != "api" || l["backend"] != "10.0.0.1:80" ||
-		l["reason"] != "3 consecutive failures" || l["duration"] == nil {
-		t.Errorf("ejection line %v", l)
-	}
-	if l := lines[1]; l["msg"] != "backend ejection ended" || l["backend"] != "10.0.0.1:80" {
-		t.Errorf("end line %v", l)
+	for _, healthy := range []bool{true, false} {
+		t.Run("healthy="+strconv.FormatBool(healthy), func(t *testing.T) {
+			t.Parallel()
+			var logs logLines
+			b := &backend{}
+			b.healthy.Store(healthy)
+			e := NewEjector(EjectorOptions{Pool: "api", Config: passive(3, 100, 10*time.Second),
+				Targets: []Ejectable{b}, Addresses: []string{"10.0.0.1:80"}, Logger: logs.logger()})
+			e.now = func() time.Time { return t0 }
+			for range 10 {
+				e.Failure(0)
+			}
+			e.release(t0.Add(10 * time.Second))
+			lines := logs.records(t)
+			if len(lines) != 2 {
+				t.Fatalf("%d log lines, want 2: %v", len(lines), lines)
+			}
+			if l := lines[0]; l["msg"] != "backend ejected" || l["pool"] != "api" || l["backend"] != "10.0.0.1:80" ||
+				l["reason"] != "3 consecutive failures" || l["duration"] == nil {
+				t.Errorf("ejection line %v", l)
+			}
+			want := "backend up"
+			if !healthy {
+				want = "backend ejection ended"
+			}
+			if l := lines[1]; l["msg"] != want || l["backend"] != "10.0.0.1:80" {
+				t.Errorf("end line %v, want %q", l, want)
+			}
+		})
 	}
 }

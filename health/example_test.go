@@ -21,7 +21,8 @@ func (b *backend) SetEjected(ejected bool) { fmt.Printf("%s ejected: %v\n", b.na
 func (b *backend) SetHealthy(healthy bool) { b.healthy <- healthy }
 
 // Three failures in a row eject a backend, but never more than half of the
-// pool: the third failing backend stays in.
+// pool: the third failing backend stays in. The active check's report of a
+// recovery ends an ejection at once.
 func ExampleEjector() {
 	var targets []health.Ejectable
 	var addrs []string
@@ -34,7 +35,9 @@ func ExampleEjector() {
 		Config: config.Passive{
 			ConsecutiveFailures: 3,
 			BaseEjection:        config.Duration{Duration: 30 * time.Second},
+			MaxEjectionTime:     config.Duration{Duration: 300 * time.Second},
 			MaxEjectionPercent:  50,
+			UnejectOnActivePass: true,
 		},
 		Targets:   targets,
 		Addresses: addrs,
@@ -53,6 +56,10 @@ func ExampleEjector() {
 		}
 	}
 	fmt.Println("10.0.0.3:80 ejected:", e.Ejected(2))
+	_, ejected := e.EjectedUntil(1)
+	fmt.Println("10.0.0.2:80 ejected until some time:", ejected)
+	ended, _ := e.Recovered(1) // its active check went down, then up
+	fmt.Println("recovery ended the ejection:", ended)
 	// Output:
 	// after 2+2 failures: false
 	// 10.0.0.1:80 ejected: true
@@ -60,6 +67,9 @@ func ExampleEjector() {
 	// 10.0.0.2:80 ejected: true
 	// passive_ejections_total +1 for 10.0.0.2:80
 	// 10.0.0.3:80 ejected: false
+	// 10.0.0.2:80 ejected until some time: true
+	// 10.0.0.2:80 ejected: false
+	// recovery ended the ejection: true
 }
 
 // An HTTP check brings a new backend up on its first passing probe.

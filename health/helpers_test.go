@@ -38,6 +38,7 @@ func (b *backend) SetHealthy(h bool) {
 
 func (b *backend) SetEjected(e bool) { b.ejected.Store(e) }
 func (b *backend) Ejected() bool     { return b.ejected.Load() }
+func (b *backend) Healthy() bool     { return b.healthy.Load() }
 
 func (b *backend) sets() []bool {
 	b.mu.Lock()

@@ -3,6 +3,7 @@ package metrics
 import (
 	"runtime"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -55,9 +56,10 @@ type Metrics struct {
 }
 
 // BackendSource reports live backend state at scrape time. EachBackend calls
-// fn once per backend of every pool in the current runtime.
+// fn once per backend of every pool in the current runtime; ejectedUntil is
+// the end of the backend's passive ejection, zero when it is not ejected.
 type BackendSource interface {
-	EachBackend(fn func(pool, backend string, up bool, inFlight int64))
+	EachBackend(fn func(pool, backend string, up bool, inFlight int64, ejectedUntil time.Time))
 }
 
 // New creates every family and registers it, with the Go runtime and process
@@ -151,6 +153,8 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 		"1 if the backend may take traffic (healthy and not ejected), else 0.", []string{"pool", "backend"}, nil)
 	m.backends.inFlight = prometheus.NewDesc(namespace+"_backend_in_flight",
 		"Requests (http) or connections (tcp) in flight to the backend now.", []string{"pool", "backend"}, nil)
+	m.backends.ejectedUntil = prometheus.NewDesc(namespace+"_backend_ejected_until_seconds",
+		"End of the backend's passive ejection as a Unix time; 0 when it is not ejected.", []string{"pool", "backend"}, nil)
 	reg.MustRegister(m.RequestsTotal, m.RequestDuration, m.UpstreamErrors, m.RetriesTotal,
 		m.HashKeyMissing, m.HealthChecks, m.Ejections, m.ConnsActive, m.ConnsTotal, m.ConnsRejected,
 		m.UpgradedActive, m.Panics, m.TCPBytes, m.JWTVerified, m.JWTRejected, m.ConfigReloads, m.ReloadSuccessful,
@@ -161,20 +165,22 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 	return m
 }
 
-// SetBackendSource makes backend_up and backend_in_flight report src from the
-// next scrape on. Call it whenever a new runtime is published.
+// SetBackendSource makes backend_up, backend_in_flight and
+// backend_ejected_until_seconds report src from the next scrape on. Call it whenever a new runtime is published.
 func (m *Metrics) SetBackendSource(src BackendSource) { m.backends.src.Store(&src) }
 
 // backendCollector reads live backend state at scrape time, so the request
-// path pays nothing for backend_up and backend_in_flight.
+// path pays nothing for backend_up, backend_in_flight and
+// backend_ejected_until_seconds.
 type backendCollector struct {
-	up, inFlight *prometheus.Desc
-	src          atomic.Pointer[BackendSource]
+	up, inFlight, ejectedUntil *prometheus.Desc
+	src                        atomic.Pointer[BackendSource]
 }
 
 func (c *backendCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.up
 	ch <- c.inFlight
+	ch <- c.ejectedUntil
 }
 
 func (c *backendCollector) Collect(ch chan<- prometheus.Metric) {
@@ -183,7 +189,7 @@ func (c *backendCollector) Collect(ch chan<- prometheus.Metric) {
 		return
 	}
 	seen := make(map[[2]string]bool)
-	(*p).EachBackend(func(pool, backend string, up bool, inFlight int64) {
+	(*p).EachBackend(func(pool, backend string, up bool, inFlight int64, ejectedUntil time.Time) {
 		k := [2]string{pool, backend}
 		if seen[k] {
 			return
@@ -195,5 +201,10 @@ func (c *backendCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(c.up, prometheus.GaugeValue, v, pool, backend)
 		ch <- prometheus.MustNewConstMetric(c.inFlight, prometheus.GaugeValue, float64(inFlight), pool, backend)
+		until := 0.0
+		if !ejectedUntil.IsZero() {
+			until = float64(ejectedUntil.UnixNano()) / 1e9
+		}
+		ch <- prometheus.MustNewConstMetric(c.ejectedUntil, prometheus.GaugeValue, until, pool, backend)
 	})
 }

@@ -16,9 +16,9 @@ import (
 
 type staticBackends struct{}
 
-func (staticBackends) EachBackend(fn func(pool, backend string, up bool, inFlight int64)) {
-	fn("api", "10.0.0.1:80", true, 3)
-	fn("api", "10.0.0.2:80", false, 0)
+func (staticBackends) EachBackend(fn func(pool, backend string, up bool, inFlight int64, ejectedUntil time.Time)) {
+	fn("api", "10.0.0.1:80", true, 3, time.Time{})
+	fn("api", "10.0.0.2:80", false, 0, time.Unix(1767225600, 0))
 }
 
 func TestCodeClass(t *testing.T) {
@@ -89,6 +89,8 @@ func TestAdmin(t *testing.T) {
 		`frontdoor_backend_up{backend="10.0.0.1:80",pool="api"} 1`,
 		`frontdoor_backend_up{backend="10.0.0.2:80",pool="api"} 0`,
 		`frontdoor_backend_in_flight{backend="10.0.0.1:80",pool="api"} 3`,
+		`frontdoor_backend_ejected_until_seconds{backend="10.0.0.1:80",pool="api"} 0`,
+		`frontdoor_backend_ejected_until_seconds{backend="10.0.0.2:80",pool="api"} 1.7672256e+09`,
 		`frontdoor_build_info{goversion="go`,
 		`# HELP frontdoor_requests_total `,
 	} {

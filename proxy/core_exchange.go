@@ -204,13 +204,18 @@ func (l *httpListener) attempted(ctx *fasthttp.RequestCtx, x *exchange, i int, e
 		p.retrying.Add(-1)
 	}
 	if err == nil {
-		if ctx.Response.StatusCode() >= 500 {
+		// The metric counts every 5xx; passive ejection only the statuses
+		// of failure_statuses (any other answer shows the backend alive).
+		code := ctx.Response.StatusCode()
+		if code >= 500 {
 			p.errs[i][reasonStatus5xx].Inc()
-			if p.ejector != nil {
+		}
+		if p.ejector != nil {
+			if p.cfg.Passive.FailureStatuses.Has(code) {
 				p.ejector.Failure(i)
+			} else {
+				p.ejector.Success(i)
 			}
-		} else if p.ejector != nil {
-			p.ejector.Success(i)
 		}
 		if x.fw.tunnel {
 			removeTunnelHopHeaders(&ctx.Response.Header)
@@ -228,7 +233,7 @@ func (l *httpListener) attempted(ctx *fasthttp.RequestCtx, x *exchange, i int, e
 	if !clientFault {
 		p.errs[i][why].Inc()
 	}
-	if p.ejector != nil && (why == reasonConnect || why == reasonReset) {
+	if p.ejector != nil && (why == reasonConnect || why == reasonReset || why == reasonTimeout && p.cfg.Passive.CountTimeouts) {
 		p.ejector.Failure(i)
 	}
 	// A streamed body cannot be sent twice: retry only when no byte of it

@@ -71,6 +71,8 @@ func (l *httpListener) grpcRoute(r *route) *grpc.Route {
 			ej.Success(member)
 		}
 	}
+	gr.PassiveSkipsTimeouts = !p.cfg.Passive.CountTimeouts
+	gr.FailureStatuses = &p.cfg.Passive.FailureStatuses
 	gr.InFlight = func(delta int) { p.active.Add(int64(delta)) }
 	gr.RetryAllowed = p.retryAllowed
 	gr.Retrying = func(delta int) { p.retrying.Add(int64(delta)) }

@@ -54,6 +54,8 @@ func startBackendOn(t testing.TB, name, addr string) *testBackend {
 			switch string(ctx.Path()) {
 			case "/status/500":
 				ctx.SetStatusCode(500)
+			case "/status/501":
+				ctx.SetStatusCode(501)
 			case "/slow":
 				time.Sleep(300 * time.Millisecond)
 			case "/hop":

@@ -379,6 +379,22 @@ func (p *Proxy) buildPools(cfg *config.Config, old *generation) (*generation, ma
 			okc[i] = m.HealthChecks.WithLabelValues(name, a, "success")
 			failc[i] = m.HealthChecks.WithLabelValues(name, a, "failure")
 		}
+		// The ejector exists even when passive ejection is off (a disabled
+		// one does nothing), so that a reload turning it off releases any
+		// backend the previous ejector still held out. It is built first:
+		// the checker tells it of recoveries (uneject_on_active_pass).
+		ejections := make([]prometheus.Counter, len(addrs))
+		for i, a := range addrs {
+			ejections[i] = m.Ejections.WithLabelValues(name, a)
+		}
+		var prevEj *health.Ejector
+		if old != nil && old.pools[name] != nil {
+			prevEj = old.pools[name].ejector
+		}
+		ejector := health.NewEjector(health.EjectorOptions{
+			Pool: name, Config: pc.Passive, Targets: ejectables, Addresses: addrs,
+			Logger: p.opts.Logger, OnEject: func(i int) { ejections[i].Inc() }, Previous: prevEj,
+		})
 		checker, err := health.NewChecker(health.CheckerOptions{
 			Pool:    name,
 			Check:   pc.Health,
@@ -391,6 +407,7 @@ func (p *Proxy) buildPools(cfg *config.Config, old *generation) (*generation, ma
 					failc[i].Inc()
 				}
 			},
+			Ejector:  ejector,
 			Previous: prev,
 		})
 		if err != nil {
@@ -399,21 +416,7 @@ func (p *Proxy) buildPools(cfg *config.Config, old *generation) (*generation, ma
 			continue
 		}
 		pr.checker = checker
-		// The ejector exists even when passive ejection is off (a disabled
-		// one does nothing), so that a reload turning it off releases any
-		// backend the previous ejector still held out.
-		ejections := make([]prometheus.Counter, len(addrs))
-		for i, a := range addrs {
-			ejections[i] = m.Ejections.WithLabelValues(name, a)
-		}
-		var prevEj *health.Ejector
-		if old != nil && old.pools[name] != nil {
-			prevEj = old.pools[name].ejector
-		}
-		pr.ejector = health.NewEjector(health.EjectorOptions{
-			Pool: name, Config: pc.Passive, Targets: ejectables, Addresses: addrs,
-			Logger: p.opts.Logger, OnEject: func(i int) { ejections[i].Inc() }, Previous: prevEj,
-		})
+		pr.ejector = ejector
 		gen.pools[name] = pr
 	}
 	if len(errs) > 0 {
@@ -713,10 +716,12 @@ func (p *Proxy) Addr(name string) net.Addr {
 }
 
 // EachBackend reports every backend of the generation (metrics.BackendSource).
-func (g *generation) EachBackend(fn func(pool, backend string, up bool, inFlight int64)) {
+func (g *generation) EachBackend(fn func(pool, backend string, up bool, inFlight int64, ejectedUntil time.Time)) {
 	for _, name := range g.names {
-		for _, u := range g.pools[name].ups {
-			fn(name, u.be.Address(), u.be.Up(), u.be.InFlight())
+		pr := g.pools[name]
+		for i, u := range pr.ups {
+			until, _ := pr.ejector.EjectedUntil(i)
+			fn(name, u.be.Address(), u.be.Up(), u.be.InFlight(), until)
 		}
 	}
 }

@@ -40,14 +40,19 @@ type PoolStatus struct {
 
 // BackendStatus is one backend in /status.
 type BackendStatus struct {
-	Address    string    `json:"address"`
-	Weight     int       `json:"weight"`
-	State      string    `json:"state"` // "up", "down" or "ejected"
-	InFlight   int64     `json:"in_flight"`
-	LastResult string    `json:"last_check_result,omitempty"`
-	LastError  string    `json:"last_check_error,omitempty"`
-	LastCheck  time.Time `json:"last_check,omitzero"`
-	LastChange time.Time `json:"last_change,omitzero"`
+	Address  string `json:"address"`
+	Weight   int    `json:"weight"`
+	State    string `json:"state"` // "up", "down" or "ejected"
+	InFlight int64  `json:"in_flight"`
+	// Ejected is true while passive ejection holds the backend out (its
+	// active check may pass or fail meanwhile); EjectedUntil is when that
+	// ends, omitted when not ejected.
+	Ejected      bool      `json:"ejected"`
+	EjectedUntil time.Time `json:"ejected_until,omitzero"`
+	LastResult   string    `json:"last_check_result,omitempty"`
+	LastError    string    `json:"last_check_error,omitempty"`
+	LastCheck    time.Time `json:"last_check,omitzero"`
+	LastChange   time.Time `json:"last_change,omitzero"`
 }
 
 // Status returns the live state of listeners, pools and backends, with cs
@@ -77,6 +82,9 @@ func (p *Proxy) Status(cs ConfigStatus) Status {
 				Weight:   pr.cfg.Backends[i].Weight,
 				State:    "down",
 				InFlight: u.be.InFlight(),
+			}
+			if until, ok := pr.ejector.EjectedUntil(i); ok {
+				bs.Ejected, bs.EjectedUntil = true, until
 			}
 			switch {
 			case u.be.Ejected():

@@ -246,12 +246,13 @@ func (rt *Route) passive(ctx context.Context, member int, reason string, o *Outc
 	}
 	switch reason {
 	case "":
-		rt.Passive(member, o.GRPCStatus == int(codes.Unavailable) || o.HTTPStatus >= 500)
+		failStatus := o.HTTPStatus >= 500 && (rt.FailureStatuses == nil || rt.FailureStatuses.Has(o.HTTPStatus))
+		rt.Passive(member, o.GRPCStatus == int(codes.Unavailable) || failStatus)
 	case ReasonConnect, ReasonReset:
 		rt.Passive(member, true)
 	case ReasonTimeout:
 		// The route's response_timeout, not the client's own deadline.
-		if errors.Is(context.Cause(ctx), errResponseTimeout) {
+		if !rt.PassiveSkipsTimeouts && errors.Is(context.Cause(ctx), errResponseTimeout) {
 			rt.Passive(member, true)
 		}
 	}

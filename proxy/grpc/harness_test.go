@@ -329,6 +329,7 @@ func newFixture(t testing.TB, fo fixtureOpts) *fixture {
 		ResponseTimeout: fo.route.ResponseTimeout, Retries: fo.route.Retries,
 		Authorize: fo.route.Authorize, Observe: fo.route.Observe, Pool: fo.route.Pool,
 		Passive: fo.route.Passive, InFlight: fo.route.InFlight,
+		PassiveSkipsTimeouts: fo.route.PassiveSkipsTimeouts, FailureStatuses: fo.route.FailureStatuses,
 		RetryAllowed: fo.route.RetryAllowed, Retrying: fo.route.Retrying,
 		TakeConn: fo.route.TakeConn, GiveConn: fo.route.GiveConn,
 	}

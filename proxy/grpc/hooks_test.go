@@ -72,12 +72,15 @@ func TestPassiveReports(t *testing.T) {
 		run     func(t *testing.T, ctx context.Context, f *fixture) // nil: a unary call
 		code    codes.Code
 		want    []report
+		// skipTimeouts sets PassiveSkipsTimeouts (count_timeouts = false).
+		skipTimeouts bool
 	}{
 		{name: "success", code: codes.OK, want: []report{{0, false}}},
 		{name: "UNAVAILABLE answer", md: []string{"x-status", "14"}, code: codes.Unavailable, want: []report{{0, true}}},
 		{name: "other error answer", md: []string{"x-status", "9"}, code: codes.FailedPrecondition, want: []report{{0, false}}},
 		{name: "connect failure", stopped: true, code: codes.Unavailable, want: []report{{0, true}}},
 		{name: "response timeout", md: []string{"x-sleep", "1"}, code: codes.DeadlineExceeded, want: []report{{0, true}}},
+		{name: "response timeout not counted", md: []string{"x-sleep", "1"}, code: codes.DeadlineExceeded, skipTimeouts: true},
 		{name: "client deadline", md: []string{"x-sleep", "1"}, code: codes.DeadlineExceeded, run: func(t *testing.T, ctx context.Context, f *fixture) {
 			ctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
 			defer cancel()
@@ -125,6 +128,7 @@ func TestPassiveReports(t *testing.T) {
 			// try; a call that reached it must not be retried anyway.
 			f := newFixture(t, fixtureOpts{backends: 1, route: h.install(&Route{
 				Retries: 3, ResponseTimeout: 200 * time.Millisecond, Observe: log.observe,
+				PassiveSkipsTimeouts: tc.skipTimeouts,
 			})})
 			if tc.stopped {
 				f.backends[0].srv.Stop()

@@ -104,6 +104,17 @@ type Route struct {
 	// and calls refused by TakeConn are reported neither way.
 	Passive func(member int, failed bool)
 
+	// PassiveSkipsTimeouts, when true, reports a call ended by
+	// ResponseTimeout to Passive neither way (the pool's count_timeouts =
+	// false). false, the zero value, reports it as failed.
+	PassiveSkipsTimeouts bool
+
+	// FailureStatuses, when set, narrows which backend HTTP statuses of 500
+	// or more Passive hears as failed (the pool's failure_statuses); a
+	// status outside the set is a success. nil: every status of 500 or
+	// more fails. It is only read.
+	FailureStatuses *config.StatusSet
+
 	// InFlight is called with +1 when a call passed Authorize and is
 	// about to pick a backend, and with -1 once the answer's headers are
 	// in or the call failed: the pool's requests in flight, against which
