@@ -42,7 +42,7 @@ retries = 2
 check = "tcp"
 interval = "500ms"
 timeout = "400ms"
-fall = 1
+fall = 2
 rise = 1`, bs[0].addr, bs[1].addr, bs[2].addr), nil)
 	client := &fasthttp.Client{}
 	// Backends come up one by one as their first checks pass, and the
