@@ -121,6 +121,7 @@ func (l *httpListener) begin(ctx *fasthttp.RequestCtx, x *exchange, idBuf *[32]b
 	var upBuf [32]byte
 	proto := upgradeProtocol(req, upBuf[:0])
 	removeRequestHopHeaders(&req.Header)
+	ownVersion(&req.Header)
 	if proto != nil {
 		restoreUpgrade(req, proto)
 	}

@@ -31,6 +31,7 @@ var (
 	valH2C             = []byte("h2c")
 	valUpgrade         = []byte("Upgrade")
 	hdrDate            = []byte("Date")
+	hdrExpect          = []byte("Expect")
 )
 
 // removeRequestHopHeaders deletes the hop-by-hop headers of RFC 9110 7.6.1

@@ -58,13 +58,31 @@ func streamRequests(maxBody int64) bool { return maxBody > maxBufferedRequest }
 // and the body is read (streamed) as usual. The 413 goes through the core
 // like any answer of frontdoor's own (refuseHead): metrics, access record,
 // the client's request ID.
+//
+// A head the core refuses (checkHead) comes here too: headerReceived marks
+// it with Expect: 100-continue, so that fasthttp reads none of its body and
+// asks expect, which refuses it at once.
 func (l *httpListener) expect(ctx *fasthttp.RequestCtx) int {
-	if n := ctx.Request.Header.ContentLength(); l.server.MaxRequestBodySize > 0 && n > l.server.MaxRequestBodySize {
-		l.refuseHead(ctx, true, fasthttp.StatusRequestEntityTooLarge, "request body too large", "body_too_large")
-		return fasthttp.StatusRequestEntityTooLarge
+	if v := checkHead(&ctx.Request.Header, l.server.MaxRequestBodySize); v.status != 0 {
+		l.refuseHead(ctx, true, v.status, v.msg, v.reason)
+		return v.status
 	}
 	return fasthttp.StatusContinue
 }
+
+// headerReceived is fasthttp's HeaderReceived: it runs once a head is
+// parsed, before its body is read. A head the core refuses gets Expect:
+// 100-continue, which makes fasthttp skip the body and call expect (no
+// other hook between the head and the body has the request's context).
+// It changes no setting of the request.
+func (l *httpListener) headerReceived(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
+	if checkHead(h, l.server.MaxRequestBodySize).status != 0 {
+		h.SetBytesKV(hdrExpect, val100Continue)
+	}
+	return fasthttp.RequestConfig{}
+}
+
+var val100Continue = []byte("100-continue")
 
 // forward sends ctx.Request to member of p through u's connection pool and
 // reads the answer into ctx.Response: the body whole when it is short, else

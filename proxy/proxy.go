@@ -518,6 +518,7 @@ func (p *Proxy) newHTTPListener(lc *config.Listener, ln net.Listener) *httpListe
 		CloseOnShutdown:              true,
 		StreamRequestBody:            streamRequests(lc.MaxBodyBytes), // stream.go
 		ExpectHandler:                l.expect,
+		HeaderReceived:               l.headerReceived,
 		ReadTimeout:                  lc.ReadTimeout.Duration,
 		WriteTimeout:                 lc.WriteTimeout.Duration,
 		IdleTimeout:                  lc.IdleTimeout.Duration,
