@@ -31,10 +31,21 @@ var (
 	verdictTooLarge   = headVerdict{fasthttp.StatusRequestEntityTooLarge, "request body too large", "body_too_large"}
 )
 
+// verdictOf returns the verdict whose status is status (a refusal checkHead
+// made).
+func verdictOf(status int) headVerdict {
+	switch status {
+	case verdictVersion.status:
+		return verdictVersion
+	case verdictTooLarge.status:
+		return verdictTooLarge
+	}
+	return verdictBad
+}
+
 var (
 	hdrTransferEncoding = []byte("Transfer-Encoding")
 	hdrContentLength    = []byte("Content-Length")
-	hdrHost             = []byte("Host")
 	valChunked          = []byte("chunked")
 	strHTTP11           = []byte("HTTP/1.1")
 )
@@ -87,7 +98,10 @@ func checkHead(h *fasthttp.RequestHeader, maxBody int) headVerdict {
 	// target is read (a '/', '?' or '#' did) or how routes match. An
 	// empty Host is refused (nginx; RFC 9112 allows one only when the
 	// target has no authority, which a proxy's target always has).
-	if !validHost(host) && !(http10 && len(host) == 0 && !hasField(h.RawHeaders(), hdrHost)) {
+	// fasthttp lets an HTTP/1.0 request without Host through; it goes on
+	// as HTTP/1.1, which needs one, and routes match on it: refused too
+	// (stricter than HAProxy and nginx).
+	if !validHost(host) {
 		return verdictBadHost
 	}
 	// The fields, as they came on the wire.
@@ -265,20 +279,3 @@ var tokenChars = func() (t [256]bool) {
 	}
 	return t
 }()
-
-// hasField reports whether the raw header block names field name.
-func hasField(raw, name []byte) bool {
-	for len(raw) > 0 {
-		i := bytes.IndexByte(raw, '\n')
-		var line []byte
-		if i < 0 {
-			line, raw = raw, nil
-		} else {
-			line, raw = raw[:i], raw[i+1:]
-		}
-		if c := bytes.IndexByte(line, ':'); c > 0 && bytes.EqualFold(line[:c], name) {
-			return true
-		}
-	}
-	return false
-}

@@ -225,7 +225,7 @@ func (l *httpListener) attempted(ctx *fasthttp.RequestCtx, x *exchange, i int, e
 		return false
 	}
 	st, why, retryable := classifyUpstreamError(err, &ctx.Request)
-	clientFault := st == fasthttp.StatusRequestEntityTooLarge || st == statusClientClosed
+	clientFault := st == fasthttp.StatusRequestEntityTooLarge || st == statusClientClosed || st == fasthttp.StatusBadRequest
 	if !clientFault {
 		p.errs[i][why].Inc()
 	}
@@ -248,6 +248,7 @@ func (l *httpListener) attempted(ctx *fasthttp.RequestCtx, x *exchange, i int, e
 	x.reason = reasonNames[why]
 	if clientFault {
 		x.reason = clientFaultReason(st)
+		ctx.SetConnectionClose() // the rest of the body is not read
 	}
 	l.fail(ctx, st, upstreamMessage(st), x.reqID, p)
 	return false
@@ -410,6 +411,8 @@ func upstreamMessage(status int) string {
 		return "request body too large"
 	case statusClientClosed:
 		return "client closed the request"
+	case fasthttp.StatusBadRequest:
+		return "malformed request"
 	case fasthttp.StatusGatewayTimeout:
 		return "backend timed out"
 	case fasthttp.StatusServiceUnavailable:
@@ -431,6 +434,8 @@ func classifyUpstreamError(err error, req *fasthttp.Request) (status, reason int
 		return fasthttp.StatusRequestEntityTooLarge, reasonOther, false
 	case errors.Is(err, errClientRead):
 		return statusClientClosed, reasonOther, false
+	case errors.Is(err, errBadBody):
+		return fasthttp.StatusBadRequest, reasonOther, false
 	case errors.Is(err, fasthttp.ErrNoFreeConns):
 		return fasthttp.StatusServiceUnavailable, reasonLimit, true
 	case errors.Is(err, fasthttp.ErrDialTimeout):
@@ -447,6 +452,17 @@ func classifyUpstreamError(err error, req *fasthttp.Request) (status, reason int
 		return fasthttp.StatusBadGateway, reasonReset, isIdempotent(req.Header.Method())
 	}
 	return fasthttp.StatusBadGateway, reasonOther, false
+}
+
+// clientGone reports whether err, from reading a request body, means the
+// client went away or stalled, rather than sent a malformed body.
+func clientGone(err error) bool {
+	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) ||
+		errors.Is(err, errConnReset) || errors.Is(err, errBrokenPipe) || errors.Is(err, os.ErrDeadlineExceeded) {
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne)
 }
 
 // Boxed once, so that classifying an error does not allocate.
@@ -530,6 +546,7 @@ const (
 var (
 	errBodyTooLarge      = errors.New("proxy: request body above max_body_bytes")
 	errClientRead        = errors.New("proxy: client stopped sending the request body")
+	errBadBody           = errors.New("proxy: malformed request body framing")
 	errTooManyInterim    = errors.New("proxy: backend sent too many 1xx answers")
 	errUnexpectedUpgrade = errors.New("proxy: backend switched protocols without an upgrade request")
 )
@@ -557,8 +574,11 @@ type streamLogger interface {
 // clientFaultReason is the access log reason of a request that failed on the
 // client's side while it was being forwarded.
 func clientFaultReason(status int) string {
-	if status == fasthttp.StatusRequestEntityTooLarge {
+	switch status {
+	case fasthttp.StatusRequestEntityTooLarge:
 		return "body_too_large"
+	case fasthttp.StatusBadRequest:
+		return "bad_request"
 	}
 	return "client_gone"
 }

@@ -588,7 +588,20 @@ func (l *httpListener) handleError(ctx *fasthttp.RequestCtx, err error) {
 	case errors.As(err, &netErr) && netErr.Timeout():
 		status, msg, reason = fasthttp.StatusRequestTimeout, "request read timed out", "read_timeout"
 	}
-	l.refuseHead(ctx, status == fasthttp.StatusRequestEntityTooLarge, status, msg, reason)
+	// A head fasthttp parsed and then refused (a target or Host its URI
+	// parser rejects, after headerReceived) is the core's to judge, with
+	// the request's fields in the record, as the event loop does.
+	headRead := status == fasthttp.StatusRequestEntityTooLarge
+	if h := &ctx.Request.Header; status == fasthttp.StatusBadRequest && len(h.RawHeaders()) > 0 {
+		v, ok := refusedHead(h)
+		if !ok {
+			v = checkHead(h, l.server.MaxRequestBodySize)
+		}
+		if v.status != 0 {
+			status, msg, reason, headRead = v.status, v.msg, v.reason, true
+		}
+	}
+	l.refuseHead(ctx, headRead, status, msg, reason)
 }
 
 // refuseHead answers a request fasthttp's server refused before the
