@@ -42,8 +42,10 @@ type confCase struct {
 	// fast: the answer comes within a second, though read_timeout is 10s
 	// (a refusal that does not wait for the body).
 	fast bool
-	// fwd, when not nil: strictRequest.fwd of each request received.
-	fwd []string
+	// fwd, when not nil: strictRequest.fwd of each request received;
+	// client: the access record's client then (its peer is 127.0.0.1).
+	fwd    []string
+	client string
 }
 
 const confHost = parityHost
@@ -182,11 +184,11 @@ func confCases() []confCase {
 		{name: "413 chunked body over max_body_bytes, buffered", listener: buffered, req: confPost("7d0\r\n"+strings.Repeat("a", 2000)+"\r\n0\r\n\r\n", chunked), status: 413, closed: true},
 		// Forwarding headers from a peer that is not trusted are replaced.
 		{name: "forwarding headers replaced from an untrusted peer", req: confGet("/a", "X-Forwarded-For: 6.6.6.6", "X-Forwarded-Proto: https", "X-Forwarded-Host: evil.test", "Forwarded: for=6.6.6.6"),
-			status: 200, seen: get, fwd: []string{"xff=127.0.0.1 xfp=http xfh=" + confHost + " fwd=for=127.0.0.1;host=" + confHost + ";proto=http"}},
-		{name: "forwarding headers set without any", req: confGet("/a"), status: 200, seen: get, fwd: []string{"xff=127.0.0.1 xfp=http xfh=" + confHost + " fwd="}},
+			status: 200, seen: get, fwd: []string{"xff=127.0.0.1 xfp=http xfh=" + confHost + " fwd=for=127.0.0.1;host=" + confHost + ";proto=http"}, client: "127.0.0.1"},
+		{name: "forwarding headers set without any", req: confGet("/a"), status: 200, seen: get, fwd: []string{"xff=127.0.0.1 xfp=http xfh=" + confHost + " fwd="}, client: "127.0.0.1"},
 		{name: "forwarding headers appended from a trusted peer", listener: `trusted_proxies = ["127.0.0.0/8"]`,
 			req:    confGet("/a", "X-Forwarded-For: 6.6.6.6", "X-Forwarded-Proto: https", "X-Forwarded-Host: front.test", "Forwarded: for=6.6.6.6"),
-			status: 200, seen: get, fwd: []string{"xff=6.6.6.6, 127.0.0.1 xfp=https xfh=front.test fwd=for=6.6.6.6, for=127.0.0.1;host=" + confHost + ";proto=http"}},
+			status: 200, seen: get, fwd: []string{"xff=6.6.6.6, 127.0.0.1 xfp=https xfh=front.test fwd=for=6.6.6.6, for=127.0.0.1;host=" + confHost + ";proto=http"}, client: "6.6.6.6"},
 	}
 }
 
@@ -262,6 +264,11 @@ func (tc *confCase) check(r *parityRun) []string {
 	if tc.fwd != nil {
 		if got := r.backends[0].strict.fwds(); !slices.Equal(got, tc.fwd) {
 			bad = append(bad, fmt.Sprintf("backend received forwarding headers %q, want %q", got, tc.fwd))
+		}
+		if rec, why := r.record(); rec == nil {
+			bad = append(bad, why)
+		} else if rec.Client != tc.client || !strings.HasPrefix(rec.Peer, "127.0.0.1:") {
+			bad = append(bad, fmt.Sprintf("record client %q peer %q, want client %q and the peer 127.0.0.1:port", rec.Client, rec.Peer, tc.client))
 		}
 	}
 	return bad

@@ -125,8 +125,8 @@ func (l *httpListener) begin(ctx *fasthttp.RequestCtx, x *exchange, idBuf *[32]b
 	if proto != nil {
 		restoreUpgrade(req, proto)
 	}
-	var scratch [64]byte
-	setForwardedHeaders(ctx, scratch[:0])
+	x.rec.peer = peerOf(ctx)
+	x.rec.client = setForwardedHeaders(ctx, rt, x.rec.peer)
 
 	if p.aff != nil {
 		if why := p.aff.route(req, &x.aff); why != "" {
@@ -135,7 +135,7 @@ func (l *httpListener) begin(ctx *fasthttp.RequestCtx, x *exchange, idBuf *[32]b
 		}
 	}
 	x.fw = forwarding{timeout: p.responseTimeout, streamed: streamed, upgrade: proto != nil, maxBody: int64(l.server.MaxRequestBodySize)}
-	x.key = p.key(ctx)
+	x.key = p.key(ctx, x.rec.client)
 	x.p = p
 	p.active.Add(1)
 	return true
@@ -490,13 +490,13 @@ func (p *poolRuntime) retryAllowed() bool {
 // key returns the consistent-hash key of a request, or 0 for strategies that
 // ignore it. A request that lacks its hash_on key falls back to the client
 // address and counts in hash_key_missing_total.
-func (p *poolRuntime) key(ctx *fasthttp.RequestCtx) uint64 {
+func (p *poolRuntime) key(ctx *fasthttp.RequestCtx, client netip.Addr) uint64 {
 	var v []byte
 	switch p.hashSource {
 	case "":
 		return 0
 	case "source_ip":
-		return sourceIPKey(ctx)
+		return sourceIPKey(client)
 	case "header":
 		v = ctx.Request.Header.PeekBytes(p.hashName)
 	case "cookie":
@@ -508,19 +508,19 @@ func (p *poolRuntime) key(ctx *fasthttp.RequestCtx) uint64 {
 	}
 	if len(v) == 0 {
 		p.keyMissing.Inc()
-		return sourceIPKey(ctx)
+		return sourceIPKey(client)
 	}
 	return xxhash.Sum64(v)
 }
 
-func sourceIPKey(ctx *fasthttp.RequestCtx) uint64 {
-	if a, ok := ctx.RemoteAddr().(*net.TCPAddr); ok {
-		if ip, ok := netip.AddrFromSlice(a.IP); ok {
-			b := ip.Unmap().As16()
-			return xxhash.Sum64(b[:])
-		}
+// sourceIPKey is the hash key of the client's address (the one frontdoor
+// believes: setForwardedHeaders).
+func sourceIPKey(client netip.Addr) uint64 {
+	if !client.IsValid() {
+		return 0
 	}
-	return 0
+	b := client.Unmap().As16()
+	return xxhash.Sum64(b[:])
 }
 
 // Limits and statuses every engine shares.

@@ -332,6 +332,8 @@ type parityRecord struct {
 	BytesOut  int     `json:"bytes_out"`
 	Duration  float64 `json:"duration"`
 	Reason    string  `json:"reason"`
+	Client    string  `json:"client"`
+	Peer      string  `json:"peer"`
 }
 
 // parseRecords parses the access log's lines.

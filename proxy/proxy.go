@@ -433,6 +433,11 @@ func (p *Proxy) buildJWT(cfg *config.Config, gen *generation, old *generation) e
 func (p *Proxy) buildListenerRuntime(lc *config.Listener, gen *generation, l *httpListener) *listenerRuntime {
 	m := p.opts.Metrics
 	rt := &listenerRuntime{name: lc.Name}
+	for _, s := range lc.TrustedProxies {
+		if pfx, err := config.ParseTrusted(s); err == nil { // validated at load
+			rt.trusted = append(rt.trusted, pfx)
+		}
+	}
 	for c, class := range metrics.CodeClasses {
 		rt.notFound[c] = m.RequestsTotal.WithLabelValues(lc.Name, "", "", class)
 	}
