@@ -192,7 +192,7 @@ type route struct {
 
 // listenerRuntime is an http listener's view of one runtime.
 type listenerRuntime struct {
-	name     string
+	name string
 	// trusted are the trusted_proxies: peers whose forwarding headers are
 	// appended to rather than replaced.
 	trusted  []netip.Prefix
