@@ -75,16 +75,19 @@ test-norace:
 
 # fuzz-smoke runs every parser's fuzz target for a bounded number of inputs (FUZZTIME
 # each), so CI exercises them beyond their seed corpora. Crashers land in
-# the package's testdata/fuzz and fail the run.
+# the package's testdata/fuzz and fail the run. A target may name its own
+# count (pkg:Fuzz:COUNT): FuzzEnginesAgree serves each input through a
+# fasthttp server, so it runs fewer.
 FUZZTIME ?= 50000x
 FUZZ_TARGETS := ./config:FuzzParse ./proxy/jwt:FuzzVerify ./proxy/jwt:FuzzJWKS \
 	./proxy/tcp:FuzzParseProxyHeader ./proxy/grpc:FuzzParseTimeout ./proxy/grpc:FuzzParseStatus \
-	./health:FuzzRespReader
+	./health:FuzzRespReader ./proxy:FuzzEnginesAgree:20000x
 fuzz-smoke:
 	@set -e; for t in $(FUZZ_TARGETS); do \
-	  pkg=$${t%%:*}; fn=$${t##*:}; \
-	  echo "fuzz $$pkg $$fn ($(FUZZTIME))"; \
-	  $(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  pkg=$${t%%:*}; rest=$${t#*:}; fn=$${rest%%:*}; n=$(FUZZTIME); \
+	  case $$rest in *:*) n=$${rest#*:};; esac; \
+	  echo "fuzz $$pkg $$fn ($$n)"; \
+	  $(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $$n $$pkg; \
 	done
 
 vet:

@@ -79,10 +79,17 @@ type Listener struct {
 	// Routes (http mode) are matched by host, then longest path prefix.
 	Routes []Route `toml:"route"`
 
+	// TrustedProxies (http mode) lists the peers, as CIDRs ("10.0.0.0/8")
+	// or addresses, whose forwarding headers (X-Forwarded-For, -Proto,
+	// -Host, Forwarded) are appended to; from any other peer they are
+	// replaced. Default empty: frontdoor is the edge and trusts no one.
+	TrustedProxies []string `toml:"trusted_proxies"`
+
 	// Pool (tcp mode) names the pool every connection goes to.
 	Pool string `toml:"pool"`
-	// AcceptProxy (tcp mode) expects a PROXY protocol v1 or v2 header from
-	// an upstream load balancer on every connection. Default false.
+	// AcceptProxy expects a PROXY protocol v1 or v2 header from an
+	// upstream load balancer on every connection (tcp mode; http mode: its
+	// source address is the client's). Default false.
 	AcceptProxy bool `toml:"accept_proxy"`
 	// SendProxy (tcp mode) writes a PROXY protocol header to the backend:
 	// "" (default, none), "v1" or "v2".

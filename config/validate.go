@@ -150,7 +150,12 @@ func (v *validator) httpListener(c *Config, p string, l *Listener) {
 		v.add(p+".pool", `pool is only for tcp listeners; on an http listener put pool = %q in a [[listener.route]]`, l.Pool)
 	}
 	if l.AcceptProxy {
-		v.add(p+".accept_proxy", `accept_proxy is only for tcp listeners; remove it or set mode = "tcp"`)
+		v.add(p+".accept_proxy", `accept_proxy is not served on http listeners yet; remove it or set mode = "tcp"`)
+	}
+	for j, cidr := range l.TrustedProxies {
+		if _, err := ParseTrusted(cidr); err != nil {
+			v.add(indexKey(p+".trusted_proxies", j), "%q is not a CIDR or an IP address, e.g. \"10.0.0.0/8\" or \"192.0.2.7\"", cidr)
+		}
 	}
 	if l.SendProxy != "" {
 		v.add(p+".send_proxy", `send_proxy is only for tcp listeners; remove it or set mode = "tcp"`)
@@ -190,6 +195,9 @@ func (v *validator) tcpListener(c *Config, p string, l *Listener) {
 		v.add(indexKey(p+".route", 0), `tcp listener cannot have routes; remove the [[listener.route]] tables and set pool = "..." on the listener`)
 	}
 	v.poolRef(c, p+".pool", l.Pool, "tcp listener")
+	if len(l.TrustedProxies) > 0 {
+		v.add(p+".trusted_proxies", `trusted_proxies is only for http listeners (a tcp listener reads no headers); remove it`)
+	}
 	switch l.SendProxy {
 	case "", "v1", "v2":
 	default:
@@ -598,4 +606,21 @@ func gcd(a, b int) int {
 		a, b = b, a%b
 	}
 	return a
+}
+
+// ParseTrusted parses one entry of trusted_proxies: a CIDR, or an IP
+// address (a prefix of its full length). The prefix is masked.
+func ParseTrusted(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		pfx, err := netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Prefix{}, err
+		}
+		return pfx.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	return netip.PrefixFrom(a, a.BitLen()), nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"strconv"
 	"time"
@@ -177,6 +178,11 @@ type accessRecord struct {
 	bytesIn    int
 	bytesOut   int
 	reason     string
+	// client is the address frontdoor believes the request came from (the
+	// peer, or what a trusted peer said in X-Forwarded-For); peer is the
+	// connection's other end. Zero when not known (a head not read).
+	client netip.Addr
+	peer   netip.AddrPort
 }
 
 // log formats rec and queues it for the writer. It does not allocate in
@@ -240,6 +246,16 @@ func appendAccessRecord(b []byte, r *accessRecord) []byte {
 	}
 	b = append(b, `,"backend":`...)
 	b = appendJSONStr(b, r.backend)
+	if r.client.IsValid() {
+		b = append(b, `,"client":"`...)
+		b = r.client.AppendTo(b)
+		b = append(b, '"')
+	}
+	if r.peer.IsValid() {
+		b = append(b, `,"peer":"`...)
+		b = r.peer.AppendTo(b)
+		b = append(b, '"')
+	}
 	b = append(b, `,"bytes_in":`...)
 	b = strconv.AppendInt(b, int64(r.bytesIn), 10)
 	b = append(b, `,"bytes_out":`...)

@@ -121,11 +121,12 @@ func (l *httpListener) begin(ctx *fasthttp.RequestCtx, x *exchange, idBuf *[32]b
 	var upBuf [32]byte
 	proto := upgradeProtocol(req, upBuf[:0])
 	removeRequestHopHeaders(&req.Header)
+	ownVersion(&req.Header)
 	if proto != nil {
 		restoreUpgrade(req, proto)
 	}
-	var scratch [64]byte
-	setForwardedHeaders(ctx, scratch[:0])
+	x.rec.peer = peerOf(ctx)
+	x.rec.client = setForwardedHeaders(ctx, rt, x.rec.peer)
 
 	if p.aff != nil {
 		if why := p.aff.route(req, &x.aff); why != "" {
@@ -134,7 +135,7 @@ func (l *httpListener) begin(ctx *fasthttp.RequestCtx, x *exchange, idBuf *[32]b
 		}
 	}
 	x.fw = forwarding{timeout: p.responseTimeout, streamed: streamed, upgrade: proto != nil, maxBody: int64(l.server.MaxRequestBodySize)}
-	x.key = p.key(ctx)
+	x.key = p.key(ctx, x.rec.client)
 	x.p = p
 	p.active.Add(1)
 	return true
@@ -229,7 +230,7 @@ func (l *httpListener) attempted(ctx *fasthttp.RequestCtx, x *exchange, i int, e
 		return false
 	}
 	st, why, retryable := classifyUpstreamError(err, &ctx.Request)
-	clientFault := st == fasthttp.StatusRequestEntityTooLarge || st == statusClientClosed
+	clientFault := st == fasthttp.StatusRequestEntityTooLarge || st == statusClientClosed || st == fasthttp.StatusBadRequest
 	if !clientFault {
 		p.errs[i][why].Inc()
 	}
@@ -252,6 +253,7 @@ func (l *httpListener) attempted(ctx *fasthttp.RequestCtx, x *exchange, i int, e
 	x.reason = reasonNames[why]
 	if clientFault {
 		x.reason = clientFaultReason(st)
+		ctx.SetConnectionClose() // the rest of the body is not read
 	}
 	l.fail(ctx, st, upstreamMessage(st), x.reqID, p)
 	return false
@@ -414,6 +416,8 @@ func upstreamMessage(status int) string {
 		return "request body too large"
 	case statusClientClosed:
 		return "client closed the request"
+	case fasthttp.StatusBadRequest:
+		return "malformed request"
 	case fasthttp.StatusGatewayTimeout:
 		return "backend timed out"
 	case fasthttp.StatusServiceUnavailable:
@@ -435,6 +439,8 @@ func classifyUpstreamError(err error, req *fasthttp.Request) (status, reason int
 		return fasthttp.StatusRequestEntityTooLarge, reasonOther, false
 	case errors.Is(err, errClientRead):
 		return statusClientClosed, reasonOther, false
+	case errors.Is(err, errBadBody):
+		return fasthttp.StatusBadRequest, reasonOther, false
 	case errors.Is(err, fasthttp.ErrNoFreeConns):
 		return fasthttp.StatusServiceUnavailable, reasonLimit, true
 	case errors.Is(err, fasthttp.ErrDialTimeout):
@@ -451,6 +457,17 @@ func classifyUpstreamError(err error, req *fasthttp.Request) (status, reason int
 		return fasthttp.StatusBadGateway, reasonReset, isIdempotent(req.Header.Method())
 	}
 	return fasthttp.StatusBadGateway, reasonOther, false
+}
+
+// clientGone reports whether err, from reading a request body, means the
+// client went away or stalled, rather than sent a malformed body.
+func clientGone(err error) bool {
+	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) ||
+		errors.Is(err, errConnReset) || errors.Is(err, errBrokenPipe) || errors.Is(err, os.ErrDeadlineExceeded) {
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne)
 }
 
 // Boxed once, so that classifying an error does not allocate.
@@ -478,13 +495,13 @@ func (p *poolRuntime) retryAllowed() bool {
 // key returns the consistent-hash key of a request, or 0 for strategies that
 // ignore it. A request that lacks its hash_on key falls back to the client
 // address and counts in hash_key_missing_total.
-func (p *poolRuntime) key(ctx *fasthttp.RequestCtx) uint64 {
+func (p *poolRuntime) key(ctx *fasthttp.RequestCtx, client netip.Addr) uint64 {
 	var v []byte
 	switch p.hashSource {
 	case "":
 		return 0
 	case "source_ip":
-		return sourceIPKey(ctx)
+		return sourceIPKey(client)
 	case "header":
 		v = ctx.Request.Header.PeekBytes(p.hashName)
 	case "cookie":
@@ -496,19 +513,19 @@ func (p *poolRuntime) key(ctx *fasthttp.RequestCtx) uint64 {
 	}
 	if len(v) == 0 {
 		p.keyMissing.Inc()
-		return sourceIPKey(ctx)
+		return sourceIPKey(client)
 	}
 	return xxhash.Sum64(v)
 }
 
-func sourceIPKey(ctx *fasthttp.RequestCtx) uint64 {
-	if a, ok := ctx.RemoteAddr().(*net.TCPAddr); ok {
-		if ip, ok := netip.AddrFromSlice(a.IP); ok {
-			b := ip.Unmap().As16()
-			return xxhash.Sum64(b[:])
-		}
+// sourceIPKey is the hash key of the client's address (the one frontdoor
+// believes: setForwardedHeaders).
+func sourceIPKey(client netip.Addr) uint64 {
+	if !client.IsValid() {
+		return 0
 	}
-	return 0
+	b := client.Unmap().As16()
+	return xxhash.Sum64(b[:])
 }
 
 // Limits and statuses every engine shares.
@@ -534,6 +551,7 @@ const (
 var (
 	errBodyTooLarge      = errors.New("proxy: request body above max_body_bytes")
 	errClientRead        = errors.New("proxy: client stopped sending the request body")
+	errBadBody           = errors.New("proxy: malformed request body framing")
 	errTooManyInterim    = errors.New("proxy: backend sent too many 1xx answers")
 	errUnexpectedUpgrade = errors.New("proxy: backend switched protocols without an upgrade request")
 )
@@ -561,8 +579,11 @@ type streamLogger interface {
 // clientFaultReason is the access log reason of a request that failed on the
 // client's side while it was being forwarded.
 func clientFaultReason(status int) string {
-	if status == fasthttp.StatusRequestEntityTooLarge {
+	switch status {
+	case fasthttp.StatusRequestEntityTooLarge:
 		return "body_too_large"
+	case fasthttp.StatusBadRequest:
+		return "bad_request"
 	}
 	return "client_gone"
 }

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"io"
 	"net"
+	"net/netip"
 	"sync"
 
 	"github.com/valyala/fasthttp"
@@ -24,6 +25,7 @@ var (
 	hdrXForwardedFor   = []byte("X-Forwarded-For")
 	hdrXForwardedProto = []byte("X-Forwarded-Proto")
 	hdrXForwardedHost  = []byte("X-Forwarded-Host")
+	hdrForwarded       = []byte("Forwarded")
 	hdrXRequestID      = []byte("X-Request-ID")
 	hdrTraceparent     = []byte("traceparent")
 	hdrRetryAfter      = []byte("Retry-After")
@@ -31,6 +33,7 @@ var (
 	valH2C             = []byte("h2c")
 	valUpgrade         = []byte("Upgrade")
 	hdrDate            = []byte("Date")
+	hdrExpect          = []byte("Expect")
 )
 
 // removeRequestHopHeaders deletes the hop-by-hop headers of RFC 9110 7.6.1
@@ -83,22 +86,73 @@ func forEachToken(v []byte, fn func([]byte)) {
 	}
 }
 
-// appendForwardedFor appends the client IP to X-Forwarded-For (or starts it),
-// sets X-Forwarded-Proto to http and X-Forwarded-Host to the original Host
-// unless a trusted earlier hop set them... frontdoor is the edge, so it
-// always overwrites Proto and Host.
-func setForwardedHeaders(ctx *fasthttp.RequestCtx, scratch []byte) []byte {
+// setForwardedHeaders applies the forwarding-header trust model and
+// returns the address the request is believed to come from. From a peer
+// that is not trusted (trusted_proxies; by default none: frontdoor is the
+// edge), X-Forwarded-For becomes the peer's address, X-Forwarded-Proto
+// "http", X-Forwarded-Host the Host, and a Forwarded field the client sent
+// is replaced by frontdoor's own element: nothing the client said about
+// itself reaches the backend. From a trusted peer each is appended to (set
+// when absent; -Proto and -Host kept when present) and the client is the
+// last address the peer put in X-Forwarded-For.
+func setForwardedHeaders(ctx *fasthttp.RequestCtx, rt *listenerRuntime, peer netip.AddrPort) netip.Addr {
 	h := &ctx.Request.Header
-	ip := scratch[:0]
-	if prior := h.PeekBytes(hdrXForwardedFor); len(prior) > 0 {
-		ip = append(ip, prior...)
-		ip = append(ip, ", "...)
+	var buf [256]byte
+	trusted := len(rt.trusted) > 0 && rt.trusts(peer.Addr())
+	client := peer.Addr()
+	b := buf[:0]
+	prior := h.PeekBytes(hdrXForwardedFor)
+	if trusted && len(prior) > 0 {
+		if a, ok := lastForwardedFor(prior); ok {
+			client = a
+		}
+		b = append(append(b, prior...), ", "...)
 	}
-	ip = appendRemoteIP(ip, ctx)
-	h.SetBytesKV(hdrXForwardedFor, ip)
-	h.SetBytesKV(hdrXForwardedProto, valHTTP)
-	h.SetBytesKV(hdrXForwardedHost, h.Host())
-	return ip
+	b = appendAddr(b, peer.Addr())
+	h.SetBytesKV(hdrXForwardedFor, b)
+	if !trusted || len(h.PeekBytes(hdrXForwardedProto)) == 0 {
+		h.SetBytesKV(hdrXForwardedProto, valHTTP)
+	}
+	if !trusted || len(h.PeekBytes(hdrXForwardedHost)) == 0 {
+		h.SetBytesKV(hdrXForwardedHost, h.Host())
+	}
+	if fwd := h.PeekBytes(hdrForwarded); len(fwd) > 0 {
+		b = buf[:0]
+		if trusted {
+			b = append(append(b, fwd...), ", "...)
+		}
+		b = append(b, "for="...)
+		if peer.Addr().Is6() {
+			b = append(b, `"[`...)
+			b = peer.Addr().AppendTo(b)
+			b = append(b, `]"`...)
+		} else {
+			b = appendAddr(b, peer.Addr())
+		}
+		b = append(b, ";host="...)
+		b = append(b, h.Host()...) // checkHead: a host, no quoting needed
+		b = append(b, ";proto=http"...)
+		h.SetBytesKV(hdrForwarded, b)
+	}
+	return client
+}
+
+// appendAddr appends a in text, or 0.0.0.0 when not known.
+func appendAddr(b []byte, a netip.Addr) []byte {
+	if !a.IsValid() {
+		return append(b, "0.0.0.0"...)
+	}
+	return a.AppendTo(b)
+}
+
+// lastForwardedFor returns the last address of an X-Forwarded-For value:
+// the one the trusted peer itself added.
+func lastForwardedFor(v []byte) (netip.Addr, bool) {
+	if i := bytes.LastIndexByte(v, ','); i >= 0 {
+		v = v[i+1:]
+	}
+	a, err := netip.ParseAddr(string(bytes.TrimSpace(v)))
+	return a.Unmap(), err == nil
 }
 
 // passThroughHead returns an empty response header with fasthttp's two

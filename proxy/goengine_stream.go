@@ -58,13 +58,54 @@ func streamRequests(maxBody int64) bool { return maxBody > maxBufferedRequest }
 // and the body is read (streamed) as usual. The 413 goes through the core
 // like any answer of frontdoor's own (refuseHead): metrics, access record,
 // the client's request ID.
+//
+// A head the core refused (checkHead) comes here too: headerReceived marks
+// it so that fasthttp reads none of its body and asks expect, which
+// answers the core's verdict at once.
 func (l *httpListener) expect(ctx *fasthttp.RequestCtx) int {
-	if n := ctx.Request.Header.ContentLength(); l.server.MaxRequestBodySize > 0 && n > l.server.MaxRequestBodySize {
-		l.refuseHead(ctx, true, fasthttp.StatusRequestEntityTooLarge, "request body too large", "body_too_large")
-		return fasthttp.StatusRequestEntityTooLarge
+	if vd, ok := refusedHead(&ctx.Request.Header); ok {
+		l.refuseHead(ctx, true, vd.status, vd.msg, vd.reason)
+		return vd.status
 	}
 	return fasthttp.StatusContinue
 }
+
+// refusedHead returns the verdict headerReceived marked h with, and
+// removes the mark.
+func refusedHead(h *fasthttp.RequestHeader) (headVerdict, bool) {
+	v := h.PeekBytes(hdrRefused)
+	if len(v) != 3 {
+		return verdictOK, false
+	}
+	vd := verdictOf(int(v[0]-'0')*100 + int(v[1]-'0')*10 + int(v[2]-'0'))
+	h.DelBytes(hdrRefused)
+	return vd, true
+}
+
+// headerReceived is fasthttp's HeaderReceived: it runs once a head is
+// parsed, before its body is read, and has no way to answer. A head the
+// core refuses (checkHead) gets Expect: 100-continue, which makes fasthttp
+// skip the body and call expect (the one hook between the head and the
+// body that has the request's context), and the marker hdrRefused with the
+// verdict's status. fasthttp asks expect only for HTTP/1.1, so the version
+// becomes 1.1 (the verdict was made already). It changes no setting of the
+// request.
+func (l *httpListener) headerReceived(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
+	if v := checkHead(h, l.server.MaxRequestBodySize); v.status != 0 {
+		var st [3]byte
+		st[0], st[1], st[2] = byte('0'+v.status/100), byte('0'+v.status/10%10), byte('0'+v.status%10)
+		h.SetBytesKV(hdrRefused, st[:])
+		h.SetProtocolBytes(strHTTP11)
+		h.SetBytesKV(hdrExpect, val100Continue)
+	}
+	return fasthttp.RequestConfig{}
+}
+
+// hdrRefused marks a head the core refused. Its name has a space, so a
+// client cannot send it on a head that checkHead lets through.
+var hdrRefused = []byte("Frontdoor Refused")
+
+var val100Continue = []byte("100-continue")
 
 // forward sends ctx.Request to member of p through u's connection pool and
 // reads the answer into ctx.Response: the body whole when it is short, else
@@ -270,6 +311,9 @@ func (b *clientBody) WriteTo(w io.Writer) (int64, error) { return copyPooled(w, 
 func (b *clientBody) SupportsBodyWriteTo() bool { return b.fixed }
 
 func (b *clientBody) Read(p []byte) (int, error) {
+	if b.err != nil {
+		return 0, b.err
+	}
 	n, err := b.r.Read(p)
 	b.n += int64(n)
 	if b.max > 0 && b.n > b.max {
@@ -277,7 +321,15 @@ func (b *clientBody) Read(p []byte) (int, error) {
 		return 0, b.err
 	}
 	if err != nil && err != io.EOF {
-		b.err = errClientRead
+		// A body whose framing is broken (a bad chunk) is the client's
+		// fault, answered 400; one cut short or timed out is the client
+		// gone (499). Either way the error sticks: fasthttp's chunked
+		// writer sends on the bytes of a read that also failed and reads
+		// again, and the next read must not find the body whole.
+		b.err = errBadBody
+		if clientGone(err) {
+			b.err = errClientRead
+		}
 		return n, b.err
 	}
 	if now := time.Now(); now.Sub(b.last) >= b.every {

@@ -106,7 +106,6 @@ var (
 	lfLF      = []byte("\n\n")
 	crlf      = []byte("\r\n")
 	lastChunk = []byte("0\r\n\r\n")
-	hdrExpect = []byte("Expect")
 	// errLoopDial is a failed connect; classifyUpstreamError reads it as
 	// "connect" (retryable). A value, so failing does not allocate.
 	errLoopDial error = &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}

@@ -289,7 +289,19 @@ func (lp *evLoop) request(c *lconn, data []byte) int {
 	// A head that fasthttp finds ending before the CRLFCRLF (a bare LF
 	// line end) is handed off with the requests behind it, not served
 	// with them taken for part of its head.
-	if err := req.Header.Read(lp.br); err != nil || lp.rd.Len()+lp.br.Buffered() > 0 || !lp.canServe(x, headLen) {
+	if err := req.Header.Read(lp.br); err != nil || lp.rd.Len()+lp.br.Buffered() > 0 {
+		lp.releaseX(x)
+		lp.handoff(c, data)
+		return 0
+	}
+	// The core's verdict on the head comes before anything else, the
+	// body included: a declared Content-Length above max_body_bytes gets
+	// its 413 at once.
+	if v := checkHead(&req.Header, int(l.settings.maxBody)); v.status != 0 {
+		lp.refuseHead(c, x, v)
+		return headLen
+	}
+	if !lp.canServe(x, headLen) {
 		lp.releaseX(x)
 		lp.handoff(c, data)
 		return 0
@@ -365,6 +377,20 @@ func (lp *evLoop) respond(x *lexch) {
 	if lp.writeClient(c, lp.out, nil, nil) {
 		lp.next(c)
 	}
+}
+
+// refuseHead answers a head the core refused (checkHead) and closes the
+// connection after the answer: what follows the head is not read.
+func (lp *evLoop) refuseHead(c *lconn, x *lexch, v headVerdict) {
+	x.ctx.Init2(nil, lp.l.server.Logger, false)
+	x.ctx.SetRemoteAddr(&c.addr)
+	x.client = c
+	x.head = x.ctx.Request.Header.IsHead()
+	lp.l.refuseHead(&x.ctx, true, v.status, v.msg, v.reason)
+	c.closeAfter = true
+	c.in = c.in[:0]
+	lp.disarm(c)
+	lp.respond(x)
 }
 
 // readTimedOut answers 408 to a client whose request did not arrive within

@@ -242,13 +242,18 @@ type parityScript struct {
 	refuse bool   // not listening: connecting is refused
 	answer string // written after reading a request
 	then   string // after answering: "" reads the next request; "close", "reset" (RST), "hang" (until the proxy closes)
+	// strict: the backend parses requests itself, strictly (strictBackend
+	// in conformance_test.go), and answers each well-formed one with
+	// answer; received lists strictRequest.line.
+	strict bool
 }
 
 // parityBackend is a scripted backend of one run and what it received.
 type parityBackend struct {
-	addr string
-	mu   sync.Mutex
-	seen []*fasthttp.Request
+	addr   string
+	mu     sync.Mutex
+	seen   []*fasthttp.Request
+	strict *strictBackend
 }
 
 func startParityBackend(t *testing.T, s parityScript) *parityBackend {
@@ -256,6 +261,11 @@ func startParityBackend(t *testing.T, s parityScript) *parityBackend {
 	b := &parityBackend{}
 	if s.refuse {
 		b.addr = refusingAddr(t)
+		return b
+	}
+	if s.strict {
+		b.strict = startStrictBackend(t, s.answer)
+		b.addr = b.strict.addr
 		return b
 	}
 	b.addr = startScripted(t, func(c net.Conn, _ int, req *fasthttp.Request) bool {
@@ -288,6 +298,9 @@ func startParityBackend(t *testing.T, s parityScript) *parityBackend {
 // received lists what b received, one line a request: the request line,
 // the X-Request-ID and traceparent it carried, and the body.
 func (b *parityBackend) received(id string) []string {
+	if b.strict != nil {
+		return b.strict.lines(id)
+	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	var out []string
@@ -319,6 +332,8 @@ type parityRecord struct {
 	BytesOut  int     `json:"bytes_out"`
 	Duration  float64 `json:"duration"`
 	Reason    string  `json:"reason"`
+	Client    string  `json:"client"`
+	Peer      string  `json:"peer"`
 }
 
 // parseRecords parses the access log's lines.

@@ -451,6 +451,11 @@ func (p *Proxy) buildJWT(cfg *config.Config, gen *generation, old *generation) e
 func (p *Proxy) buildListenerRuntime(lc *config.Listener, gen *generation, l *httpListener) *listenerRuntime {
 	m := p.opts.Metrics
 	rt := &listenerRuntime{name: lc.Name}
+	for _, s := range lc.TrustedProxies {
+		if pfx, err := config.ParseTrusted(s); err == nil { // validated at load
+			rt.trusted = append(rt.trusted, pfx)
+		}
+	}
 	for c, class := range metrics.CodeClasses {
 		rt.notFound[c] = m.RequestsTotal.WithLabelValues(lc.Name, "", "", class)
 	}
@@ -536,6 +541,7 @@ func (p *Proxy) newHTTPListener(lc *config.Listener, ln net.Listener) *httpListe
 		CloseOnShutdown:              true,
 		StreamRequestBody:            streamRequests(lc.MaxBodyBytes), // goengine_stream.go
 		ExpectHandler:                l.expect,
+		HeaderReceived:               l.headerReceived,
 		ReadTimeout:                  lc.ReadTimeout.Duration,
 		WriteTimeout:                 lc.WriteTimeout.Duration,
 		IdleTimeout:                  lc.IdleTimeout.Duration,
@@ -603,7 +609,20 @@ func (l *httpListener) handleError(ctx *fasthttp.RequestCtx, err error) {
 	case errors.As(err, &netErr) && netErr.Timeout():
 		status, msg, reason = fasthttp.StatusRequestTimeout, "request read timed out", "read_timeout"
 	}
-	l.refuseHead(ctx, status == fasthttp.StatusRequestEntityTooLarge, status, msg, reason)
+	// A head fasthttp parsed and then refused (a target or Host its URI
+	// parser rejects, after headerReceived) is the core's to judge, with
+	// the request's fields in the record, as the event loop does.
+	headRead := status == fasthttp.StatusRequestEntityTooLarge
+	if h := &ctx.Request.Header; status == fasthttp.StatusBadRequest && len(h.RawHeaders()) > 0 {
+		v, ok := refusedHead(h)
+		if !ok {
+			v = checkHead(h, l.server.MaxRequestBodySize)
+		}
+		if v.status != 0 {
+			status, msg, reason, headRead = v.status, v.msg, v.reason, true
+		}
+	}
+	l.refuseHead(ctx, headRead, status, msg, reason)
 }
 
 // refuseHead answers a request fasthttp's server refused before the

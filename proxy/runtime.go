@@ -192,7 +192,10 @@ type route struct {
 
 // listenerRuntime is an http listener's view of one runtime.
 type listenerRuntime struct {
-	name     string
+	name string
+	// trusted are the trusted_proxies: peers whose forwarding headers are
+	// appended to rather than replaced.
+	trusted  []netip.Prefix
 	routes   routeTable
 	notFound [5]prometheus.Counter // pool="" backend=""
 }
@@ -213,13 +216,22 @@ func bindRouteStats(m *metrics.Metrics, listener string, p *poolRuntime) *routeS
 	return s
 }
 
-// appendRemoteIP appends the client's IP address in text form without
-// allocating.
-func appendRemoteIP(b []byte, ctx *fasthttp.RequestCtx) []byte {
+// peerOf returns the address of the connection's other end, unmapped.
+func peerOf(ctx *fasthttp.RequestCtx) netip.AddrPort {
 	if a, ok := ctx.RemoteAddr().(*net.TCPAddr); ok {
 		if ip, ok := netip.AddrFromSlice(a.IP); ok {
-			return ip.Unmap().AppendTo(b)
+			return netip.AddrPortFrom(ip.Unmap(), uint16(a.Port))
 		}
 	}
-	return append(b, "0.0.0.0"...)
+	return netip.AddrPort{}
+}
+
+// trusts reports whether forwarding headers from a are to be kept.
+func (rt *listenerRuntime) trusts(a netip.Addr) bool {
+	for _, p := range rt.trusted {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
 }
