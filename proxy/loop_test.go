@@ -1321,7 +1321,7 @@ func TestLoopNonReadingClient(t *testing.T) {
 			if got := answered(); got > tc.n/4 {
 				t.Errorf("%d of %d requests answered for a client that read nothing", got, tc.n)
 			}
-			waitFor(t, 5*time.Second, "client cut off, member free", func() bool {
+			waitFor(t, 10*time.Second, "client cut off, member free", func() bool {
 				return be.InFlight() == 0 && metricValue(t, p.reg, "frontdoor_connections_active", nil) == 0
 			})
 		})
