@@ -287,6 +287,7 @@ func TestValidEdgeCases(t *testing.T) {
 		{"same port on two loopback addresses", minimal("", "", "", "[[listener]]\nname = \"b\"\nbind = \"127.0.0.2:8080\"\nmode = \"tcp\"\npool = \"api\"\n[[listener]]\nname = \"c\"\nbind = \"127.0.0.3:8080\"\nmode = \"tcp\"\npool = \"api\"\n")},
 		{"ipv4 wildcard beside ipv6", minimal("", "", "", "[[listener]]\nname = \"b\"\nbind = \"0.0.0.0:8080\"\nmode = \"tcp\"\npool = \"api\"\n[[listener]]\nname = \"c\"\nbind = \"[::1]:8080\"\nmode = \"tcp\"\npool = \"api\"\n")},
 		{"tcp pool hashing on source_ip", minimal("", "", "strategy = \"consistent_hash\"\nhash_on = \"source_ip\"\ntable_size = 101\n", "[[listener]]\nname = \"pg\"\nbind = \"127.0.0.1:0\"\nmode = \"tcp\"\npool = \"api\"\naccept_proxy = true\nsend_proxy = \"v2\"\n")},
+		{"http listener behind a PROXY protocol balancer", minimal("accept_proxy = true\ntrusted_proxies = [\"10.0.0.0/8\"]\n", "", "", "")},
 		{"wildcard host and hostname backends", minimal("", "  host = \"*.example.com\"\n  path_prefix = \"/v1/\"\n", "", "[pool.b]\nbackends = [{ address = \"backend-1.internal:80\" }, { address = \"[::1]:81\", weight = 100 }]\n")},
 		{"route hosts differ only by path", minimal("", "  host = \"a.example.com\"\n  [[listener.route]]\n  host = \"a.example.com\"\n  path_prefix = \"/api/\"\n  pool = \"api\"\n", "", "")},
 		{"bounded load and affinity", minimal("", "", "strategy = \"consistent_hash\"\nhash_on = \"query:user\"\nbounded_load = 1.01\naffinity = \"header:Mcp-Session-Id\"\nprotocol = \"h2c\"\nretries = 10\nretry_budget = 1\n", "")},

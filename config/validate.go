@@ -149,9 +149,6 @@ func (v *validator) httpListener(c *Config, p string, l *Listener) {
 	if l.Pool != "" {
 		v.add(p+".pool", `pool is only for tcp listeners; on an http listener put pool = %q in a [[listener.route]]`, l.Pool)
 	}
-	if l.AcceptProxy {
-		v.add(p+".accept_proxy", `accept_proxy is not served on http listeners yet; remove it or set mode = "tcp"`)
-	}
 	for j, cidr := range l.TrustedProxies {
 		if _, err := ParseTrusted(cidr); err != nil {
 			v.add(indexKey(p+".trusted_proxies", j), "%q is not a CIDR or an IP address, e.g. \"10.0.0.0/8\" or \"192.0.2.7\"", cidr)

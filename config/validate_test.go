@@ -116,7 +116,6 @@ func TestValidateListeners(t *testing.T) {
 			"listener[1].bind", `overlaps admin.bind (bind "127.0.0.1:9901")`},
 		{"bad mode", listenerCfg(`mode = "tpc" #<`), "listener[0].mode", `unknown listener mode "tpc"; did you mean "tcp"?`},
 		{"http listener with pool", listenerCfg(`pool = "api" #<`), "listener[0].pool", "pool is only for tcp listeners"},
-		{"http listener with accept_proxy", listenerCfg(`accept_proxy = true #<`), "listener[0].accept_proxy", "not served on http listeners yet"},
 		{"bad trusted_proxies CIDR", listenerCfg(`trusted_proxies = ["10.0.0.0/8", "10.0.0/33"] #<`), "listener[0].trusted_proxies[1]", "is not a CIDR or an IP address"},
 		{"http listener without routes", "[[listener]] #<\nname = \"web\"\nbind = \"127.0.0.1:0\"\n[pool.api]\nbackends = [{ address = \"127.0.0.1:1\" }]\n",
 			"listener[0]", `http listener "web" has no routes; add a [[listener.route]]`},

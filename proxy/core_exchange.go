@@ -22,10 +22,13 @@ import (
 // end (metrics and the access log). The goroutine engine (handle) keeps it
 // on its stack; the event loop (loop.go) keeps one per request in flight.
 type exchange struct {
-	rt          *listenerRuntime
-	r           *route
-	routed      bool         // rt and r were chosen before begin (the loop's canServe)
-	p           *poolRuntime // nil until a route matched
+	rt     *listenerRuntime
+	r      *route
+	routed bool         // rt and r were chosen before begin (the loop's canServe)
+	p      *poolRuntime // nil until a route matched
+	// via is the connection's peer when a PROXY protocol header named the
+	// client (accept_proxy); engines set it before begin.
+	via         netip.AddrPort
 	rec         accessRecord
 	reqID       []byte
 	aff         affinityState
@@ -125,8 +128,14 @@ func (l *httpListener) begin(ctx *fasthttp.RequestCtx, x *exchange, idBuf *[32]b
 	if proto != nil {
 		restoreUpgrade(req, proto)
 	}
-	x.rec.peer = peerOf(ctx)
-	x.rec.client = setForwardedHeaders(ctx, rt, x.rec.peer)
+	// The connection's client: the peer, or the source a PROXY protocol
+	// header named (accept_proxy), whose peer the engine left in x.via.
+	src := peerOf(ctx)
+	x.rec.client = setForwardedHeaders(ctx, rt, src)
+	x.rec.peer = src
+	if x.via.IsValid() {
+		x.rec.peer = x.via
+	}
 
 	if p.aff != nil {
 		if why := p.aff.route(req, &x.aff); why != "" {

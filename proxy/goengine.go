@@ -20,6 +20,9 @@ import (
 func (l *httpListener) handle(ctx *fasthttp.RequestCtx) {
 	defer l.handled(ctx)
 	var x exchange
+	if sc, ok := ctx.Conn().(*sniffConn); ok {
+		x.via = sc.via // the peer, when a PROXY protocol header named the client
+	}
 	var idBuf [32]byte
 	if !l.begin(ctx, &x, &idBuf) {
 		return

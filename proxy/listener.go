@@ -6,9 +6,11 @@ import (
 	"frontdoor/internal/splice"
 	"frontdoor/proxy/grpc"
 	"frontdoor/proxy/internal/requestid"
+	"frontdoor/proxy/tcp"
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -39,6 +41,13 @@ type connListener struct {
 	total    prometheus.Counter
 	rejected prometheus.Counter
 
+	// acceptProxy: every connection opens with a PROXY protocol header
+	// (accept_proxy), whose source address is the client's from then on;
+	// a connection without a valid one is closed and counted in
+	// proxyRejected.
+	acceptProxy   bool
+	proxyRejected prometheus.Counter
+
 	// handedOver is set when a reload gave the socket to a new server: this
 	// wrapper's Accept then ends its server's Serve, and Close leaves the
 	// socket open.
@@ -63,19 +72,24 @@ func (l *connListener) stopLoops() {
 }
 
 // handoffConn serves a connection an event loop gave up, with the bytes the
-// loop read from it first. It is counted already.
-func (l *connListener) handoffConn(nc net.Conn, buffered []byte) {
-	var c net.Conn
+// loop read from it first. It is counted already. On a listener with
+// accept_proxy the loop has read the PROXY protocol header: client is the
+// address it named (invalid: none, the peer stands).
+func (l *connListener) handoffConn(nc net.Conn, buffered []byte, client netip.AddrPort) {
+	var sc *sniffConn
 	if tc, ok := nc.(*net.TCPConn); ok {
 		cc := &clientConn{dc: deferConn{Conn: tc, client: true}}
 		cc.sniffConn = sniffConn{Conn: &cc.dc, l: l}
-		c = &cc.sniffConn
-		cc.sniffConn.replay = bytes.Clone(buffered)
+		sc = &cc.sniffConn
 	} else {
-		sc := &sniffConn{Conn: nc, l: l, replay: bytes.Clone(buffered)}
-		c = sc
+		sc = &sniffConn{Conn: nc, l: l}
 	}
-	go func() { _ = l.serve(c) }()
+	sc.replay = bytes.Clone(buffered)
+	sc.proxyRead = l.acceptProxy
+	if client.IsValid() {
+		sc.setClient(client)
+	}
+	go func() { _ = l.serve(sc) }()
 }
 
 func (l *connListener) Accept() (net.Conn, error) {
@@ -174,14 +188,81 @@ type sniffConn struct {
 	sniffed   bool
 	handedOff bool
 	closeOnce sync.Once
+	// proxyRead: the PROXY protocol header (accept_proxy) was read, or
+	// the event loop read it before the hand-off. client, when set, is
+	// the client address it named; via is then the connection's own peer
+	// (the balancer in front).
+	proxyRead bool
+	client    *net.TCPAddr
+	via       netip.AddrPort
+}
+
+// RemoteAddr is the client: the PROXY protocol header's source when the
+// listener accepts one, else the peer.
+func (c *sniffConn) RemoteAddr() net.Addr {
+	if c.client != nil {
+		return c.client
+	}
+	return c.Conn.RemoteAddr()
+}
+
+// readProxyHeader reads the PROXY protocol header that opens the
+// connection (accept_proxy), keeps what follows it for the next reads, and
+// takes the client address from it. A connection that does not open with a
+// valid header is counted and ends with io.EOF, which fasthttp takes for a
+// close before the first request: no answer, as on the event loop.
+func (c *sniffConn) readProxyHeader() error {
+	c.proxyRead = true
+	buf := make([]byte, 0, 256)
+	var tmp [256]byte
+	for {
+		h, err := tcp.ParseProxyHeader(buf)
+		if err == nil && h.Length <= len(buf) {
+			c.replay = append(buf[h.Length:], c.replay...)
+			if !h.Local {
+				c.setClient(h.Source)
+			}
+			return nil
+		}
+		if err != nil && !errors.Is(err, tcp.ErrProxyShort) || len(buf) > 16+65535 {
+			c.l.proxyRejected.Inc()
+			return io.EOF
+		}
+		n, rerr := c.readRaw(tmp[:])
+		buf = append(buf, tmp[:n]...)
+		if rerr != nil && n == 0 {
+			if rerr != io.EOF {
+				return rerr
+			}
+			c.l.proxyRejected.Inc()
+			return io.EOF
+		}
+	}
+}
+
+// setClient makes src the connection's client address, keeping the peer
+// as via.
+func (c *sniffConn) setClient(src netip.AddrPort) {
+	if a, ok := c.Conn.RemoteAddr().(*net.TCPAddr); ok {
+		if ip, ok := netip.AddrFromSlice(a.IP); ok {
+			c.via = netip.AddrPortFrom(ip.Unmap(), uint16(a.Port))
+		}
+	}
+	c.client = net.TCPAddrFromAddrPort(src)
 }
 
 // Read detects the HTTP/2 preface on the first read. An HTTP/2 connection is
 // handed to the h2c server with the bytes read so far replayed, and fasthttp
-// sees a clean EOF.
+// sees a clean EOF. On a listener with accept_proxy, the PROXY protocol
+// header is read first.
 func (c *sniffConn) Read(p []byte) (int, error) {
 	if c.sniffed {
 		return c.readRaw(p)
+	}
+	if c.l.acceptProxy && !c.proxyRead {
+		if err := c.readProxyHeader(); err != nil {
+			return 0, err
+		}
 	}
 	c.sniffed = true
 	n, err := c.readRaw(p)
@@ -210,7 +291,7 @@ func (c *sniffConn) Read(p []byte) (int, error) {
 		return rc.Read(p)
 	}
 	c.handedOff = true
-	conn := &replayConn{Conn: c.Conn, buf: got}
+	conn := &replayConn{Conn: c.Conn, buf: got, client: c.client}
 	go func() {
 		defer c.release()
 		defer conn.Close()
@@ -247,10 +328,20 @@ func (c *sniffConn) release() {
 	})
 }
 
-// replayConn reads buf before reading from the connection.
+// replayConn reads buf before reading from the connection. client, when
+// set, is its remote address (from a PROXY protocol header).
 type replayConn struct {
 	net.Conn
-	buf []byte
+	buf    []byte
+	client *net.TCPAddr
+}
+
+// RemoteAddr is the client's address.
+func (c *replayConn) RemoteAddr() net.Addr {
+	if c.client != nil {
+		return c.client
+	}
+	return c.Conn.RemoteAddr()
 }
 
 func (c *replayConn) Read(p []byte) (int, error) { return readFirst(&c.buf, p, c.Conn) }

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/netip"
 	"runtime"
 	"runtime/debug"
 	"sync"
@@ -141,6 +142,10 @@ type lconn struct {
 	watched    bool // in the epoll set (watch)
 	unread     bool // readable while a request was in flight: read after it
 	eof        bool
+	// accept_proxy: proxied once the PROXY protocol header was read; via,
+	// when it named a client (now addr), is the peer it came through.
+	proxied bool
+	via     netip.AddrPort
 
 	// backend
 	up         *loopBackend
@@ -158,6 +163,12 @@ type lconn struct {
 	chunks     chunkScanner
 	splicing   bool            // the rest of the body moves by splice(2)
 	xfer       splice.Transfer // its pipe, while bytes are in flight
+}
+
+// addrPort is c's client address.
+func (c *lconn) addrPort() netip.AddrPort {
+	ip, _ := netip.AddrFromSlice(c.addr.IP)
+	return netip.AddrPortFrom(ip.Unmap(), uint16(c.addr.Port))
 }
 
 // lexch is a request in flight in a loop: the fasthttp context the phases

@@ -2,12 +2,14 @@ package proxy
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
 
 	"frontdoor/internal/rawio"
+	"frontdoor/proxy/tcp"
 )
 
 // The event loop (loop.go): the client side: reading requests, writing answers, keep-alive.
@@ -264,6 +266,9 @@ func (lp *evLoop) idleClient(c *lconn) {
 // it is not complete yet.
 func (lp *evLoop) request(c *lconn, data []byte) int {
 	l := lp.l
+	if l.settings.acceptProxy && !c.proxied {
+		return lp.proxyHeader(c, data)
+	}
 	if c.requests == 0 && data[0] == 'P' && (bytes.HasPrefix(data, h2Preface[:min(len(data), len(h2Preface))])) {
 		lp.handoff(c, data)
 		return 0
@@ -316,6 +321,7 @@ func (lp *evLoop) request(c *lconn, data []byte) int {
 	}
 	x.ctx.Init2(nil, l.server.Logger, false)
 	x.ctx.SetRemoteAddr(&c.addr)
+	x.x.via = c.via
 	if total > headLen {
 		req.SetBody(data[headLen:total])
 	}
@@ -377,6 +383,38 @@ func (lp *evLoop) respond(x *lexch) {
 	if lp.writeClient(c, lp.out, nil, nil) {
 		lp.next(c)
 	}
+}
+
+// proxyHeader reads the PROXY protocol header that opens c on a listener
+// with accept_proxy and returns its length, after which requests follow;
+// its source address is the client's from then on (c.addr), and the peer
+// it came through is kept as c.via. It returns 0 while the header is
+// incomplete, and closes c (counted in connections_rejected_total) when
+// the bytes are not a header or the client stopped short of one.
+func (lp *evLoop) proxyHeader(c *lconn, data []byte) int {
+	h, err := tcp.ParseProxyHeader(data)
+	if err == nil && h.Length <= len(data) {
+		c.proxied = true
+		if !h.Local {
+			c.via = c.addrPort()
+			src := h.Source
+			c.ip = src.Addr().As16()
+			if src.Addr().Is4() {
+				a4 := src.Addr().As4()
+				copy(c.ip[:4], a4[:])
+				c.addr.IP = c.ip[:4]
+			} else {
+				c.addr.IP = c.ip[:16]
+			}
+			c.addr.Port = int(src.Port())
+		}
+		return h.Length
+	}
+	if (err != nil && !errors.Is(err, tcp.ErrProxyShort)) || c.eof || len(data) >= len(lp.rbuf) {
+		lp.l.ln.proxyRejected.Inc()
+		lp.closeClient(c)
+	}
+	return 0
 }
 
 // refuseHead answers a head the core refused (checkHead) and closes the

@@ -34,6 +34,10 @@ func (lp *evLoop) canServe(x *lexch, headLen int) bool {
 // handoff gives c to the goroutine engine with the bytes already read.
 func (lp *evLoop) handoff(c *lconn, buffered []byte) {
 	_ = unix.EpollCtl(lp.epfd, unix.EPOLL_CTL_DEL, c.fd, nil)
+	var client netip.AddrPort
+	if c.via.IsValid() {
+		client = c.addrPort() // from the PROXY protocol header
+	}
 	f := os.NewFile(uintptr(c.fd), "")
 	nc, err := net.FileConn(f)
 	_ = f.Close()
@@ -45,7 +49,7 @@ func (lp *evLoop) handoff(c *lconn, buffered []byte) {
 		lp.l.logError("hand a connection to the goroutine engine", err)
 		return
 	}
-	lp.l.ln.handoffConn(nc, buffered)
+	lp.l.ln.handoffConn(nc, buffered, client)
 }
 
 // loopable reports whether the event loop may serve requests routed to a

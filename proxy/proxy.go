@@ -251,12 +251,14 @@ type listenerSettings struct {
 	read, write, idle   time.Duration
 	maxConns, maxHeader int
 	maxBody             int64
+	acceptProxy         bool
 }
 
 func settingsOf(lc *config.Listener) listenerSettings {
 	return listenerSettings{
 		name: lc.Name, read: lc.ReadTimeout.Duration, write: lc.WriteTimeout.Duration, idle: lc.IdleTimeout.Duration,
 		maxConns: lc.MaxConnections, maxHeader: lc.MaxHeaderBytes, maxBody: lc.MaxBodyBytes,
+		acceptProxy: lc.AcceptProxy,
 	}
 }
 
@@ -521,6 +523,10 @@ func (p *Proxy) newHTTPListener(lc *config.Listener, ln net.Listener) *httpListe
 		active:   m.ConnsActive.WithLabelValues(lc.Name),
 		total:    m.ConnsTotal.WithLabelValues(lc.Name),
 		rejected: m.ConnsRejected.WithLabelValues(lc.Name, "max_connections"),
+	}
+	if lc.AcceptProxy {
+		cl.acceptProxy = true
+		cl.proxyRejected = m.ConnsRejected.WithLabelValues(lc.Name, "proxy_protocol")
 	}
 	l := &httpListener{
 		settings: settingsOf(lc),

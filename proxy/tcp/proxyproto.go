@@ -298,3 +298,37 @@ func as6(a netip.Addr) netip.Addr {
 	}
 	return a
 }
+
+// Errors of ParseProxyHeader.
+var (
+	// ErrProxyShort: the bytes so far are a valid prefix of a header that
+	// is not complete yet; read more and parse again.
+	ErrProxyShort = errProxyShort
+	// ErrProxyHeader: the bytes cannot start a PROXY protocol header.
+	ErrProxyHeader = errProxyHeader
+)
+
+// ProxyHeader is a parsed PROXY protocol v1 or v2 header, for listeners
+// of other engines that accept one (http listeners with accept_proxy).
+type ProxyHeader struct {
+	// Local is true when the header carries no client address (v1
+	// UNKNOWN, v2 LOCAL, v2 families without an IP address): the
+	// connection's own addresses stand.
+	Local bool
+	// Source is the original client, Dest the address it connected to.
+	Source, Dest netip.AddrPort
+	// Length is the header's whole size on the wire, TLVs included: the
+	// first Length bytes of the connection are the header. It may exceed
+	// the bytes parsed so far.
+	Length int
+}
+
+// ParseProxyHeader parses a v1 or v2 header at the start of b. It returns
+// ErrProxyShort when b is a valid but incomplete prefix (a v2 header whose
+// TLVs have not all arrived is complete: compare Length with len(b)) and
+// ErrProxyHeader when b cannot start a header. It does not allocate and is
+// safe for concurrent use.
+func ParseProxyHeader(b []byte) (ProxyHeader, error) {
+	h, err := parseProxyHeader(b)
+	return ProxyHeader{Local: h.local, Source: h.src, Dest: h.dst, Length: h.length}, err
+}
