@@ -150,7 +150,7 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 		}, []string{"version", "goversion"}),
 	}
 	m.backends.up = prometheus.NewDesc(namespace+"_backend_up",
-		"1 if the backend may take traffic (healthy and not ejected), else 0.", []string{"pool", "backend"}, nil)
+		"1 if the backend takes new traffic (healthy, not ejected, not set to drain or maint, weight above 0), else 0.", []string{"pool", "backend"}, nil)
 	m.backends.inFlight = prometheus.NewDesc(namespace+"_backend_in_flight",
 		"Requests (http) or connections (tcp) in flight to the backend now.", []string{"pool", "backend"}, nil)
 	m.backends.ejectedUntil = prometheus.NewDesc(namespace+"_backend_ejected_until_seconds",
