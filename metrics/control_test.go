@@ -206,3 +206,62 @@ func ExampleReadTokenFile() {
 	fmt.Printf("%q %v\n", tok, err)
 	// Output: "s3cret-0123456789" <nil>
 }
+
+// adminBackends is a BackendSource that also reports admin state.
+type adminBackends struct{ staticBackends }
+
+func (adminBackends) EachBackendAdmin(fn func(pool, backend, state string, weight int)) {
+	fn("api", "10.0.0.1:80", "drain", 3)
+	fn("api", "10.0.0.1:80", "ready", 9) // a duplicate: the first one counts
+}
+
+// TestBackendAdminMetrics: backend_admin_state and backend_weight come from
+// a source that implements BackendAdminSource, and only then.
+func TestBackendAdminMetrics(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		src  BackendSource
+		want []string
+		not  []string
+	}{
+		{"admin source", adminBackends{}, []string{
+			`frontdoor_backend_admin_state{backend="10.0.0.1:80",pool="api",state="drain"} 1`,
+			`frontdoor_backend_admin_state{backend="10.0.0.1:80",pool="api",state="ready"} 0`,
+			`frontdoor_backend_admin_state{backend="10.0.0.1:80",pool="api",state="maint"} 0`,
+			`frontdoor_backend_weight{backend="10.0.0.1:80",pool="api"} 3`,
+		}, nil},
+		{"plain source", staticBackends{}, nil, []string{"frontdoor_backend_admin_state{", "frontdoor_backend_weight{"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			reg := prometheus.NewRegistry()
+			m := New(reg, "test")
+			m.SetBackendSource(tc.src)
+			a, err := NewAdmin(AdminOptions{Bind: "127.0.0.1:0", Gatherer: reg})
+			if err != nil {
+				t.Fatal(err)
+			}
+			go func() { _ = a.Serve() }()
+			t.Cleanup(func() { _ = a.Shutdown(context.Background()) })
+			resp, err := http.Get("http://" + a.Addr().String() + "/metrics")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			body := string(b)
+			for _, w := range tc.want {
+				if !strings.Contains(body, w) {
+					t.Errorf("/metrics lacks %q", w)
+				}
+			}
+			for _, w := range tc.not {
+				if strings.Contains(body, w) {
+					t.Errorf("/metrics has %q", w)
+				}
+			}
+		})
+	}
+}

@@ -108,6 +108,18 @@ func (p *Proxy) ControlBackend(pool, address string, c metrics.BackendCommand) (
 	return ch, nil
 }
 
+// EachBackendAdmin reports what an operator set per backend
+// (metrics.BackendAdminSource).
+func (g *generation) EachBackendAdmin(fn func(pool, backend, state string, weight int)) {
+	for _, name := range g.names {
+		pr := g.pools[name]
+		for i, u := range pr.ups {
+			w, _ := u.be.Weight(pr.cfg.Backends[i].Weight)
+			fn(name, u.be.Address(), u.be.AdminState().String(), w)
+		}
+	}
+}
+
 // memberWeight is the weight a pool is built with for be, configured in the
 // file: the runtime override when one applies. A runtime weight of 0 keeps
 // configured (the backend is held out by its state, and pools take 1 and

@@ -162,6 +162,9 @@ func TestWeightChangesShare(t *testing.T) {
 	if got := share(t, p, 400); got["a"] != 300 || got["b"] != 100 {
 		t.Fatalf("weight 3:1: %v, want 300/100", got)
 	}
+	if got := metricValue(t, p.reg, "frontdoor_backend_weight", map[string]string{"pool": "demo", "backend": a.addr}); got != 3 {
+		t.Errorf("frontdoor_backend_weight of a = %v, want 3", got)
+	}
 	if ch := control(t, p, a.addr, metrics.BackendCommand{Op: metrics.OpWeight, Weight: 0}); ch.After.Weight != 0 || ch.After.Serving {
 		t.Fatalf("weight 0: %+v", ch)
 	}
@@ -195,6 +198,11 @@ func TestControlSurvivesReload(t *testing.T) {
 	}
 	if st := backendStatus(t, p, "demo", b.addr); st.Weight != 3 {
 		t.Errorf("b after a reload: weight %d, want 3", st.Weight)
+	}
+	for state, want := range map[string]float64{"drain": 1, "ready": 0, "maint": 0} {
+		if got := metricValue(t, p.reg, "frontdoor_backend_admin_state", map[string]string{"pool": "demo", "backend": a.addr, "state": state}); got != want {
+			t.Errorf("frontdoor_backend_admin_state{state=%q} of a after a reload = %v, want %v", state, got, want)
+		}
 	}
 	// The pool the new runtime picks from has b at 3 (the spread of a's
 	// share over b and c is round robin's business, not checked here).
