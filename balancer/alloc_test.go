@@ -34,12 +34,20 @@ func TestPickAllocs(t *testing.T) {
 						state, key = wyrand(state)
 						p.Release(p.PickAcquire(key, 0))
 					}},
+					{"Pick with a member drained", func() {
+						state, key = wyrand(state)
+						p.Pick(key, 0)
+					}},
 					{"Pick with members down", func() {
 						state, key = wyrand(state)
 						p.Pick(key, 0)
 					}},
 				}
 				for _, c := range cases {
+					if c.name == "Pick with a member drained" {
+						p.Members()[n-1].Backend.SetAdminState(AdminDrain)
+						waitSettled(t, p) // the rebuild allocates, off the pick
+					}
 					if c.name == "Pick with members down" {
 						p.Close() // keep the stale table: walk past down members
 						for i := 0; i < n; i += 2 {

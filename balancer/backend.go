@@ -7,11 +7,15 @@ import (
 	"github.com/cespare/xxhash/v2"
 )
 
-// State bits of Backend.state. Up is exactly stateHealthy: healthy and not
-// ejected, read with one atomic load.
+// State bits of Backend.state. Up is exactly stateHealthy: healthy, not
+// ejected and not held out by an operator (admin.go), read with one atomic
+// load.
 const (
 	stateHealthy uint32 = 1 << iota
 	stateEjected
+	stateDrain    // AdminDrain
+	stateMaint    // AdminMaint
+	stateNoWeight // a runtime weight of 0
 )
 
 // Seeds of the two Maglev hashes of a backend's address (offset and skip).
@@ -24,7 +28,8 @@ const (
 
 // Backend is one backend address and its live state. Its identity (Address,
 // ID and the hash seeds derived from the address) is fixed at NewBackend; its
-// state (healthy, ejected, in-flight count) is atomic.
+// state (healthy, ejected, the operator's drain or maint, in-flight count) is
+// atomic.
 //
 // All methods are safe for concurrent use. Backends are created once per
 // address and kept across config reloads, so health state and counters
@@ -54,6 +59,8 @@ type Backend struct {
 	// the slow path: it runs on health transitions, never per request.
 	mu       sync.Mutex
 	watchers map[*Pool]struct{}
+	// weight is the runtime weight override (admin.go); guarded by mu.
+	weight weightOverride
 }
 
 // NewBackend returns a Backend for address (host:port), down until
@@ -81,8 +88,9 @@ func (b *Backend) Address() string { return b.address }
 // the same in every process, used for hash seeds and opaque affinity tokens.
 func (b *Backend) ID() uint64 { return b.id }
 
-// Up reports whether the backend may take new traffic: healthy and not
-// ejected. It is one atomic load.
+// Up reports whether the backend may take new traffic: healthy, not
+// ejected, in AdminReady and without a runtime weight of 0. It is one atomic
+// load.
 func (b *Backend) Up() bool { return b.state.Load() == stateHealthy }
 
 // Healthy reports the active health state alone.

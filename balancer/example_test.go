@@ -93,3 +93,53 @@ func ExampleNewPool_consistentHash() {
 	fmt.Println(a[ia].Backend.Address(), b[ib].Backend.Address())
 	// Output: 10.0.0.2:80 10.0.0.2:80
 }
+
+// An operator drains a backend for a deploy: it takes no new request while
+// those in flight finish, and comes back with AdminReady.
+func ExampleBackend_SetAdminState() {
+	members := newMembers("127.0.0.1:9001", "127.0.0.1:9002")
+	pool, err := balancer.NewPool(members, balancer.Options{})
+	if err != nil {
+		panic(err)
+	}
+	defer pool.Close()
+	b := members[0].Backend
+	b.SetAdminState(balancer.AdminDrain)
+	fmt.Println(b.AdminState(), b.Healthy(), b.Up())
+	for range 3 {
+		fmt.Println(pool.Members()[pool.Pick(0, 0)].Backend.Address())
+	}
+	b.SetAdminState(balancer.AdminReady)
+	fmt.Println(b.AdminState(), b.Up())
+	// Output:
+	// drain true false
+	// 127.0.0.1:9002
+	// 127.0.0.1:9002
+	// 127.0.0.1:9002
+	// ready true
+}
+
+// A runtime weight replaces the configured one while the config keeps that
+// weight; a reload that edits the weight drops it.
+func ExampleBackend_SetWeight() {
+	b := balancer.NewBackend("127.0.0.1:9001")
+	b.SetWeight(5, 1) // the config says weight 1
+	fmt.Println(b.Weight(1))
+	fmt.Println(b.Weight(3)) // the file now says 3
+	b.DropStaleWeight(3)
+	fmt.Println(b.Weight(1))
+	// Output:
+	// 5 true
+	// 3 false
+	// 1 false
+}
+
+func ExampleParseAdminState() {
+	s, err := balancer.ParseAdminState("maint")
+	fmt.Println(s, err)
+	_, err = balancer.ParseAdminState("up")
+	fmt.Println(err)
+	// Output:
+	// maint <nil>
+	// balancer: unknown admin state "up"; want ready, drain or maint
+}

@@ -92,6 +92,7 @@ func withDefaults(c Config, set map[string]bool) *Config {
 
 	dur(&c.Global.DrainTimeout, "global.drain_timeout", defaultDrainTimeout)
 	str(&c.Admin.Bind, defaultAdminBind)
+	c.Admin.TokenFile = resolve(dir, c.Admin.TokenFile)
 	str(&c.Log.Access, defaultAccessLog)
 	str(&c.Log.Level, defaultLogLevel)
 	if c.Log.Access != "stdout" && c.Log.Access != "off" {

@@ -283,6 +283,7 @@ func TestValidEdgeCases(t *testing.T) {
 	t.Parallel()
 	cases := []struct{ name, text string }{
 		{"admin off, access log off", minimal("", "", "", "[admin]\nbind = \"off\"\n[log]\naccess = \"off\"\nlevel = \"debug\"\n")},
+		{"admin token file", minimal("", "", "", "[admin]\ntoken_file = \"testdata/keys/admin.token\"\n")},
 		{"port 0 binds never collide", minimal("", "", "", "[[listener]]\nname = \"b\"\nbind = \"127.0.0.1:0\"\nmode = \"tcp\"\npool = \"api\"\n")},
 		{"same port on two loopback addresses", minimal("", "", "", "[[listener]]\nname = \"b\"\nbind = \"127.0.0.2:8080\"\nmode = \"tcp\"\npool = \"api\"\n[[listener]]\nname = \"c\"\nbind = \"127.0.0.3:8080\"\nmode = \"tcp\"\npool = \"api\"\n")},
 		{"ipv4 wildcard beside ipv6", minimal("", "", "", "[[listener]]\nname = \"b\"\nbind = \"0.0.0.0:8080\"\nmode = \"tcp\"\npool = \"api\"\n[[listener]]\nname = \"c\"\nbind = \"[::1]:8080\"\nmode = \"tcp\"\npool = \"api\"\n")},

@@ -32,11 +32,17 @@ type Global struct {
 	ShutdownDelay Duration `toml:"shutdown_delay"`
 }
 
-// Admin is the admin HTTP listener ([admin]): /metrics /healthz /readyz /status.
+// Admin is the admin HTTP listener ([admin]): /metrics /healthz /readyz /status,
+// and the write endpoints (POST /backends/...) when TokenFile is set.
 type Admin struct {
 	// Bind is host:port. Default "127.0.0.1:9901". An empty string after
 	// defaults means the default; "off" disables the admin listener.
 	Bind string `toml:"bind"`
+	// TokenFile holds the bearer token the write endpoints require (at
+	// least 16 bytes; one trailing newline ignored), read at start and on
+	// every reload. Default "": the write endpoints are off. A relative
+	// name is resolved against the config file's directory.
+	TokenFile string `toml:"token_file"`
 }
 
 // Log configures logging ([log]).

@@ -77,7 +77,17 @@ func (v *validator) validate(c *Config) {
 
 func (v *validator) admin(c *Config) {
 	if c.Admin.Bind == "off" {
+		if c.Admin.TokenFile != "" {
+			v.add("admin.token_file", "token_file needs the admin listener; remove it or set admin.bind")
+		}
 		return
+	}
+	if f := c.Admin.TokenFile; f != "" {
+		if msg := checkReadable(f); msg != "" {
+			v.add("admin.token_file", "%s", msg)
+		} else if data, err := os.ReadFile(f); err == nil && len(strings.TrimSuffix(string(data), "\n")) < 16 {
+			v.add("admin.token_file", "admin token in %s is shorter than 16 bytes; generate one with: head -c 32 /dev/urandom | base64 > FILE", f)
+		}
 	}
 	if _, _, msg := checkHostPort(c.Admin.Bind, true, true); msg != "" {
 		v.add("admin.bind", "%s; use host:port such as 127.0.0.1:9901, or \"off\" to disable the admin listener", msg)

@@ -290,6 +290,25 @@ func (e *Ejector) Recovered(target int) (ended bool, until time.Time) {
 	return true, time.Time{}
 }
 
+// Uneject ends target's (an index into Targets) ejection now, whatever
+// UnejectOnActivePass says: an operator's order (frontdoor ctl uneject). It
+// reports whether target was ejected. As when an ejection ends by time, the
+// failure count starts again from 0 and the repeat-ejection multiplier is
+// kept. The target takes traffic again only if its active check passes.
+// Safe for concurrent use; a nil Ejector reports false.
+func (e *Ejector) Uneject(target int) bool {
+	if e == nil {
+		return false
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if !e.slots[target].ejected {
+		return false
+	}
+	e.endLocked(target, e.now())
+	return true
+}
+
 // endLocked ends target i's ejection at now; e.mu is held.
 func (e *Ejector) endLocked(i int, now time.Time) {
 	s := &e.slots[i]

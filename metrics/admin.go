@@ -26,6 +26,15 @@ type AdminOptions struct {
 	Ready func() bool
 	// Status returns the value /status encodes as JSON. nil serves {}.
 	Status func() any
+	// Control carries out the write endpoints (POST
+	// /backends/{pool}/{address}/state, /weight, /uneject). nil turns them
+	// off: they answer 403 saying how to turn them on.
+	Control BackendController
+	// Token returns the bearer token the write endpoints require, called
+	// per write request (the daemon swaps it on reload). nil, or an empty
+	// result, turns the write endpoints off (403). The caller must not
+	// modify a returned slice.
+	Token func() []byte
 	// Logger receives serve errors; nil discards them.
 	Logger *slog.Logger
 }
@@ -66,6 +75,14 @@ func NewAdmin(opts AdminOptions) (*Admin, error) {
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(v)
 	})
+	logger := opts.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	ctl := &control{ctl: opts.Control, token: opts.Token, log: logger}
+	for _, op := range []string{OpState, OpWeight, OpUneject} {
+		mux.HandleFunc("POST /backends/{pool}/{address}/"+op, ctl.handle(op))
+	}
 	errLog := slog.NewLogLogger(slog.DiscardHandler, slog.LevelError)
 	if opts.Logger != nil {
 		errLog = slog.NewLogLogger(opts.Logger.Handler(), slog.LevelWarn)

@@ -62,6 +62,17 @@ type BackendSource interface {
 	EachBackend(fn func(pool, backend string, up bool, inFlight int64, ejectedUntil time.Time))
 }
 
+// BackendAdminSource is what a BackendSource may also implement to report
+// what an operator set per backend (backend_admin_state, backend_weight):
+// EachBackendAdmin calls fn once per backend of every pool with its admin
+// state ("ready", "drain" or "maint") and effective weight.
+type BackendAdminSource interface {
+	EachBackendAdmin(fn func(pool, backend, state string, weight int))
+}
+
+// adminStates are the values of backend_admin_state's state label.
+var adminStates = [...]string{"ready", "drain", "maint"}
+
 // New creates every family and registers it, with the Go runtime and process
 // collectors, on reg. It panics if a family is already registered there
 // (a programmer error: call New once per registry).
@@ -150,9 +161,13 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 		}, []string{"version", "goversion"}),
 	}
 	m.backends.up = prometheus.NewDesc(namespace+"_backend_up",
-		"1 if the backend may take traffic (healthy and not ejected), else 0.", []string{"pool", "backend"}, nil)
+		"1 if the backend takes new traffic (healthy, not ejected, not set to drain or maint, weight above 0), else 0.", []string{"pool", "backend"}, nil)
 	m.backends.inFlight = prometheus.NewDesc(namespace+"_backend_in_flight",
 		"Requests (http) or connections (tcp) in flight to the backend now.", []string{"pool", "backend"}, nil)
+	m.backends.adminState = prometheus.NewDesc(namespace+"_backend_admin_state",
+		"1 for the state an operator set for the backend (ready, drain, maint: frontdoor ctl), 0 for the others.", []string{"pool", "backend", "state"}, nil)
+	m.backends.weight = prometheus.NewDesc(namespace+"_backend_weight",
+		"The backend's effective weight: a runtime weight (frontdoor ctl weight) or the configured one; 0 takes no new requests.", []string{"pool", "backend"}, nil)
 	m.backends.ejectedUntil = prometheus.NewDesc(namespace+"_backend_ejected_until_seconds",
 		"End of the backend's passive ejection as a Unix time; 0 when it is not ejected.", []string{"pool", "backend"}, nil)
 	reg.MustRegister(m.RequestsTotal, m.RequestDuration, m.UpstreamErrors, m.RetriesTotal,
@@ -174,6 +189,7 @@ func (m *Metrics) SetBackendSource(src BackendSource) { m.backends.src.Store(&sr
 // backend_ejected_until_seconds.
 type backendCollector struct {
 	up, inFlight, ejectedUntil *prometheus.Desc
+	adminState, weight         *prometheus.Desc
 	src                        atomic.Pointer[BackendSource]
 }
 
@@ -181,6 +197,8 @@ func (c *backendCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.up
 	ch <- c.inFlight
 	ch <- c.ejectedUntil
+	ch <- c.adminState
+	ch <- c.weight
 }
 
 func (c *backendCollector) Collect(ch chan<- prometheus.Metric) {
@@ -206,5 +224,25 @@ func (c *backendCollector) Collect(ch chan<- prometheus.Metric) {
 			until = float64(ejectedUntil.UnixNano()) / 1e9
 		}
 		ch <- prometheus.MustNewConstMetric(c.ejectedUntil, prometheus.GaugeValue, until, pool, backend)
+	})
+	as, ok := (*p).(BackendAdminSource)
+	if !ok {
+		return
+	}
+	clear(seen)
+	as.EachBackendAdmin(func(pool, backend, state string, weight int) {
+		k := [2]string{pool, backend}
+		if seen[k] {
+			return
+		}
+		seen[k] = true
+		for _, s := range adminStates {
+			v := 0.0
+			if s == state {
+				v = 1
+			}
+			ch <- prometheus.MustNewConstMetric(c.adminState, prometheus.GaugeValue, v, pool, backend, s)
+		}
+		ch <- prometheus.MustNewConstMetric(c.weight, prometheus.GaugeValue, float64(weight), pool, backend)
 	})
 }

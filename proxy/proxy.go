@@ -107,6 +107,11 @@ func New(opts Options) *Proxy {
 func (p *Proxy) Apply(cfg *config.Config) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	return p.apply(cfg)
+}
+
+// apply is Apply with p.mu held (ControlBackend rebuilds through it).
+func (p *Proxy) apply(cfg *config.Config) error {
 	if p.closed {
 		return errors.New("proxy: apply after shutdown")
 	}
@@ -205,6 +210,7 @@ func (p *Proxy) Apply(cfg *config.Config) error {
 	}
 	p.gen.Store(gen)
 	p.opts.Metrics.SetBackendSource(gen)
+	dropStaleWeights(gen) // control.go
 
 	for key, l := range p.http {
 		if !wanted[key] {
@@ -341,7 +347,7 @@ func (p *Proxy) buildPools(cfg *config.Config, old *generation) (*generation, ma
 				newUps[key] = u
 			}
 			pr.ups = append(pr.ups, u)
-			members[i] = balancer.Member{Backend: u.be, Weight: bc.Weight}
+			members[i] = balancer.Member{Backend: u.be, Weight: memberWeight(u.be, bc.Weight)}
 			targets[i] = health.Target{Address: bc.Address, Backend: u.be, Healthy: u.be.Healthy()}
 			ejectables[i] = u.be
 			addrs[i] = bc.Address

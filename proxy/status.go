@@ -3,6 +3,8 @@ package proxy
 import (
 	"sort"
 	"time"
+
+	"frontdoor/health"
 )
 
 // ConfigStatus describes the config file and the last reload, as the
@@ -35,15 +37,42 @@ type PoolStatus struct {
 	Name     string          `json:"name"`
 	Strategy string          `json:"strategy"`
 	Check    string          `json:"check"`
+	Counts   PoolCounts      `json:"counts"`
 	Backends []BackendStatus `json:"backends"`
+}
+
+// PoolCounts counts a pool's backends in /status. Up, Down and Ejected
+// partition them by health (BackendStatus.State); Ready, Drain and Maint by
+// what an operator set (BackendStatus.AdminState).
+type PoolCounts struct {
+	Backends int `json:"backends"`
+	// Serving take new requests now (BackendStatus.Serving).
+	Serving int `json:"serving"`
+	Up      int `json:"up"`
+	Down    int `json:"down"`
+	Ejected int `json:"ejected"`
+	Ready   int `json:"ready"`
+	Drain   int `json:"drain"`
+	Maint   int `json:"maint"`
 }
 
 // BackendStatus is one backend in /status.
 type BackendStatus struct {
-	Address  string `json:"address"`
-	Weight   int    `json:"weight"`
-	State    string `json:"state"` // "up", "down" or "ejected"
-	InFlight int64  `json:"in_flight"`
+	Address string `json:"address"`
+	// Weight is the effective weight: a runtime override (frontdoor ctl
+	// weight) or else ConfiguredWeight; 0 holds the backend out.
+	Weight           int `json:"weight"`
+	ConfiguredWeight int `json:"configured_weight"`
+	// State is the health: "up", "down" or "ejected", whatever the
+	// operator set.
+	State string `json:"state"`
+	// AdminState is what the operator set: "ready" (default), "drain" or
+	// "maint".
+	AdminState string `json:"admin_state"`
+	// Serving is true when the backend takes new requests: up, ready and
+	// a weight above 0.
+	Serving  bool  `json:"serving"`
+	InFlight int64 `json:"in_flight"`
 	// Ejected is true while passive ejection holds the backend out (its
 	// active check may pass or fail meanwhile); EjectedUntil is when that
 	// ends, omitted when not ejected.
@@ -76,29 +105,65 @@ func (p *Proxy) Status(cs ConfigStatus) Status {
 		pr := g.pools[name]
 		ps := PoolStatus{Name: name, Strategy: pr.cfg.Strategy, Check: pr.cfg.Health.Check}
 		checks := pr.checker.Status()
-		for i, u := range pr.ups {
-			bs := BackendStatus{
-				Address:  u.be.Address(),
-				Weight:   pr.cfg.Backends[i].Weight,
-				State:    "down",
-				InFlight: u.be.InFlight(),
-			}
-			if until, ok := pr.ejector.EjectedUntil(i); ok {
-				bs.Ejected, bs.EjectedUntil = true, until
-			}
-			switch {
-			case u.be.Ejected():
-				bs.State = "ejected"
-			case u.be.Up():
-				bs.State = "up"
-			}
-			if i < len(checks) {
-				c := checks[i]
-				bs.LastResult, bs.LastError, bs.LastCheck, bs.LastChange = c.LastResult, c.LastError, c.LastCheck, c.LastChange
-			}
+		for i := range pr.ups {
+			bs := memberStatus(pr, i, checks)
+			ps.Counts.add(&bs)
 			ps.Backends = append(ps.Backends, bs)
 		}
 		st.Pools = append(st.Pools, ps)
 	}
 	return st
+}
+
+// memberStatus describes member i of pr; checks is pr.checker.Status().
+func memberStatus(pr *poolRuntime, i int, checks []health.TargetStatus) BackendStatus {
+	be := pr.ups[i].be
+	configured := pr.cfg.Backends[i].Weight
+	weight, _ := be.Weight(configured)
+	bs := BackendStatus{
+		Address:          be.Address(),
+		Weight:           weight,
+		ConfiguredWeight: configured,
+		State:            "down",
+		AdminState:       be.AdminState().String(),
+		Serving:          be.Up(),
+		InFlight:         be.InFlight(),
+	}
+	if until, ok := pr.ejector.EjectedUntil(i); ok {
+		bs.Ejected, bs.EjectedUntil = true, until
+	}
+	switch {
+	case be.Ejected():
+		bs.State = "ejected"
+	case be.Healthy():
+		bs.State = "up"
+	}
+	if i < len(checks) {
+		c := checks[i]
+		bs.LastResult, bs.LastError, bs.LastCheck, bs.LastChange = c.LastResult, c.LastError, c.LastCheck, c.LastChange
+	}
+	return bs
+}
+
+func (c *PoolCounts) add(bs *BackendStatus) {
+	c.Backends++
+	if bs.Serving {
+		c.Serving++
+	}
+	switch bs.State {
+	case "up":
+		c.Up++
+	case "ejected":
+		c.Ejected++
+	default:
+		c.Down++
+	}
+	switch bs.AdminState {
+	case "drain":
+		c.Drain++
+	case "maint":
+		c.Maint++
+	default:
+		c.Ready++
+	}
 }

@@ -27,6 +27,9 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "ctl" {
+		return runCtl(args[1:], stdout, stderr) // ctl.go
+	}
 	fs := flag.NewFlagSet("frontdoor", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	configPath := fs.String("config", "/etc/frontdoor/frontdoor.toml", "config file")
@@ -109,6 +112,9 @@ type daemon struct {
 	wd       time.Duration // watchdog interval; 0: none
 	draining atomic.Bool
 	wasReady atomic.Bool
+	// token is the admin write endpoints' bearer token (admin.token_file),
+	// read at start and on every reload; nil: the endpoints are off.
+	token atomic.Pointer[[]byte]
 }
 
 // ready answers /readyz: ready once the listeners are bound and the first
@@ -175,6 +181,11 @@ func serve(cfg *config.Config, path string, stderr io.Writer) error {
 		state: &reloadState{path: path},
 	}
 	d.px = proxy.New(proxy.Options{Metrics: m, Logger: logger, AccessLog: access})
+	tok, err := readAdminToken(cfg)
+	if err != nil {
+		return err
+	}
+	d.token.Store(tok)
 	if err := d.px.Apply(cfg); err != nil {
 		return err
 	}
@@ -223,6 +234,8 @@ func (d *daemon) startAdmin(bind string) (*metrics.Admin, error) {
 		Gatherer: d.reg,
 		Ready:    d.ready,
 		Status:   func() any { return d.px.Status(d.state.snapshot()) },
+		Control:  d.px,
+		Token:    d.adminToken,
 		Logger:   d.logger,
 	})
 	if err != nil {
@@ -238,6 +251,28 @@ func (d *daemon) startAdmin(bind string) (*metrics.Admin, error) {
 		d.check = newSelfCheck(admin.Addr(), d.wd)
 	}
 	return admin, nil
+}
+
+// readAdminToken reads cfg's admin.token_file; nil (write endpoints off)
+// when it names none.
+func readAdminToken(cfg *config.Config) (*[]byte, error) {
+	if cfg.Admin.TokenFile == "" {
+		return nil, nil
+	}
+	tok, err := metrics.ReadTokenFile(cfg.Admin.TokenFile)
+	if err != nil {
+		return nil, fmt.Errorf("admin.token_file: %w", err)
+	}
+	return &tok, nil
+}
+
+// adminToken is the admin listener's Token: the token in force, nil when
+// the write endpoints are off.
+func (d *daemon) adminToken() []byte {
+	if p := d.token.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // stopAdmin closes an admin listener, giving its requests a second.

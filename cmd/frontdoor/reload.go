@@ -66,6 +66,13 @@ func (d *daemon) reload() {
 
 	cfg, err := config.Load(d.path)
 	var commit, undo func()
+	var tok *[]byte
+	if err == nil {
+		// The token file is read again: a reload rotates the token, or
+		// turns the write endpoints on or off. Unreadable: the reload
+		// fails and the old token stays.
+		tok, err = readAdminToken(cfg)
+	}
 	if err == nil {
 		commit, undo, err = d.moveOutside(cfg)
 	}
@@ -86,6 +93,7 @@ func (d *daemon) reload() {
 		return
 	}
 	commit()
+	d.token.Store(tok)
 	d.level.Set(logLevel(cfg.Log.Level))
 	d.cfg = cfg
 	d.m.ConfigReloads.WithLabelValues("success").Inc()
