@@ -2,7 +2,6 @@ package balancer_test
 
 import (
 	"fmt"
-	"time"
 
 	"frontdoor/balancer"
 )
@@ -104,7 +103,7 @@ func ExampleNewPool_memberDown() {
 	members := newMembers("127.0.0.1:9001", "127.0.0.1:9002", "127.0.0.1:9003")
 	members[1].Weight, members[2].Weight = 2, 3
 	members[1].Backend.SetHealthy(false)
-	pool, err := balancer.NewPool(members, balancer.Options{Strategy: balancer.RoundRobin, SlowStart: 30 * time.Second})
+	pool, err := balancer.NewPool(members, balancer.Options{Strategy: balancer.RoundRobin})
 	if err != nil {
 		panic(err)
 	}
