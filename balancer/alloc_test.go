@@ -62,3 +62,26 @@ func TestPickAllocs(t *testing.T) {
 		}
 	}
 }
+
+// TestPickAllocsRamping asserts that picks allocate nothing while slow start
+// ramps a member (between two ramp steps; a step's rebuild allocates once,
+// off the request path).
+//
+// Not parallel: AllocsPerRun refuses to run beside parallel tests.
+func TestPickAllocsRamping(t *testing.T) {
+	for _, strategy := range []string{RoundRobin, LeastConn} {
+		for _, n := range benchSizes {
+			t.Run(fmt.Sprintf("%s/%d", strategy, n), func(t *testing.T) {
+				p, _ := rampingPool(t, n, strategy)
+				var state, key uint64
+				pick := func() {
+					state, key = wyrand(state)
+					p.Release(p.PickAcquire(key, 0))
+				}
+				if a := testing.AllocsPerRun(1000, pick); a != 0 {
+					t.Errorf("%v allocs per run, want 0", a)
+				}
+			})
+		}
+	}
+}

@@ -3,6 +3,7 @@ package balancer
 import (
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/cespare/xxhash/v2"
 )
@@ -48,6 +49,12 @@ type Backend struct {
 
 	// state holds stateHealthy and stateEjected. It is read on every pick.
 	state atomic.Uint32
+	// upSince is when Up last turned true, in nanoseconds of now; slow
+	// start ramps the backend's weight from then. Written on transitions
+	// only, read by pools while a ramp runs.
+	upSince atomic.Int64
+	// now is the clock upSince is read from: monoNow outside tests.
+	now func() int64
 
 	// inFlight is written on every request; the padding keeps those writes
 	// from invalidating the cache line that pickers read state from.
@@ -72,8 +79,16 @@ func NewBackend(address string) *Backend {
 		id:      xxhash.Sum64String(address),
 		offset:  seededHash(maglevOffsetSeed, address),
 		skip:    seededHash(maglevSkipSeed, address),
+		now:     monoNow,
 	}
 }
+
+// epoch is the origin of monoNow; it is set once, at package init.
+var epoch = time.Now()
+
+// monoNow is the package's clock: nanoseconds on the monotonic clock since
+// the package was initialised.
+func monoNow() int64 { return int64(time.Since(epoch)) }
 
 func seededHash(seed uint64, s string) uint64 {
 	d := xxhash.NewWithSeed(seed)
@@ -101,8 +116,10 @@ func (b *Backend) Ejected() bool { return b.state.Load()&stateEjected != 0 }
 
 // SetHealthy records the active health state (it satisfies
 // health.StatusSetter). Pools see the change on their next Pick. When Up
-// changes, consistent_hash pools containing the backend are told to rebuild
-// their table; the rebuild runs on a pool goroutine, not on the caller's.
+// changes, the pools containing the backend are told to rebuild their
+// schedule or table (round_robin, consistent_hash, and least_conn with slow
+// start); the rebuild runs on a pool goroutine, not on the caller's. When Up
+// turns true, the backend records the time: slow start ramps it from then.
 func (b *Backend) SetHealthy(healthy bool) { b.set(stateHealthy, healthy) }
 
 // SetEjected records passive ejection; an ejected backend is not Up whatever
@@ -122,6 +139,12 @@ func (b *Backend) set(bit uint32, on bool) {
 		now |= bit
 	}
 	if (old == stateHealthy) != (now == stateHealthy) {
+		if now == stateHealthy {
+			// A pool may read the state before upSince is stored and
+			// give the backend its full weight for that moment; the
+			// rebuild that notify triggers reads the new value.
+			b.upSince.Store(b.now())
+		}
 		b.notify()
 	}
 }

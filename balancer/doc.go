@@ -10,7 +10,10 @@
 //
 // Strategies:
 //
-//   - RoundRobin: smooth weighted round robin, one atomic add per pick.
+//   - RoundRobin: smooth weighted round robin, one atomic add per pick, over
+//     a schedule of the members that are up, rebuilt off the request path
+//     when one goes up or down: a missing member's share goes to every up
+//     member in proportion to its weight, as in nginx.
 //   - LeastConn: fewest in-flight requests per unit of weight, ties broken at
 //     random; an exact scan up to 8 members, power of two choices beyond.
 //   - ConsistentHash: a Maglev lookup table (O(1) lookup, minimal disruption
@@ -18,6 +21,12 @@
 //     process with the same backends), optionally with bounded loads so that
 //     hot keys spill to the next member in table order instead of
 //     overloading one backend.
+//
+// Slow start (Options.SlowStart) ramps a member's effective weight linearly
+// from about 0 to full after its Backend comes up (from down or ejected, or
+// added by a reload), under RoundRobin and LeastConn; ConsistentHash is not
+// ramped, so that keys stay put. The start of the ramp lives in the Backend
+// and survives reloads.
 //
 // The request cycle is
 //

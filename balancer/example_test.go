@@ -143,3 +143,24 @@ func ExampleParseAdminState() {
 	// maint <nil>
 	// balancer: unknown admin state "up"; want ready, drain or maint
 }
+
+// Round robin over backends of weights 1, 2 and 3 with the weight-2 one
+// down: its share goes to the others in proportion to their weights, 1:3.
+// (Here it was down before the pool was built; a backend that goes down
+// later leaves the schedule once the pool's rebuild lands, and slow start,
+// Options.SlowStart, ramps it back in when it returns.)
+func ExampleNewPool_memberDown() {
+	members := newMembers("127.0.0.1:9001", "127.0.0.1:9002", "127.0.0.1:9003")
+	members[1].Weight, members[2].Weight = 2, 3
+	members[1].Backend.SetHealthy(false)
+	pool, err := balancer.NewPool(members, balancer.Options{Strategy: balancer.RoundRobin})
+	if err != nil {
+		panic(err)
+	}
+	defer pool.Close()
+	for range 8 {
+		fmt.Print(pool.Pick(0, 0), " ")
+	}
+	fmt.Println()
+	// Output: 0 2 2 2 0 2 2 2
+}

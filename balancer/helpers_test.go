@@ -71,3 +71,22 @@ func addressOf(p *Pool, i int) string {
 	}
 	return p.Members()[i].Backend.Address()
 }
+
+// rampingPool returns a pool of n members with a 30s slow start in which
+// member 0 came back 10s ago (by the returned clock), settled.
+func rampingPool(tb testing.TB, n int, strategy string) (*Pool, *fakeClock) {
+	tb.Helper()
+	clk := newFakeClock()
+	bs := clockBackends(n, clk)
+	p := mustPool(tb, testMembers(bs), Options{Strategy: strategy, SlowStart: 30 * time.Second, now: clk.now})
+	clk.advance(time.Hour)
+	bs[0].SetHealthy(false)
+	bs[0].SetHealthy(true)
+	clk.advance(10 * time.Second)
+	p.Pick(0, 0)
+	waitSettled(tb, p)
+	if _, ok := p.ramp.active(); !ok {
+		tb.Fatal("no ramp running")
+	}
+	return p, clk
+}

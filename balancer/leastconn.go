@@ -26,33 +26,43 @@ const leastConnScanMax = 8
 // ones use power of two choices: two distinct random members, the less
 // loaded one wins. Both skip members that are down or tried; tried members
 // are used only when no other member is up (the least loaded of them).
+//
+// While slow start ramps a member, its weight in the comparison is scaled by
+// its ramp fraction f, and so is its chance among equally loaded members:
+// the scan weighs ties by f, p2c keeps a ramping draw with probability f.
+// An idle pool (every member at 0 in flight) then gives a member of equal
+// weight the share f / (members - 1 + f), the linear ramp.
 type leastConn struct {
 	members []Member
 	// rand returns 64 random bits; math/rand/v2's top-level Uint64 (lock-free,
 	// per-thread state) outside tests.
 	rand func() uint64
 	p2c  bool
+	// ramp is the pool's slow start, nil when off.
+	ramp *ramp
 }
 
-func newLeastConn(members []Member) *leastConn {
-	return &leastConn{members: members, rand: rand.Uint64, p2c: len(members) > leastConnScanMax}
+func newLeastConn(members []Member, r *ramp) *leastConn {
+	return &leastConn{members: members, rand: rand.Uint64, p2c: len(members) > leastConnScanMax, ramp: r}
 }
 
 // Pick implements Picker.
 func (lc *leastConn) Pick(_ uint64, tried uint64) int {
+	now, ramping := lc.ramp.active()
 	if lc.p2c {
-		if i := lc.pickP2C(tried); i >= 0 {
+		if i := lc.pickP2C(tried, ramping, now); i >= 0 {
 			return i
 		}
 	}
-	return lc.scan(tried)
+	return lc.scan(tried, ramping, now)
 }
 
 // scan returns the least loaded up member not in tried, a uniformly random
 // one among equals (reservoir sampling over the ties, with a cheap generator
 // seeded from lc.rand at the first tie), or else the least loaded tried one,
-// or -1.
-func (lc *leastConn) scan(tried uint64) int {
+// or -1. With ramping, weights and ties are scaled by the ramp fractions at
+// now.
+func (lc *leastConn) scan(tried uint64, ramping bool, now int64) int {
 	var seed uint64 // drawn at the first tie: most picks under load have none
 	seeded := false
 	best, fallback := -1, -1
@@ -65,6 +75,12 @@ func (lc *leastConn) scan(tried uint64) int {
 			continue
 		}
 		load, w := b.InFlight(), int64(m.Weight)
+		tw := uint64(1) // weight among ties
+		if ramping {
+			f := lc.ramp.fraction(b, now)
+			w *= f
+			tw = uint64(f)
+		}
 		if tried&(1<<(uint(i)&63)) != 0 {
 			if fallback < 0 || load*fbWeight < fbLoad*w {
 				fallback, fbLoad, fbWeight = i, load, w
@@ -77,23 +93,25 @@ func (lc *leastConn) scan(tried uint64) int {
 				continue
 			}
 			if d == 0 {
-				// The k-th equal member replaces the choice with
-				// probability 1/k, so each of them ends up chosen
-				// with probability 1/ties.
-				ties++
+				// An equal member replaces the choice with
+				// probability tw/ties (ties summing tw over the
+				// equal members so far), so each of them ends up
+				// chosen with probability tw/ties: 1/k for k equal
+				// members without a ramp.
+				ties += tw
 				if !seeded {
 					seed, seeded = lc.rand(), true
 				}
 				var x uint64
 				seed, x = wyrand(seed)
-				if (x>>32)*ties>>32 != 0 {
+				if hi, _ := bits.Mul64(x, ties); hi >= tw {
 					continue
 				}
 			} else {
-				ties = 1
+				ties = tw
 			}
 		} else {
-			ties = 1
+			ties = tw
 		}
 		best, bestLoad, bestWeight = i, load, w
 	}
@@ -106,11 +124,14 @@ func (lc *leastConn) scan(tried uint64) int {
 // pickP2C draws members at random until it has two distinct usable (up,
 // untried) ones, at most eight draws, and returns the less loaded; on a tie
 // the first drawn, which is either of them with equal probability. With one
-// usable draw it returns that one; with none, -1 and the caller scans.
-func (lc *leastConn) pickP2C(tried uint64) int {
+// usable draw it returns that one; with none, -1 and the caller scans. With
+// ramping, a draw of a ramping member counts with probability its ramp
+// fraction at now, and loads are compared per unit of ramped weight.
+func (lc *leastConn) pickP2C(tried uint64, ramping bool, now int64) int {
 	n := uint64(len(lc.members))
 	a := -1
 	var r uint64
+	var fa int64
 	for d := range 8 {
 		if d%2 == 0 {
 			r = lc.rand()
@@ -121,12 +142,19 @@ func (lc *leastConn) pickP2C(tried uint64) int {
 		if i == a || !lc.members[i].Backend.Up() || tried&(1<<(uint(i)&63)) != 0 {
 			continue
 		}
+		fi := int64(1)
+		if ramping {
+			fi = lc.ramp.fraction(lc.members[i].Backend, now)
+			if fi < rampOne && int64(lc.rand()%rampOne) >= fi {
+				continue
+			}
+		}
 		if a < 0 {
-			a = i
+			a, fa = i, fi
 			continue
 		}
 		ma, mb := &lc.members[a], &lc.members[i]
-		if mb.Backend.InFlight()*int64(ma.Weight) < ma.Backend.InFlight()*int64(mb.Weight) {
+		if mb.Backend.InFlight()*int64(ma.Weight)*fa < ma.Backend.InFlight()*int64(mb.Weight)*fi {
 			return i
 		}
 		return a

@@ -96,15 +96,41 @@ func BenchmarkLeastConnScanVsP2C(b *testing.B) {
 			b.ReportAllocs()
 			defer reportCPU(b, processCPU())
 			for b.Loop() {
-				lc.scan(0)
+				lc.scan(0, false, 0)
 			}
 		})
 		b.Run(fmt.Sprintf("p2c/%d", n), func(b *testing.B) {
 			b.ReportAllocs()
 			defer reportCPU(b, processCPU())
 			for b.Loop() {
-				lc.pickP2C(0)
+				lc.pickP2C(0, false, 0)
 			}
 		})
+	}
+}
+
+// BenchmarkPickRamping measures Pool.PickAcquire and Release while slow start
+// ramps one member: every pick reads the clock then (the real one, though
+// the ramp runs on the test's clock, which stands still).
+func BenchmarkPickRamping(b *testing.B) {
+	for _, strategy := range []string{RoundRobin, LeastConn} {
+		for _, n := range []int{3, 16, 256} {
+			b.Run(fmt.Sprintf("%s/%d", strategy, n), func(b *testing.B) {
+				p, clk := rampingPool(b, n, strategy)
+				p.ramp.now = func() int64 {
+					monoNow()
+					return clk.now()
+				}
+				b.ReportAllocs()
+				b.ResetTimer()
+				b.RunParallel(func(pb *testing.PB) {
+					var state, key uint64
+					for pb.Next() {
+						state, key = wyrand(state)
+						p.Release(p.PickAcquire(key, 0))
+					}
+				})
+			})
+		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // ErrNoBackend is the error for a request whose pool has no member that may
@@ -71,10 +72,23 @@ type Options struct {
 	// never with Backend.Acquire/Release directly: the pool's in-flight
 	// total would stay 0 and every busy member would look overloaded.
 	BoundedLoad float64
+	// SlowStart, when above 0, ramps a member's effective weight linearly
+	// from about 0 (1/100 of it) to its full weight over this long after
+	// its Backend comes up: from down or ejected, or for the first time
+	// (a backend that a reload adds). RoundRobin and LeastConn only;
+	// ConsistentHash ignores it, so that keys keep their member (use
+	// BoundedLoad to limit a cold member's load). 0 (default) turns it off;
+	// negative is an error. Backends that come up together (at start) ramp
+	// together, so their shares are as without slow start.
+	SlowStart time.Duration
 	// Logger receives the stack of a panic in the pool's table-rebuild
 	// goroutine (a bug; the old table stays in use). nil means
 	// slog.Default().
 	Logger *slog.Logger
+
+	// now replaces the clock in tests (nanoseconds, as Backend.now); nil
+	// means monoNow.
+	now func() int64
 }
 
 // Picker chooses a member index for a key. Implementations must be safe for
@@ -89,12 +103,14 @@ type Picker interface {
 // Acquire, Release and Members are safe for concurrent use, lock-free and
 // allocation-free.
 //
-// A consistent_hash pool watches its backends and rebuilds its Maglev table
-// off the request path when one of them goes up or down; until the rebuild
+// Round robin and consistent_hash pools, and least_conn pools with slow
+// start, watch their backends and rebuild their schedule, Maglev table or
+// ramp state off the request path when one of them goes up or down (and, for
+// round robin, in steps while slow start ramps a member); until the rebuild
 // lands, Pick walks past members that are down. Close stops the watching;
 // call it when a reload retires the pool, or the backends keep the pool
-// reachable. Round robin and least_conn pools hold no such state, and Close
-// is a no-op for them.
+// reachable. A least_conn pool without slow start holds no such state, and
+// Close is a no-op for it.
 //
 // Create pools with NewPool; the zero value is not usable. Do not copy.
 type Pool struct {
@@ -102,6 +118,13 @@ type Pool struct {
 	picker  Picker
 	// hash is the picker of a consistent_hash pool, nil otherwise.
 	hash *maglev
+	// rr is the picker of a round_robin pool, nil otherwise.
+	rr *weightedRoundRobin
+	// ramp is slow start, nil when off (or consistent_hash).
+	ramp *ramp
+	// watching says that the pool watches its backends and rebuilds.
+	watching bool
+	now      func() int64
 	// bounded says whether Acquire/Release maintain total.
 	bounded bool
 	log     *slog.Logger
@@ -139,15 +162,25 @@ func NewPool(members []Member, opts Options) (*Pool, error) {
 			return nil, fmt.Errorf("balancer: backend %s: weight %d is outside 1..%d", m.Backend.Address(), m.Weight, MaxWeight)
 		}
 	}
-	p := &Pool{members: members, log: opts.Logger}
+	if opts.SlowStart < 0 {
+		return nil, fmt.Errorf("balancer: slow start %v is negative", opts.SlowStart)
+	}
+	p := &Pool{members: members, log: opts.Logger, now: opts.now}
 	if p.log == nil {
 		p.log = slog.Default()
 	}
+	if p.now == nil {
+		p.now = monoNow
+	}
+	if opts.SlowStart > 0 && opts.Strategy != ConsistentHash {
+		p.ramp = &ramp{span: int64(opts.SlowStart), now: p.now}
+	}
 	switch opts.Strategy {
 	case "", RoundRobin:
-		p.picker = newWeightedRoundRobin(members)
+		p.rr = newWeightedRoundRobin(members, p.ramp, p)
+		p.picker = p.rr
 	case LeastConn:
-		p.picker = newLeastConn(members)
+		p.picker = newLeastConn(members, p.ramp)
 	case ConsistentHash:
 		c := opts.BoundedLoad
 		if c != 0 && (math.IsNaN(c) || math.IsInf(c, 0) || c <= 1) {
@@ -163,14 +196,17 @@ func NewPool(members []Member, opts Options) (*Pool, error) {
 		p.bounded = c != 0
 		p.hash = newMaglev(members, size, c, &p.total)
 		p.picker = p.hash
+	default:
+		return nil, fmt.Errorf("balancer: unknown strategy %q", opts.Strategy)
+	}
+	if p.hash != nil || p.rr != nil || p.ramp != nil {
 		// Watch first, then build: a change that lands in between
 		// schedules a rebuild that waits on buildMu and reads the new state.
+		p.watching = true
 		for _, m := range members {
 			m.Backend.watch(p)
 		}
 		p.rebuild()
-	default:
-		return nil, fmt.Errorf("balancer: unknown strategy %q", opts.Strategy)
 	}
 	return p, nil
 }
@@ -241,7 +277,7 @@ func (p *Pool) InFlight() int64 {
 // table rebuild in progress to finish. The pool stays usable: Pick keeps
 // using the last table. Close is idempotent and safe to call concurrently.
 func (p *Pool) Close() {
-	if p.hash == nil {
+	if !p.watching {
 		return
 	}
 	for _, m := range p.members {
@@ -253,14 +289,15 @@ func (p *Pool) Close() {
 	p.wg.Wait()
 }
 
-// stateChanged runs in the goroutine that changed a member's Up state. It
-// marks the table stale and starts a rebuild goroutine unless one is live;
+// stateChanged runs in the goroutine that changed a member's Up state, or in
+// the round-robin Pick that found a slow-start step due. It marks the table
+// stale and starts a rebuild goroutine unless one is live;
 // that goroutine loops until no change arrived during its last build, so a
 // burst of transitions costs one or two builds.
 func (p *Pool) stateChanged() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.closed || p.hash == nil {
+	if p.closed || !p.watching {
 		return
 	}
 	p.dirty = true
@@ -290,17 +327,27 @@ func (p *Pool) rebuildLoop() {
 func (p *Pool) safeRebuild() {
 	defer func() {
 		if r := recover(); r != nil {
-			p.log.Error("balancer: rebuild maglev table", "err", r, "stack", string(debug.Stack()))
+			p.log.Error("balancer: rebuild pool schedule", "err", r, "stack", string(debug.Stack()))
 		}
 	}()
 	p.rebuild()
 }
 
-// rebuild builds a table from the members' current Up state and publishes it.
+// rebuild builds a table, schedule and ramp state from the members' current
+// Up state and publishes them.
 func (p *Pool) rebuild() {
 	p.buildMu.Lock()
 	defer p.buildMu.Unlock()
-	p.hash.table.Store(p.hash.build())
+	now := p.now()
+	if p.ramp != nil {
+		p.ramp.update(p.members, now)
+	}
+	switch {
+	case p.hash != nil:
+		p.hash.table.Store(p.hash.build())
+	case p.rr != nil:
+		p.rr.sched.Store(p.rr.build(now))
+	}
 	p.builds.Add(1)
 }
 

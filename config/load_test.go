@@ -292,6 +292,7 @@ func TestValidEdgeCases(t *testing.T) {
 		{"wildcard host and hostname backends", minimal("", "  host = \"*.example.com\"\n  path_prefix = \"/v1/\"\n", "", "[pool.b]\nbackends = [{ address = \"backend-1.internal:80\" }, { address = \"[::1]:81\", weight = 100 }]\n")},
 		{"route hosts differ only by path", minimal("", "  host = \"a.example.com\"\n  [[listener.route]]\n  host = \"a.example.com\"\n  path_prefix = \"/api/\"\n  pool = \"api\"\n", "", "")},
 		{"bounded load and affinity", minimal("", "", "strategy = \"consistent_hash\"\nhash_on = \"query:user\"\nbounded_load = 1.01\naffinity = \"header:Mcp-Session-Id\"\nprotocol = \"h2c\"\nretries = 10\nretry_budget = 1\n", "")},
+		{"slow start, and with consistent_hash (no effect there)", minimal("", "", "slow_start = \"30s\"\n[pool.b]\nstrategy = \"consistent_hash\"\nslow_start = \"1m\"\nbackends = [{ address = \"10.0.0.9:80\" }]\n", "")},
 		{"health extremes", minimal("", "", "[pool.api.health]\ncheck = \"none\"\nexpect_status = 204\nrise = 1\nfall = 1\n[pool.api.passive]\nmax_ejection_percent = 0\n", "")},
 		{"grpc check", minimal("", "", "[pool.api.health]\ncheck = \"grpc\"\nservice = \"my.Service\"\ninterval = \"10s\"\ntimeout = \"9s\"\n", "")},
 	}

@@ -141,6 +141,11 @@ type Pool struct {
 	AffinitySecretFile string `toml:"affinity_secret_file"`
 	// Protocol spoken to the backends: "http1" (default) or "h2c".
 	Protocol string `toml:"protocol"`
+	// SlowStart ramps a backend's weight linearly from about 0 to full over
+	// this long after it comes up (from down or ejected, or added by a
+	// reload), under round_robin and least_conn; consistent_hash ignores it
+	// (keys stay put). Default 0: off.
+	SlowStart Duration `toml:"slow_start"`
 
 	// ConnectTimeout bounds dialing a backend. Default 2s.
 	ConnectTimeout Duration `toml:"connect_timeout"`

@@ -301,6 +301,9 @@ func (v *validator) pool(c *Config, name string, pl *Pool) {
 		v.add(p+".protocol", "%s", enumMsg("protocol", pl.Protocol, []string{protocolHTTP1, protocolH2C}))
 	}
 
+	if pl.SlowStart.Duration < 0 {
+		v.add(p+".slow_start", "slow_start must be 0 (off) or positive; use a duration %s", durationExample)
+	}
 	v.positiveDuration(p+".connect_timeout", pl.ConnectTimeout)
 	v.positiveDuration(p+".response_timeout", pl.ResponseTimeout)
 	v.positiveDuration(p+".idle_timeout", pl.IdleTimeout)

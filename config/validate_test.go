@@ -187,6 +187,7 @@ func TestValidatePools(t *testing.T) {
 		{"affinity from query", poolCfg(`affinity = "query:id" #<`), "pool.api.affinity", `affinity "query:id" must be "cookie:NAME" or "header:NAME"`},
 		{"affinity source_ip", poolCfg(`affinity = "source_ip" #<`), "pool.api.affinity", "must be"},
 		{"bad protocol", poolCfg(`protocol = "http2" #<`), "pool.api.protocol", `unknown protocol "http2"`},
+		{"negative slow start", poolCfg(`slow_start = "-1s" #<`), "pool.api.slow_start", "slow_start must be 0 (off) or positive"},
 		{"zero connect timeout", poolCfg(`connect_timeout = "0s" #<`), "pool.api.connect_timeout", "connect_timeout must be greater than 0"},
 		{"zero response timeout", poolCfg(`response_timeout = "0ms" #<`), "pool.api.response_timeout", "must be greater than 0"},
 		{"zero pool idle timeout", poolCfg(`idle_timeout = "-5s" #<`), "pool.api.idle_timeout", "must be greater than 0"},

@@ -358,7 +358,7 @@ func (p *Proxy) buildPools(cfg *config.Config, old *generation) (*generation, ma
 			pr.errs = append(pr.errs, errc)
 		}
 		pool, err := balancer.NewPool(members, balancer.Options{
-			Strategy: pc.Strategy, TableSize: pc.TableSize, BoundedLoad: pc.BoundedLoad,
+			Strategy: pc.Strategy, TableSize: pc.TableSize, BoundedLoad: pc.BoundedLoad, SlowStart: pc.SlowStart.Duration,
 		})
 		if err != nil {
 			errs = append(errs, fmt.Errorf("pool %s: %w", name, err))
