@@ -65,7 +65,7 @@ type Proxy struct {
 	// queues are the pools' wait queues by pool name, kept across reloads
 	// with the pool backends that feed them (core_queue.go).
 	queues map[string]*poolQueue
-	gen            atomic.Pointer[generation]
+	gen    atomic.Pointer[generation]
 	// retiring counts the drains of listeners a reload removed; Shutdown
 	// waits for them too.
 	retiring sync.WaitGroup
