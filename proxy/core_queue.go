@@ -115,7 +115,7 @@ func (q *poolQueue) handOver(u *poolBackend) {
 		q.remove(w)
 		w.u = u
 		w.state.Store(waitGranted)
-		w.owner.slotGranted()
+		w.owner.slotGranted() // under the lock: unpark waits for it
 	}
 	q.mu.Unlock()
 }
@@ -164,21 +164,21 @@ func (l *httpListener) unpark(ctx *fasthttp.RequestCtx, x *exchange, w *queueWai
 	p := x.p
 	q := p.queue
 	now := time.Now()
-	if !w.granted() {
-		q.mu.Lock()
-		if w.state.Load() == waitQueued {
-			q.remove(w)
-			w.state.Store(waitIdle)
-			q.mu.Unlock()
-			q.wait.Observe(now.Sub(w.since).Seconds())
-			l.queueRefused(ctx, x, "every backend is at its connection limit; waited in the queue until its timeout", "queue_timeout")
-			return -1
-		}
-		q.mu.Unlock() // granted meanwhile
+	// Always under the lock, even when granted: handOver may still be
+	// waking the owner, and the owner must not reuse w before that ends.
+	q.mu.Lock()
+	if w.state.Load() == waitQueued {
+		q.remove(w)
+		w.state.Store(waitIdle)
+		q.mu.Unlock()
+		q.wait.Observe(now.Sub(w.since).Seconds())
+		l.queueRefused(ctx, x, "every backend is at its connection limit; waited in the queue until its timeout", "queue_timeout")
+		return -1
 	}
 	u := w.u
 	w.u, w.owner = nil, nil
 	w.state.Store(waitIdle)
+	q.mu.Unlock()
 	q.wait.Observe(now.Sub(w.since).Seconds())
 	for i, m := range p.ups {
 		if m == u {
@@ -200,12 +200,13 @@ func (l *httpListener) parkAbandoned(ctx *fasthttp.RequestCtx, x *exchange, w *q
 	if w.state.Load() == waitQueued {
 		q.remove(w)
 	}
-	q.mu.Unlock()
-	if u := w.u; u != nil {
-		u.giveConn()
-	}
+	u := w.u
 	w.u, w.owner = nil, nil
 	w.state.Store(waitIdle)
+	q.mu.Unlock()
+	if u != nil {
+		u.giveConn() // granted meanwhile: to the next waiter
+	}
 	q.wait.Observe(time.Since(w.since).Seconds())
 	if x.attempt > 0 {
 		x.p.retrying.Add(-1)
