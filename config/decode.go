@@ -57,6 +57,12 @@ func (d *decoder) value(path string, data any, v reflect.Value) bool {
 			return false
 		}
 		ok = d.table(path, m, v)
+	case reflect.Pointer:
+		// An optional table (nil: absent).
+		e := reflect.New(t.Elem())
+		if ok = d.value(path, data, e.Elem()); ok {
+			v.Set(e)
+		}
 	case reflect.Map:
 		ok = d.mapping(path, data, v)
 	case reflect.Slice:

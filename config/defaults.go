@@ -148,6 +148,10 @@ func withDefaults(c Config, set map[string]bool) *Config {
 			pl.RetryBudget = defaultRetryBudget
 		}
 		pl.Backends = slices.Clone(pl.Backends)
+		if pl.Queue != nil {
+			q := *pl.Queue
+			pl.Queue = &q
+		}
 		for i := range pl.Backends {
 			num(&pl.Backends[i].Weight, indexKey(p+".backends", i)+".weight", defaultWeight)
 		}

@@ -170,6 +170,24 @@ type Pool struct {
 	Health HealthCheck `toml:"health"`
 	// Passive is passive ejection, [pool.NAME.passive].
 	Passive Passive `toml:"passive"`
+	// Queue, when set, makes a request that finds every backend at
+	// MaxConnectionsPerBackend wait for a free connection slot (HAProxy's
+	// maxconn queue). nil (default): no queue, such a request gets 503 at
+	// once.
+	Queue *Queue `toml:"queue"`
+}
+
+// Queue is a pool's wait queue, pool.NAME.queue = { size = N, timeout = "1s" }:
+// requests over the per-backend connection limit wait, first come first
+// served, for a connection slot on any backend of the pool. Both keys are
+// required.
+type Queue struct {
+	// Size is how many requests may wait at once, at least 1; a request
+	// that finds the queue full gets 503 at once.
+	Size int `toml:"size"`
+	// Timeout is the longest a request waits (HAProxy's timeout queue),
+	// greater than 0; then 503.
+	Timeout Duration `toml:"timeout"`
 }
 
 // Backend is one member of a pool's backends array.

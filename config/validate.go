@@ -316,6 +316,13 @@ func (v *validator) pool(c *Config, name string, pl *Pool) {
 	}
 	v.health(p+".health", &pl.Health)
 	v.passive(p+".passive", &pl.Passive)
+	if q := pl.Queue; q != nil {
+		qp := p + ".queue"
+		if q.Size < 1 {
+			v.add(qp+".size", "queue size %d must be at least 1; set queue = { size = 1024, timeout = \"1s\" } or remove queue for no queue", q.Size)
+		}
+		v.positiveDuration(qp+".timeout", q.Timeout)
+	}
 }
 
 // backends checks a pool's backend list.

@@ -3,6 +3,7 @@ package config
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 // A validation case is a whole config with exactly one problem. The line the
@@ -197,6 +198,11 @@ func TestValidatePools(t *testing.T) {
 		{"zero retry budget", poolCfg(`retry_budget = 0 #<`), "pool.api.retry_budget", "retry_budget 0 must be a fraction above 0 and at most 1"},
 		{"retry budget above 1", poolCfg(`retry_budget = 1.5 #<`), "pool.api.retry_budget", "at most 1"},
 		{"retry budget nan", poolCfg(`retry_budget = nan #<`), "pool.api.retry_budget", "at most 1"},
+		{"queue size zero", poolCfg(`queue = { size = 0, timeout = "1s" } #<`), "pool.api.queue.size", "queue size 0 must be at least 1"},
+		{"queue without size", poolCfg(`queue = { timeout = "1s" } #<`), "pool.api.queue.size", "must be at least 1"},
+		{"queue timeout zero", poolCfg(`queue = { size = 10, timeout = "0s" } #<`), "pool.api.queue.timeout", "timeout must be greater than 0"},
+		{"queue without timeout", poolCfg(`queue = { size = 10 } #<`), "pool.api.queue.timeout", "timeout must be greater than 0"},
+		{"queue unknown key", poolCfg(`queue = { size = 10, timeout = "1s", max = 3 } #<`), "pool.api.queue.max", "unknown"},
 	})
 }
 
@@ -318,5 +324,24 @@ algorithms = ["none"]
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+func TestPoolQueue(t *testing.T) {
+	t.Parallel()
+	cfg, err := Parse([]byte(poolCfg(`queue = { size = 8, timeout = "250ms" }`)), "testdata/case.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := cfg.Pools["api"].Queue
+	if q == nil || q.Size != 8 || q.Timeout.Duration != 250*time.Millisecond {
+		t.Fatalf("queue = %+v, want size 8, timeout 250ms", q)
+	}
+	cfg, err = Parse([]byte(poolCfg("")), "testdata/case.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if q := cfg.Pools["api"].Queue; q != nil {
+		t.Fatalf("queue = %+v without the key, want nil (no queue)", q)
 	}
 }

@@ -36,6 +36,8 @@ type Metrics struct {
 	UpstreamErrors   *prometheus.CounterVec   // pool, backend, reason
 	RetriesTotal     *prometheus.CounterVec   // pool
 	HashKeyMissing   *prometheus.CounterVec   // pool
+	QueueLength      *prometheus.GaugeVec     // pool
+	QueueWait        *prometheus.HistogramVec // pool
 	HealthChecks     *prometheus.CounterVec   // pool, backend, result
 	Ejections        *prometheus.CounterVec   // pool, backend
 	ConnsActive      *prometheus.GaugeVec     // listener
@@ -98,6 +100,15 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 		HashKeyMissing: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "hash_key_missing_total",
 			Help: "Consistent-hash requests that lacked their hash_on key and fell back to the source address, by pool.",
+		}, []string{"pool"}),
+		QueueLength: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "queue_length",
+			Help: "Requests waiting now in the pool's queue for a connection slot (pool queue), by pool.",
+		}, []string{"pool"}),
+		QueueWait: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: namespace, Name: "queue_wait_seconds",
+			Help:    "Time requests waited in the pool's queue, until a slot or the queue timeout, by pool.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
 		}, []string{"pool"}),
 		HealthChecks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "health_checks_total",
@@ -171,7 +182,7 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 	m.backends.ejectedUntil = prometheus.NewDesc(namespace+"_backend_ejected_until_seconds",
 		"End of the backend's passive ejection as a Unix time; 0 when it is not ejected.", []string{"pool", "backend"}, nil)
 	reg.MustRegister(m.RequestsTotal, m.RequestDuration, m.UpstreamErrors, m.RetriesTotal,
-		m.HashKeyMissing, m.HealthChecks, m.Ejections, m.ConnsActive, m.ConnsTotal, m.ConnsRejected,
+		m.HashKeyMissing, m.QueueLength, m.QueueWait, m.HealthChecks, m.Ejections, m.ConnsActive, m.ConnsTotal, m.ConnsRejected,
 		m.UpgradedActive, m.Panics, m.TCPBytes, m.JWTVerified, m.JWTRejected, m.ConfigReloads, m.ReloadSuccessful,
 		m.ReloadTimestamp, m.AccessLogDropped, m.BuildInfo, &m.backends,
 		collectors.NewGoCollector(),

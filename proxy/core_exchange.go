@@ -41,6 +41,13 @@ type exchange struct {
 	clientClose bool
 	streamed    bool
 	counted     bool // count ran (countHead)
+	// wait: the last attempt met the backend's connection limit and the
+	// pool has a queue: the next pick answers pickQueue (core_queue.go).
+	wait bool
+	// slot: x holds a connection slot of member's backend for its next
+	// attempt (park, unpark): the engine connects without taking one, or
+	// gives it back when it uses an idle connection.
+	slot bool
 	// bytesOut, when not negative, is the response body's length as sent;
 	// otherwise end takes it from ctx.Response (loop.go relays bodies
 	// itself).
@@ -176,6 +183,9 @@ func (l *httpListener) refuse(ctx *fasthttp.RequestCtx, x *exchange, p *poolRunt
 // in ctx.Response.
 func (l *httpListener) pick(ctx *fasthttp.RequestCtx, x *exchange) int {
 	p := x.p
+	if p.queue != nil && (x.wait || p.queue.waiting()) && !x.aff.strict {
+		return pickQueue // behind the requests already waiting (core_queue.go)
+	}
 	i := x.aff.pin
 	if i >= 0 && x.attempt == 0 {
 		p.pool.Acquire(i)
@@ -239,6 +249,15 @@ func (l *httpListener) attempted(ctx *fasthttp.RequestCtx, x *exchange, i int, e
 		return false
 	}
 	st, why, retryable := classifyUpstreamError(err, &ctx.Request)
+	if why == reasonLimit && p.queue != nil && !x.aff.strict {
+		// Not a failure: the request waits in the pool's queue (pick
+		// answers pickQueue), as the same retry if it is one.
+		if x.attempt > 0 {
+			p.retrying.Add(1)
+		}
+		x.wait = true
+		return true
+	}
 	clientFault := st == fasthttp.StatusRequestEntityTooLarge || st == statusClientClosed || st == fasthttp.StatusBadRequest
 	if !clientFault {
 		p.errs[i][why].Inc()

@@ -14,7 +14,9 @@
 // The core (core_*.go) makes every decision a user can observe, once for
 // every engine: the route, the request ID, the JWT stage, the headers that
 // go out either way, affinity, which backend and whether to retry, passive
-// ejection, every answer frontdoor makes itself (refuse, fail), the error to
+// ejection, the pool queue at the backends' connection limit (core_queue.go:
+// engines only park and resume an exchange), every answer frontdoor makes
+// itself (refuse, fail), the error to
 // status mapping (classifyUpstreamError), metrics and the access record. An
 // exchange goes through its phases: begin, then pick and attempted once per
 // backend tried, then end.

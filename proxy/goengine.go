@@ -29,10 +29,21 @@ func (l *httpListener) handle(ctx *fasthttp.RequestCtx) {
 	}
 	for {
 		i := l.pick(ctx, &x)
+		if i == pickQueue {
+			i = l.await(ctx, &x) // goengine_queue.go
+		}
 		if i < 0 {
 			break
 		}
-		err := l.forward(ctx, x.p.ups[i], x.p, i, &x.fw)
+		u := x.p.ups[i]
+		if x.slot {
+			u.reserve() // Dial uses the slot the queue gave
+		}
+		err := l.forward(ctx, u, x.p, i, &x.fw)
+		if x.slot {
+			x.slot = false
+			u.unreserve()
+		}
 		if !l.attempted(ctx, &x, i, err) {
 			break
 		}

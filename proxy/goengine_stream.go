@@ -210,14 +210,20 @@ func (l *httpListener) forward(ctx *fasthttp.RequestCtx, u *poolBackend, p *pool
 			}
 		}
 		hc.ReleaseReader(br)
-		if err != nil || resp.ConnectionClose() {
+		// While requests wait in the pool's queue, the connection's slot
+		// goes to the first of them (core_queue.go), not to the idle pool.
+		if err != nil || resp.ConnectionClose() || u.queued() {
 			hc.CloseConn(cc)
 		} else {
 			hc.ReleaseConn(cc)
 		}
 		return err
 	}
-	startStream(ctx, l, hc, cc, (*fasthttp.HostClient).ReleaseConn, (*fasthttp.HostClient).CloseConn, br, p.pool, member, n, spliced)
+	release := (*fasthttp.HostClient).ReleaseConn
+	if u.queued() {
+		release = (*fasthttp.HostClient).CloseConn
+	}
+	startStream(ctx, l, hc, cc, release, (*fasthttp.HostClient).CloseConn, br, p.pool, member, n, spliced)
 	return nil
 }
 

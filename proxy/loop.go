@@ -85,6 +85,7 @@ const (
 	tBackendResponse
 	tBackendBody
 	tBackendIdle
+	tQueue // a client's exchange waits in a pool queue (loop_queue.go)
 )
 
 // Response body framings.
@@ -100,6 +101,7 @@ const (
 	ctlStopAccept = 1 << iota
 	ctlDrain
 	ctlClose
+	ctlGrant // a pool queue handed a slot to an exchange parked here (loop_queue.go)
 )
 
 var (
@@ -181,6 +183,10 @@ type lexch struct {
 	client     *lconn
 	head       bool // a HEAD request: the answer has no body
 	freshRetry bool // the one silent retry after a stale pooled connection
+	// qw is the exchange's place in its pool's queue; parkIdx its index
+	// in evLoop.parked while it waits there, else -1 (loop_queue.go).
+	qw      queueWaiter
+	parkIdx int
 }
 
 // loopBackend is a loop's view of a poolBackend: its address and the loop's
@@ -241,6 +247,7 @@ type evLoop struct {
 	freeConns []*lconn
 	freeX     []*lexch
 	ups       []*loopBackend // by poolBackend.id
+	parked    []*lexch       // exchanges waiting in a pool queue (loop_queue.go)
 	queues    []*timerQueue
 	clients   int
 	accepting bool
@@ -568,6 +575,9 @@ func (lp *evLoop) controlled() bool {
 		lp.closeAll()
 		return true
 	}
+	if req&ctlGrant != 0 {
+		lp.resumeGranted()
+	}
 	if req&ctlDrain != 0 && !lp.draining {
 		lp.draining = true
 		for _, c := range lp.conns {
@@ -613,7 +623,7 @@ func (lp *evLoop) acquireX() *lexch {
 		lp.freeX = lp.freeX[:n-1]
 		return x
 	}
-	return &lexch{}
+	return &lexch{parkIdx: -1}
 }
 
 func (lp *evLoop) releaseX(x *lexch) {

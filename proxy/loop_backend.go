@@ -22,25 +22,39 @@ func (lp *evLoop) start(x *lexch) {
 
 // attempt sends x to the next member, or answers it when none is left.
 func (lp *evLoop) attempt(x *lexch) {
-	l := lp.l
-	ctx := &x.ctx
 	for {
-		i := l.pick(ctx, &x.x)
-		if i < 0 {
-			l.end(ctx, &x.x)
-			lp.respond(x)
-			return
+		i := lp.l.pick(&x.ctx, &x.x)
+		if i == pickQueue {
+			if i = lp.park(x); i == pickQueue {
+				return // resumeGranted or queueTimedOut goes on
+			}
 		}
-		err := lp.send(x, i)
-		if err == nil {
-			return // the answer comes to backendRead
-		}
-		if !l.attempted(ctx, &x.x, i, err) {
-			l.end(ctx, &x.x)
-			lp.respond(x)
+		if !lp.sendTo(x, i) {
 			return
 		}
 	}
+}
+
+// sendTo sends x to member i, or answers it when i < 0. It reports
+// whether x is to be tried again (attempt picks the next member).
+func (lp *evLoop) sendTo(x *lexch, i int) bool {
+	l := lp.l
+	ctx := &x.ctx
+	if i < 0 {
+		l.end(ctx, &x.x)
+		lp.respond(x)
+		return false
+	}
+	err := lp.send(x, i)
+	if err == nil {
+		return false // the answer comes to backendRead
+	}
+	if !l.attempted(ctx, &x.x, i, err) {
+		l.end(ctx, &x.x)
+		lp.respond(x)
+		return false
+	}
+	return true
 }
 
 // send writes x's request to a connection to member i.
@@ -58,7 +72,9 @@ func (lp *evLoop) send(x *lexch, i int) error {
 		}
 	}
 	lu := lp.backendOf(x.x.p.ups[i])
-	b, err := lp.backendConn(lu)
+	slot := x.x.slot
+	x.x.slot = false
+	b, err := lp.backendConn(lu, slot)
 	if err != nil {
 		return err
 	}
@@ -119,9 +135,13 @@ func (lp *evLoop) dropRetired() {
 }
 
 // backendConn returns an idle keep-alive connection to lu or starts a new
-// one.
-func (lp *evLoop) backendConn(lu *loopBackend) (*lconn, error) {
+// one. slot: the caller holds a connection slot of lu's backend (from the
+// pool queue), which a new connection uses and an idle one gives back.
+func (lp *evLoop) backendConn(lu *loopBackend, slot bool) (*lconn, error) {
 	if n := len(lu.idle); n > 0 {
+		if slot {
+			lu.u.giveConn()
+		}
 		b := lu.idle[n-1]
 		lu.idle = lu.idle[:n-1]
 		b.idx = -1
@@ -131,7 +151,7 @@ func (lp *evLoop) backendConn(lu *loopBackend) (*lconn, error) {
 		return b, nil
 	}
 	// max_connections_per_backend counts the connections of every loop.
-	if !lu.u.takeConn() {
+	if !slot && !lu.u.takeConn() {
 		return nil, fasthttp.ErrNoFreeConns
 	}
 	fd, err := unix.Socket(lu.family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
@@ -309,7 +329,9 @@ func (lp *evLoop) finishExchange(b, c *lconn) {
 	// other loop can use while it refuses requests for the limit: close
 	// it, so the next request connects from whichever loop serves it.
 	lu := b.up
-	full := len(lp.l.ln.loops) > 1 && lu.u.connsFull()
+	// While requests wait in the pool's queue, the slot goes to the first
+	// of them, whichever engine or loop holds it (core_queue.go).
+	full := len(lp.l.ln.loops) > 1 && lu.u.connsFull() || lu.u.queued()
 	if b.keep && !lp.draining && !full && !lu.u.retired.Load() {
 		lp.idleBackend(b)
 	} else {

@@ -41,6 +41,10 @@ func (lp *evLoop) abandon(c *lconn) {
 	b := c.peer
 	c.x, c.peer = nil, nil
 	ctx := &x.ctx
+	if x.parkIdx >= 0 {
+		lp.unparkX(x)
+		lp.l.parkAbandoned(ctx, &x.x, &x.qw)
+	}
 	if b != nil {
 		b.peer = nil
 		headDone := b.headDone
@@ -74,6 +78,12 @@ func (lp *evLoop) clientEvent(c *lconn, ev uint32) {
 		}
 	}
 	if ev&(unix.EPOLLIN|hupEvents) != 0 {
+		if c.x != nil && c.x.parkIdx >= 0 && ev&hupEvents != 0 {
+			// Gone while its request waits in a pool queue: its place
+			// goes to the next (loop_queue.go).
+			lp.closeClient(c)
+			return
+		}
 		if c.x != nil || c.closing {
 			c.unread = true
 			return

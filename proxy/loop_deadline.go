@@ -67,6 +67,8 @@ func (lp *evLoop) timeout(c *lconn, kind uint8) {
 		lp.closeBackend(c)
 	case tBackendIdle:
 		lp.closeBackend(c)
+	case tQueue:
+		lp.queueTimedOut(c)
 	}
 }
 

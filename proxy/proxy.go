@@ -62,7 +62,10 @@ type Proxy struct {
 	poolBackends map[string]*poolBackend
 	// poolBackendIDs numbers new pool backends (poolBackend.id); Apply holds mu.
 	poolBackendIDs int
-	gen            atomic.Pointer[generation]
+	// queues are the pools' wait queues by pool name, kept across reloads
+	// with the pool backends that feed them (core_queue.go).
+	queues map[string]*poolQueue
+	gen    atomic.Pointer[generation]
 	// retiring counts the drains of listeners a reload removed; Shutdown
 	// waits for them too.
 	retiring sync.WaitGroup
@@ -95,6 +98,7 @@ func New(opts Options) *Proxy {
 		tcp:          map[string]*tcpListener{},
 		backends:     map[string]*balancer.Backend{},
 		poolBackends: map[string]*poolBackend{},
+		queues:       map[string]*poolQueue{},
 	}
 }
 
@@ -325,6 +329,14 @@ func (p *Proxy) buildPools(cfg *config.Config, old *generation) (*generation, ma
 		if pc.Strategy != balancer.ConsistentHash {
 			pr.hashSource = ""
 		}
+		q := p.queues[name]
+		if q == nil {
+			q = &poolQueue{length: m.QueueLength.WithLabelValues(name), wait: m.QueueWait.WithLabelValues(name)}
+			p.queues[name] = q
+		}
+		if pc.Queue != nil {
+			pr.queue, pr.queueSize, pr.queueTimeout = q, pc.Queue.Size, pc.Queue.Timeout.Duration
+		}
 		members := make([]balancer.Member, len(pc.Backends))
 		targets := make([]health.Target, len(pc.Backends))
 		ejectables := make([]health.Ejectable, len(pc.Backends))
@@ -343,6 +355,7 @@ func (p *Proxy) buildPools(cfg *config.Config, old *generation) (*generation, ma
 					p.backends[bkey] = be
 				}
 				u = newPoolBackend(p.poolBackendIDs, key, bc.Address, pc, be)
+				u.queue = q
 				p.poolBackendIDs++
 				newUps[key] = u
 			}

@@ -55,6 +55,12 @@ type poolBackend struct {
 	conns    atomic.Int64
 	maxConns int64
 	retired  atomic.Bool // no runtime uses it any more
+	// queue is the wait queue of the backend's pool (core_queue.go), which
+	// giveConn hands a freed slot to while anybody waits; nil: none.
+	queue *poolQueue
+	// reserved counts slots held, by requests that waited in the queue, for
+	// a connection the goroutine engine's Dial is about to make.
+	reserved atomic.Int64
 }
 
 func poolBackendKey(pool string, p *config.Pool, addr string) string {
@@ -83,7 +89,7 @@ func newPoolBackend(id int, key, addr string, p *config.Pool, be *balancer.Backe
 		// loops and the h2c transport: Dial takes from it, and the
 		// connection's Close gives back.
 		Dial: func(a string) (net.Conn, error) {
-			if !u.takeConn() {
+			if !u.claimReserved() && !u.takeConn() {
 				return nil, fasthttp.ErrNoFreeConns
 			}
 			c, err := fasthttp.DialTimeout(a, connectTimeout)
@@ -136,8 +142,44 @@ func (u *poolBackend) takeConn() bool {
 	return true
 }
 
-// giveConn returns a connection taken with takeConn.
-func (u *poolBackend) giveConn() { u.conns.Add(-1) }
+// giveConn returns a connection taken with takeConn, or a slot granted by
+// the queue: to the head of the pool's queue when anybody waits
+// (poolQueue.handOver). It frees first and looks for waiters second; park
+// does the opposite, so a slot is never left free while a request waits.
+func (u *poolBackend) giveConn() {
+	u.conns.Add(-1)
+	if q := u.queue; q != nil && q.waiting() {
+		q.handOver(u)
+	}
+}
+
+// reserve lets the next Dial to u use a slot the caller holds (a request
+// that waited in the queue) instead of taking one; unreserve gives it
+// back if no Dial used it (the request found an idle connection).
+func (u *poolBackend) reserve() { u.reserved.Add(1) }
+
+func (u *poolBackend) unreserve() {
+	if u.claimReserved() {
+		u.giveConn()
+	}
+}
+
+func (u *poolBackend) claimReserved() bool {
+	for {
+		n := u.reserved.Load()
+		if n <= 0 {
+			return false
+		}
+		if u.reserved.CompareAndSwap(n, n-1) {
+			return true
+		}
+	}
+}
+
+// queued reports whether requests wait in the queue of u's pool: a
+// finished connection then closes rather than idles, so that its slot goes
+// to the head of the queue whichever engine holds the waiter.
+func (u *poolBackend) queued() bool { return u.queue != nil && u.queue.waiting() }
 
 // connsFull reports whether the backend is at its connection limit.
 func (u *poolBackend) connsFull() bool { return u.maxConns > 0 && u.conns.Load() >= u.maxConns }
@@ -155,6 +197,11 @@ type poolRuntime struct {
 	retries         int
 	retryBudget     float64
 	loopable        bool // the event loop may serve it (loop.go)
+	// queue is the pool's wait queue (core_queue.go), nil without a queue
+	// setting; queueSize and queueTimeout are the setting.
+	queue        *poolQueue
+	queueSize    int
+	queueTimeout time.Duration
 
 	active   atomic.Int64 // requests in flight through this runtime's pool
 	retrying atomic.Int64 // retries in flight
