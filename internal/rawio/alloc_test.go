@@ -11,7 +11,7 @@ import (
 // TestAllocs: a read or write allocates nothing, EAGAIN included (the
 // event loop's hot path takes both).
 func TestAllocs(t *testing.T) {
-	a, b := pair(t)
+	a, b, _ := pair(t)
 	msg, buf := []byte("ping"), make([]byte, 16)
 	n := testing.AllocsPerRun(200, func() {
 		if _, err := Write(a, msg); err != nil {

@@ -7,19 +7,31 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// pair returns both ends of a non-blocking stream socket pair, closed when
-// the test ends unless the test closed them first.
-func pair(t *testing.T) (a, b int) {
+// pair returns both ends of a non-blocking stream socket pair and a close
+// function for either end. The cleanup closes only the ends not closed
+// already: closing a number twice could close another parallel test's
+// socket that reused it.
+func pair(t *testing.T) (a, b int, closeEnd func(fd int)) {
 	t.Helper()
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
+	open := map[int]bool{fds[0]: true, fds[1]: true}
+	closeEnd = func(fd int) {
+		if !open[fd] {
+			return
+		}
+		open[fd] = false
+		if err := unix.Close(fd); err != nil {
+			t.Errorf("close %d: %v", fd, err)
+		}
+	}
 	t.Cleanup(func() {
-		_ = unix.Close(fds[0])
-		_ = unix.Close(fds[1])
+		closeEnd(fds[0])
+		closeEnd(fds[1])
 	})
-	return fds[0], fds[1]
+	return fds[0], fds[1], closeEnd
 }
 
 // EINTR is not exercised here: a read or write of a non-blocking socket
@@ -27,7 +39,7 @@ func pair(t *testing.T) (a, b int) {
 // descriptors of the kernel that may (and for being sure).
 func TestReadWrite(t *testing.T) {
 	t.Parallel()
-	a, b := pair(t)
+	a, b, closeEnd := pair(t)
 	buf := make([]byte, 64)
 	if n, err := Read(b, buf); n != 0 || !errors.Is(err, unix.EAGAIN) {
 		t.Fatalf("read of an empty socket = %d, %v; want 0, EAGAIN", n, err)
@@ -64,9 +76,7 @@ func TestReadWrite(t *testing.T) {
 	}
 
 	// Drain it, then the peer's close is the end of stream: 0, nil.
-	if err := unix.Close(a); err != nil {
-		t.Fatal(err)
-	}
+	closeEnd(a)
 	for read := 0; ; {
 		n, err := Read(b, big)
 		if err != nil {
@@ -84,13 +94,11 @@ func TestReadWrite(t *testing.T) {
 
 func TestErrors(t *testing.T) {
 	t.Parallel()
-	a, b := pair(t)
+	a, b, closeEnd := pair(t)
 	if _, err := Read(-1, make([]byte, 1)); !errors.Is(err, unix.EBADF) {
 		t.Errorf("read of fd -1: %v, want EBADF", err)
 	}
-	if err := unix.Close(b); err != nil {
-		t.Fatal(err)
-	}
+	closeEnd(b)
 	if n, err := Write(a, []byte("x")); n != 0 || !errors.Is(err, unix.EPIPE) {
 		t.Errorf("write to a closed peer = %d, %v; want 0, EPIPE", n, err)
 	}
