@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"frontdoor/internal/loopback"
 	"net/http"
 	"os/exec"
 	"path/filepath"
@@ -51,7 +52,9 @@ func TestMetricsPassPromtool(t *testing.T) {
 		t.Skip("promtool not installed (make test-deps installs the prometheus package)")
 	}
 	live := startBackend(t, "live")
-	dead := freePort(t)
+	// A port bound and never listening: refused for the whole test, and no
+	// parallel test can take it (freePort's could be, and then answered).
+	_, dead := loopback.Bound(t)
 	cfgPath := filepath.Join(t.TempDir(), "frontdoor.toml")
 	writeConfig(t, cfgPath, metricsConfig(live.addr, dead))
 	d := startDaemon(t, cfgPath)
