@@ -35,6 +35,8 @@ const (
 	defaultMaxConnsPerBack  = 1024
 	defaultRetries          = 1
 	defaultRetryBudget      = 0.2
+	defaultDiscoveryMinTTL  = time.Second
+	defaultDiscoveryMaxTTL  = 60 * time.Second
 	defaultWeight           = 1
 	defaultCheck            = "tcp"
 	defaultHealthPath       = "/healthz"
@@ -151,6 +153,14 @@ func withDefaults(c Config, set map[string]bool) *Config {
 		if pl.Queue != nil {
 			q := *pl.Queue
 			pl.Queue = &q
+		}
+		if pl.Discovery != nil {
+			d := *pl.Discovery
+			dp := p + ".discovery"
+			dur(&d.MinTTL, dp+".min_ttl", defaultDiscoveryMinTTL)
+			dur(&d.MaxTTL, dp+".max_ttl", defaultDiscoveryMaxTTL)
+			str(&d.OnEmpty, DiscoveryKeep)
+			pl.Discovery = &d
 		}
 		for i := range pl.Backends {
 			num(&pl.Backends[i].Weight, indexKey(p+".backends", i)+".weight", defaultWeight)

@@ -164,8 +164,13 @@ type Pool struct {
 	// floor of 3 concurrent retries). Default 0.2.
 	RetryBudget float64 `toml:"retry_budget"`
 
-	// Backends lists the pool's members, at least one.
+	// Backends lists the pool's static members. A pool needs at least one
+	// static backend or a Discovery.
 	Backends []Backend `toml:"backends"`
+	// Discovery, when set, adds the backends a DNS name resolves to,
+	// re-resolved as its records expire. nil (default): static backends
+	// only.
+	Discovery *Discovery `toml:"discovery"`
 	// Health is the active health check, [pool.NAME.health].
 	Health HealthCheck `toml:"health"`
 	// Passive is passive ejection, [pool.NAME.passive].
@@ -189,6 +194,45 @@ type Queue struct {
 	// greater than 0; then 503.
 	Timeout Duration `toml:"timeout"`
 }
+
+// Discovery is pool.NAME.discovery = { name = "...", type = "srv" }: the
+// pool's backends (besides its static ones) are what a DNS name resolves
+// to, re-resolved at the records' TTL bounded by MinTTL and MaxTTL.
+type Discovery struct {
+	// Name is the DNS name asked, required; it is asked as an absolute
+	// name (no search list).
+	Name string `toml:"name"`
+	// Type is "a" (A and AAAA records: every address a backend at Port)
+	// or "srv" (SRV records: every target a backend at its port, weighted
+	// by its weight; only the lowest priority present is used). Required.
+	Type string `toml:"type"`
+	// Port is the backends' port with type "a" (required there, 1-65535);
+	// type "srv" takes ports from the records and must not set it.
+	Port int `toml:"port"`
+	// MinTTL is the shortest wait between resolutions, whatever the
+	// records' TTL. Default 1s.
+	MinTTL Duration `toml:"min_ttl"`
+	// MaxTTL is the longest wait between resolutions, and the wait when
+	// the TTL is not known (a failed resolution, the system resolver).
+	// Default 60s; at least MinTTL.
+	MaxTTL Duration `toml:"max_ttl"`
+	// Resolver is the DNS server asked, host:port over UDP. Default "":
+	// the first nameserver of /etc/resolv.conf (Go's resolver, without
+	// TTLs, when the file names none).
+	Resolver string `toml:"resolver"`
+	// OnEmpty says what an answer with no records does: "keep" (default)
+	// keeps the last good set, as a failed resolution does; "empty" removes
+	// every discovered backend.
+	OnEmpty string `toml:"on_empty"`
+}
+
+// Discovery types and on_empty values.
+const (
+	DiscoveryA     = "a"
+	DiscoverySRV   = "srv"
+	DiscoveryKeep  = "keep"
+	DiscoveryEmpty = "empty"
+)
 
 // Backend is one member of a pool's backends array.
 type Backend struct {

@@ -325,10 +325,15 @@ func (v *validator) pool(c *Config, name string, pl *Pool) {
 	}
 }
 
-// backends checks a pool's backend list.
+// backends checks a pool's backend list and its discovery.
 func (v *validator) backends(p string, pl *Pool) {
+	if d := pl.Discovery; d != nil {
+		v.discovery(p+".discovery", d)
+	}
 	if len(pl.Backends) == 0 {
-		v.add(p+".backends", `pool has no backends; add backends = [{ address = "host:port" }]`)
+		if pl.Discovery == nil {
+			v.add(p+".backends", `pool has no backends; add backends = [{ address = "host:port" }] or discovery = { name = "...", type = "srv" }`)
+		}
 		return
 	}
 	seen := make(map[string]string)
@@ -351,6 +356,44 @@ func (v *validator) backends(p string, pl *Pool) {
 		} else if b.Weight > maxWeight {
 			v.add(bp+".weight", "weight %d is above %d; scale the pool's weights down (only their ratios matter)", b.Weight, maxWeight)
 		}
+	}
+}
+
+// discovery checks pool.NAME.discovery.
+func (v *validator) discovery(p string, d *Discovery) {
+	name := strings.TrimSuffix(d.Name, ".")
+	switch {
+	case name == "":
+		v.add(p+".name", `discovery has no name; set name = "_http._tcp.api.internal" (srv) or "api.internal" (a)`)
+	case len(name) > 253 || strings.ContainsAny(name, " \t/:@"):
+		v.add(p+".name", "bad DNS name %q", d.Name)
+	}
+	switch d.Type {
+	case DiscoveryA:
+		if d.Port < 1 || d.Port > 65535 {
+			v.add(p+".port", `port %d must be 1-65535: type "a" records carry no port; set port = 8080`, d.Port)
+		}
+	case DiscoverySRV:
+		if d.Port != 0 {
+			v.add(p+".port", `port is only used with type = "a" (SRV records carry their ports); remove it`)
+		}
+	default:
+		v.add(p+".type", "%s", enumMsg("type", d.Type, []string{DiscoveryA, DiscoverySRV}))
+	}
+	v.positiveDuration(p+".min_ttl", d.MinTTL)
+	v.positiveDuration(p+".max_ttl", d.MaxTTL)
+	if d.MinTTL.Duration > 0 && d.MaxTTL.Duration < d.MinTTL.Duration {
+		v.add(p+".max_ttl", "max_ttl %v must be at least min_ttl %v", d.MaxTTL.Duration, d.MinTTL.Duration)
+	}
+	if d.Resolver != "" {
+		if _, _, msg := checkHostPort(d.Resolver, false, false); msg != "" {
+			v.add(p+".resolver", `%s; write the DNS server as "127.0.0.1:53"`, msg)
+		}
+	}
+	switch d.OnEmpty {
+	case DiscoveryKeep, DiscoveryEmpty:
+	default:
+		v.add(p+".on_empty", "%s", enumMsg("on_empty", d.OnEmpty, []string{DiscoveryKeep, DiscoveryEmpty}))
 	}
 }
 
