@@ -85,6 +85,10 @@ type Options struct {
 	// goroutine (a bug; the old table stays in use). nil means
 	// slog.Default().
 	Logger *slog.Logger
+	// AllowEmpty lets NewPool build a pool of no members, whose Pick
+	// always returns -1 (a pool whose backends all come from DNS discovery
+	// and none is known yet). Default false: no members is an error.
+	AllowEmpty bool
 
 	// now replaces the clock in tests (nanoseconds, as Backend.now); nil
 	// means monoNow.
@@ -152,6 +156,9 @@ type Pool struct {
 // caller must not modify the slice afterwards).
 func NewPool(members []Member, opts Options) (*Pool, error) {
 	if len(members) == 0 {
+		if opts.AllowEmpty {
+			return &Pool{picker: noMember{}, log: slog.Default(), now: monoNow}, nil
+		}
 		return nil, errors.New("balancer: pool needs at least one backend")
 	}
 	for i, m := range members {
@@ -210,6 +217,11 @@ func NewPool(members []Member, opts Options) (*Pool, error) {
 	}
 	return p, nil
 }
+
+// noMember is the picker of a pool without members.
+type noMember struct{}
+
+func (noMember) Pick(uint64, uint64) int { return -1 }
 
 // Members returns the pool's members in configured order. The caller must not
 // modify the slice.

@@ -150,3 +150,26 @@ func TestPoolAcquireRelease(t *testing.T) {
 		}
 	}
 }
+
+func TestEmptyPool(t *testing.T) {
+	t.Parallel()
+	for _, s := range []string{RoundRobin, LeastConn, ConsistentHash} {
+		t.Run(s, func(t *testing.T) {
+			t.Parallel()
+			p, err := NewPool(nil, Options{Strategy: s, AllowEmpty: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer p.Close()
+			if i := p.Pick(7, 0); i != -1 {
+				t.Fatalf("Pick = %d, want -1", i)
+			}
+			if i := p.PickAcquire(7, 0); i != -1 {
+				t.Fatalf("PickAcquire = %d, want -1", i)
+			}
+			if n := p.InFlight(); n != 0 || len(p.Members()) != 0 {
+				t.Fatalf("InFlight %d, members %d", n, len(p.Members()))
+			}
+		})
+	}
+}
