@@ -39,6 +39,11 @@ type Metrics struct {
 	QueueLength      *prometheus.GaugeVec     // pool
 	QueueWait        *prometheus.HistogramVec // pool
 	HealthChecks     *prometheus.CounterVec   // pool, backend, result
+	// DiscoveryBackends, DiscoveryResolutions and DiscoverySuccess
+	// describe DNS discovery (pool.NAME.discovery).
+	DiscoveryBackends    *prometheus.GaugeVec   // pool
+	DiscoveryResolutions *prometheus.CounterVec // pool, result (ok, error, empty)
+	DiscoverySuccess     *prometheus.GaugeVec   // pool
 	Ejections        *prometheus.CounterVec   // pool, backend
 	ConnsActive      *prometheus.GaugeVec     // listener
 	ConnsTotal       *prometheus.CounterVec   // listener
@@ -93,6 +98,18 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 			Namespace: namespace, Name: "upstream_errors_total",
 			Help: "Failures talking to backends, by pool, backend and reason (connect, timeout, reset, status_5xx, no_backend, ...).",
 		}, []string{"pool", "backend", "reason"}),
+		DiscoveryBackends: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "discovery_backends",
+			Help: "Backends the pool's DNS discovery currently contributes, by pool.",
+		}, []string{"pool"}),
+		DiscoveryResolutions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "discovery_resolutions_total",
+			Help: "DNS discovery resolutions, by pool and result (ok, error, empty).",
+		}, []string{"pool", "result"}),
+		DiscoverySuccess: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: namespace, Name: "discovery_last_success_timestamp_seconds",
+			Help: "Unix time of the pool's last DNS discovery resolution that returned records.",
+		}, []string{"pool"}),
 		RetriesTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "retries_total",
 			Help: "Requests retried on another backend, by pool.",
@@ -182,6 +199,7 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 	m.backends.ejectedUntil = prometheus.NewDesc(namespace+"_backend_ejected_until_seconds",
 		"End of the backend's passive ejection as a Unix time; 0 when it is not ejected.", []string{"pool", "backend"}, nil)
 	reg.MustRegister(m.RequestsTotal, m.RequestDuration, m.UpstreamErrors, m.RetriesTotal,
+		m.DiscoveryBackends, m.DiscoveryResolutions, m.DiscoverySuccess,
 		m.HashKeyMissing, m.QueueLength, m.QueueWait, m.HealthChecks, m.Ejections, m.ConnsActive, m.ConnsTotal, m.ConnsRejected,
 		m.UpgradedActive, m.Panics, m.TCPBytes, m.JWTVerified, m.JWTRejected, m.ConfigReloads, m.ReloadSuccessful,
 		m.ReloadTimestamp, m.AccessLogDropped, m.BuildInfo, &m.backends,
