@@ -66,6 +66,11 @@ type Proxy struct {
 	// with the pool backends that feed them (core_queue.go).
 	queues map[string]*poolQueue
 	gen    atomic.Pointer[generation]
+	// discovered holds, by pool name, the backends DNS discovery found
+	// last (discovery.go); apply adds them to the file's static backends.
+	// resolvers are the running discovery goroutines by pool name.
+	discovered map[string][]config.Backend
+	resolvers  map[string]*resolver
 	// retiring counts the drains of listeners a reload removed; Shutdown
 	// waits for them too.
 	retiring sync.WaitGroup
@@ -99,6 +104,8 @@ func New(opts Options) *Proxy {
 		backends:     map[string]*balancer.Backend{},
 		poolBackends: map[string]*poolBackend{},
 		queues:       map[string]*poolQueue{},
+		discovered:   map[string][]config.Backend{},
+		resolvers:    map[string]*resolver{},
 	}
 }
 
@@ -108,22 +115,32 @@ func New(opts Options) *Proxy {
 // the runtime in: new requests use it, requests in flight finish on the old
 // one, listeners whose bind is unchanged keep their sockets and connections,
 // and removed listeners drain for drain_timeout.
+//
+// Pools with a discovery get a resolver goroutine each, restarted by every
+// Apply; the backends it found last are kept while the pool's discovery
+// settings are unchanged (discovery.go).
 func (p *Proxy) Apply(cfg *config.Config) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.apply(cfg)
+	return p.applyWithDiscovery(cfg)
 }
 
-// apply is Apply with p.mu held (ControlBackend rebuilds through it).
+// apply is Apply with p.mu held and discovery left running (ControlBackend
+// and discovery rebuild through it). cfg is the file's config; the pools
+// are built with the discovered backends added.
 func (p *Proxy) apply(cfg *config.Config) error {
 	if p.closed {
 		return errors.New("proxy: apply after shutdown")
 	}
 	old := p.gen.Load()
 
-	gen, newUps, err := p.buildPools(cfg, old)
+	gen, newUps, err := p.buildPools(withDiscovered(cfg, p.discovered), old)
 	if err != nil {
 		return err
+	}
+	gen.cfg = cfg
+	for name, pr := range gen.pools {
+		pr.static = len(cfg.Pools[name].Backends)
 	}
 	if err := p.buildJWT(cfg, gen, old); err != nil {
 		for _, pr := range gen.pools {
@@ -372,6 +389,7 @@ func (p *Proxy) buildPools(cfg *config.Config, old *generation) (*generation, ma
 		}
 		pool, err := balancer.NewPool(members, balancer.Options{
 			Strategy: pc.Strategy, TableSize: pc.TableSize, BoundedLoad: pc.BoundedLoad, SlowStart: pc.SlowStart.Duration,
+			AllowEmpty: pc.Discovery != nil,
 		})
 		if err != nil {
 			errs = append(errs, fmt.Errorf("pool %s: %w", name, err))
@@ -680,6 +698,7 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.closed = true
+	p.stopResolvers()
 	context.AfterFunc(ctx, p.stopAll)
 	var wg sync.WaitGroup
 	var mu sync.Mutex

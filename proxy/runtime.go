@@ -187,8 +187,11 @@ func (u *poolBackend) connsFull() bool { return u.maxConns > 0 && u.conns.Load()
 // poolRuntime is a pool as one runtime sees it: members, strategy, checks and
 // pre-bound metric children. Immutable once built, except for the atomics.
 type poolRuntime struct {
-	name            string
+	name string
+	// cfg is the pool as built: the file's static backends first, then
+	// those its discovery found (discovery.go); static counts the former.
 	cfg             *config.Pool
+	static          int
 	pool            *balancer.Pool
 	ups             []*poolBackend
 	hashSource      string

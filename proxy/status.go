@@ -59,6 +59,9 @@ type PoolCounts struct {
 // BackendStatus is one backend in /status.
 type BackendStatus struct {
 	Address string `json:"address"`
+	// Source is where the backend comes from: "static" (the pool's
+	// backends list) or "dns" (its discovery).
+	Source string `json:"source"`
 	// Weight is the effective weight: a runtime override (frontdoor ctl
 	// weight) or else ConfiguredWeight; 0 holds the backend out.
 	Weight           int `json:"weight"`
@@ -122,12 +125,16 @@ func memberStatus(pr *poolRuntime, i int, checks []health.TargetStatus) BackendS
 	weight, _ := be.Weight(configured)
 	bs := BackendStatus{
 		Address:          be.Address(),
+		Source:           "static",
 		Weight:           weight,
 		ConfiguredWeight: configured,
 		State:            "down",
 		AdminState:       be.AdminState().String(),
 		Serving:          be.Up(),
 		InFlight:         be.InFlight(),
+	}
+	if i >= pr.static {
+		bs.Source = "dns"
 	}
 	if until, ok := pr.ejector.EjectedUntil(i); ok {
 		bs.Ejected, bs.EjectedUntil = true, until
