@@ -191,7 +191,7 @@ func (w *discoveryWorker) once(ctx context.Context, retry *time.Duration) time.D
 		})
 		w.update(ctx, found)
 	}
-	if ttl <= 0 {
+	if ttl < 0 { // not known: no records, or Go's resolver
 		return maxTTL
 	}
 	return min(max(ttl, minTTL), maxTTL)

@@ -65,7 +65,7 @@ func resolvConfServer(file string) string {
 }
 
 // resolve asks for d's name and returns the backends (sorted by address)
-// and the smallest TTL among the records used (0: unknown). An NXDOMAIN
+// and the smallest TTL among the records used (-1: unknown). An NXDOMAIN
 // or NODATA answer is no backends and no error.
 func (c *dnsClient) resolve(ctx context.Context, d *config.Discovery) ([]config.Backend, time.Duration, error) {
 	if c.server == "" {
@@ -79,10 +79,10 @@ func (c *dnsClient) resolve(ctx context.Context, d *config.Discovery) ([]config.
 	if err != nil {
 		return nil, 0, fmt.Errorf("dns name %q: %w", d.Name, err)
 	}
-	var ttl uint32
+	ttl := int64(-1)
 	keep := func(t uint32) {
-		if ttl == 0 || t < ttl {
-			ttl = t
+		if ttl < 0 || int64(t) < ttl {
+			ttl = int64(t)
 		}
 	}
 	if d.Type == config.DiscoverySRV {
@@ -97,7 +97,7 @@ func (c *dnsClient) resolve(ctx context.Context, d *config.Discovery) ([]config.
 				keep(a.Header.TTL)
 			}
 		}
-		return srvBackends(recs), time.Duration(ttl) * time.Second, nil
+		return srvBackends(recs), ttlDuration(ttl), nil
 	}
 	var out []config.Backend
 	seen := map[netip.Addr]bool{}
@@ -124,7 +124,15 @@ func (c *dnsClient) resolve(ctx context.Context, d *config.Discovery) ([]config.
 		}
 	}
 	sortBackends(out)
-	return out, time.Duration(ttl) * time.Second, nil
+	return out, ttlDuration(ttl), nil
+}
+
+// ttlDuration converts a TTL in seconds, -1 meaning unknown.
+func ttlDuration(ttl int64) time.Duration {
+	if ttl < 0 {
+		return -1
+	}
+	return time.Duration(ttl) * time.Second
 }
 
 // resolveSystem resolves through Go's resolver (no TTL).
@@ -135,30 +143,30 @@ func (c *dnsClient) resolveSystem(ctx context.Context, d *config.Discovery) ([]c
 	if d.Type == config.DiscoverySRV {
 		_, srvs, err := net.DefaultResolver.LookupSRV(ctx, "", "", d.Name)
 		if errors.As(err, &notFound) && notFound.IsNotFound {
-			return nil, 0, nil
+			return nil, -1, nil
 		}
 		if err != nil {
-			return nil, 0, fmt.Errorf("resolve %s: %w", d.Name, err)
+			return nil, -1, fmt.Errorf("resolve %s: %w", d.Name, err)
 		}
 		recs := make([]srvRecord, len(srvs))
 		for i, s := range srvs {
 			recs[i] = srvRecord{priority: s.Priority, weight: s.Weight, port: s.Port, target: s.Target}
 		}
-		return srvBackends(recs), 0, nil
+		return srvBackends(recs), -1, nil
 	}
 	ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip", d.Name)
 	if errors.As(err, &notFound) && notFound.IsNotFound {
-		return nil, 0, nil
+		return nil, -1, nil
 	}
 	if err != nil {
-		return nil, 0, fmt.Errorf("resolve %s: %w", d.Name, err)
+		return nil, -1, fmt.Errorf("resolve %s: %w", d.Name, err)
 	}
 	var out []config.Backend
 	for _, ip := range ips {
 		out = append(out, config.Backend{Address: netip.AddrPortFrom(ip.Unmap(), uint16(d.Port)).String(), Weight: 1})
 	}
 	sortBackends(out)
-	return out, 0, nil
+	return out, -1, nil
 }
 
 // exchange asks the server one question and returns the answer section:
