@@ -31,33 +31,33 @@ func CodeClass(status int) int {
 // with New; it is safe for concurrent use. Hot paths must bind label children
 // (WithLabelValues) when a runtime is built, never per request.
 type Metrics struct {
-	RequestsTotal    *prometheus.CounterVec   // listener, pool, backend, code
-	RequestDuration  *prometheus.HistogramVec // listener, pool
-	UpstreamErrors   *prometheus.CounterVec   // pool, backend, reason
-	RetriesTotal     *prometheus.CounterVec   // pool
-	HashKeyMissing   *prometheus.CounterVec   // pool
-	QueueLength      *prometheus.GaugeVec     // pool
-	QueueWait        *prometheus.HistogramVec // pool
-	HealthChecks     *prometheus.CounterVec   // pool, backend, result
+	RequestsTotal   *prometheus.CounterVec   // listener, pool, backend, code
+	RequestDuration *prometheus.HistogramVec // listener, pool
+	UpstreamErrors  *prometheus.CounterVec   // pool, backend, reason
+	RetriesTotal    *prometheus.CounterVec   // pool
+	HashKeyMissing  *prometheus.CounterVec   // pool
+	QueueLength     *prometheus.GaugeVec     // pool
+	QueueWait       *prometheus.HistogramVec // pool
+	HealthChecks    *prometheus.CounterVec   // pool, backend, result
 	// DiscoveryBackends, DiscoveryResolutions and DiscoverySuccess
 	// describe DNS discovery (pool.NAME.discovery).
 	DiscoveryBackends    *prometheus.GaugeVec   // pool
 	DiscoveryResolutions *prometheus.CounterVec // pool, result (ok, error, empty)
 	DiscoverySuccess     *prometheus.GaugeVec   // pool
-	Ejections        *prometheus.CounterVec   // pool, backend
-	ConnsActive      *prometheus.GaugeVec     // listener
-	ConnsTotal       *prometheus.CounterVec   // listener
-	ConnsRejected    *prometheus.CounterVec   // listener, reason
-	UpgradedActive   *prometheus.GaugeVec     // listener
-	Panics           *prometheus.CounterVec   // listener
-	TCPBytes         *prometheus.CounterVec   // listener, direction
-	JWTVerified      *prometheus.CounterVec   // policy
-	JWTRejected      *prometheus.CounterVec   // policy, reason
-	ConfigReloads    *prometheus.CounterVec   // result
-	ReloadSuccessful prometheus.Gauge
-	ReloadTimestamp  prometheus.Gauge
-	AccessLogDropped prometheus.Counter
-	BuildInfo        *prometheus.GaugeVec // version, goversion
+	Ejections            *prometheus.CounterVec // pool, backend
+	ConnsActive          *prometheus.GaugeVec   // listener
+	ConnsTotal           *prometheus.CounterVec // listener
+	ConnsRejected        *prometheus.CounterVec // listener, reason
+	UpgradedActive       *prometheus.GaugeVec   // listener
+	Panics               *prometheus.CounterVec // listener
+	TCPBytes             *prometheus.CounterVec // listener, direction
+	JWTVerified          *prometheus.CounterVec // policy
+	JWTRejected          *prometheus.CounterVec // policy, reason
+	ConfigReloads        *prometheus.CounterVec // result
+	ReloadSuccessful     prometheus.Gauge
+	ReloadTimestamp      prometheus.Gauge
+	AccessLogDropped     prometheus.Counter
+	BuildInfo            *prometheus.GaugeVec // version, goversion
 
 	backends backendCollector
 }
