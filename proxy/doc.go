@@ -9,7 +9,8 @@
 // the next runtime beside the old one, keeping listener sockets whose bind
 // is unchanged and pool backends (health state, connection pools,
 // connection budgets) whose pool and address are unchanged, swaps it in,
-// and lets the old one drain.
+// and lets the old one drain. DNS discovery (discovery*.go) re-applies the
+// running config the same way when a pool's discovered backends change.
 //
 // The core (core_*.go) makes every decision a user can observe, once for
 // every engine: the route, the request ID, the JWT stage, the headers that
