@@ -410,3 +410,38 @@ func TestDNSClientErrors(t *testing.T) {
 }
 
 var discoveryCfgA = config.Discovery{Name: "none.test", Type: config.DiscoveryA, Port: 80}
+
+// TestDiscoveryReload: a reload that keeps a pool's discovery keeps its
+// discovered backends (no gap until the next answer); one that changes the
+// name drops them for the new name's.
+func TestDiscoveryReload(t *testing.T) {
+	t.Parallel()
+	a, b, c := startBackend(t, "a"), startBackend(t, "b"), startBackend(t, "c")
+	dns := startDNS(t)
+	dns.setSRV("_http._tcp.one.test", srv(a), srv(b))
+	dns.setSRV("_http._tcp.two.test", srv(c))
+	text := func(name string) string {
+		return discoveryTOML(dns, `name = "`+name+`", type = "srv", min_ttl = "50ms"`, "[pool.d.health]\ncheck = \"none\"")
+	}
+	p := startProxy(t, text("_http._tcp.one.test"), nil)
+	want := sorted(a.addr+" dns", b.addr+" dns")
+	waitFor(t, 5*time.Second, "a and b discovered", func() bool { return slices.Equal(dnsBackends(p, "d"), want) })
+	apply := func(name string) {
+		cfg, err := config.Parse([]byte(text(name)), "test.toml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Apply(cfg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	apply("_http._tcp.one.test")
+	if got := dnsBackends(p, "d"); !slices.Equal(got, want) {
+		t.Errorf("right after a reload keeping discovery: %v, want %v", got, want)
+	}
+	apply("_http._tcp.two.test")
+	if got := dnsBackends(p, "d"); len(got) != 0 {
+		t.Errorf("right after a reload changing the name: %v, want none yet", got)
+	}
+	waitFor(t, 5*time.Second, "c discovered", func() bool { return slices.Equal(dnsBackends(p, "d"), []string{c.addr + " dns"}) })
+}
