@@ -69,9 +69,7 @@ func (s *fdStore) sync(lns map[string]net.Listener) error {
 // sendFD writes one notification with ln's descriptor attached
 // (SCM_RIGHTS).
 func (n *notifier) sendFD(state string, ln net.Listener) error {
-	sc, ok := ln.(interface {
-		SyscallConn() (syscall.RawConn, error)
-	})
+	sc, ok := ln.(syscall.Conn)
 	if !ok {
 		return errNotListener
 	}

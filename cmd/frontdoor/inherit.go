@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"os"
@@ -10,6 +11,9 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
 
 	"frontdoor/config"
 )
@@ -161,10 +165,27 @@ func (inh *inherited) listen(lc *config.Listener) (net.Listener, error) {
 var errNotListener = errors.New("frontdoor: listener has no file descriptor")
 
 // listenerFile returns a duplicate of ln's descriptor; the caller closes it.
+// Not ln.File(): exec calls Fd on what it passes, which puts a File from
+// net in blocking mode, and the flag is shared with ln's own descriptor,
+// whose accepts would then block.
 func listenerFile(ln net.Listener) (*os.File, error) {
-	f, ok := ln.(interface{ File() (*os.File, error) })
+	sc, ok := ln.(syscall.Conn)
 	if !ok {
 		return nil, errNotListener
 	}
-	return f.File()
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	dup := -1
+	var derr error
+	if err := rc.Control(func(fd uintptr) {
+		dup, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 3)
+	}); err != nil {
+		return nil, err
+	}
+	if derr != nil {
+		return nil, fmt.Errorf("dup listening socket: %w", derr)
+	}
+	return os.NewFile(uintptr(dup), "listener"), nil
 }

@@ -59,6 +59,7 @@ func (d *daemon) upgrade() (<-chan upgradeResult, func()) {
 		t := time.NewTimer(upgradeTimeout)
 		defer t.Stop()
 		var err error
+		reaped := false
 		select {
 		case s := <-line:
 			if s == "ready\n" {
@@ -69,21 +70,25 @@ func (d *daemon) upgrade() (<-chan upgradeResult, func()) {
 			// closed it; its exit status says more.
 			select {
 			case err = <-exited:
+				reaped = true
 				err = fmt.Errorf("new process %d exited before it was ready: %w", pid, exitErr(err))
 			case <-time.After(time.Second):
 				err = fmt.Errorf("new process %d closed its ready pipe without reporting ready", pid)
 			}
 		case err = <-exited:
+			reaped = true
 			err = fmt.Errorf("new process %d exited before it was ready: %w", pid, exitErr(err))
 		case <-t.C:
 			err = fmt.Errorf("new process %d not ready after %v", pid, upgradeTimeout)
 		case <-abort:
 			err = fmt.Errorf("new process %d killed: this process is stopping", pid)
 		}
-		_ = cmd.Process.Kill()
-		select {
-		case <-exited: // reaped
-		case <-time.After(5 * time.Second):
+		if !reaped {
+			_ = cmd.Process.Kill()
+			select {
+			case <-exited:
+			case <-time.After(5 * time.Second):
+			}
 		}
 		out <- upgradeResult{err: err}
 	}()
