@@ -244,6 +244,7 @@ func TestUpgradeUnderLoad(t *testing.T) {
 	killAtEnd(t, &mu, &pids)
 	admin, web := p.started("web")
 	_, l4 := p.started("l4")
+	waitFor(t, 10*time.Second, "/readyz", func() bool { c, _ := adminGet(t, admin, "/readyz"); return c == 200 })
 	if code, body, err := get(web, "/"); err != nil || code != 200 || body != "b1" {
 		t.Fatalf("before the upgrade: %d %q %v", code, body, err)
 	}
@@ -320,7 +321,8 @@ func TestUpgradeFailureKeepsServing(t *testing.T) {
 	good := upgradeConfig(b.addr)
 	writeConfig(t, cfg, good)
 	p := startCmd(t, cfg, execCommand(bin, cfg))
-	_, web := p.started("web")
+	admin, web := p.started("web")
+	waitFor(t, 10*time.Second, "/readyz", func() bool { c, _ := adminGet(t, admin, "/readyz"); return c == 200 })
 
 	failed := regexp.MustCompile(`msg="upgrade failed; this process keeps serving" err="new process \d+ exited before it was ready: exit status 1"`)
 	broken := filepath.Join(dir, "broken")
