@@ -77,9 +77,21 @@ func (n *notifier) sendFD(state string, ln net.Listener) error {
 	if err != nil {
 		return err
 	}
+	nc, err := n.conn.SyscallConn()
+	if err != nil {
+		return err
+	}
+	// WriteMsgUnix refuses a connected datagram socket: sendmsg(2) on the
+	// raw descriptor.
 	var werr error
 	if err := rc.Control(func(fd uintptr) {
-		_, _, werr = n.conn.WriteMsgUnix([]byte(state), unix.UnixRights(int(fd)), nil)
+		oob := unix.UnixRights(int(fd))
+		if err := nc.Write(func(s uintptr) bool {
+			werr = unix.Sendmsg(int(s), []byte(state), oob, nil, 0)
+			return werr != unix.EAGAIN
+		}); err != nil && werr == nil {
+			werr = err
+		}
 	}); err != nil {
 		return err
 	}
