@@ -648,6 +648,14 @@ func (l *httpListener) shutdown(ctx context.Context, logger *slog.Logger) {
 // shutdownServers drains the HTTP/1.1 and the h2c server of the listener
 // together.
 func (l *httpListener) shutdownServers(ctx context.Context) error {
+	// The event loops leave the listening socket before the server closes
+	// it: when another process shares the socket (a binary upgrade), it
+	// stays in their epoll sets after the close, and a loop woken for a
+	// connection meant for the other process would accept on a closed
+	// descriptor number.
+	for _, lp := range l.ln.loops {
+		lp.stopAccepting()
+	}
 	h2 := make(chan error, 1)
 	go func() { h2 <- l.grpc.Shutdown(ctx) }()
 	loops := make(chan error, 1)
