@@ -352,3 +352,98 @@ func execCommand(bin, cfg string) *exec.Cmd {
 	cmd.Env = os.Environ()
 	return cmd
 }
+
+// TestUpgradeTakesSocketsByName upgrades to a config that drops listener
+// l4 and adds listener extra: the new process takes web's and the admin
+// listener's sockets, closes l4's and binds extra's.
+func TestUpgradeTakesSocketsByName(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	bin := copyBinary(t, dir, binPath)
+	b := startBackend(t, "b1")
+	cfg := filepath.Join(dir, "frontdoor.toml")
+	writeConfig(t, cfg, upgradeConfig(b.addr))
+	p := startCmd(t, cfg, execCommand(bin, cfg))
+	var mu sync.Mutex
+	pids := []int{}
+	killAtEnd(t, &mu, &pids)
+	admin, web := p.started("web")
+	_, l4 := p.started("l4")
+
+	extra := freePort(t)
+	next := strings.Replace(upgradeConfig(b.addr), `
+[[listener]]
+name = "l4"
+bind = "127.0.0.1:0"
+mode = "tcp"
+pool = "app"
+`, fmt.Sprintf(`
+[[listener]]
+name = "extra"
+bind = %q
+  [[listener.route]]
+  pool = "app"
+`, extra), 1)
+	writeConfig(t, cfg, next)
+	p.signal(syscall.SIGUSR2)
+	m := p.waitLog(handedOverRe, 40*time.Second)
+	pid, _ := strconv.Atoi(m[1])
+	mu.Lock()
+	pids = append(pids, pid)
+	mu.Unlock()
+	p.waitLog(regexp.MustCompile(`msg="closing an inherited socket the config no longer has" name=l4`), 10*time.Second)
+	for _, name := range []string{"web", adminFDName} {
+		p.waitLog(regexp.MustCompile(`msg="inherited listening socket" name=`+regexp.QuoteMeta(name)+` `), 10*time.Second)
+	}
+	for _, addr := range []string{web, extra} {
+		if code, body, err := get(addr, "/"); err != nil || code != 200 || body != "b1" {
+			t.Errorf("%s after the upgrade: %d %q %v", addr, code, body, err)
+		}
+	}
+	if code, _ := adminGet(t, admin, "/readyz"); code != 200 {
+		t.Errorf("admin /readyz after the upgrade: %d", code)
+	}
+	// l4's socket closes with the old process, once its drain is over.
+	waitFor(t, 20*time.Second, "l4 refused", func() bool { return refused(l4) })
+	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("daemons still running 30s after SIGTERM")
+	}
+	p.noRaces()
+}
+
+func TestInheritedTake(t *testing.T) {
+	t.Parallel()
+	listen := func() net.Listener {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = ln.Close() })
+		return ln
+	}
+	a, b := listen(), listen()
+	for _, tc := range []struct {
+		name, take, bind string
+		want             net.Listener
+	}{
+		{name: "by name, port 0", take: "a", bind: "127.0.0.1:0", want: a},
+		{name: "by name and address", take: "a", bind: a.Addr().String(), want: a},
+		{name: "renamed, same address", take: "c", bind: b.Addr().String(), want: b},
+		{name: "name on another address", take: "a", bind: b.Addr().String(), want: b},
+		{name: "nothing", take: "c", bind: "127.0.0.1:0", want: nil},
+		{name: "other host", take: "a", bind: "127.0.0.2:" + strconv.Itoa(a.Addr().(*net.TCPAddr).Port), want: nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			inh := &inherited{lns: map[string]net.Listener{"a": a, "b": b}}
+			if got := inh.take(tc.take, tc.bind); got != tc.want {
+				t.Errorf("take(%q, %q) = %v, want %v", tc.take, tc.bind, got, tc.want)
+			}
+		})
+	}
+}
