@@ -19,6 +19,10 @@ import (
 type AdminOptions struct {
 	// Bind is host:port; the caller supplies the default (127.0.0.1:9901).
 	Bind string
+	// Listener, when set, is the socket to serve instead of binding Bind
+	// (one a previous process passed on); Shutdown closes it. nil binds
+	// Bind.
+	Listener net.Listener
 	// Gatherer serves /metrics.
 	Gatherer prometheus.Gatherer
 	// Ready answers /readyz: true once listeners are bound and the first
@@ -48,9 +52,12 @@ type Admin struct {
 
 // NewAdmin binds opts.Bind and returns a server ready to Serve.
 func NewAdmin(opts AdminOptions) (*Admin, error) {
-	ln, err := net.Listen("tcp", opts.Bind)
-	if err != nil {
-		return nil, fmt.Errorf("bind admin listener %s: %w", opts.Bind, err)
+	ln := opts.Listener
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", opts.Bind); err != nil {
+			return nil, fmt.Errorf("bind admin listener %s: %w", opts.Bind, err)
+		}
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(opts.Gatherer, promhttp.HandlerOpts{}))
@@ -97,6 +104,10 @@ func NewAdmin(opts AdminOptions) (*Admin, error) {
 
 // Addr is the bound address (useful with port 0).
 func (a *Admin) Addr() net.Addr { return a.ln.Addr() }
+
+// Listener returns the admin listening socket, for passing it on to the
+// next process; the caller must not close it or accept on it.
+func (a *Admin) Listener() net.Listener { return a.ln }
 
 // Serve answers requests until Shutdown; it returns nil after Shutdown.
 func (a *Admin) Serve() error {

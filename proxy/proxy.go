@@ -34,6 +34,21 @@ type Options struct {
 	Logger *slog.Logger
 	// AccessLog receives one line per request; nil turns it off at no cost.
 	AccessLog *AccessLog
+	// Listen, when set, is called instead of binding for every listener
+	// an Apply adds (not for those it keeps), and returns its socket: the
+	// daemon hands over listening sockets a previous process passed on
+	// (binary upgrade, systemd's file descriptor store) this way. It must
+	// return a listener bound to lc.Bind that nothing else accepts on in
+	// this process, or an error, which fails the Apply. Called with the
+	// Proxy's lock held: it must not call the Proxy. nil binds lc.Bind.
+	Listen func(lc *config.Listener) (net.Listener, error)
+	// FirstRoundWait bounds how long the first Apply waits, after starting
+	// health checks and before its listeners accept, for every pool's first
+	// round of checks; later Applies never wait. A process taking over
+	// sockets that already have clients queued sets it, so that none of
+	// them meets a pool whose backends are still unchecked (503). 0, the
+	// default, does not wait.
+	FirstRoundWait time.Duration
 
 	// goroutineOnly makes every http listener serve all its connections
 	// with the goroutine engine, no event loop: the parity suite runs each
@@ -172,10 +187,7 @@ func (p *Proxy) apply(cfg *config.Config) error {
 		if isHTTP || isTCP {
 			continue
 		}
-		// No TCP keepalive on client connections (HAProxy's default too):
-		// idle_timeout ends idle ones, and Go's default would cost four
-		// setsockopt calls per accepted connection.
-		ln, err := (&net.ListenConfig{KeepAlive: -1}).Listen(context.Background(), "tcp", lc.Bind)
+		ln, err := p.listen(lc)
 		if err != nil {
 			release()
 			return fmt.Errorf("listener %s: bind %s: %w", lc.Name, lc.Bind, err)
@@ -200,6 +212,9 @@ func (p *Proxy) apply(cfg *config.Config) error {
 		if pr.ejector != nil {
 			go pr.ejector.Run(ctx)
 		}
+	}
+	if old == nil && p.opts.FirstRoundWait > 0 {
+		waitFirstRound(gen, p.opts.FirstRoundWait)
 	}
 	drain := cfg.Global.DrainTimeout.Duration
 	for i := range cfg.Listeners {
@@ -253,6 +268,29 @@ func (p *Proxy) apply(cfg *config.Config) error {
 		p.retirePoolBackends(gen, drain)
 	}
 	return nil
+}
+
+// listen binds the socket of a listener an Apply adds, or takes it from
+// Options.Listen.
+func (p *Proxy) listen(lc *config.Listener) (net.Listener, error) {
+	if p.opts.Listen != nil {
+		return p.opts.Listen(lc)
+	}
+	// No TCP keepalive on client connections (HAProxy's default too):
+	// idle_timeout ends idle ones, and Go's default would cost four
+	// setsockopt calls per accepted connection.
+	return (&net.ListenConfig{KeepAlive: -1}).Listen(context.Background(), "tcp", lc.Bind)
+}
+
+// waitFirstRound waits until every pool of gen finished its first round of
+// health checks, or d passed.
+func waitFirstRound(gen *generation, d time.Duration) {
+	deadline := time.Now().Add(d)
+	for _, name := range gen.names {
+		for !gen.pools[name].checker.FirstRoundDone() && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
 }
 
 // claimHeaders lists the forward_claims headers of every JWT policy.
@@ -628,6 +666,14 @@ func (l *httpListener) shutdown(ctx context.Context, logger *slog.Logger) {
 // shutdownServers drains the HTTP/1.1 and the h2c server of the listener
 // together.
 func (l *httpListener) shutdownServers(ctx context.Context) error {
+	// The event loops leave the listening socket before the server closes
+	// it: when another process shares the socket (a binary upgrade), it
+	// stays in their epoll sets after the close, and a loop woken for a
+	// connection meant for the other process would accept on a closed
+	// descriptor number.
+	for _, lp := range l.ln.loops {
+		lp.stopAccepting()
+	}
 	h2 := make(chan error, 1)
 	go func() { h2 <- l.grpc.Shutdown(ctx) }()
 	loops := make(chan error, 1)
@@ -776,6 +822,23 @@ func (p *Proxy) Addr(name string) net.Addr {
 		}
 	}
 	return nil
+}
+
+// Listeners returns the listening socket of every listener by name. The
+// daemon passes them to the next process (binary upgrade) or to systemd's
+// file descriptor store; the caller must not close them or accept on them.
+// Safe for concurrent use.
+func (p *Proxy) Listeners() map[string]net.Listener {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make(map[string]net.Listener, len(p.http)+len(p.tcp))
+	for _, l := range p.http {
+		out[l.name] = l.ln.Listener
+	}
+	for _, l := range p.tcp {
+		out[l.name] = l.ln
+	}
+	return out
 }
 
 // EachBackend reports every backend of the generation (metrics.BackendSource).

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -19,6 +20,7 @@ import (
 type signals struct {
 	hup  chan os.Signal // SIGHUP
 	usr1 chan os.Signal // SIGUSR1
+	usr2 chan os.Signal // SIGUSR2
 	stop chan os.Signal // SIGTERM, SIGINT; room for the second one that cuts a drain short
 }
 
@@ -27,10 +29,12 @@ func notifySignals() *signals {
 	s := &signals{
 		hup:  make(chan os.Signal, 1),
 		usr1: make(chan os.Signal, 1),
+		usr2: make(chan os.Signal, 1),
 		stop: make(chan os.Signal, 2),
 	}
 	signal.Notify(s.hup, syscall.SIGHUP)
 	signal.Notify(s.usr1, syscall.SIGUSR1)
+	signal.Notify(s.usr2, syscall.SIGUSR2)
 	signal.Notify(s.stop, syscall.SIGTERM, syscall.SIGINT)
 	return s
 }
@@ -38,6 +42,7 @@ func notifySignals() *signals {
 func (s *signals) close() {
 	signal.Stop(s.hup)
 	signal.Stop(s.usr1)
+	signal.Stop(s.usr2)
 	signal.Stop(s.stop)
 }
 
@@ -52,13 +57,34 @@ type controller struct {
 	reload   func()
 	reopen   func()
 	watchdog func()
+	// upgrade starts a binary upgrade (SIGUSR2) and reports its outcome
+	// on the channel it returns; cancel kills a new process that is not
+	// ready yet.
+	upgrade func() (result <-chan upgradeResult, cancel func())
+	logger  *slog.Logger
 }
 
 // run handles signals and ticks until SIGTERM or SIGINT and returns that
-// signal.
-func (c *controller) run() os.Signal {
+// signal, or until an upgrade's new process serves and returns that
+// process. One upgrade runs at a time: a SIGUSR2 meanwhile is logged and
+// dropped. Reloads and watchdog pings go on while an upgrade waits.
+func (c *controller) run() (os.Signal, *upgraded) {
+	var upgrading <-chan upgradeResult
+	var cancel func()
 	for {
 		select {
+		case <-c.sigs.usr2:
+			if upgrading != nil {
+				c.logger.Warn("upgrade: SIGUSR2 ignored, an upgrade is already under way")
+				continue
+			}
+			upgrading, cancel = c.upgrade()
+		case r := <-upgrading:
+			upgrading = nil
+			if r.err == nil {
+				return nil, r.next
+			}
+			c.logger.Error("upgrade failed; this process keeps serving", "err", r.err)
 		case <-c.tick:
 			c.watchdog()
 		case <-c.sigs.hup:
@@ -66,7 +92,11 @@ func (c *controller) run() os.Signal {
 		case <-c.sigs.usr1:
 			c.reopen()
 		case s := <-c.sigs.stop:
-			return s
+			if upgrading != nil {
+				c.logger.Warn("upgrade: cancelled by a stop signal", "signal", s.String())
+				cancel()
+			}
+			return s, nil
 		}
 	}
 }

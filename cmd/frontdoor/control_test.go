@@ -31,7 +31,7 @@ func TestSIGHUPDuringReloadIsNotLost(t *testing.T) {
 		watchdog: func() { t.Error("watchdog fed without a ticker") },
 	}
 	stopped := make(chan os.Signal, 1)
-	go func() { stopped <- c.run() }()
+	go func() { s, _ := c.run(); stopped <- s }()
 
 	kill := func(sig syscall.Signal) {
 		t.Helper()

@@ -74,16 +74,23 @@ type proc struct {
 // still running.
 func startDaemon(t *testing.T, cfg string, env ...string) *proc {
 	t.Helper()
-	p := &proc{t: t, cfg: cfg, more: make(chan struct{}, 1), done: make(chan struct{})}
-	p.cmd = exec.Command(binPath, "-config", cfg)
-	p.cmd.Env = append(os.Environ(), env...)
+	cmd := exec.Command(binPath, "-config", cfg)
+	cmd.Env = append(os.Environ(), env...)
+	return startCmd(t, cfg, cmd)
+}
+
+// startCmd starts cmd, a daemon prepared by the caller (binary, arguments,
+// environment, extra files), as startDaemon does.
+func startCmd(t *testing.T, cfg string, cmd *exec.Cmd) *proc {
+	t.Helper()
+	p := &proc{t: t, cfg: cfg, more: make(chan struct{}, 1), done: make(chan struct{}), cmd: cmd}
 	p.cmd.Stdout = io.Discard
 	stderr, err := p.cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", binPath, err)
+		t.Fatalf("start %s: %v", p.cmd.Path, err)
 	}
 	collected := make(chan struct{})
 	go func() {

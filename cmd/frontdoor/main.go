@@ -110,6 +110,8 @@ type daemon struct {
 	check    *selfCheck // nil: the watchdog proves only the controller
 	reg      *prometheus.Registry
 	wd       time.Duration // watchdog interval; 0: none
+	inh      *inherited    // sockets a previous process passed on
+	fds      *fdStore      // systemd's file descriptor store
 	draining atomic.Bool
 	wasReady atomic.Bool
 	// token is the admin write endpoints' bearer token (admin.token_file),
@@ -178,15 +180,22 @@ func serve(cfg *config.Config, path string, stderr io.Writer) error {
 
 	d := &daemon{
 		path: path, cfg: cfg, m: m, notify: notify, logger: logger, level: level, access: access,
-		state: &reloadState{path: path},
+		state: &reloadState{path: path}, inh: inheritListeners(logger), fds: &fdStore{n: notify},
 	}
-	d.px = proxy.New(proxy.Options{Metrics: m, Logger: logger, AccessLog: access})
+	popts := proxy.Options{Metrics: m, Logger: logger, AccessLog: access, Listen: d.inh.listen}
+	if d.inh.source != "" {
+		// Clients may already wait in the inherited sockets' backlog:
+		// they meet checked backends, not a 503.
+		popts.FirstRoundWait = firstRoundWait
+	}
+	d.px = proxy.New(popts)
 	tok, err := readAdminToken(cfg)
 	if err != nil {
 		return err
 	}
 	d.token.Store(tok)
 	if err := d.px.Apply(cfg); err != nil {
+		d.inh.closeRest(logger)
 		return err
 	}
 	d.state.succeeded(time.Now())
@@ -199,14 +208,22 @@ func serve(cfg *config.Config, path string, stderr io.Writer) error {
 	}
 	d.reg, d.wd = reg, wd
 	if d.admin, err = d.startAdmin(cfg.Admin.Bind); err != nil {
+		d.inh.closeRest(logger)
 		_ = d.px.Shutdown(context.Background())
 		return err
+	}
+	d.inh.closeRest(logger)
+	if err := d.fds.sync(d.listeners()); err != nil {
+		logger.Warn("listening sockets not kept by systemd; a restart will refuse connections", "err", err)
 	}
 	for _, l := range d.px.Status(proxy.ConfigStatus{}).Listeners {
 		logger.Info("listening", "listener", l.Name, "mode", l.Mode, "addr", l.Addr)
 	}
 	logger.Info("frontdoor started", "version", version, "config", path, "listeners", len(cfg.Listeners), "pools", len(cfg.Pools))
 	_ = notify.send("READY=1\nSTATUS=" + d.statusLine())
+	if err := reportReady(); err != nil {
+		logger.Error("upgrade", "err", err)
+	}
 
 	var tick <-chan time.Time
 	if wd > 0 {
@@ -216,8 +233,12 @@ func serve(cfg *config.Config, path string, stderr io.Writer) error {
 		d.watchdog()
 		logger.Info("watchdog on", "interval", wd)
 	}
-	ctl := &controller{sigs: sigs, tick: tick, reload: d.reload, reopen: d.reopen, watchdog: d.watchdog}
-	sig := ctl.run()
+	ctl := &controller{sigs: sigs, tick: tick, reload: d.reload, reopen: d.reopen, watchdog: d.watchdog, upgrade: d.upgrade, logger: logger}
+	sig, next := ctl.run()
+	if next != nil {
+		d.handOver(next, sigs, tick)
+		return nil
+	}
 	d.drain(sig, sigs, tick)
 	return nil
 }
@@ -231,6 +252,7 @@ func (d *daemon) startAdmin(bind string) (*metrics.Admin, error) {
 	}
 	admin, err := metrics.NewAdmin(metrics.AdminOptions{
 		Bind:     bind,
+		Listener: d.inh.take(adminFDName, bind),
 		Gatherer: d.reg,
 		Ready:    d.ready,
 		Status:   func() any { return d.px.Status(d.state.snapshot()) },
@@ -329,6 +351,13 @@ func (d *daemon) drain(sig os.Signal, sigs *signals, tick <-chan time.Time) {
 	}
 	d.logger.Info("draining", "signal", sig.String(), "drain_timeout", timeout)
 	_ = d.notify.send("STOPPING=1\nSTATUS=draining after " + sig.String() + ", up to " + timeout.String())
+	d.shutdown(timeout, sigs, tick)
+}
+
+// shutdown stops accepting and lets connections finish for up to timeout
+// (less if a second stop signal arrives), feeding the watchdog meanwhile,
+// then closes the admin listener.
+func (d *daemon) shutdown(timeout time.Duration, sigs *signals, tick <-chan time.Time) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	done := make(chan error, 1)

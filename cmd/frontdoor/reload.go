@@ -93,6 +93,9 @@ func (d *daemon) reload() {
 		return
 	}
 	commit()
+	if err := d.fds.sync(d.listeners()); err != nil {
+		d.logger.Warn("listening sockets not kept by systemd; a restart will refuse connections", "err", err)
+	}
 	d.token.Store(tok)
 	d.level.Set(logLevel(cfg.Log.Level))
 	d.cfg = cfg

@@ -69,6 +69,8 @@ func TestUnitContract(t *testing.T) {
 		"WatchdogSec":             {"30s"},
 		"TimeoutStopSec":          {"45s"}, // above the default drain_timeout of 30s
 		"RestrictAddressFamilies": {"AF_UNIX AF_INET AF_INET6"},
+		"FileDescriptorStoreMax":  {"256"},  // listening sockets outlive the process
+		"NotifyAccess":            {"main"}, // FDSTORE= and MAINPID= come from the main process
 	} {
 		if got := settings[key]; strings.Join(got, "\n") != strings.Join(want, "\n") {
 			t.Errorf("%s = %q, want %q", key, got, want)
