@@ -628,3 +628,26 @@ type forwarding struct {
 	bodyIn int64 // bytes of a streamed request body sent on
 	tunnel bool  // a 101 answer: a tunnel now owns the backend connection
 }
+
+// refuseHead answers a request fasthttp's server refused before the
+// handler (handleError, expect) through the core's refuse, with the
+// request's own ID when its head was read (headRead: then the record also
+// says method, host, path and route), and closes the connection. The
+// record's time is now: fasthttp did not start a request (ctx.Time is
+// zero, or the previous request's on a keep-alive connection).
+func (l *httpListener) refuseHead(ctx *fasthttp.RequestCtx, headRead bool, status int, msg, reason string) {
+	var idBuf [32]byte
+	x := exchange{rt: l.rt.Load(), member: -1, bytesOut: -1}
+	x.reqID = l.requestID(&ctx.Request, &idBuf)
+	x.rec = accessRecord{start: time.Now(), listener: x.rt.name}
+	if headRead {
+		h := &ctx.Request.Header
+		x.rec.method, x.rec.host, x.rec.path = h.Method(), h.Host(), ctx.Path()
+		x.clientClose = h.ConnectionClose()
+		if r := x.rt.routes.match(x.rec.host, x.rec.path); r != nil {
+			x.r, x.rec.route = r, r.name
+		}
+	}
+	l.refuse(ctx, &x, nil, status, msg, reason)
+	ctx.SetConnectionClose()
+}
