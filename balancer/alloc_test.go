@@ -85,3 +85,37 @@ func TestPickAllocsRamping(t *testing.T) {
 		}
 	}
 }
+
+// TestPickAllocsTiered asserts that picks in a pool with a backup tier
+// allocate nothing, with the primaries up and with them down (the backups
+// serving).
+//
+// Not parallel: AllocsPerRun refuses to run beside parallel tests.
+func TestPickAllocsTiered(t *testing.T) {
+	for _, s := range benchStrategies {
+		for _, n := range benchSizes {
+			t.Run(fmt.Sprintf("%s/%d", s.name, n), func(t *testing.T) {
+				tiers := make([]int, n)
+				for i := range tiers {
+					tiers[i] = i % 2
+				}
+				p, bs := tieredPool(t, tiers, s.opts)
+				var state, key uint64
+				pick := func() {
+					state, key = wyrand(state)
+					p.Release(p.PickAcquire(key, 1))
+				}
+				if a := testing.AllocsPerRun(1000, pick); a != 0 {
+					t.Errorf("primaries up: %v allocs per run, want 0", a)
+				}
+				for i := 0; i < n; i += 2 {
+					bs[i].SetHealthy(false)
+				}
+				waitSettled(t, p)
+				if a := testing.AllocsPerRun(1000, pick); a != 0 {
+					t.Errorf("primaries down: %v allocs per run, want 0", a)
+				}
+			})
+		}
+	}
+}

@@ -3,6 +3,7 @@ package balancer
 import (
 	"math/bits"
 	"math/rand/v2"
+	"sync/atomic"
 )
 
 // leastConnScanMax is the largest pool that least_conn scans exactly; larger
@@ -25,7 +26,10 @@ const leastConnScanMax = 8
 // random. Pools of up to leastConnScanMax members are scanned exactly; larger
 // ones use power of two choices: two distinct random members, the less
 // loaded one wins. Both skip members that are down or tried; tried members
-// are used only when no other member is up (the least loaded of them).
+// are used only when no other member is up (the least loaded of them). Both
+// consider only the lowest tier with an up member: the scan finds it as it
+// goes, p2c draws from the tier of the pool's last rebuild and leaves the
+// pick to the scan when it finds no usable member there.
 //
 // While slow start ramps a member, its weight in the comparison is scaled by
 // its ramp fraction f, and so is its chance among equally loaded members:
@@ -40,10 +44,23 @@ type leastConn struct {
 	p2c  bool
 	// ramp is the pool's slow start, nil when off.
 	ramp *ramp
+	// tiered says that members have more than one Tier. active is then the
+	// lowest tier with an up member at the pool's last rebuild (0 when
+	// none), the only tier p2c draws from; the scan finds the lowest tier
+	// itself.
+	tiered bool
+	active atomic.Int64
 }
 
 func newLeastConn(members []Member, r *ramp) *leastConn {
-	return &leastConn{members: members, rand: rand.Uint64, p2c: len(members) > leastConnScanMax, ramp: r}
+	lc := &leastConn{members: members, rand: rand.Uint64, p2c: len(members) > leastConnScanMax, ramp: r}
+	for i := range members {
+		if members[i].Tier != members[0].Tier {
+			lc.tiered = true
+		}
+	}
+	lc.active.Store(int64(members[0].Tier))
+	return lc
 }
 
 // Pick implements Picker.
@@ -66,6 +83,7 @@ func (lc *leastConn) scan(tried uint64, ramping bool, now int64) int {
 	var seed uint64 // drawn at the first tie: most picks under load have none
 	seeded := false
 	best, fallback := -1, -1
+	tier := 0 // of best and fallback, when either is set
 	var bestLoad, bestWeight, fbLoad, fbWeight int64
 	ties := uint64(0)
 	for i := range lc.members {
@@ -74,6 +92,16 @@ func (lc *leastConn) scan(tried uint64, ramping bool, now int64) int {
 		if !b.Up() {
 			continue
 		}
+		if best >= 0 || fallback >= 0 {
+			if m.Tier > tier {
+				continue
+			}
+			if m.Tier < tier {
+				// A lower tier is up: forget the higher one.
+				best, fallback = -1, -1
+			}
+		}
+		tier = m.Tier
 		load, w := b.InFlight(), int64(m.Weight)
 		tw := uint64(1) // weight among ties
 		if ramping {
@@ -132,6 +160,7 @@ func (lc *leastConn) pickP2C(tried uint64, ramping bool, now int64) int {
 	a := -1
 	var r uint64
 	var fa int64
+	tier := int(lc.active.Load())
 	for d := range 8 {
 		if d%2 == 0 {
 			r = lc.rand()
@@ -139,7 +168,7 @@ func (lc *leastConn) pickP2C(tried uint64, ramping bool, now int64) int {
 			r <<= 32
 		}
 		i := int((r >> 32) * n >> 32)
-		if i == a || !lc.members[i].Backend.Up() || tried&(1<<(uint(i)&63)) != 0 {
+		if i == a || lc.members[i].Tier != tier || !lc.members[i].Backend.Up() || tried&(1<<(uint(i)&63)) != 0 {
 			continue
 		}
 		fi := int64(1)

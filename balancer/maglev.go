@@ -1,6 +1,7 @@
 package balancer
 
 import (
+	"cmp"
 	"fmt"
 	"math"
 	"slices"
@@ -17,7 +18,8 @@ const freeSlot = 0xffff
 //
 // Each member has a permutation of the table's slots derived from two
 // xxhashes of its address (offset, skip). Population goes round by round over
-// the up members in a canonical order (by ID, then address), a member of
+// the up members of the lowest tier that has one, in a canonical order (by
+// tier, ID, then address), a member of
 // weight w taking w turns per round, each turn claiming the next free slot of
 // its permutation. Nothing depends on a member's position in the config, so
 // every process with the same backends (in any order) and the same up set
@@ -62,6 +64,8 @@ func newMaglev(members []Member, size int, c float64, total *atomic.Int64) *magl
 	slices.SortStableFunc(order, func(a, b uint16) int {
 		ba, bb := members[a].Backend, members[b].Backend
 		switch {
+		case members[a].Tier != members[b].Tier:
+			return cmp.Compare(members[a].Tier, members[b].Tier)
 		case ba.ID() < bb.ID():
 			return -1
 		case ba.ID() > bb.ID():
@@ -83,13 +87,14 @@ func newMaglev(members []Member, size int, c float64, total *atomic.Int64) *magl
 	}
 }
 
-// build populates a table from the members that are up now, or from all of
-// them when none is up (so that a member coming back before the next rebuild
-// is found by the walk).
+// build populates a table from the members of the lowest tier with an up
+// member that are up now, or from all of them when none is up (so that a
+// member coming back before the next rebuild is found by the walk).
 func (m *maglev) build() *maglevTable {
 	chosen := make([]uint16, 0, len(m.order))
+	tier := lowestUpTier(m.members)
 	for _, i := range m.order {
-		if m.members[i].Backend.Up() {
+		if m.members[i].Tier == tier && m.members[i].Backend.Up() {
 			chosen = append(chosen, i)
 		}
 	}
@@ -268,7 +273,13 @@ func (m *maglev) walk(w *hashWalk, s uint64) (int, int64) {
 			return i, load
 		}
 	}
+	// The canonical order is by tier first: once an up member of a tier
+	// has been passed over (tried, or over its bound), members of higher
+	// tiers are not used.
 	for _, i := range m.order {
+		if c := w.fallback(); c >= 0 && m.members[i].Tier > m.members[c].Tier {
+			break
+		}
 		if load, ok := m.try(w, int(i)); ok {
 			return int(i), load
 		}

@@ -42,12 +42,20 @@ const (
 	maxHashMembers = 1<<16 - 1
 )
 
-// Member is one backend of a pool with its weight, from 1 to MaxWeight. The
-// zero Weight is invalid (NewPool rejects it); config defaults it to 1. The
-// Backend may be shared with other pools.
+// Member is one backend of a pool with its weight, from 1 to MaxWeight, and
+// its tier. The zero Weight is invalid (NewPool rejects it); config defaults
+// it to 1. The Backend may be shared with other pools.
+//
+// Tier orders members into failover groups: every picker uses only the up
+// members of the lowest tier that has an up member, so members of tier 1
+// take traffic only while no member of tier 0 is up, and so on (HAProxy's
+// backup servers, Envoy's priority levels without overprovisioning). The
+// zero Tier is the primary group; negative tiers are an error. Static
+// backends are tier 0; DNS discovery maps SRV priorities to tiers.
 type Member struct {
 	Backend *Backend
 	Weight  int
+	Tier    int
 }
 
 // Options configure a Pool. The zero value is round robin. Options are read
@@ -108,13 +116,15 @@ type Picker interface {
 // allocation-free.
 //
 // Round robin and consistent_hash pools, and least_conn pools with slow
-// start, watch their backends and rebuild their schedule, Maglev table or
-// ramp state off the request path when one of them goes up or down (and, for
-// round robin, in steps while slow start ramps a member); until the rebuild
-// lands, Pick walks past members that are down. Close stops the watching;
-// call it when a reload retires the pool, or the backends keep the pool
-// reachable. A least_conn pool without slow start holds no such state, and
-// Close is a no-op for it.
+// start or with members of more than one tier, watch their backends and
+// rebuild their schedule, Maglev table, ramp state or active tier off the
+// request path when one of them goes up or down (and, for round robin, in
+// steps while slow start ramps a member); until the rebuild lands, Pick walks
+// past members that are down, and may keep using the tier of the last build
+// (a backup that a returning primary replaces gets picks for that moment).
+// Close stops the watching; call it when a reload retires the pool, or the
+// backends keep the pool reachable. A least_conn pool of one tier without
+// slow start holds no such state, and Close is a no-op for it.
 //
 // Create pools with NewPool; the zero value is not usable. Do not copy.
 type Pool struct {
@@ -124,6 +134,8 @@ type Pool struct {
 	hash *maglev
 	// rr is the picker of a round_robin pool, nil otherwise.
 	rr *weightedRoundRobin
+	// lc is the picker of a least_conn pool, nil otherwise.
+	lc *leastConn
 	// ramp is slow start, nil when off (or consistent_hash).
 	ramp *ramp
 	// watching says that the pool watches its backends and rebuilds.
@@ -168,6 +180,9 @@ func NewPool(members []Member, opts Options) (*Pool, error) {
 		if m.Weight < 1 || m.Weight > MaxWeight {
 			return nil, fmt.Errorf("balancer: backend %s: weight %d is outside 1..%d", m.Backend.Address(), m.Weight, MaxWeight)
 		}
+		if m.Tier < 0 {
+			return nil, fmt.Errorf("balancer: backend %s: tier %d is negative", m.Backend.Address(), m.Tier)
+		}
 	}
 	if opts.SlowStart < 0 {
 		return nil, fmt.Errorf("balancer: slow start %v is negative", opts.SlowStart)
@@ -187,7 +202,8 @@ func NewPool(members []Member, opts Options) (*Pool, error) {
 		p.rr = newWeightedRoundRobin(members, p.ramp, p)
 		p.picker = p.rr
 	case LeastConn:
-		p.picker = newLeastConn(members, p.ramp)
+		p.lc = newLeastConn(members, p.ramp)
+		p.picker = p.lc
 	case ConsistentHash:
 		c := opts.BoundedLoad
 		if c != 0 && (math.IsNaN(c) || math.IsInf(c, 0) || c <= 1) {
@@ -206,7 +222,9 @@ func NewPool(members []Member, opts Options) (*Pool, error) {
 	default:
 		return nil, fmt.Errorf("balancer: unknown strategy %q", opts.Strategy)
 	}
-	if p.hash != nil || p.rr != nil || p.ramp != nil {
+	// A tiered least_conn pool watches too: its rebuild publishes the
+	// active tier for power of two choices.
+	if p.hash != nil || p.rr != nil || p.ramp != nil || (p.lc != nil && p.lc.tiered) {
 		// Watch first, then build: a change that lands in between
 		// schedules a rebuild that waits on buildMu and reads the new state.
 		p.watching = true
@@ -216,6 +234,18 @@ func NewPool(members []Member, opts Options) (*Pool, error) {
 		p.rebuild()
 	}
 	return p, nil
+}
+
+// lowestUpTier is the lowest Tier among the members that are up, or -1 when
+// none is up. It reads each member's state once and does not allocate.
+func lowestUpTier(members []Member) int {
+	low := -1
+	for i := range members {
+		if t := members[i].Tier; (low < 0 || t < low) && members[i].Backend.Up() {
+			low = t
+		}
+	}
+	return low
 }
 
 // noMember is the picker of a pool without members.
@@ -359,6 +389,8 @@ func (p *Pool) rebuild() {
 		p.hash.table.Store(p.hash.build())
 	case p.rr != nil:
 		p.rr.sched.Store(p.rr.build(now))
+	case p.lc != nil:
+		p.lc.active.Store(int64(max(lowestUpTier(p.members), 0)))
 	}
 	p.builds.Add(1)
 }

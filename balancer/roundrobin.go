@@ -47,14 +47,15 @@ func newWeightedRoundRobin(members []Member, r *ramp, p *Pool) *weightedRoundRob
 	return &weightedRoundRobin{members: members, ramp: r, pool: p}
 }
 
-// build returns the schedule for the members that are up at now (all of
-// them when none is up, so that Pick finds a member coming back before the
-// next rebuild), with each ramping member's weight scaled by its slow-start
-// step.
+// build returns the schedule for the members of the lowest tier with an up
+// member that are up at now (all members when none is up, so that Pick finds
+// a member coming back before the next rebuild), with each ramping member's
+// weight scaled by its slow-start step.
 func (r *weightedRoundRobin) build(now int64) *rrSchedule {
 	chosen := make([]int32, 0, len(r.members))
+	tier := lowestUpTier(r.members)
 	for i, m := range r.members {
-		if m.Backend.Up() {
+		if m.Tier == tier && m.Backend.Up() {
 			chosen = append(chosen, int32(i))
 		}
 	}
@@ -218,20 +219,37 @@ func (r *weightedRoundRobin) Pick(_ uint64, tried uint64) int {
 	return fallback
 }
 
-// scan returns the first up member not in tried, else the first up one in
-// tried, else -1.
+// scan returns, among the up members of the lowest tier that has one, the
+// first not in tried, else the first in tried, else -1.
 func (r *weightedRoundRobin) scan(tried uint64) int {
-	fallback := -1
+	best, fallback := -1, -1
 	for i := range r.members {
-		if !r.members[i].Backend.Up() {
+		m := &r.members[i]
+		if !m.Backend.Up() {
 			continue
 		}
-		if tried&(1<<(uint(i)%64)) == 0 {
-			return i
+		low := best
+		if low < 0 {
+			low = fallback
 		}
-		if fallback < 0 {
+		if low >= 0 {
+			if m.Tier >= r.members[low].Tier {
+				if best >= 0 || m.Tier > r.members[low].Tier {
+					continue
+				}
+			} else {
+				// A lower tier: forget the higher one's candidates.
+				best, fallback = -1, -1
+			}
+		}
+		if tried&(1<<(uint(i)%64)) == 0 {
+			best = i
+		} else if fallback < 0 {
 			fallback = i
 		}
+	}
+	if best >= 0 {
+		return best
 	}
 	return fallback
 }
