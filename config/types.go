@@ -240,6 +240,10 @@ type Backend struct {
 	Address string `toml:"address"`
 	// Weight is the relative share of traffic, at least 1. Default 1.
 	Weight int `toml:"weight"`
+	// Tier is the failover group (balancer.Member.Tier): 0, the primary
+	// group, for every backend of the config file; DNS discovery sets it
+	// from SRV priorities. It is not a TOML key.
+	Tier int `toml:"-"`
 }
 
 // HealthCheck is a pool's active check, [pool.NAME.health].

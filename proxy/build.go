@@ -95,7 +95,7 @@ func (p *Proxy) buildPools(cfg *config.Config, old *generation) (*generation, ma
 				newUps[key] = u
 			}
 			pr.ups = append(pr.ups, u)
-			members[i] = balancer.Member{Backend: u.be, Weight: memberWeight(u.be, bc.Weight)}
+			members[i] = balancer.Member{Backend: u.be, Weight: memberWeight(u.be, bc.Weight), Tier: bc.Tier}
 			targets[i] = health.Target{Address: bc.Address, Backend: u.be, Healthy: u.be.Healthy()}
 			ejectables[i] = u.be
 			addrs[i] = bc.Address

@@ -267,19 +267,23 @@ type srvRecord struct {
 	target                 string
 }
 
-// srvBackends turns SRV answers into backends: the records of the lowest
-// priority present (backup groups of higher priorities are not used), each
-// target:port once with its weight (0 counts as 1, above
-// balancer.MaxWeight as MaxWeight), sorted by address.
+// srvBackends turns SRV answers into backends: each priority group present,
+// in ascending order of priority, is a tier (0 for the lowest, 1 for the
+// next, ...: backups that take traffic only while no backend of a lower
+// tier is up), and each target:port appears once, in the lowest priority
+// that lists it, with its weight (0 counts as 1, above balancer.MaxWeight as
+// MaxWeight). The result is sorted by address.
 func srvBackends(recs []srvRecord) []config.Backend {
 	if len(recs) == 0 {
 		return nil
 	}
-	low := slices.MinFunc(recs, func(a, b srvRecord) int { return cmp.Compare(a.priority, b.priority) }).priority
+	recs = slices.Clone(recs)
+	slices.SortStableFunc(recs, func(a, b srvRecord) int { return cmp.Compare(a.priority, b.priority) })
 	seen := map[string]bool{}
 	var out []config.Backend
+	tier, prio := -1, -1
 	for _, r := range recs {
-		if r.priority != low || r.port == 0 {
+		if r.port == 0 {
 			continue
 		}
 		target := strings.TrimSuffix(r.target, ".")
@@ -291,7 +295,12 @@ func srvBackends(recs []srvRecord) []config.Backend {
 			continue
 		}
 		seen[addr] = true
-		out = append(out, config.Backend{Address: addr, Weight: min(max(int(r.weight), 1), balancer.MaxWeight)})
+		if int(r.priority) != prio {
+			// Tiers count the groups that give a backend, so they
+			// have no gaps.
+			tier, prio = tier+1, int(r.priority)
+		}
+		out = append(out, config.Backend{Address: addr, Weight: min(max(int(r.weight), 1), balancer.MaxWeight), Tier: tier})
 	}
 	sortBackends(out)
 	return out

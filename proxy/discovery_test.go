@@ -3,6 +3,7 @@ package proxy
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -252,8 +253,8 @@ check = "none"
 	}
 }
 
-// TestDiscoverySRVWeights: SRV weights set the round-robin share, and only
-// the lowest priority present is used.
+// TestDiscoverySRVWeights: SRV weights set the round-robin share, and a
+// higher priority is a backup that gets nothing while the lowest is up.
 func TestDiscoverySRVWeights(t *testing.T) {
 	t.Parallel()
 	a, b, backup := startBackend(t, "a"), startBackend(t, "b"), startBackend(t, "backup")
@@ -269,6 +270,56 @@ check = "none"`), nil)
 	seen := bodies(t, p, 400)
 	if seen["a"] != 100 || seen["b"] != 300 || seen["backup"] != 0 {
 		t.Errorf("shares %v, want a 100, b 300 (weights 10:30), backup 0", seen)
+	}
+}
+
+// TestDiscoverySRVBackupTier: an SRV priority above the lowest is a backup
+// tier: it gets no traffic while a primary is up, all of it once the tcp
+// check marks every primary down, and none again once a primary is back.
+func TestDiscoverySRVBackupTier(t *testing.T) {
+	t.Parallel()
+	a, b, backup := startBackend(t, "a"), startBackend(t, "b"), startBackend(t, "backup")
+	dns := startDNS(t)
+	dns.setSRV("_http._tcp.bk.test", portOf(a.addr)+"/1/10", portOf(b.addr)+"/1/10", portOf(backup.addr)+"/1/20")
+	p := startProxy(t, discoveryTOML(dns, `name = "_http._tcp.bk.test", type = "srv", min_ttl = "100ms"`, `
+[pool.d.health]
+check = "tcp"
+interval = "100ms"
+timeout = "90ms"
+rise = 1
+fall = 1`), nil)
+	waitFor(t, 5*time.Second, "a and b serving", func() bool {
+		seen := bodies(t, p, 8)
+		return seen["a"] > 0 && seen["b"] > 0
+	})
+	if seen := bodies(t, p, 100); seen["a"]+seen["b"] != 100 {
+		t.Errorf("primaries up: %v, want a and b only", seen)
+	}
+	tiers := map[string]int{}
+	for _, ps := range p.Status(ConfigStatus{}).Pools {
+		for _, bs := range ps.Backends {
+			tiers[bs.Address] = bs.Tier
+		}
+	}
+	if want := map[string]int{a.addr: 0, b.addr: 0, backup.addr: 1}; !maps.Equal(tiers, want) {
+		t.Errorf("/status tiers %v, want %v", tiers, want)
+	}
+
+	a.stop()
+	b.stop()
+	waitFor(t, 5*time.Second, "primaries down, the backup serving", func() bool {
+		return bodies(t, p, 10)["backup"] == 10
+	})
+	if seen := bodies(t, p, 50); seen["backup"] != 50 {
+		t.Errorf("primaries down: %v, want the backup only", seen)
+	}
+
+	startBackendOn(t, "a", a.addr)
+	waitFor(t, 5*time.Second, "a back, the backup idle", func() bool {
+		return bodies(t, p, 10)["a"] == 10
+	})
+	if seen := bodies(t, p, 50); seen["a"] != 50 {
+		t.Errorf("a back: %v, want a only", seen)
 	}
 }
 
@@ -409,8 +460,13 @@ func TestSRVBackends(t *testing.T) {
 		{priority: 5, weight: 3, port: 80, target: "b.test."},
 		{priority: 9, weight: 3, port: 80, target: "backup.test."},
 		{priority: 5, weight: 1, port: 80, target: "."},
+		{priority: 7, weight: 1, port: 0, target: "noport.test."},   // no backend: no tier
+		{priority: 8, weight: 5, port: 80, target: "b.test."},       // kept in priority 5
+		{priority: 30, weight: 2, port: 80, target: "last.test."},   // tier 2
+		{priority: 20, weight: 1, port: 80, target: "."},            // no backend: no tier
+		{priority: 9, weight: 1, port: 81, target: "backup2.test."}, // tier 1
 	})
-	want := "[{a.test:81 1000} {b.test:80 1}]"
+	want := "[{a.test:81 1000 0} {b.test:80 1 0} {backup.test:80 3 1} {backup2.test:81 1 1} {last.test:80 2 2}]"
 	if s := fmt.Sprint(got); s != want {
 		t.Errorf("srvBackends = %s, want %s", s, want)
 	}

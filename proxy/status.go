@@ -62,6 +62,10 @@ type BackendStatus struct {
 	// Source is where the backend comes from: "static" (the pool's
 	// backends list) or "dns" (its discovery).
 	Source string `json:"source"`
+	// Tier is the failover group: 0 (primary) for static backends, the
+	// rank of the SRV priority for discovered ones. A backend of tier n
+	// takes traffic only while no backend of a lower tier is serving.
+	Tier int `json:"tier"`
 	// Weight is the effective weight: a runtime override (frontdoor ctl
 	// weight) or else ConfiguredWeight; 0 holds the backend out.
 	Weight           int `json:"weight"`
@@ -126,6 +130,7 @@ func memberStatus(pr *poolRuntime, i int, checks []health.TargetStatus) BackendS
 	bs := BackendStatus{
 		Address:          be.Address(),
 		Source:           "static",
+		Tier:             pr.cfg.Backends[i].Tier,
 		Weight:           weight,
 		ConfiguredWeight: configured,
 		State:            "down",
