@@ -84,13 +84,28 @@ func startDaemon(t *testing.T, cfg string, env ...string) *proc {
 func startCmd(t *testing.T, cfg string, cmd *exec.Cmd) *proc {
 	t.Helper()
 	p := &proc{t: t, cfg: cfg, more: make(chan struct{}, 1), done: make(chan struct{}), cmd: cmd}
-	p.cmd.Stdout = io.Discard
-	stderr, err := p.cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", p.cmd.Path, err)
+	var stderr io.ReadCloser
+	for try := 0; ; try++ {
+		p.cmd.Stdout = io.Discard
+		var err error
+		if stderr, err = p.cmd.StderrPipe(); err != nil {
+			t.Fatal(err)
+		}
+		err = p.cmd.Start()
+		if err == nil {
+			break
+		}
+		// A binary the test just wrote can be busy for a moment: another
+		// goroutine's fork may still hold the written file open in a
+		// child that has not exec'd yet (golang/go#22315). Start again
+		// with a fresh Cmd.
+		if !errors.Is(err, syscall.ETXTBSY) || try == 20 {
+			t.Fatalf("start %s: %v", p.cmd.Path, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+		next := exec.Command(p.cmd.Path, p.cmd.Args[1:]...)
+		next.Env, next.Dir, next.ExtraFiles, next.SysProcAttr = p.cmd.Env, p.cmd.Dir, p.cmd.ExtraFiles, p.cmd.SysProcAttr
+		p.cmd = next
 	}
 	collected := make(chan struct{})
 	go func() {

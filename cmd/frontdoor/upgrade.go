@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -157,11 +158,24 @@ func (d *daemon) startNext() (*exec.Cmd, *os.File, error) {
 		cmd.Env = append(cmd.Env, kv)
 	}
 	cmd.Env = append(cmd.Env, envFDs+"="+strings.Join(pairs, ","), envReadyFD+"=3")
-	if err := cmd.Start(); err != nil {
-		_ = r.Close()
-		return nil, nil, fmt.Errorf("start %s: %w", exe, err)
+	for try := 0; ; try++ {
+		err := cmd.Start()
+		if err == nil {
+			return cmd, r, nil
+		}
+		// A binary installed a moment ago can still be open for writing
+		// in a process that forked before the installer closed it (ETXTBSY,
+		// golang/go#22315): try again for up to a second.
+		if !errors.Is(err, syscall.ETXTBSY) || try == 20 {
+			_ = r.Close()
+			return nil, nil, fmt.Errorf("start %s: %w", exe, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+		next := exec.Command(exe, os.Args[1:]...)
+		next.Stdin, next.Stdout, next.Stderr = nil, os.Stdout, os.Stderr
+		next.ExtraFiles, next.Env = cmd.ExtraFiles, cmd.Env
+		cmd = next
 	}
-	return cmd, r, nil
 }
 
 // listeners returns every listening socket by the name it is passed on
