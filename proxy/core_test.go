@@ -2,13 +2,11 @@ package proxy
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"io"
 	"log/slog"
 	"net"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -39,13 +37,7 @@ type coreRig struct {
 
 func startCoreRig(t *testing.T, e engine, toml string, opts ...func(*Options)) *coreRig {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "access.log")
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	access, err := NewAccessLog(ctx, path, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	access, path, _ := openTestAccessLog(t)
 	o := Options{AccessLog: access, goroutineOnly: e.goroutineOnly}
 	if testing.Verbose() {
 		o.Logger = slog.New(slog.NewTextHandler(os.Stderr, nil))

@@ -173,6 +173,20 @@ func (c *lconn) addrPort() netip.AddrPort {
 	return netip.AddrPortFrom(ip.Unmap(), uint16(c.addr.Port))
 }
 
+// setAddrPort makes ap c's client address (c.addr, backed by c.ip).
+func (c *lconn) setAddrPort(ap netip.AddrPort) {
+	a := ap.Addr().Unmap()
+	if a.Is4() {
+		a4 := a.As4()
+		copy(c.ip[:4], a4[:])
+		c.addr.IP = c.ip[:4]
+	} else {
+		c.ip = a.As16()
+		c.addr.IP = c.ip[:16]
+	}
+	c.addr.Port = int(ap.Port())
+}
+
 // lexch is a request in flight in a loop: the fasthttp context the phases
 // of core_exchange.go work on, and what the loop needs besides.
 type lexch struct {

@@ -407,16 +407,7 @@ func (lp *evLoop) proxyHeader(c *lconn, data []byte) int {
 		c.proxied = true
 		if !h.Local {
 			c.via = c.addrPort()
-			src := h.Source
-			c.ip = src.Addr().As16()
-			if src.Addr().Is4() {
-				a4 := src.Addr().As4()
-				copy(c.ip[:4], a4[:])
-				c.addr.IP = c.ip[:4]
-			} else {
-				c.addr.IP = c.ip[:16]
-			}
-			c.addr.Port = int(src.Port())
+			c.setAddrPort(h.Source)
 		}
 		return h.Length
 	}

@@ -565,6 +565,20 @@ func TestLoopBackendFailsMidBody(t *testing.T) {
 // that closes it and returns what it holds.
 func testAccessLog(t *testing.T) (*AccessLog, func() string) {
 	t.Helper()
+	access, path, cancel := openTestAccessLog(t)
+	return access, func() string {
+		cancel()
+		<-access.Done()
+		data, _ := os.ReadFile(path)
+		return string(data)
+	}
+}
+
+// openTestAccessLog opens an access log to a temporary file and returns it,
+// the file's path, and the function that stops its writer (also called
+// when the test ends).
+func openTestAccessLog(t *testing.T) (*AccessLog, string, context.CancelFunc) {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "access.log")
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -572,12 +586,7 @@ func testAccessLog(t *testing.T) (*AccessLog, func() string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return access, func() string {
-		cancel()
-		<-access.Done()
-		data, _ := os.ReadFile(path)
-		return string(data)
-	}
+	return access, path, cancel
 }
 
 // countingPattern is a pattern that counts the bytes taken from it.
