@@ -624,6 +624,9 @@ type forwarding struct {
 	streamed bool          // the request body is still arriving (clientBody)
 	upgrade  bool          // the request asks for a protocol upgrade
 	maxBody  int64         // max_body_bytes, enforced on streamed bodies
+	// slot: the attempt holds a connection slot the queue handed it
+	// (x.slot); the goroutine engine's connect uses it (forward).
+	slot bool
 
 	bodyIn int64 // bytes of a streamed request body sent on
 	tunnel bool  // a 101 answer: a tunnel now owns the backend connection

@@ -36,14 +36,8 @@ func (l *httpListener) handle(ctx *fasthttp.RequestCtx) {
 			break
 		}
 		u := x.p.ups[i]
-		if x.slot {
-			u.reserve() // Dial uses the slot the queue gave
-		}
+		x.fw.slot, x.slot = x.slot, false
 		err := l.forward(ctx, u, x.p, i, &x.fw)
-		if x.slot {
-			x.slot = false
-			u.unreserve()
-		}
 		if !l.attempted(ctx, &x, i, err) {
 			break
 		}

@@ -117,7 +117,18 @@ func (l *httpListener) forward(ctx *fasthttp.RequestCtx, u *poolBackend, p *pool
 	req, resp := &ctx.Request, &ctx.Response
 	hc := u.hc
 	req.URI().DisablePathNormalizing = true
+	if fw.slot {
+		u.reserve() // a Dial in AcquireConn uses the slot the queue gave
+	}
 	cc, err := hc.AcquireConn(fw.timeout, false)
+	if fw.slot {
+		// Given back at once when no Dial took it (an idle connection
+		// was found, or the attempt failed first). Not later: once this
+		// connection closes, its slot goes to the next waiter, whose own
+		// reservation a late give-back would take.
+		fw.slot = false
+		u.unreserve()
+	}
 	if err != nil {
 		return err
 	}
