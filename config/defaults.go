@@ -21,6 +21,9 @@ const (
 	defaultIdleTCP          = time.Hour
 	defaultMaxConnections   = 50000
 	defaultMaxHeaderBytes   = 16384
+	defaultH2MaxStreams     = 100
+	defaultH2Window         = 256 << 10
+	defaultH2MaxFrame       = 16384
 	defaultMaxBodyBytes     = 64 << 20
 	defaultPathPrefix       = "/"
 	strategyRoundRobin      = "round_robin"
@@ -115,6 +118,9 @@ func withDefaults(c Config, set map[string]bool) *Config {
 		dur(&l.IdleTimeout, p+".idle_timeout", idle)
 		num(&l.MaxConnections, p+".max_connections", defaultMaxConnections)
 		num(&l.MaxHeaderBytes, p+".max_header_bytes", defaultMaxHeaderBytes)
+		num(&l.HTTP2.MaxConcurrentStreams, p+".http2.max_concurrent_streams", defaultH2MaxStreams)
+		num(&l.HTTP2.InitialWindowSize, p+".http2.initial_window_size", defaultH2Window)
+		num(&l.HTTP2.MaxFrameSize, p+".http2.max_frame_size", defaultH2MaxFrame)
 		if !set[p+".max_body_bytes"] {
 			l.MaxBodyBytes = defaultMaxBodyBytes
 		}

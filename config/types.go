@@ -100,6 +100,26 @@ type Listener struct {
 	// SendProxy (tcp mode) writes a PROXY protocol header to the backend:
 	// "" (default, none), "v1" or "v2".
 	SendProxy string `toml:"send_proxy"`
+
+	// HTTP2 is the [listener.http2] table (http mode): the HTTP/2 settings
+	// frontdoor advertises to clients.
+	HTTP2 HTTP2 `toml:"http2"`
+}
+
+// HTTP2 is a listener's [listener.http2] table.
+type HTTP2 struct {
+	// MaxConcurrentStreams is SETTINGS_MAX_CONCURRENT_STREAMS: streams a
+	// client may have open at once; more are refused (REFUSED_STREAM).
+	// Default 100.
+	MaxConcurrentStreams int `toml:"max_concurrent_streams"`
+	// InitialWindowSize is SETTINGS_INITIAL_WINDOW_SIZE, the bytes of
+	// request body a stream may send ahead of frontdoor passing them on;
+	// the connection's window is 4 times it (at least 1 MiB). Default
+	// 262144.
+	InitialWindowSize int `toml:"initial_window_size"`
+	// MaxFrameSize is SETTINGS_MAX_FRAME_SIZE, the largest frame a client
+	// may send, 16384 to 16777215. Default 16384.
+	MaxFrameSize int `toml:"max_frame_size"`
 }
 
 // Route is one [[listener.route]] table of an http listener.

@@ -156,6 +156,14 @@ func (v *validator) listeners(c *Config) {
 }
 
 func (v *validator) httpListener(c *Config, p string, l *Listener) {
+	h := l.HTTP2
+	v.positiveInt(p+".http2.max_concurrent_streams", h.MaxConcurrentStreams)
+	if h.InitialWindowSize < 1 || h.InitialWindowSize > 1<<31-1 {
+		v.add(p+".http2.initial_window_size", "must be 1 to 2147483647 bytes (the HTTP/2 limit), e.g. 262144")
+	}
+	if h.MaxFrameSize < 16384 || h.MaxFrameSize > 1<<24-1 {
+		v.add(p+".http2.max_frame_size", "must be 16384 to 16777215 bytes (the HTTP/2 limits)")
+	}
 	if l.Pool != "" {
 		v.add(p+".pool", `pool is only for tcp listeners; on an http listener put pool = %q in a [[listener.route]]`, l.Pool)
 	}

@@ -50,6 +50,7 @@ type Metrics struct {
 	ConnsRejected        *prometheus.CounterVec // listener, reason
 	UpgradedActive       *prometheus.GaugeVec   // listener
 	Panics               *prometheus.CounterVec // listener
+	HTTP2GoAways         *prometheus.CounterVec // listener, code
 	TCPBytes             *prometheus.CounterVec // listener, direction
 	JWTVerified          *prometheus.CounterVec // policy
 	JWTRejected          *prometheus.CounterVec // policy, reason
@@ -151,6 +152,10 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 			Namespace: namespace, Name: "panics_total",
 			Help: "Connections closed because handling them panicked (a bug: the stack is in the process log), by listener.",
 		}, []string{"listener"}),
+		HTTP2GoAways: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: namespace, Name: "http2_goaway_total",
+			Help: "HTTP/2 client connections frontdoor closed with an error GOAWAY, by listener and HTTP/2 error code (ENHANCE_YOUR_CALM: a flood limit; PROTOCOL_ERROR, COMPRESSION_ERROR, FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR, STREAM_CLOSED: a broken client).",
+		}, []string{"listener", "code"}),
 		UpgradedActive: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: namespace, Name: "upgraded_connections_active",
 			Help: "Upgraded connections (WebSocket and other Connection: Upgrade tunnels) open now, by listener.",
@@ -201,7 +206,7 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 	reg.MustRegister(m.RequestsTotal, m.RequestDuration, m.UpstreamErrors, m.RetriesTotal,
 		m.DiscoveryBackends, m.DiscoveryResolutions, m.DiscoverySuccess,
 		m.HashKeyMissing, m.QueueLength, m.QueueWait, m.HealthChecks, m.Ejections, m.ConnsActive, m.ConnsTotal, m.ConnsRejected,
-		m.UpgradedActive, m.Panics, m.TCPBytes, m.JWTVerified, m.JWTRejected, m.ConfigReloads, m.ReloadSuccessful,
+		m.UpgradedActive, m.Panics, m.HTTP2GoAways, m.TCPBytes, m.JWTVerified, m.JWTRejected, m.ConfigReloads, m.ReloadSuccessful,
 		m.ReloadTimestamp, m.AccessLogDropped, m.BuildInfo, &m.backends,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

@@ -115,6 +115,7 @@ func (p *Proxy) buildPools(cfg *config.Config, old *generation) (*generation, ma
 		}
 		pr.pool = pool
 		pr.loopable = loopable(pr.ups)
+		pr.h2c = pc.Protocol == "h2c"
 		var secret []byte
 		if pc.AffinitySecretFile != "" {
 			data, err := os.ReadFile(pc.AffinitySecretFile)
@@ -236,7 +237,6 @@ func (p *Proxy) buildListenerRuntime(lc *config.Listener, gen *generation, l *ht
 		if r.jwt == nil {
 			r.stripClaims = claimHeaders(gen.cfg)
 		}
-		r.grpc = l.grpcRoute(r)
 		routes = append(routes, r)
 	}
 	rt.routes = compileRoutes(routes)
@@ -260,7 +260,7 @@ func (p *Proxy) retirePoolBackends(gen *generation, drain time.Duration) {
 		}
 		delete(p.poolBackends, key)
 		u.retired.Store(true) // event loops forget it with its last connection
-		time.AfterFunc(drain, u.hc.CloseIdleConnections)
+		time.AfterFunc(drain, u.closeIdle)
 	}
 	for key := range p.backends {
 		if !usedBackend[key] {

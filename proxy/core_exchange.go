@@ -28,7 +28,11 @@ type exchange struct {
 	p      *poolRuntime // nil until a route matched
 	// via is the connection's peer when a PROXY protocol header named the
 	// client (accept_proxy); engines set it before begin.
-	via         netip.AddrPort
+	via netip.AddrPort
+	// h2: the request came over HTTP/2 (the HTTP/2 engine), which may go
+	// to a pool that speaks h2c; grpc: it is a gRPC call, which only such
+	// a pool can answer.
+	h2, grpc    bool
 	rec         accessRecord
 	reqID       []byte
 	aff         affinityState
@@ -106,12 +110,18 @@ func (l *httpListener) begin(ctx *fasthttp.RequestCtx, x *exchange, idBuf *[32]b
 		ctx.SetConnectionClose() // the body was not read
 		return false
 	}
-	if r.grpc != nil {
+	if p.h2c && !x.h2 {
 		// The pool speaks HTTP/2 only (gRPC): an HTTP/1.1 request would
 		// fail on every backend and be counted against each. Refused
 		// here, counted against none.
 		l.refuse(ctx, x, nil, fasthttp.StatusUpgradeRequired, "this route's backends speak HTTP/2 (gRPC) only; send HTTP/2", "h2c_route")
 		ctx.Response.Header.SetBytesKV(hdrUpgrade, valH2C)
+		return false
+	}
+	if x.grpc && !p.h2c {
+		// gRPC needs trailers, which an HTTP/1.1 backend cannot send:
+		// UNIMPLEMENTED, as a gRPC server without the method answers.
+		l.refuse(ctx, x, nil, fasthttp.StatusNotFound, `gRPC calls need a route whose pool has protocol = "h2c"`, "grpc_route")
 		return false
 	}
 	// Routes without a JWT policy still drop the claim headers that any
@@ -473,6 +483,10 @@ func classifyUpstreamError(err error, req *fasthttp.Request) (status, reason int
 		return fasthttp.StatusServiceUnavailable, reasonLimit, true
 	case errors.Is(err, fasthttp.ErrDialTimeout):
 		return fasthttp.StatusBadGateway, reasonConnect, true
+	case errors.Is(err, errRefusedStream):
+		return fasthttp.StatusBadGateway, reasonReset, true
+	case errors.Is(err, errBackendProtocol):
+		return fasthttp.StatusBadGateway, reasonOther, false
 	case errors.Is(err, fasthttp.ErrTimeout), errors.Is(err, os.ErrDeadlineExceeded):
 		return fasthttp.StatusGatewayTimeout, reasonTimeout, false
 	}
@@ -582,6 +596,12 @@ var (
 	errBadBody           = errors.New("proxy: malformed request body framing")
 	errTooManyInterim    = errors.New("proxy: backend sent too many 1xx answers")
 	errUnexpectedUpgrade = errors.New("proxy: backend switched protocols without an upgrade request")
+	// errRefusedStream: an HTTP/2 backend refused the stream before
+	// processing it (REFUSED_STREAM, or a GOAWAY below its ID), so it may
+	// go to another backend whatever its method.
+	errRefusedStream = errors.New("proxy: backend refused the stream unprocessed")
+	// errBackendProtocol: the backend's answer broke the protocol.
+	errBackendProtocol = errors.New("proxy: backend answer broke the protocol")
 )
 
 // requestBody readies the request body for forwarding. It returns the body's

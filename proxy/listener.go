@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"frontdoor/internal/splice"
-	"frontdoor/proxy/grpc"
 	"frontdoor/proxy/internal/requestid"
 	"frontdoor/proxy/tcp"
 	"io"
@@ -34,8 +33,10 @@ type connListener struct {
 	net.Listener
 	maxConns int64
 	open     atomic.Int64
-	// h2, if set, serves a connection that began with the HTTP/2 preface.
-	h2 atomic.Pointer[func(net.Conn)]
+	// h2, if set, serves a connection that began with the HTTP/2 preface:
+	// the socket, the bytes read from it so far, and the client a PROXY
+	// protocol header named (invalid: none). Set before serving starts.
+	h2 func(nc net.Conn, buffered []byte, client netip.AddrPort)
 
 	active   prometheus.Gauge
 	total    prometheus.Counter
@@ -269,7 +270,7 @@ func (c *sniffConn) Read(p []byte) (int, error) {
 	if n == 0 || p[0] != 'P' {
 		return n, err
 	}
-	h2 := c.l.h2.Load()
+	h2 := c.l.h2
 	if h2 == nil {
 		return n, err
 	}
@@ -291,11 +292,18 @@ func (c *sniffConn) Read(p []byte) (int, error) {
 		return rc.Read(p)
 	}
 	c.handedOff = true
-	conn := &replayConn{Conn: c.Conn, buf: got, client: c.client}
+	nc := c.Conn
+	if dc, ok := nc.(*deferConn); ok {
+		nc = dc.Conn // nothing was written yet: nothing is deferred
+	}
+	var client netip.AddrPort
+	if c.client != nil {
+		client = c.client.AddrPort()
+	}
 	go func() {
 		defer c.release()
-		defer conn.Close()
-		(*h2)(conn)
+		defer nc.Close()
+		h2(nc, got, client)
 	}()
 	// fasthttp takes an EOF before the first byte as a clean close.
 	return 0, io.EOF
@@ -388,12 +396,13 @@ type httpListener struct {
 	server   *fasthttp.Server
 	ids      *requestid.Generator
 	log      *AccessLog
-	grpc     *grpc.Server  // serves connections that open with the HTTP/2 preface
+	h2       *h2Engine     // serves connections that open with the HTTP/2 preface
 	done     chan struct{} // closed when Serve returned
 	live     liveSet       // streamed bodies and tunnels (goengine_stream.go)
 	pipes    splice.Pool   // pipes of spliced response bodies (goengine_splice.go)
 	logger   *slog.Logger
-	panics   prometheus.Counter // panics_total{listener}
+	panics   prometheus.Counter     // panics_total{listener}
+	goAways  *prometheus.CounterVec // http2_goaway_total{listener}, by code
 	// beforeRequest, tests only (Options.beforeRequest), runs first in
 	// begin: it can make a request panic.
 	beforeRequest func(*fasthttp.RequestCtx)

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 
 	"frontdoor/balancer"
@@ -379,9 +380,11 @@ func (p *Proxy) newHTTPListener(lc *config.Listener, ln net.Listener) *httpListe
 		Logger:                       fasthttpLogger{p.opts.Logger},
 	}
 	l.live.tunnels = m.UpgradedActive.WithLabelValues(lc.Name)
-	p.newGRPCServer(l, lc.IdleTimeout.Duration, lc.MaxHeaderBytes)
+	l.h2 = newH2Engine(l, h2LimitsOf(lc))
+	cl.h2 = l.h2.serve
 	l.logger = p.opts.Logger
 	l.panics = m.Panics.WithLabelValues(lc.Name)
+	l.goAways = m.HTTP2GoAways.MustCurryWith(prometheus.Labels{"listener": lc.Name})
 	l.beforeRequest = p.opts.beforeRequest
 	if p.opts.goroutineOnly {
 		return l
@@ -410,8 +413,8 @@ func (l *httpListener) shutdown(ctx context.Context, logger *slog.Logger) {
 	}
 }
 
-// shutdownServers drains the HTTP/1.1 and the h2c server of the listener
-// together.
+// shutdownServers drains the HTTP/1.1 and the HTTP/2 engines of the
+// listener together.
 func (l *httpListener) shutdownServers(ctx context.Context) error {
 	// The event loops leave the listening socket before the server closes
 	// it: when another process shares the socket (a binary upgrade), it
@@ -422,7 +425,7 @@ func (l *httpListener) shutdownServers(ctx context.Context) error {
 		lp.stopAccepting()
 	}
 	h2 := make(chan error, 1)
-	go func() { h2 <- l.grpc.Shutdown(ctx) }()
+	go func() { h2 <- l.h2.shutdown(ctx) }()
 	loops := make(chan error, 1)
 	go func() { loops <- l.drainLoops(ctx) }()
 	err := l.server.ShutdownWithContext(ctx)

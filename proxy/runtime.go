@@ -17,7 +17,6 @@ import (
 	"frontdoor/config"
 	"frontdoor/health"
 	"frontdoor/metrics"
-	"frontdoor/proxy/grpc"
 	"frontdoor/proxy/jwt"
 )
 
@@ -61,6 +60,19 @@ type poolBackend struct {
 	// reserved counts slots held, by requests that waited in the queue, for
 	// a connection the goroutine engine's Dial is about to make.
 	reserved atomic.Int64
+	// h2 holds the HTTP/2 connections of an h2c pool's backend
+	// (h2engine_upstream.go), made on first use; idleTimeout is the pool's
+	// idle_timeout, after which an unused one closes.
+	h2          atomic.Pointer[h2Upstream]
+	idleTimeout time.Duration
+}
+
+// closeIdle closes u's idle connections (a reload retired it).
+func (u *poolBackend) closeIdle() {
+	u.hc.CloseIdleConnections()
+	if up := u.h2.Load(); up != nil {
+		up.closeIdle()
+	}
 }
 
 func poolBackendKey(pool string, p *config.Pool, addr string) string {
@@ -82,7 +94,7 @@ func poolBackendKey(pool string, p *config.Pool, addr string) string {
 func newPoolBackend(id int, key, addr string, p *config.Pool, be *balancer.Backend) *poolBackend {
 	connectTimeout := p.ConnectTimeout.Duration
 	u := &poolBackend{id: id, key: key, be: be, addrPort: parseAddrPort(addr), connectTimeout: connectTimeout,
-		maxConns: int64(p.MaxConnectionsPerBackend)}
+		maxConns: int64(p.MaxConnectionsPerBackend), idleTimeout: p.IdleTimeout.Duration}
 	u.hc = &fasthttp.HostClient{
 		Addr: addr,
 		// The connection budget is the pool backend's, shared with the event
@@ -200,6 +212,7 @@ type poolRuntime struct {
 	retries         int
 	retryBudget     float64
 	loopable        bool // the event loop may serve it (loop.go)
+	h2c             bool // protocol "h2c": the HTTP/2 engine relays to it, as HTTP/2
 	// queue is the pool's wait queue (core_queue.go), nil without a queue
 	// setting; queueSize and queueTimeout are the setting.
 	queue        *poolQueue
@@ -237,7 +250,6 @@ type route struct {
 	// stripClaims are the forward_claims headers of every JWT policy,
 	// removed on routes without a policy (nil when there is none).
 	stripClaims [][]byte
-	grpc        *grpc.Route // nil: the pool does not speak h2c
 }
 
 // listenerRuntime is an http listener's view of one runtime.

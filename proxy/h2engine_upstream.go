@@ -1,0 +1,684 @@
+package proxy
+
+import (
+	"bufio"
+	"errors"
+	"net"
+	"os"
+	"sync"
+	"time"
+	"unsafe"
+
+	"github.com/valyala/fasthttp"
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+// h2Upstream keeps the HTTP/2 connections to one backend of an h2c pool
+// (one per poolBackend, so the connection budget and reloads work as for
+// HTTP/1.1). Streams go on the first connection with room under the
+// backend's SETTINGS_MAX_CONCURRENT_STREAMS; when none has room a new one
+// is dialled in the background, and the streams that wait for it are sent
+// once it is up.
+type h2Upstream struct {
+	u  *poolBackend
+	mu sync.Mutex
+	// conns are the connections that take new streams.
+	conns   []*h2Back
+	dialing bool
+	waiting []h2Ref // streams waiting for the dial
+	idle    time.Duration
+}
+
+// h2Ref names a stream in one life (gen).
+type h2Ref struct {
+	s   *h2Stream
+	gen uint32
+}
+
+func (r h2Ref) live() bool { return r.s.gen == r.gen }
+
+// h2Back is one HTTP/2 connection to a backend. Its reader goroutine
+// reads the answers and relays them to the client streams. mu guards the
+// wire, the encoder, the stream map and the windows; active and maxStreams
+// are the upstream's (h2Upstream.mu).
+type h2Back struct {
+	up   *h2Upstream
+	conn net.Conn
+	mu   sync.Mutex
+	wire h2Wire
+	enc  h2Enc
+
+	streams    map[uint32]*h2Stream
+	nextID     uint32
+	peerFrame  uint32
+	peerWindow int32
+	sendWindow int64
+	recvWindow int64 // what the backend may still send, connection-wide
+	consumedN  int64 // passed on to clients, not yet credited
+	dead       bool
+
+	active     int  // under up.mu
+	maxStreams int  // under up.mu
+	goingAway  bool // under up.mu: takes no new streams
+
+	// The reader's own.
+	br     *bufio.Reader
+	rfr    *http2.Framer
+	dec    *hpack.Decoder
+	fl     h2Flusher
+	fields []hpack.HeaderField
+	hdrID  uint32
+	hdrEnd bool
+	hdrLen int
+}
+
+// h2BackWindow is the window frontdoor opens to a backend, per stream and
+// for the connection (times 4): a response waits in frontdoor at most this
+// long for a slow client.
+const h2BackWindow = 256 << 10
+
+// upstreamOf returns u's HTTP/2 upstream, made on first use.
+func (u *poolBackend) upstreamH2() *h2Upstream {
+	if up := u.h2.Load(); up != nil {
+		return up
+	}
+	up := &h2Upstream{u: u, idle: u.idleTimeout}
+	if u.h2.CompareAndSwap(nil, up) {
+		return up
+	}
+	return u.h2.Load()
+}
+
+// errH2Refused: the backend refused a stream unprocessed (RST_STREAM
+// REFUSED_STREAM, or a GOAWAY below its ID): safe to try elsewhere.
+var errH2Refused = errRefusedStream
+
+// upstream starts s on member i's backend: on a connection with room, or
+// after a dial. Called with s.c.mu held.
+func (s *h2Stream) upstream(i int) error {
+	up := s.x.p.ups[i].upstreamH2()
+	up.mu.Lock()
+	for _, b := range up.conns {
+		if b.active < b.maxStreams {
+			b.active++
+			up.mu.Unlock()
+			if !b.start(s) {
+				return errH2Refused
+			}
+			return nil
+		}
+	}
+	if !up.dialing {
+		if !up.u.takeConn() {
+			up.mu.Unlock()
+			return fasthttp.ErrNoFreeConns
+		}
+		up.dialing = true
+		go up.dial(s.x.p.cfg.ConnectTimeout.Duration)
+	}
+	s.up = up
+	up.waiting = append(up.waiting, h2Ref{s, s.gen})
+	up.mu.Unlock()
+	return nil
+}
+
+// dial connects to the backend and sends the streams waiting for it.
+func (up *h2Upstream) dial(timeout time.Duration) {
+	if timeout <= 0 {
+		timeout = 2 * time.Second
+	}
+	nc, err := net.DialTimeout("tcp", up.u.be.Address(), timeout)
+	var b *h2Back
+	if err == nil {
+		b = newH2Back(up, nc)
+	} else {
+		up.u.giveConn()
+	}
+	up.mu.Lock()
+	up.dialing = false
+	waiting := up.waiting
+	up.waiting = nil
+	if b != nil {
+		up.conns = append(up.conns, b)
+	}
+	up.mu.Unlock()
+	var fl h2Flusher
+	for _, r := range waiting {
+		c := r.s.c
+		c.mu.Lock()
+		c.fl = &fl
+		if r.live() && r.s.up == up && !r.s.respDone {
+			r.s.up = nil
+			if b == nil {
+				r.s.retry(err)
+			} else if r.s.upstream(r.s.member) != nil {
+				r.s.retry(fasthttp.ErrNoFreeConns)
+			}
+		}
+		c.mu.Unlock()
+		fl.flush()
+	}
+	if b != nil {
+		b.run()
+	}
+}
+
+func newH2Back(up *h2Upstream, nc net.Conn) *h2Back {
+	b := &h2Back{up: up, conn: nc, streams: make(map[uint32]*h2Stream), nextID: 1,
+		peerFrame: 16384, peerWindow: 65535, sendWindow: 65535, recvWindow: 65535, maxStreams: 100}
+	b.wire.init(nc, &b.mu, 0)
+	b.enc.init()
+	b.br = bufio.NewReaderSize(nc, h2ReadBuffer)
+	b.rfr = http2.NewFramer(nil, b.br)
+	b.rfr.SetReuseFrames()
+	b.dec = hpack.NewDecoder(h2DynamicTable, b.emit)
+	b.mu.Lock()
+	b.wire.out = append(b.wire.out, h2Preface...)
+	_ = b.wire.fr.WriteSettings(
+		http2.Setting{ID: http2.SettingEnablePush, Val: 0},
+		http2.Setting{ID: http2.SettingInitialWindowSize, Val: h2BackWindow},
+	)
+	_ = b.wire.fr.WriteWindowUpdate(0, 4*h2BackWindow-65535)
+	b.recvWindow = 4 * h2BackWindow
+	b.wire.send()
+	b.mu.Unlock()
+	return b
+}
+
+func (b *h2Back) emit(f hpack.HeaderField) {
+	b.hdrLen += len(f.Name) + len(f.Value) + 32
+	if b.hdrLen <= 256<<10 {
+		b.fields = append(b.fields, f)
+	}
+}
+
+// start opens a stream for s on b and sends its head and what it has of
+// its body. Called with s.c.mu held; b.active counts it already. False:
+// b died meanwhile, and nothing was sent.
+func (b *h2Back) start(s *h2Stream) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.dead {
+		b.up.mu.Lock()
+		b.active--
+		b.up.mu.Unlock()
+		return false
+	}
+	id := b.nextID
+	b.nextID += 2
+	if b.nextID > 1<<31-1 {
+		// No IDs left: new streams go to a new connection.
+		b.up.mu.Lock()
+		b.goingAway = true
+		b.up.remove(b)
+		b.up.mu.Unlock()
+	}
+	b.streams[id] = s
+	s.b, s.upID, s.upWindow = b, id, int64(b.peerWindow)
+	req := &s.ctx.Request
+	e := &b.enc
+	e.buf = e.buf[:0]
+	e.pseudo(":method", req.Header.Method())
+	e.pseudo(":scheme", valHTTP)
+	e.pseudo(":authority", req.Header.Host())
+	e.pseudo(":path", req.Header.RequestURI())
+	req.Header.VisitAll(e.visitor())
+	if s.te {
+		e.pseudo("te", strTrailers)
+	}
+	end := s.reqEnded && len(s.reqPending) == 0
+	s.sentEnd = end
+	block := e.buf
+	first := true
+	for first || len(block) > 0 {
+		n := min(len(block), int(b.peerFrame))
+		frag := block[:n]
+		block = block[n:]
+		if first {
+			_ = b.wire.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: frag, EndStream: end, EndHeaders: len(block) == 0})
+			first = false
+		} else {
+			_ = b.wire.fr.WriteContinuation(id, len(block) == 0, frag)
+		}
+	}
+	s.c.fl.mark(&b.wire)
+	if !end {
+		b.sendBodyLocked(s)
+	}
+	return true
+}
+
+var strTrailers = []byte("trailers")
+
+// visitor returns the method value that encodes request headers, made once.
+func (e *h2Enc) visitor() func(k, v []byte) {
+	if e.visit == nil {
+		e.visit = e.field
+	}
+	return e.visit
+}
+
+// sendBody sends what s has of its body within the backend's windows.
+// Called with s.c.mu held.
+func (b *h2Back) sendBody(s *h2Stream) {
+	b.mu.Lock()
+	b.sendBodyLocked(s)
+	b.mu.Unlock()
+}
+
+func (b *h2Back) sendBodyLocked(s *h2Stream) {
+	if b.dead || s.b != b || s.sentEnd {
+		return
+	}
+	sent := 0
+	for len(s.reqPending) > sent {
+		n := min(int64(len(s.reqPending)-sent), s.upWindow, b.sendWindow, int64(b.peerFrame))
+		if n <= 0 {
+			break
+		}
+		last := s.reqEnded && sent+int(n) == len(s.reqPending)
+		_ = b.wire.fr.WriteData(s.upID, last, s.reqPending[sent:sent+int(n)])
+		sent += int(n)
+		s.upWindow -= n
+		b.sendWindow -= n
+		s.sentEnd = last
+	}
+	if sent > 0 {
+		s.sentBody = true
+		s.reqPending = s.reqPending[:copy(s.reqPending, s.reqPending[sent:])]
+		s.c.fl.mark(&b.wire)
+		s.c.consumed(s, int64(sent))
+	}
+	if s.reqEnded && len(s.reqPending) == 0 && !s.sentEnd {
+		_ = b.wire.fr.WriteData(s.upID, true, nil)
+		s.sentEnd = true
+		s.c.fl.mark(&b.wire)
+	}
+}
+
+// sendTrailers ends s's request with the client's trailers.
+func (b *h2Back) sendTrailers(s *h2Stream, fields []hpack.HeaderField) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.dead || s.b != b {
+		return
+	}
+	e := &b.enc
+	e.buf = e.buf[:0]
+	for _, f := range fields {
+		e.field(unsafeBytes(f.Name), unsafeBytes(f.Value))
+	}
+	_ = b.wire.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: s.upID, BlockFragment: e.buf, EndStream: true, EndHeaders: true})
+	s.sentEnd = true
+	s.c.fl.mark(&b.wire)
+}
+
+// consumed credits n response bytes the client took back to the backend.
+// Called with s.c.mu held.
+func (b *h2Back) consumed(s *h2Stream, n int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.dead {
+		return
+	}
+	b.consumedN += n
+	if b.consumedN >= 2*h2BackWindow {
+		_ = b.wire.fr.WriteWindowUpdate(0, uint32(b.consumedN))
+		b.recvWindow += b.consumedN
+		b.consumedN = 0
+		s.c.fl.mark(&b.wire)
+	}
+	if s.b == b && !s.respEnded {
+		s.upConsumed += n
+		if s.upConsumed >= h2BackWindow/2 {
+			_ = b.wire.fr.WriteWindowUpdate(s.upID, uint32(s.upConsumed))
+			s.upConsumed = 0
+			s.c.fl.mark(&b.wire)
+		}
+	}
+}
+
+// detach takes s off its backend connection (or its dial), resetting the
+// backend's stream with code unless it ended. Called with s.c.mu held.
+func (s *h2Stream) detach(code http2.ErrCode) {
+	// A stream waiting for a dial is dropped by the dialer, which finds
+	// s.up no longer pointing at its upstream.
+	s.up = nil
+	b := s.b
+	if b == nil {
+		return
+	}
+	b.mu.Lock()
+	if !b.dead && !(s.respEnded && s.sentEnd) {
+		_ = b.wire.fr.WriteRSTStream(s.upID, code)
+		s.c.fl.mark(&b.wire)
+	}
+	delete(b.streams, s.upID)
+	s.b = nil
+	b.mu.Unlock()
+	b.up.mu.Lock()
+	b.active--
+	idle := b.active == 0 && b.goingAway
+	b.up.mu.Unlock()
+	if idle {
+		_ = b.conn.Close()
+	}
+}
+
+// run reads the backend's frames until the connection ends.
+func (b *h2Back) run() {
+	var err error
+	idleSet := false
+	for {
+		if !backFrameBuffered(b.br) {
+			b.fl.flush()
+			b.up.mu.Lock()
+			idle := b.active == 0
+			b.up.mu.Unlock()
+			if idle && b.up.idle > 0 && !idleSet {
+				_ = b.conn.SetReadDeadline(time.Now().Add(b.up.idle))
+				idleSet = true
+			}
+		}
+		var f http2.Frame
+		f, err = b.rfr.ReadFrame()
+		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				b.up.mu.Lock()
+				busy := b.active > 0
+				if !busy {
+					b.goingAway = true
+					b.up.remove(b)
+				}
+				b.up.mu.Unlock()
+				if busy {
+					_ = b.conn.SetReadDeadline(time.Time{})
+					idleSet = false
+					continue
+				}
+			}
+			break
+		}
+		if idleSet {
+			_ = b.conn.SetReadDeadline(time.Time{})
+			idleSet = false
+		}
+		if err = b.frame(f); err != nil {
+			break
+		}
+	}
+	b.end(err)
+}
+
+func backFrameBuffered(br *bufio.Reader) bool {
+	n := br.Buffered()
+	if n < 9 {
+		return false
+	}
+	h, _ := br.Peek(9)
+	return n >= 9+(int(h[0])<<16|int(h[1])<<8|int(h[2]))
+}
+
+// remove takes b out of the connections that take new streams; up.mu is
+// held.
+func (up *h2Upstream) remove(b *h2Back) {
+	for i, c := range up.conns {
+		if c == b {
+			up.conns = append(up.conns[:i], up.conns[i+1:]...)
+			return
+		}
+	}
+}
+
+var errH2Protocol = errors.New("proxy: backend broke the HTTP/2 protocol")
+
+// frame handles one frame from the backend.
+func (b *h2Back) frame(f http2.Frame) error {
+	switch f := f.(type) {
+	case *http2.DataFrame:
+		n := int64(f.Length)
+		b.mu.Lock()
+		b.recvWindow -= n
+		s := b.streams[f.StreamID]
+		if pad := n - int64(len(f.Data())); pad > 0 || s == nil {
+			// Padding and data for a stream gone: credited at once.
+			b.consumedN += pad
+			if s == nil {
+				b.consumedN += int64(len(f.Data()))
+			}
+		}
+		b.mu.Unlock()
+		if s == nil {
+			return nil
+		}
+		c := s.c
+		c.mu.Lock()
+		c.fl = &b.fl
+		if s.b == b {
+			s.responseData(f.Data(), f.StreamEnded())
+		}
+		c.mu.Unlock()
+	case *http2.HeadersFrame:
+		b.fields, b.hdrLen = b.fields[:0], 0
+		b.hdrID, b.hdrEnd = f.StreamID, f.StreamEnded()
+		return b.block(f.HeaderBlockFragment(), f.HeadersEnded())
+	case *http2.ContinuationFrame:
+		return b.block(f.HeaderBlockFragment(), f.HeadersEnded())
+	case *http2.RSTStreamFrame:
+		s := b.stream(f.StreamID)
+		if s == nil {
+			return nil
+		}
+		c := s.c
+		c.mu.Lock()
+		c.fl = &b.fl
+		if s.b == b {
+			s.backendReset(f.ErrCode)
+		}
+		c.mu.Unlock()
+	case *http2.SettingsFrame:
+		if f.IsAck() {
+			return nil
+		}
+		return b.settings(f)
+	case *http2.PingFrame:
+		if !f.IsAck() {
+			b.mu.Lock()
+			_ = b.wire.fr.WritePing(true, f.Data)
+			b.fl.mark(&b.wire)
+			b.mu.Unlock()
+		}
+	case *http2.WindowUpdateFrame:
+		return b.windowUpdate(f)
+	case *http2.GoAwayFrame:
+		b.goAway(f.LastStreamID)
+	case *http2.PushPromiseFrame:
+		return errH2Protocol
+	}
+	return nil
+}
+
+func (b *h2Back) stream(id uint32) *h2Stream {
+	b.mu.Lock()
+	s := b.streams[id]
+	b.mu.Unlock()
+	return s
+}
+
+func (b *h2Back) settings(f *http2.SettingsFrame) error {
+	var grow []*h2Stream
+	b.mu.Lock()
+	for i := range f.NumSettings() {
+		st := f.Setting(i)
+		if st.Valid() != nil {
+			b.mu.Unlock()
+			return errH2Protocol
+		}
+		switch st.ID {
+		case http2.SettingMaxFrameSize:
+			b.peerFrame = st.Val
+		case http2.SettingHeaderTableSize:
+			b.enc.enc.SetMaxDynamicTableSize(min(st.Val, h2DynamicTable))
+		case http2.SettingInitialWindowSize:
+			delta := int64(st.Val) - int64(b.peerWindow)
+			b.peerWindow = int32(st.Val)
+			for _, s := range b.streams {
+				s.upWindow += delta
+				if delta > 0 {
+					grow = append(grow, s)
+				}
+			}
+		case http2.SettingMaxConcurrentStreams:
+			b.up.mu.Lock()
+			b.maxStreams = int(min(st.Val, 1<<20))
+			b.up.mu.Unlock()
+		}
+	}
+	_ = b.wire.fr.WriteSettingsAck()
+	b.fl.mark(&b.wire)
+	b.mu.Unlock()
+	b.pushStreams(grow)
+	return nil
+}
+
+func (b *h2Back) windowUpdate(f *http2.WindowUpdateFrame) error {
+	var grow []*h2Stream
+	b.mu.Lock()
+	if f.StreamID == 0 {
+		b.sendWindow += int64(f.Increment)
+		for _, s := range b.streams {
+			if len(s.reqPending) > 0 {
+				grow = append(grow, s)
+			}
+		}
+	} else if s := b.streams[f.StreamID]; s != nil {
+		s.upWindow += int64(f.Increment)
+		grow = append(grow, s)
+	}
+	b.mu.Unlock()
+	b.pushStreams(grow)
+	return nil
+}
+
+// pushStreams sends the waiting request bodies of ss, after a window grew.
+func (b *h2Back) pushStreams(ss []*h2Stream) {
+	for _, s := range ss {
+		c := s.c
+		c.mu.Lock()
+		c.fl = &b.fl
+		if s.b == b {
+			b.sendBody(s)
+		}
+		c.mu.Unlock()
+	}
+}
+
+// goAway: the backend takes no new streams; those above last were not
+// processed and go elsewhere.
+func (b *h2Back) goAway(last uint32) {
+	b.up.mu.Lock()
+	b.goingAway = true
+	b.up.remove(b)
+	b.up.mu.Unlock()
+	var gone []*h2Stream
+	b.mu.Lock()
+	for id, s := range b.streams {
+		if id > last {
+			gone = append(gone, s)
+		}
+	}
+	b.mu.Unlock()
+	for _, s := range gone {
+		c := s.c
+		c.mu.Lock()
+		c.fl = &b.fl
+		if s.b == b && !s.respBegan {
+			s.detach(http2.ErrCodeCancel)
+			s.retry(errH2Refused)
+		}
+		c.mu.Unlock()
+	}
+}
+
+// block decodes a response header block; at its end, the stream gets it.
+func (b *h2Back) block(frag []byte, end bool) error {
+	if _, err := b.dec.Write(frag); err != nil {
+		return errH2Protocol
+	}
+	if !end {
+		return nil
+	}
+	if err := b.dec.Close(); err != nil {
+		return errH2Protocol
+	}
+	s := b.stream(b.hdrID)
+	if s == nil {
+		return nil
+	}
+	c := s.c
+	c.mu.Lock()
+	c.fl = &b.fl
+	if s.b == b {
+		if !s.respBegan {
+			s.responseHead(b.fields, b.hdrEnd)
+		} else {
+			s.responseTrailers(b.fields)
+		}
+	}
+	c.mu.Unlock()
+	return nil
+}
+
+// end fails every stream still on the connection after it broke or
+// closed.
+func (b *h2Back) end(err error) {
+	b.up.mu.Lock()
+	b.up.remove(b)
+	b.up.mu.Unlock()
+	b.mu.Lock()
+	b.dead = true
+	ss := make([]*h2Stream, 0, len(b.streams))
+	for _, s := range b.streams {
+		ss = append(ss, s)
+	}
+	b.mu.Unlock()
+	b.fl.flush()
+	_ = b.conn.Close()
+	b.up.u.giveConn()
+	if err == nil || errors.Is(err, net.ErrClosed) {
+		err = errConnReset
+	}
+	for _, s := range ss {
+		c := s.c
+		c.mu.Lock()
+		c.fl = &b.fl
+		if s.b == b {
+			s.backendLost(err)
+		}
+		c.mu.Unlock()
+		b.fl.flush()
+	}
+}
+
+// unsafeBytes views s as bytes for a call that neither keeps nor changes
+// them.
+func unsafeBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
+
+// closeIdle closes the connections that carry no stream (a reload retired
+// the backend); the others close when their last stream ends.
+func (up *h2Upstream) closeIdle() {
+	up.mu.Lock()
+	var idle []*h2Back
+	for _, b := range up.conns {
+		b.goingAway = true
+		if b.active == 0 {
+			idle = append(idle, b)
+		}
+	}
+	up.conns = nil
+	up.mu.Unlock()
+	for _, b := range idle {
+		_ = b.conn.Close()
+	}
+}

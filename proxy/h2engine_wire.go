@@ -1,0 +1,188 @@
+package proxy
+
+import (
+	"errors"
+	"net"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/sys/unix"
+)
+
+// h2Wire is the sending half of one HTTP/2 connection, client or backend:
+// frames are appended to out by whoever produces them, under the
+// connection's lock, and flush sends everything appended so far with one
+// write(2). So a batch of frames read from one connection costs one system
+// call on each connection it wrote to, not one per frame (x/net's server
+// flushes each frame group; that was a third of the CPU of a small gRPC
+// call, issue #19).
+//
+// The write is non-blocking: a connection whose socket buffer is full (a
+// slow or stalled peer) keeps the rest in out and a goroutine of its own
+// finishes it, so a slow client never blocks the backend connection whose
+// reader is writing to it. The bytes waiting are bounded by the HTTP/2 flow
+// control windows frontdoor honours plus the control frames it answers,
+// which the flood limits bound.
+type h2Wire struct {
+	conn net.Conn
+	raw  syscall.RawConn // nil: not a socket; writes block
+	fr   *http2.Framer   // writes frames into out
+	out  []byte
+	// spare is the buffer the drain goroutine is not writing from.
+	spare []byte
+	// queued: a flush is owed; some goroutine's h2Flusher holds this wire
+	// and flushes it before it blocks.
+	queued bool
+	// draining: the drain goroutine owns the socket's writes.
+	draining bool
+	dead     bool  // a write failed or the connection closed
+	err      error // why, once dead
+	// writeTimeout bounds a blocked write (the drain goroutine's).
+	writeTimeout time.Duration
+	// tryWrite is w.tryWriteFD as a method value, made once: passing it
+	// to RawConn.Write then allocates nothing.
+	tryWrite func(fd uintptr) bool
+	tryN     int
+	tryErr   error
+	// lock is the connection's lock, held by every caller of the
+	// methods below but drain, which takes it itself.
+	lock sync.Locker
+}
+
+// h2WireBuffer is the starting size of a wire's output buffer: a batch of
+// small responses fits without growing it.
+const h2WireBuffer = 16 << 10
+
+func (w *h2Wire) init(conn net.Conn, lock sync.Locker, writeTimeout time.Duration) {
+	w.conn = conn
+	w.lock = lock
+	w.writeTimeout = writeTimeout
+	if sc, ok := conn.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			w.raw = rc
+		}
+	}
+	w.out = make([]byte, 0, h2WireBuffer)
+	w.fr = http2.NewFramer(wireAppender{w}, nil)
+	w.tryWrite = w.tryWriteFD
+}
+
+// wireAppender is the Framer's writer: each frame lands in out.
+type wireAppender struct{ w *h2Wire }
+
+func (a wireAppender) Write(p []byte) (int, error) {
+	a.w.out = append(a.w.out, p...)
+	return len(p), nil
+}
+
+// h2Flusher collects the wires one goroutine wrote to since its last flush.
+// Each goroutine that writes frames (a connection's reader, a dialer, the
+// sweeper) has one and calls flush before it blocks.
+type h2Flusher struct {
+	wires []*h2Wire
+}
+
+// mark notes that w has bytes to send; the caller holds w's lock.
+func (f *h2Flusher) mark(w *h2Wire) {
+	if w.queued || w.dead {
+		return
+	}
+	w.queued = true
+	f.wires = append(f.wires, w)
+}
+
+// flush sends what the marked wires hold.
+func (f *h2Flusher) flush() {
+	for i, w := range f.wires {
+		w.lock.Lock()
+		w.queued = false
+		w.send()
+		w.lock.Unlock()
+		f.wires[i] = nil
+	}
+	f.wires = f.wires[:0]
+}
+
+// send writes out without blocking; what the socket does not take is left
+// to the drain goroutine. The caller holds the lock.
+func (w *h2Wire) send() {
+	if w.draining || w.dead || len(w.out) == 0 {
+		return
+	}
+	if w.raw == nil {
+		w.startDrain()
+		return
+	}
+	w.tryN, w.tryErr = 0, nil
+	if err := w.raw.Write(w.tryWrite); err != nil && w.tryErr == nil {
+		w.tryErr = err
+	}
+	n, err := w.tryN, w.tryErr
+	if n == len(w.out) {
+		w.out = w.out[:0]
+		return
+	}
+	if err != nil && !errors.Is(err, unix.EAGAIN) {
+		w.fail(err)
+		return
+	}
+	w.out = w.out[:copy(w.out, w.out[n:])]
+	w.startDrain()
+}
+
+// tryWriteFD is one non-blocking write of out; it never asks RawConn to
+// wait.
+func (w *h2Wire) tryWriteFD(fd uintptr) bool {
+	n, err := unix.Write(int(fd), w.out)
+	if n > 0 {
+		w.tryN = n
+	}
+	if err != nil {
+		w.tryErr = err
+	}
+	return true
+}
+
+func (w *h2Wire) startDrain() {
+	w.draining = true
+	go w.drain()
+}
+
+// drain writes out with blocking writes until it is empty, for a peer that
+// reads slower than frontdoor produces. write_timeout bounds each write; a
+// peer that takes nothing that long is dead.
+func (w *h2Wire) drain() {
+	w.lock.Lock()
+	for len(w.out) > 0 && !w.dead {
+		buf := w.out
+		w.out = w.spare[:0]
+		w.lock.Unlock()
+		if w.writeTimeout > 0 {
+			_ = w.conn.SetWriteDeadline(time.Now().Add(w.writeTimeout))
+		}
+		_, err := w.conn.Write(buf)
+		w.lock.Lock()
+		w.spare = buf[:0]
+		if err != nil {
+			w.fail(err)
+		}
+	}
+	w.draining = false
+	w.lock.Unlock()
+}
+
+// fail marks the wire dead: nothing more is written, and the connection is
+// closed so that its reader ends and cleans up. The caller holds the lock.
+func (w *h2Wire) fail(err error) {
+	if w.dead {
+		return
+	}
+	w.dead, w.err = true, err
+	w.out = w.out[:0]
+	_ = w.conn.Close()
+}
+
+// pending is how many bytes wait to be sent.
+func (w *h2Wire) pending() int { return len(w.out) }
