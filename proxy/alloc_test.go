@@ -84,3 +84,20 @@ func TestHelperAllocs(t *testing.T) {
 		t.Errorf("%v allocations, want 0", n)
 	}
 }
+
+// TestH2UnaryAllocs holds the HTTP/2 engine's relay of a unary call at
+// zero allocations (STYLE.md 3.1): the raw peers of h2engine_bench_test.go
+// allocate nothing themselves, so every allocation counted is frontdoor's.
+func TestH2UnaryAllocs(t *testing.T) {
+	for _, n := range []int{3, 16} {
+		p := startH2Rig(t, n, nil)
+		cl := dialRawH2(t, p.Addr("web").String(), "/bench.Service/Call")
+		for range 20 {
+			cl.calls(t, 64)
+		}
+		defer debug.SetGCPercent(debug.SetGCPercent(-1))
+		if a := allocsPerRequest(50, func() { cl.calls(t, 64) }) / 64; a > 0.05 {
+			t.Errorf("%d backends: %v allocations per relayed call, want 0", n, a)
+		}
+	}
+}

@@ -27,7 +27,7 @@ type h2Conn struct {
 	via  netip.AddrPort // the peer, when a PROXY header named the client
 
 	br  *bufio.Reader
-	rfr *http2.Framer // reads
+	rfr *h2FrameReader
 	dec *hpack.Decoder
 	rfl h2Flusher // the reader's
 
@@ -62,8 +62,6 @@ type h2Conn struct {
 	goingAway  bool // GOAWAY sent: no new streams
 	closed     bool
 	lastActive time.Time // a frame arrived or a stream ended
-	// visit is c.enc.field as a method value, made once.
-	visit func(k, v []byte)
 }
 
 // h2HeaderBlock is the header block being decoded.
@@ -91,7 +89,6 @@ func newH2Conn(e *h2Engine, nc net.Conn, client netip.AddrPort) *h2Conn {
 	}
 	c.wire.init(nc, &c.mu, e.limits.write)
 	c.enc.init()
-	c.visit = c.enc.field
 	c.fl = &c.rfl
 	c.peerMaxFrame = 16384
 	c.peerWindow = 65535
@@ -124,9 +121,7 @@ func (c *h2Conn) run(rest []byte) {
 	if len(rest) == 0 {
 		c.br.Reset(c.conn)
 	}
-	c.rfr = http2.NewFramer(nil, c.br)
-	c.rfr.SetReuseFrames()
-	c.rfr.SetMaxReadFrameSize(lim.maxFrame)
+	c.rfr = newH2FrameReader(c.br, lim.maxFrame)
 	c.dec = hpack.NewDecoder(h2DynamicTable, c.emitField)
 	c.dec.SetMaxStringLength(h2MaxHeaderBlock)
 
@@ -155,7 +150,7 @@ func (c *h2Conn) run(rest []byte) {
 			c.rfl.flush()
 		}
 		var f http2.Frame
-		f, err = c.rfr.ReadFrame()
+		f, err = c.rfr.read()
 		if err != nil {
 			break
 		}
@@ -203,7 +198,7 @@ func (c *h2Conn) frame(f http2.Frame) error {
 	switch f := f.(type) {
 	case *http2.DataFrame:
 		return c.data(f)
-	case *http2.HeadersFrame:
+	case *h2Headers:
 		return c.headers(f)
 	case *http2.ContinuationFrame:
 		return c.continuation(f)
@@ -344,7 +339,7 @@ func (c *h2Conn) rstStream(f *http2.RSTStreamFrame) error {
 	return nil
 }
 
-func (c *h2Conn) headers(f *http2.HeadersFrame) error {
+func (c *h2Conn) headers(f *h2Headers) error {
 	id := f.StreamID
 	c.hdr = h2HeaderBlock{stream: id, endStream: f.StreamEnded(), fields: c.hdr.fields[:0]}
 	if s := c.streams[id]; s != nil {
@@ -355,7 +350,7 @@ func (c *h2Conn) headers(f *http2.HeadersFrame) error {
 	} else if id <= c.maxID {
 		return c.goAwayErr(http2.ErrCodeStreamClosed, "HEADERS on a closed stream")
 	}
-	return c.block(f.HeaderBlockFragment(), f.HeadersEnded())
+	return c.block(f.fragment, f.HeadersEnded())
 }
 
 func (c *h2Conn) continuation(f *http2.ContinuationFrame) error {

@@ -16,7 +16,6 @@ type h2Enc struct {
 	buf     []byte // the block being built
 	lower   []byte // scratch: a name in lower case
 	strings map[string]string
-	visit   func(k, v []byte) // field as a method value (visitor)
 }
 
 // h2MaxInterned bounds a connection's interned strings; past it the set

@@ -66,7 +66,9 @@ func (s *h2Stream) writeResponseHead(end bool) {
 	c := s.c
 	resp := &s.ctx.Response
 	c.enc.pseudo(":status", statusValue(resp.StatusCode()))
-	resp.Header.VisitAll(c.visit)
+	for k, v := range resp.Header.All() {
+		c.enc.field(k, v)
+	}
 	c.writeHead(s.id, end)
 	s.headSent = true
 }

@@ -278,7 +278,9 @@ func (s *h2Stream) answerOwn() {
 		c.writeHead(s.id, true)
 	} else {
 		e.pseudo(":status", statusValue(resp.StatusCode()))
-		resp.Header.VisitAll(c.visit)
+		for k, v := range resp.Header.All() {
+			c.enc.field(k, v)
+		}
 		body := resp.Body()
 		c.writeHead(s.id, len(body) == 0)
 		if len(body) > 0 {

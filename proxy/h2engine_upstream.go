@@ -64,7 +64,7 @@ type h2Back struct {
 
 	// The reader's own.
 	br     *bufio.Reader
-	rfr    *http2.Framer
+	rfr    *h2FrameReader
 	dec    *hpack.Decoder
 	fl     h2Flusher
 	fields []hpack.HeaderField
@@ -170,8 +170,7 @@ func newH2Back(up *h2Upstream, nc net.Conn) *h2Back {
 	b.wire.init(nc, &b.mu, 0)
 	b.enc.init()
 	b.br = bufio.NewReaderSize(nc, h2ReadBuffer)
-	b.rfr = http2.NewFramer(nil, b.br)
-	b.rfr.SetReuseFrames()
+	b.rfr = newH2FrameReader(b.br, 1<<24-1)
 	b.dec = hpack.NewDecoder(h2DynamicTable, b.emit)
 	b.mu.Lock()
 	b.wire.out = append(b.wire.out, h2Preface...)
@@ -223,7 +222,9 @@ func (b *h2Back) start(s *h2Stream) bool {
 	e.pseudo(":scheme", valHTTP)
 	e.pseudo(":authority", req.Header.Host())
 	e.pseudo(":path", req.Header.RequestURI())
-	req.Header.VisitAll(e.visitor())
+	for k, v := range req.Header.All() {
+		e.field(k, v)
+	}
 	if s.te {
 		e.pseudo("te", strTrailers)
 	}
@@ -250,14 +251,6 @@ func (b *h2Back) start(s *h2Stream) bool {
 }
 
 var strTrailers = []byte("trailers")
-
-// visitor returns the method value that encodes request headers, made once.
-func (e *h2Enc) visitor() func(k, v []byte) {
-	if e.visit == nil {
-		e.visit = e.field
-	}
-	return e.visit
-}
 
 // sendBody sends what s has of its body within the backend's windows.
 // Called with s.c.mu held.
@@ -382,7 +375,7 @@ func (b *h2Back) run() {
 			}
 		}
 		var f http2.Frame
-		f, err = b.rfr.ReadFrame()
+		f, err = b.rfr.read()
 		if err != nil {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
 				b.up.mu.Lock()
@@ -459,10 +452,10 @@ func (b *h2Back) frame(f http2.Frame) error {
 			s.responseData(f.Data(), f.StreamEnded())
 		}
 		c.mu.Unlock()
-	case *http2.HeadersFrame:
+	case *h2Headers:
 		b.fields, b.hdrLen = b.fields[:0], 0
 		b.hdrID, b.hdrEnd = f.StreamID, f.StreamEnded()
-		return b.block(f.HeaderBlockFragment(), f.HeadersEnded())
+		return b.block(f.fragment, f.HeadersEnded())
 	case *http2.ContinuationFrame:
 		return b.block(f.HeaderBlockFragment(), f.HeadersEnded())
 	case *http2.RSTStreamFrame:

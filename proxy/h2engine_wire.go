@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"errors"
+	"io"
 	"net"
 	"sync"
 	"syscall"
@@ -186,3 +187,72 @@ func (w *h2Wire) fail(err error) {
 
 // pending is how many bytes wait to be sent.
 func (w *h2Wire) pending() int { return len(w.out) }
+
+// h2FrameReader reads a connection's frames with the Framer, but for the
+// payload of HEADERS frames: the Framer allocates a HeadersFrame for each
+// (x/net reuses DATA frames only), two or three per relayed call. The
+// Framer still reads and checks every frame header (size, the order of
+// HEADERS and CONTINUATION); only the HEADERS payload's three fields (pad
+// length, priority, block fragment; RFC 9113 6.2) are taken here, into a
+// frame struct reused for every HEADERS frame.
+type h2FrameReader struct {
+	fr      *http2.Framer
+	r       io.Reader
+	buf     []byte
+	headers h2Headers
+}
+
+// h2Headers is a HEADERS frame as h2FrameReader returns it; valid until
+// the next read.
+type h2Headers struct {
+	http2.FrameHeader
+	fragment []byte
+}
+
+func (h *h2Headers) StreamEnded() bool  { return h.Flags.Has(http2.FlagHeadersEndStream) }
+func (h *h2Headers) HeadersEnded() bool { return h.Flags.Has(http2.FlagHeadersEndHeaders) }
+
+func newH2FrameReader(r io.Reader, maxFrame uint32) *h2FrameReader {
+	fr := http2.NewFramer(nil, r)
+	fr.SetReuseFrames()
+	fr.SetMaxReadFrameSize(maxFrame)
+	return &h2FrameReader{fr: fr, r: r}
+}
+
+// errH2BadHeaders: a HEADERS frame whose padding or priority does not fit.
+var errH2BadHeaders = http2.ConnectionError(http2.ErrCodeProtocol)
+
+// read returns the next frame: a *h2Headers for HEADERS, else the Framer's.
+func (r *h2FrameReader) read() (http2.Frame, error) {
+	fh, err := r.fr.ReadFrameHeader()
+	if err != nil {
+		return nil, err
+	}
+	if fh.Type != http2.FrameHeaders {
+		return r.fr.ReadFrameForHeader(fh)
+	}
+	if cap(r.buf) < int(fh.Length) {
+		r.buf = make([]byte, fh.Length)
+	}
+	p := r.buf[:fh.Length]
+	if _, err := io.ReadFull(r.r, p); err != nil {
+		return nil, err
+	}
+	if fh.StreamID == 0 {
+		return nil, errH2BadHeaders
+	}
+	if fh.Flags.Has(http2.FlagHeadersPadded) {
+		if len(p) < 1 || int(p[0]) > len(p)-1 {
+			return nil, errH2BadHeaders
+		}
+		p = p[1 : len(p)-int(p[0])]
+	}
+	if fh.Flags.Has(http2.FlagHeadersPriority) {
+		if len(p) < 5 {
+			return nil, errH2BadHeaders
+		}
+		p = p[5:]
+	}
+	r.headers = h2Headers{FrameHeader: fh, fragment: p}
+	return &r.headers, nil
+}

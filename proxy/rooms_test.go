@@ -11,8 +11,8 @@ import (
 
 // rooms of package proxy, by file name: the shared L7 core (core_*.go)
 // and each engine that adapts its I/O to it: the event loop (loop*.go),
-// the goroutine engine (goengine*.go) and the gRPC engine's adapter
-// (grpcengine.go). Everything else is the top: Proxy, listeners, runtime
+// the goroutine engine (goengine*.go) and the HTTP/2 engine
+// (h2engine*.go). Everything else is the top: Proxy, listeners, runtime
 // building.
 func roomOf(file string) string {
 	switch {
@@ -22,8 +22,8 @@ func roomOf(file string) string {
 		return "loop"
 	case strings.HasPrefix(file, "goengine"):
 		return "goengine"
-	case strings.HasPrefix(file, "grpcengine"):
-		return "grpcengine"
+	case strings.HasPrefix(file, "h2engine"):
+		return "h2engine"
 	}
 	return "top"
 }
@@ -31,11 +31,11 @@ func roomOf(file string) string {
 // mayUse says which rooms a room may name: engines use the core and the
 // top, never each other; the core uses only the top's runtime types.
 var mayUse = map[string][]string{
-	"core":       {"core", "top"},
-	"loop":       {"loop", "core", "top"},
-	"goengine":   {"goengine", "core", "top"},
-	"grpcengine": {"grpcengine", "core", "top"},
-	"top":        {"top", "core", "loop", "goengine", "grpcengine"},
+	"core":     {"core", "top"},
+	"loop":     {"loop", "core", "top"},
+	"goengine": {"goengine", "core", "top"},
+	"h2engine": {"h2engine", "core", "top"},
+	"top":      {"top", "core", "loop", "goengine", "h2engine"},
 }
 
 // TestRooms holds the layout of README's "Layout": the core never names
