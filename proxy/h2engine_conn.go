@@ -510,13 +510,15 @@ func (c *h2Conn) goAway() {
 // abort closes the connection at once (the drain's time ran out).
 func (c *h2Conn) abort() {
 	c.mu.Lock()
-	c.closeLocked()
+	c.closed = true
+	_ = c.conn.Close()
 	c.mu.Unlock()
 }
 
+// closeLocked ends the connection once what is queued for it is written.
 func (c *h2Conn) closeLocked() {
 	c.closed = true
-	_ = c.conn.Close()
+	c.wire.closeAfter()
 }
 
 // end cleans up after the reader stopped: every stream still open ends as

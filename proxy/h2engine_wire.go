@@ -40,6 +40,8 @@ type h2Wire struct {
 	draining bool
 	dead     bool  // a write failed or the connection closed
 	err      error // why, once dead
+	// closing: once out is written, the write side closes (closeAfter).
+	closing bool
 	// writeTimeout bounds a blocked write (the drain goroutine's).
 	writeTimeout time.Duration
 	// tryWrite is w.tryWriteFD as a method value, made once: passing it
@@ -123,6 +125,9 @@ func (w *h2Wire) send() {
 	n, err := w.tryN, w.tryErr
 	if n == len(w.out) {
 		w.out = w.out[:0]
+		if w.closing {
+			w.shut()
+		}
 		return
 	}
 	if err != nil && !errors.Is(err, unix.EAGAIN) {
@@ -171,7 +176,36 @@ func (w *h2Wire) drain() {
 		}
 	}
 	w.draining = false
+	if w.closing && !w.dead {
+		w.shut()
+	}
 	w.lock.Unlock()
+}
+
+// closeAfter closes the connection's write side once what is queued is
+// written: the peer reads everything, the last GOAWAY included, and then
+// an end of stream, instead of a reset that could lose it. The reader
+// then sees the peer's close, or gives up after a second. The caller
+// holds the lock.
+func (w *h2Wire) closeAfter() {
+	if w.closing || w.dead {
+		return
+	}
+	w.closing = true
+	if len(w.out) == 0 && !w.draining {
+		w.shut()
+		return
+	}
+	w.send()
+}
+
+func (w *h2Wire) shut() {
+	if cw, ok := w.conn.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+		_ = w.conn.SetReadDeadline(time.Now().Add(time.Second))
+		return
+	}
+	_ = w.conn.Close()
 }
 
 // fail marks the wire dead: nothing more is written, and the connection is
