@@ -12,8 +12,6 @@ import (
 	"syscall"
 	"time"
 
-	"frontdoor/bench/grpcbench"
-
 	"google.golang.org/grpc"
 )
 
@@ -46,7 +44,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) error {
 		return fmt.Errorf("listen %s: %w", ap, err)
 	}
 	s := grpc.NewServer()
-	grpcbench.Register(s)
+	register(s)
 	fmt.Fprintln(stderr, "grpcbackend: listening on", ln.Addr())
 	served := make(chan error, 1)
 	go func() { served <- s.Serve(ln) }()

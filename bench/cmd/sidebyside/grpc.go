@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -13,8 +14,53 @@ import (
 	"strconv"
 	"time"
 
-	"frontdoor/bench/grpcbench"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/emptypb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 )
+
+// Method paths of frontdoor.bench.Bench, the service of bench/grpcbackend
+// (no package may import a bench program, so each spells them).
+const (
+	methodEmpty    = "/frontdoor.bench.Bench/Empty"    // unary, Empty -> Empty
+	methodEcho     = "/frontdoor.bench.Bench/Echo"     // unary, BytesValue echoed
+	methodDownload = "/frontdoor.bench.Bench/Download" // UInt64Value{n} -> n bytes in BytesValue messages
+	methodChat     = "/frontdoor.bench.Bench/Chat"     // bidi, every BytesValue echoed
+)
+
+// grpcChunkBytes is the payload of every Download message of
+// bench/grpcbackend but the last.
+const grpcChunkBytes = 64 << 10
+
+// grpcFrame returns m as a gRPC length-prefixed message: a zero
+// compression flag, the 4-byte big-endian length, the protobuf encoding.
+func grpcFrame(m proto.Message) []byte {
+	b, err := proto.Marshal(m)
+	if err != nil {
+		panic(err) // well-known types always marshal
+	}
+	return append(binary.BigEndian.AppendUint32([]byte{0}, uint32(len(b))), b...)
+}
+
+// emptyRequest is the body of an Empty call, and its answer.
+func emptyRequest() []byte { return grpcFrame(&emptypb.Empty{}) }
+
+// echoRequest is the body of an Echo call or one Chat message of n payload
+// bytes, and its answer.
+func echoRequest(n int) []byte { return grpcFrame(wrapperspb.Bytes(make([]byte, n))) }
+
+// downloadRequest is the body of a Download call for n bytes.
+func downloadRequest(n uint64) []byte { return grpcFrame(wrapperspb.UInt64(n)) }
+
+// downloadResponseBytes is the answer's body, gRPC framing included, of a
+// Download call for n bytes.
+func downloadResponseBytes(n uint64) int64 {
+	total := int64(n/grpcChunkBytes) * int64(len(echoRequest(grpcChunkBytes)))
+	if rest := n % grpcChunkBytes; rest > 0 {
+		total += int64(len(echoRequest(int(rest))))
+	}
+	return total
+}
 
 // grpcLoad is the shape of a gRPC workload: h2load posting one gRPC
 // message per call to the grpc-go backend (bench/grpcbackend) through the
@@ -172,18 +218,20 @@ func grpcBodyPath(e *env, w workload) string {
 	return e.Dir + "/" + w.Name + ".body"
 }
 
-// waitGRPC makes one call of g's method through addr (grpcbench.Check: the
-// answer is OK and complete) until one succeeds, p exits, or the deadline
-// passes.
-func waitGRPC(ctx context.Context, p *proc, addr string, g *grpcLoad, within time.Duration) error {
+// waitGRPC makes one call of g's method through addr with bench/grpcload
+// -check (the status is OK and every byte came back) until one succeeds, p
+// exits, or the deadline passes.
+func waitGRPC(ctx context.Context, p *proc, grpcload, addr string, g *grpcLoad, within time.Duration) error {
 	deadline := time.Now().Add(within)
 	for {
-		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		err := grpcbench.Check(cctx, addr, g.Method, g.CheckN)
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		out, err := exec.CommandContext(cctx, grpcload, "-addr", addr, "-check", g.Method,
+			"-size", strconv.Itoa(g.CheckN), "-d", "2s").CombinedOutput()
 		cancel()
 		if err == nil {
 			return nil
 		}
+		err = fmt.Errorf("%w: %s", err, lastLine(out))
 		if p != nil && p.exited() {
 			return fmt.Errorf("%s exited: %v: %s", p.name, p.err, p.logTail())
 		}

@@ -9,8 +9,6 @@ import (
 	"os/exec"
 	"strconv"
 	"time"
-
-	"frontdoor/bench/grpcbench"
 )
 
 // workload is one traffic shape.
@@ -40,20 +38,20 @@ var allWorkloads = []workload{
 	{Name: "l4-1", Title: "L4 bulk transfer (iperf3), 1 stream", L4: true, Streams: 1},
 	{Name: "l4-8", Title: "L4 bulk transfer (iperf3), 8 streams", L4: true, Streams: 8},
 	{Name: "grpc-empty-1x64", Title: "gRPC unary, empty message, 1 connection x 64 streams (h2load -c1 -m64)",
-		GRPC: &grpcLoad{Method: grpcbench.MethodEmpty, Conns: 1, Streams: 64,
-			Request: grpcbench.EmptyRequest(), RespBytes: int64(len(grpcbench.EmptyRequest()))}},
+		GRPC: &grpcLoad{Method: methodEmpty, Conns: 1, Streams: 64,
+			Request: emptyRequest(), RespBytes: int64(len(emptyRequest()))}},
 	{Name: "grpc-empty-16x8", Title: "gRPC unary, empty message, 16 connections x 8 streams (h2load -c16 -m8)",
-		GRPC: &grpcLoad{Method: grpcbench.MethodEmpty, Conns: 16, Streams: 8,
-			Request: grpcbench.EmptyRequest(), RespBytes: int64(len(grpcbench.EmptyRequest()))}},
+		GRPC: &grpcLoad{Method: methodEmpty, Conns: 16, Streams: 8,
+			Request: emptyRequest(), RespBytes: int64(len(emptyRequest()))}},
 	{Name: "grpc-64k", Title: "gRPC unary, 64 KiB messages echoed, 1 connection x 16 streams (h2load -c1 -m16)",
-		GRPC: &grpcLoad{Method: grpcbench.MethodEcho, Conns: 1, Streams: 16, CheckN: 64 << 10, PerMiB: true,
-			Request: grpcbench.EchoRequest(64 << 10), RespBytes: int64(len(grpcbench.EchoRequest(64 << 10)))}},
+		GRPC: &grpcLoad{Method: methodEcho, Conns: 1, Streams: 16, CheckN: 64 << 10, PerMiB: true,
+			Request: echoRequest(64 << 10), RespBytes: int64(len(echoRequest(64 << 10)))}},
 	{Name: "grpc-stream-1m", Title: "gRPC server stream, 1 MiB per call in 64 KiB messages, 1 connection x 8 streams (h2load -c1 -m8)",
-		GRPC: &grpcLoad{Method: grpcbench.MethodDownload, Conns: 1, Streams: 8, CheckN: 1 << 20, PerMiB: true,
-			Request: grpcbench.DownloadRequest(1 << 20), RespBytes: grpcbench.DownloadResponseBytes(1 << 20)}},
+		GRPC: &grpcLoad{Method: methodDownload, Conns: 1, Streams: 8, CheckN: 1 << 20, PerMiB: true,
+			Request: downloadRequest(1 << 20), RespBytes: downloadResponseBytes(1 << 20)}},
 	{Name: "grpc-bidi-1k", Title: "gRPC bidi stream, 1 KiB messages echoed, 4 connections x 16 long-lived streams (bench/grpcload; a call is one round trip)",
-		GRPC: &grpcLoad{Method: grpcbench.MethodChat, Conns: 4, Streams: 16, CheckN: 1 << 10, PerMiB: true, Bidi: true,
-			Request: grpcbench.EchoRequest(1 << 10), RespBytes: int64(len(grpcbench.EchoRequest(1 << 10)))}},
+		GRPC: &grpcLoad{Method: methodChat, Conns: 4, Streams: 16, CheckN: 1 << 10, PerMiB: true, Bidi: true,
+			Request: echoRequest(1 << 10), RespBytes: int64(len(echoRequest(1 << 10)))}},
 }
 
 // wrkScript makes wrk print one machine-readable line when it is done.

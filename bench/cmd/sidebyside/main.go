@@ -18,8 +18,6 @@ import (
 	"syscall"
 	"time"
 
-	"frontdoor/bench/grpcbench"
-
 	"golang.org/x/sys/unix"
 )
 
@@ -63,7 +61,7 @@ func main() {
 	flag.StringVar(&o.Frontdoor2Bin, "frontdoor2", "", "a second frontdoor binary, run as target frontdoor2 right after frontdoor in every round (before/after a change in one run; none: no frontdoor2 rows)")
 	flag.StringVar(&o.MinproxyBin, "minproxy", "bench/out/minproxy", "minproxy binary (go build ./bench/minproxy)")
 	flag.StringVar(&o.GRPCBackendBin, "grpcbackend", "bench/out/grpcbackend", "gRPC backend binary for the grpc-* workloads (go build ./bench/grpcbackend)")
-	flag.StringVar(&o.GRPCLoadBin, "grpcload", "bench/out/grpcload", "bidi load generator for grpc-bidi-1k (go build ./bench/grpcload)")
+	flag.StringVar(&o.GRPCLoadBin, "grpcload", "bench/out/grpcload", "gRPC client for the grpc-* workloads: the check before each run, the bidi load (go build ./bench/grpcload)")
 	flag.StringVar(&o.Out, "out", "bench/RESULTS.md", "markdown report to write (also printed)")
 	flag.StringVar(&o.CPUProxy, "cpu-proxy", "1", "CPU list (taskset) of the proxy under test")
 	flag.StringVar(&o.CPULoad, "cpu-load", "0", "CPU list of the load generator and the backend")
@@ -177,7 +175,6 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	needHTTP := slices.ContainsFunc(workloads, workload.isHTTP)
 	needGRPC := slices.ContainsFunc(workloads, func(w workload) bool { return w.GRPC != nil })
 	needH2load := slices.ContainsFunc(workloads, func(w workload) bool { return w.GRPC != nil && !w.GRPC.Bidi })
-	needGRPCLoad := slices.ContainsFunc(workloads, func(w workload) bool { return w.GRPC != nil && w.GRPC.Bidi })
 	tools := []string{"taskset"}
 	if needHTTP {
 		tools = append(tools, "wrk", "nginx", "haproxy")
@@ -203,7 +200,7 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
 		abs       *string
 	}{
 		{needGRPC, o.GRPCBackendBin, "go build -o bench/out/grpcbackend ./bench/grpcbackend", &absGRPCBackend},
-		{needGRPCLoad, o.GRPCLoadBin, "go build -o bench/out/grpcload ./bench/grpcload", &absGRPCLoad},
+		{needGRPC, o.GRPCLoadBin, "go build -o bench/out/grpcload ./bench/grpcload", &absGRPCLoad},
 	} {
 		if !b.need {
 			continue
@@ -319,7 +316,7 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
 		}
 		defer be.stop(5 * time.Second)
 		e.LoadPIDs = append(e.LoadPIDs, be.pid())
-		if err := waitGRPC(ctx, be, addr(e.GRPCPort), &grpcLoad{Method: grpcbench.MethodEmpty}, 10*time.Second); err != nil {
+		if err := waitGRPC(ctx, be, e.GRPCLoadBin, addr(e.GRPCPort), &grpcLoad{Method: methodEmpty}, 10*time.Second); err != nil {
 			return fmt.Errorf("grpc backend: %w", err)
 		}
 	}
@@ -431,7 +428,7 @@ func runOne(ctx context.Context, o options, e *env, t target, w workload, round 
 	url := "http://" + addr(port) + w.Path
 	switch {
 	case w.GRPC != nil:
-		if err := waitGRPC(ctx, p, addr(port), w.GRPC, 10*time.Second); err != nil {
+		if err := waitGRPC(ctx, p, e.GRPCLoadBin, addr(port), w.GRPC, 10*time.Second); err != nil {
 			return fail(err)
 		}
 		if o.Warmup > 0 {

@@ -1,4 +1,4 @@
-package grpcbench
+package main
 
 import (
 	"context"
@@ -11,12 +11,13 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 )
 
-// BidiOptions shape a ping-pong load on Chat streams. Every field must be
+// bidiOptions shape a ping-pong load on Chat streams. Every field must be
 // positive.
-type BidiOptions struct {
+type bidiOptions struct {
 	Addr     string        // host:port of the server or proxy (h2c)
 	Conns    int           // client connections (one grpc.ClientConn each)
 	Streams  int           // long-lived Chat streams per connection
@@ -25,10 +26,10 @@ type BidiOptions struct {
 	MaxCalls int64         // bound on round trips over all streams
 }
 
-// BidiResult is what a ping-pong load measured. A call is one round trip: a
+// bidiResult is what a ping-pong load measured. A call is one round trip: a
 // message sent and its echo received. The JSON names are those of the
 // harness's FDBENCH line.
-type BidiResult struct {
+type bidiResult struct {
 	Calls      int64   `json:"requests"`
 	DurationUS int64   `json:"duration_us"`
 	Bytes      int64   `json:"bytes"`   // response bytes received, gRPC framing included
@@ -38,31 +39,31 @@ type BidiResult struct {
 	P99US      float64 `json:"p99_us"`
 }
 
-// Bidi runs Conns x Streams goroutines, each sending a Size-byte message on
+// bidi runs Conns x Streams goroutines, each sending a Size-byte message on
 // its Chat stream and waiting for the echo before sending the next, until
 // Duration has passed or MaxCalls round trips are done, then half-closes
 // every stream and waits for its end. A stream that fails is counted and
 // reopened after 10 ms. Nothing runs past Duration plus 10 s.
-func Bidi(ctx context.Context, o BidiOptions) (BidiResult, error) {
+func bidi(ctx context.Context, o bidiOptions) (bidiResult, error) {
 	if o.Conns <= 0 || o.Streams <= 0 || o.Size <= 0 || o.Duration <= 0 || o.MaxCalls <= 0 {
-		return BidiResult{}, fmt.Errorf("grpcbench: bidi options %+v: every field must be positive", o)
+		return bidiResult{}, fmt.Errorf("bidi options %+v: every field must be positive", o)
 	}
 	ctx, cancel := context.WithTimeout(ctx, o.Duration+10*time.Second)
 	defer cancel()
 	conns := make([]*grpc.ClientConn, o.Conns)
 	for i := range conns {
-		cc, err := Dial(o.Addr)
+		cc, err := dial(o.Addr)
 		if err != nil {
-			return BidiResult{}, err
+			return bidiResult{}, err
 		}
 		defer cc.Close()
 		conns[i] = cc
 	}
-	frame := len(Frame(wrapperspb.Bytes(make([]byte, o.Size))))
+	frame := 5 + proto.Size(wrapperspb.Bytes(make([]byte, o.Size))) // with the gRPC message prefix
 	var (
 		calls    atomic.Int64
 		mu       sync.Mutex
-		res      BidiResult
+		res      bidiResult
 		total    histogram
 		wg       sync.WaitGroup
 		payload  = make([]byte, o.Size)
@@ -100,7 +101,7 @@ func pingPong(ctx context.Context, cc *grpc.ClientConn, payload []byte, deadline
 	done := func() bool { return time.Now().After(deadline) || calls.Load() >= maxCalls }
 	for !done() {
 		err := func() error {
-			s, err := cc.NewStream(ctx, desc, MethodChat)
+			s, err := cc.NewStream(ctx, desc, methodChat)
 			if err != nil {
 				return err
 			}
@@ -118,7 +119,7 @@ func pingPong(ctx context.Context, cc *grpc.ClientConn, payload []byte, deadline
 					return err
 				}
 				if len(in.GetValue()) != len(payload) {
-					return fmt.Errorf("grpcbench: echo of %d bytes came back as %d", len(payload), len(in.GetValue()))
+					return fmt.Errorf("echo of %d bytes came back as %d", len(payload), len(in.GetValue()))
 				}
 				if time.Now().After(deadline) {
 					break // finished after the end: not counted
@@ -132,7 +133,7 @@ func pingPong(ctx context.Context, cc *grpc.ClientConn, payload []byte, deadline
 				return err
 			}
 			if err := s.RecvMsg(in); err == nil {
-				return errors.New("grpcbench: chat sent a message after the client's half-close")
+				return errors.New("chat sent a message after the client's half-close")
 			} else if !errors.Is(err, io.EOF) {
 				return err
 			}
