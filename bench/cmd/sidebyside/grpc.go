@@ -76,7 +76,7 @@ type grpcLoad struct {
 	// is 200 with any grpc-status as succeeded, so a run must have received
 	// at least this many bytes per succeeded call (see parseH2load).
 	RespBytes int64
-	CheckN    int  // payload or byte count of the grpcbench.Check made before measuring
+	CheckN    int  // -size of the grpcload -check made before measuring; Bidi: the message payload
 	PerMiB    bool // report CPU per MiB as well as per call
 	Bidi      bool // driven by bench/grpcload, not h2load
 }
