@@ -75,16 +75,16 @@ func main() {
 	flag.Parse()
 	if *list {
 		for _, w := range allWorkloads {
-			fmt.Printf("workload %-11s %s\n", w.Name, w.Title)
+			fmt.Printf("workload %-16s %s\n", w.Name, w.Title)
 		}
 		for _, t := range httpTargets {
-			fmt.Printf("target   %-15s http\n", t.Name)
+			fmt.Printf("target   %-16s http\n", t.Name)
 		}
 		for _, t := range l4Targets {
-			fmt.Printf("target   %-15s l4\n", t.Name)
+			fmt.Printf("target   %-16s l4\n", t.Name)
 		}
 		for _, t := range grpcTargets {
-			fmt.Printf("target   %-15s grpc\n", t.Name)
+			fmt.Printf("target   %-16s grpc\n", t.Name)
 		}
 		return
 	}
