@@ -22,7 +22,12 @@ type workload struct {
 	Close bool // send "Connection: close": a new connection per request
 	// L4 (iperf3)
 	Streams int
+	// GRPC, when set, makes this a gRPC workload (h2load or grpcload).
+	GRPC *grpcLoad
 }
+
+// isHTTP reports whether w is an HTTP/1.1 (wrk) workload.
+func (w workload) isHTTP() bool { return !w.L4 && w.GRPC == nil }
 
 // allWorkloads is the full set, in the order they run and are reported.
 var allWorkloads = []workload{
@@ -32,6 +37,21 @@ var allWorkloads = []workload{
 	{Name: "close-64", Title: "Small GET, new connection per request (Connection: close), 64 connections", Path: "/small", Conns: 64, Close: true},
 	{Name: "l4-1", Title: "L4 bulk transfer (iperf3), 1 stream", L4: true, Streams: 1},
 	{Name: "l4-8", Title: "L4 bulk transfer (iperf3), 8 streams", L4: true, Streams: 8},
+	{Name: "grpc-empty-1x64", Title: "gRPC unary, empty message, 1 connection x 64 streams (h2load -c1 -m64)",
+		GRPC: &grpcLoad{Method: methodEmpty, Conns: 1, Streams: 64,
+			Request: emptyRequest(), RespBytes: int64(len(emptyRequest()))}},
+	{Name: "grpc-empty-16x8", Title: "gRPC unary, empty message, 16 connections x 8 streams (h2load -c16 -m8)",
+		GRPC: &grpcLoad{Method: methodEmpty, Conns: 16, Streams: 8,
+			Request: emptyRequest(), RespBytes: int64(len(emptyRequest()))}},
+	{Name: "grpc-64k", Title: "gRPC unary, 64 KiB messages echoed, 1 connection x 16 streams (h2load -c1 -m16)",
+		GRPC: &grpcLoad{Method: methodEcho, Conns: 1, Streams: 16, CheckN: 64 << 10, PerMiB: true,
+			Request: echoRequest(64 << 10), RespBytes: int64(len(echoRequest(64 << 10)))}},
+	{Name: "grpc-stream-1m", Title: "gRPC server stream, 1 MiB per call in 64 KiB messages, 1 connection x 8 streams (h2load -c1 -m8)",
+		GRPC: &grpcLoad{Method: methodDownload, Conns: 1, Streams: 8, CheckN: 1 << 20, PerMiB: true,
+			Request: downloadRequest(1 << 20), RespBytes: downloadResponseBytes(1 << 20)}},
+	{Name: "grpc-bidi-1k", Title: "gRPC bidi stream, 1 KiB messages echoed, 4 connections x 16 long-lived streams (bench/grpcload; a call is one round trip)",
+		GRPC: &grpcLoad{Method: methodChat, Conns: 4, Streams: 16, CheckN: 1 << 10, PerMiB: true, Bidi: true,
+			Request: echoRequest(1 << 10), RespBytes: int64(len(echoRequest(1 << 10)))}},
 }
 
 // wrkScript makes wrk print one machine-readable line when it is done.
@@ -47,55 +67,59 @@ const wrkScript = `done = function(summary, latency, requests)
 end
 `
 
-// wrkResult is the FDBENCH line of wrkScript.
-type wrkResult struct {
+// loadResult is what one run of a request load generator measured: the
+// FDBENCH line of wrkScript or of bench/grpcload, or h2load's summary. A
+// request is one gRPC call for h2load and one round trip for grpcload.
+type loadResult struct {
 	Requests   int64   `json:"requests"`
 	DurationUS int64   `json:"duration_us"`
 	Bytes      int64   `json:"bytes"`
 	Connect    int64   `json:"connect"`
 	Read       int64   `json:"read"`
 	Write      int64   `json:"write"`
-	Status     int64   `json:"status"` // non-2xx/3xx responses
+	Status     int64   `json:"status"` // non-2xx/3xx responses; gRPC: calls that did not get their whole answer
 	Timeout    int64   `json:"timeout"`
 	P50US      float64 `json:"p50_us"`
 	P99US      float64 `json:"p99_us"`
-	// CPU is wrk's own CPU time (not from its output).
+	// CPU is the load generator's own CPU time (not from its output).
 	CPU time.Duration `json:"-"`
 }
 
-// Errors is every failed request wrk saw: non-2xx/3xx plus socket errors.
-func (r wrkResult) Errors() int64 { return r.Connect + r.Read + r.Write + r.Status + r.Timeout }
+// Errors is every failed request the load generator saw: non-2xx/3xx (gRPC:
+// not answered in full) plus socket or stream errors.
+func (r loadResult) Errors() int64 { return r.Connect + r.Read + r.Write + r.Status + r.Timeout }
 
 // RPS is completed requests per second.
-func (r wrkResult) RPS() float64 {
+func (r loadResult) RPS() float64 {
 	if r.DurationUS <= 0 {
 		return 0
 	}
 	return float64(r.Requests) / (float64(r.DurationUS) / 1e6)
 }
 
-var errNoSummary = errors.New("wrk: no FDBENCH line in its output")
+var errNoSummary = errors.New("no FDBENCH line in the load generator's output")
 
-// parseWrk finds the FDBENCH line in wrk's output.
-func parseWrk(out []byte) (wrkResult, error) {
+// parseFDBench finds the FDBENCH line in the output of wrk (wrkScript) or
+// bench/grpcload.
+func parseFDBench(out []byte) (loadResult, error) {
 	i := bytes.LastIndex(out, []byte("FDBENCH "))
 	if i < 0 {
-		return wrkResult{}, errNoSummary
+		return loadResult{}, errNoSummary
 	}
 	line := out[i+len("FDBENCH "):]
 	if j := bytes.IndexByte(line, '\n'); j >= 0 {
 		line = line[:j]
 	}
-	var r wrkResult
+	var r loadResult
 	if err := json.Unmarshal(line, &r); err != nil {
-		return wrkResult{}, fmt.Errorf("wrk summary %q: %w", line, err)
+		return loadResult{}, fmt.Errorf("summary %q: %w", line, err)
 	}
 	return r, nil
 }
 
 // runWrk runs wrk on cpus against url for d with conns connections on one
 // thread.
-func runWrk(ctx context.Context, cpus, script, url string, conns int, closeConn bool, d time.Duration) (wrkResult, []byte, error) {
+func runWrk(ctx context.Context, cpus, script, url string, conns int, closeConn bool, d time.Duration) (loadResult, []byte, error) {
 	secs := max(1, int(d.Round(time.Second)/time.Second))
 	args := []string{"-c", cpus, "wrk", "-t", "1", "-c", strconv.Itoa(conns), "-d", strconv.Itoa(secs) + "s",
 		"--timeout", "5s", "--latency", "-s", script}
@@ -108,9 +132,9 @@ func runWrk(ctx context.Context, cpus, script, url string, conns int, closeConn 
 	cmd := exec.CommandContext(ctx, "taskset", args...)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return wrkResult{}, out, fmt.Errorf("wrk: %w", err)
+		return loadResult{}, out, fmt.Errorf("wrk: %w", err)
 	}
-	r, err := parseWrk(out)
+	r, err := parseFDBench(out)
 	r.CPU = childCPU(cmd)
 	return r, out, err
 }

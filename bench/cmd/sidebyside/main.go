@@ -34,20 +34,24 @@ type options struct {
 	// frontdoor in every round: a before/after pair in one run.
 	Frontdoor2Bin string
 	MinproxyBin   string
-	Out           string
-	CPUProxy      string
-	CPULoad       string
-	Keep          bool
-	PerfDir       string
-	MaxNoise      float64
-	Retries       int
-	Command       string
-	Notes         string
+	// GRPCBackendBin and GRPCLoadBin are bench/grpcbackend and
+	// bench/grpcload, needed by the gRPC workloads only.
+	GRPCBackendBin string
+	GRPCLoadBin    string
+	Out            string
+	CPUProxy       string
+	CPULoad        string
+	Keep           bool
+	PerfDir        string
+	MaxNoise       float64
+	Retries        int
+	Command        string
+	Notes          string
 }
 
 func main() {
 	var o options
-	flag.BoolVar(&o.Quick, "quick", false, "quick preset: 1 round, 3s runs, workloads small-64,big-64,close-64,l4-1")
+	flag.BoolVar(&o.Quick, "quick", false, "quick preset: 1 round, 3s runs, workloads "+quickWorkloads)
 	flag.IntVar(&o.Rounds, "rounds", 3, "rounds (each round runs every target once per workload)")
 	flag.DurationVar(&o.Duration, "d", 10*time.Second, "length of one measured run (whole seconds)")
 	flag.DurationVar(&o.Warmup, "warmup", 2*time.Second, "HTTP warm-up before each measured run (0 disables)")
@@ -56,6 +60,8 @@ func main() {
 	flag.StringVar(&o.FrontdoorBin, "frontdoor", "bin/frontdoor", "frontdoor binary (missing: frontdoor is n/a)")
 	flag.StringVar(&o.Frontdoor2Bin, "frontdoor2", "", "a second frontdoor binary, run as target frontdoor2 right after frontdoor in every round (before/after a change in one run; none: no frontdoor2 rows)")
 	flag.StringVar(&o.MinproxyBin, "minproxy", "bench/out/minproxy", "minproxy binary (go build ./bench/minproxy)")
+	flag.StringVar(&o.GRPCBackendBin, "grpcbackend", "bench/out/grpcbackend", "gRPC backend binary for the grpc-* workloads (go build ./bench/grpcbackend)")
+	flag.StringVar(&o.GRPCLoadBin, "grpcload", "bench/out/grpcload", "gRPC client for the grpc-* workloads: the check before each run, the bidi load (go build ./bench/grpcload)")
 	flag.StringVar(&o.Out, "out", "bench/RESULTS.md", "markdown report to write (also printed)")
 	flag.StringVar(&o.CPUProxy, "cpu-proxy", "1", "CPU list (taskset) of the proxy under test")
 	flag.StringVar(&o.CPULoad, "cpu-load", "0", "CPU list of the load generator and the backend")
@@ -69,10 +75,16 @@ func main() {
 	flag.Parse()
 	if *list {
 		for _, w := range allWorkloads {
-			fmt.Printf("workload %-11s %s\n", w.Name, w.Title)
+			fmt.Printf("workload %-16s %s\n", w.Name, w.Title)
 		}
-		for _, t := range append(slices.Clone(httpTargets), l4Targets...) {
-			fmt.Printf("target   %-15s l4=%v\n", t.Name, t.L4)
+		for _, t := range httpTargets {
+			fmt.Printf("target   %-16s http\n", t.Name)
+		}
+		for _, t := range l4Targets {
+			fmt.Printf("target   %-16s l4\n", t.Name)
+		}
+		for _, t := range grpcTargets {
+			fmt.Printf("target   %-16s grpc\n", t.Name)
 		}
 		return
 	}
@@ -90,7 +102,7 @@ func main() {
 		setIfUnset("rounds", "1")
 		setIfUnset("d", "3s")
 		setIfUnset("warmup", "1s")
-		setIfUnset("workloads", "small-64,big-64,close-64,l4-1")
+		setIfUnset("workloads", quickWorkloads)
 		setIfUnset("retries", "0")
 	}
 	if o.Command == "" {
@@ -103,6 +115,9 @@ func main() {
 		os.Exit(1)
 	}
 }
+
+// quickWorkloads are the workloads of -quick (make bench-quick).
+const quickWorkloads = "small-64,big-64,close-64,l4-1,grpc-empty-1x64"
 
 // selectWorkloads returns the named workloads in their canonical order.
 func selectWorkloads(names string) ([]workload, error) {
@@ -155,8 +170,11 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	}
 	httpTs := selectTargets(httpTargets, o.Targets, o.Frontdoor2Bin != "")
 	l4Ts := selectTargets(l4Targets, o.Targets, o.Frontdoor2Bin != "")
+	grpcTs := selectTargets(grpcTargets, o.Targets, o.Frontdoor2Bin != "")
 	needL4 := slices.ContainsFunc(workloads, func(w workload) bool { return w.L4 })
-	needHTTP := slices.ContainsFunc(workloads, func(w workload) bool { return !w.L4 })
+	needHTTP := slices.ContainsFunc(workloads, workload.isHTTP)
+	needGRPC := slices.ContainsFunc(workloads, func(w workload) bool { return w.GRPC != nil })
+	needH2load := slices.ContainsFunc(workloads, func(w workload) bool { return w.GRPC != nil && !w.GRPC.Bidi })
 	tools := []string{"taskset"}
 	if needHTTP {
 		tools = append(tools, "wrk", "nginx", "haproxy")
@@ -164,10 +182,33 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	if needL4 {
 		tools = append(tools, "iperf3", "haproxy")
 	}
+	if needGRPC {
+		tools = append(tools, "haproxy")
+	}
+	if needH2load {
+		tools = append(tools, "h2load")
+	}
 	for _, t := range tools {
 		if _, err := exec.LookPath(t); err != nil {
 			return fmt.Errorf("%s not found (make bench installs it from Debian): %w", t, err)
 		}
+	}
+	var absGRPCBackend, absGRPCLoad string
+	for _, b := range []struct {
+		need      bool
+		path, how string
+		abs       *string
+	}{
+		{needGRPC, o.GRPCBackendBin, "go build -o bench/out/grpcbackend ./bench/grpcbackend", &absGRPCBackend},
+		{needGRPC, o.GRPCLoadBin, "go build -o bench/out/grpcload ./bench/grpcload", &absGRPCLoad},
+	} {
+		if !b.need {
+			continue
+		}
+		if _, err := os.Stat(b.path); err != nil {
+			return fmt.Errorf("%w (make bench builds it: %s)", err, b.how)
+		}
+		*b.abs, _ = filepath.Abs(b.path)
 	}
 	raiseNoFile(stderr)
 
@@ -216,7 +257,14 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	e := &env{Dir: dir, FrontdoorBin: absFrontdoor, Frontdoor2Bin: absFrontdoor2, MinproxyBin: absMinproxy, Ports: pp}
+	e := &env{Dir: dir, FrontdoorBin: absFrontdoor, Frontdoor2Bin: absFrontdoor2, MinproxyBin: absMinproxy, GRPCLoadBin: absGRPCLoad, Ports: pp}
+	for _, w := range workloads {
+		if w.GRPC != nil && !w.GRPC.Bidi {
+			if err := os.WriteFile(grpcBodyPath(e, w), w.GRPC.Request, 0o644); err != nil {
+				return err
+			}
+		}
+	}
 	tick := clockTick()
 
 	// Backends, on the load CPU, for the whole run.
@@ -257,6 +305,21 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
 			return err
 		}
 	}
+	if needGRPC {
+		if e.GRPCPort, err = e.Ports.get(); err != nil {
+			return err
+		}
+		be, err := startProc("grpc backend", o.CPULoad, []string{absGRPCBackend, "-listen", addr(e.GRPCPort)}, nil,
+			filepath.Join(dir, "grpcbackend.log"))
+		if err != nil {
+			return err
+		}
+		defer be.stop(5 * time.Second)
+		e.LoadPIDs = append(e.LoadPIDs, be.pid())
+		if err := waitGRPC(ctx, be, e.GRPCLoadBin, addr(e.GRPCPort), &grpcLoad{Method: methodEmpty}, 10*time.Second); err != nil {
+			return fmt.Errorf("grpc backend: %w", err)
+		}
+	}
 	if o.PerfDir != "" {
 		if err := os.MkdirAll(o.PerfDir, 0o755); err != nil {
 			return err
@@ -269,8 +332,11 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
 	for r := 1; r <= o.Rounds; r++ {
 		for _, w := range workloads {
 			ts := httpTs
-			if w.L4 {
+			switch {
+			case w.L4:
 				ts = l4Ts
+			case w.GRPC != nil:
+				ts = grpcTs
 			}
 			for _, t := range ts {
 				if ctx.Err() != nil {
@@ -296,7 +362,7 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
 		Duration: o.Duration, Warmup: o.Warmup, CPUProxy: o.CPUProxy, CPULoad: o.CPULoad,
 		Machine: machine(e.FrontdoorBin, e.Frontdoor2Bin, loadStart), Reruns: reruns, MaxNoise: o.MaxNoise, Retries: o.Retries,
 	}
-	report := render(m, workloads, httpTs, l4Ts, samples)
+	report := render(m, workloads, targetSets{HTTP: httpTs, L4: l4Ts, GRPC: grpcTs}, samples)
 	if notes, err := os.ReadFile(o.Notes); err == nil {
 		report += "\n" + string(notes)
 	}
@@ -327,8 +393,12 @@ func progress(s sample) string {
 	if strings.HasPrefix(s.Workload, "l4") {
 		return fmt.Sprintf("%.2f Gbit/s, proxy cpu %.2fs, noise %.0f%%", s.Iperf.End.SumReceived.BitsPerSecond/1e9, s.CPU.Seconds(), noisePct(s))
 	}
+	if strings.HasPrefix(s.Workload, "grpc") {
+		return fmt.Sprintf("%.0f calls/s, %.2f µs/call, p99 %.2f ms, errors %d, rss %.1f MiB, noise %.0f%%",
+			s.Load.RPS(), cpuPerReqUS(s), s.Load.P99US/1000, s.Load.Errors(), rssMiB(s), noisePct(s))
+	}
 	return fmt.Sprintf("%.0f req/s, %.2f µs/req, p99 %.2f ms, errors %d, rss %.1f MiB, noise %.0f%%",
-		s.Wrk.RPS(), cpuPerReqUS(s), s.Wrk.P99US/1000, s.Wrk.Errors(), rssMiB(s), noisePct(s))
+		s.Load.RPS(), cpuPerReqUS(s), s.Load.P99US/1000, s.Load.Errors(), rssMiB(s), noisePct(s))
 }
 
 // runOne starts target t, runs workload w through it and stops it.
@@ -356,7 +426,17 @@ func runOne(ctx context.Context, o options, e *env, t target, w workload, round 
 		}
 	}
 	url := "http://" + addr(port) + w.Path
-	if !w.L4 {
+	switch {
+	case w.GRPC != nil:
+		if err := waitGRPC(ctx, p, e.GRPCLoadBin, addr(port), w.GRPC, 10*time.Second); err != nil {
+			return fail(err)
+		}
+		if o.Warmup > 0 {
+			if _, out, err := runGRPC(ctx, o, e, w, port, "", o.Warmup); err != nil {
+				return fail(fmt.Errorf("warm-up: %w: %s", err, lastLine(out)))
+			}
+		}
+	case !w.L4:
 		if err := waitHTTP(ctx, p, url, 10*time.Second); err != nil {
 			return fail(err)
 		}
@@ -384,13 +464,25 @@ func runOne(ctx context.Context, o options, e *env, t target, w workload, round 
 			defer perf.stop(5 * time.Second)
 		}
 	}
-	if w.L4 {
+	switch {
+	case w.L4:
 		r, out, err := runIperf(ctx, o.CPULoad, port, w.Streams, o.Duration)
 		if err != nil {
 			return fail(fmt.Errorf("%w: %s", err, lastLine(out)))
 		}
 		s.Iperf = r
-	} else {
+	case w.GRPC != nil:
+		logPath := filepath.Join(e.Dir, fmt.Sprintf("r%d-%s-%s.h2load.tsv", round, w.Name, t.Name))
+		r, out, err := runGRPC(ctx, o, e, w, port, logPath, o.Duration)
+		if err != nil {
+			return fail(fmt.Errorf("%w: %s", err, lastLine(out)))
+		}
+		if r.Requests == 0 {
+			return fail(fmt.Errorf("no call answered in full (%d errors: non-200, errored, timed out, or a 200 without the whole answer)", r.Errors()))
+		}
+		s.Load = r
+		s.MiB = float64(r.Requests) * w.GRPC.callMiB()
+	default:
 		r, out, err := runWrk(ctx, o.CPULoad, script, url, w.Conns, w.Close, o.Duration)
 		if err != nil {
 			return fail(fmt.Errorf("%w: %s", err, lastLine(out)))
@@ -398,7 +490,7 @@ func runOne(ctx context.Context, o options, e *env, t target, w workload, round 
 		if r.Requests == 0 {
 			return fail(errors.New("no request completed"))
 		}
-		s.Wrk = r
+		s.Load = r
 	}
 	if p != nil {
 		if p.exited() {
@@ -417,7 +509,7 @@ func runOne(ctx context.Context, o options, e *env, t target, w workload, round 
 		s.Other = foreignShare(cpuBefore, cpuAfter, tick, s.CPU, wall)
 	}
 	if loadAfter, err := readCPUStat(o.CPULoad); err == nil && loadErr == nil {
-		own := ownLoadCPU(e, tick) - ownBefore + s.Wrk.CPU + s.Iperf.CPU
+		own := ownLoadCPU(e, tick) - ownBefore + s.Load.CPU + s.Iperf.CPU
 		s.OtherLoad = foreignShare(loadBefore, loadAfter, tick, own, wall)
 	}
 	if perf != nil {
@@ -593,6 +685,7 @@ func machine(frontdoorBin, frontdoor2Bin, loadStart string) [][2]string {
 		{"nginx", first("nginx", "-v")},
 		{"wrk", first("wrk", "-v")},
 		{"iperf3", first("iperf3", "-v")},
+		{"h2load", first("h2load", "--version")},
 		{"load average (1 5 15 min) at start / end", loadStart + " / " + readLoadAvg()},
 	}
 	if frontdoor2Bin != "" {

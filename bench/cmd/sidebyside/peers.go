@@ -15,6 +15,8 @@ type env struct {
 	MinproxyBin   string
 	BackendPort   int // nginx backend (HTTP)
 	IperfPort     int // iperf3 server (L4)
+	GRPCPort      int // bench/grpcbackend (gRPC)
+	GRPCLoadBin   string
 	Ports         *ports
 	// LoadPIDs are the long-lived processes of ours on the load CPU (the
 	// backends), whose CPU time is not noise.
@@ -43,6 +45,14 @@ var httpTargets = []target{
 	{Name: "frontdoor2", Setup: frontdoor2HTTP},
 	{Name: "nginx", Setup: nginxProxy},
 	{Name: "minproxy", Setup: minproxy},
+}
+
+// grpcTargets are compared on the gRPC workloads; the first is the
+// baseline. Read-only.
+var grpcTargets = []target{
+	{Name: "haproxy", Setup: haproxyGRPC},
+	{Name: "frontdoor", Setup: frontdoorGRPC},
+	{Name: "frontdoor2", Setup: frontdoor2GRPC},
 }
 
 // l4Targets are compared on the L4 workloads; the first is the baseline.
@@ -76,8 +86,11 @@ func frontdoorBin(bin string) (string, error) {
 }
 
 // frontdoorConfig returns frontdoor's TOML for an http listener on port
-// forwarding to the nginx backend (mode "http") or a tcp listener forwarding
-// to the iperf3 server (mode "tcp"). adminPort 0 turns the admin server off.
+// forwarding to the nginx backend (mode "http"), the same listener
+// forwarding to the grpc-go backend through a pool with protocol = "h2c"
+// (mode "grpc": the listener recognises the HTTP/2 preface), or a tcp
+// listener forwarding to the iperf3 server (mode "tcp"). adminPort 0 turns
+// the admin server off.
 func frontdoorConfig(port, adminPort, backendPort int, mode string) string {
 	admin := `bind = "off"`
 	if adminPort > 0 {
@@ -109,6 +122,10 @@ backends = [{ address = %q }]
   check = "none"
 `, addr(port), addr(backendPort))
 	}
+	protocol := ""
+	if mode == "grpc" {
+		protocol = "protocol = \"h2c\"\n"
+	}
 	return head + fmt.Sprintf(`
 [[listener]]
 name = "bench"
@@ -119,11 +136,11 @@ max_connections = 20000
   pool = "be"
 
 [pool.be]
-max_connections_per_backend = 4096
+%smax_connections_per_backend = 4096
 backends = [{ address = %q }]
   [pool.be.health]
   check = "none"
-`, addr(port), addr(backendPort))
+`, addr(port), protocol, addr(backendPort))
 }
 
 func frontdoorHTTP(e *env, port int) (launch, error) {
@@ -132,6 +149,14 @@ func frontdoorHTTP(e *env, port int) (launch, error) {
 
 func frontdoor2HTTP(e *env, port int) (launch, error) {
 	return frontdoorLaunch(e, e.Frontdoor2Bin, "frontdoor2", port, "http")
+}
+
+func frontdoorGRPC(e *env, port int) (launch, error) {
+	return frontdoorLaunch(e, e.FrontdoorBin, "frontdoor", port, "grpc")
+}
+
+func frontdoor2GRPC(e *env, port int) (launch, error) {
+	return frontdoorLaunch(e, e.Frontdoor2Bin, "frontdoor2", port, "grpc")
 }
 
 func frontdoorTCP(e *env, port int) (launch, error) {
@@ -143,18 +168,22 @@ func frontdoor2TCP(e *env, port int) (launch, error) {
 }
 
 // frontdoorLaunch writes NAME-MODE.toml and starts bin on it; an http
-// listener gets an admin server (as an operator's would), a tcp one none.
+// listener (modes "http" and "grpc") gets an admin server (as an
+// operator's would), a tcp one none.
 func frontdoorLaunch(e *env, bin, name string, port int, mode string) (launch, error) {
 	bin, err := frontdoorBin(bin)
 	if err != nil {
 		return launch{}, err
 	}
 	admin, upstream := 0, e.IperfPort
-	if mode == "http" {
+	if mode != "tcp" {
 		if admin, err = e.Ports.get(); err != nil {
 			return launch{}, err
 		}
 		upstream = e.BackendPort
+		if mode == "grpc" {
+			upstream = e.GRPCPort
+		}
 	}
 	p, err := writeFile(e.Dir, name+"-"+mode+".toml", frontdoorConfig(port, admin, upstream, mode))
 	return launch{Argv: []string{bin, "-config", p}, Env: goEnv}, err
@@ -217,6 +246,33 @@ func haproxyTCP(splice bool) func(e *env, port int) (launch, error) {
 		p, err := writeFile(e.Dir, "haproxy-tcp.cfg", haproxyConfig(port, e.IperfPort, "tcp", splice))
 		return launch{Argv: []string{"haproxy", "-db", "-f", p}}, err
 	}
+}
+
+// haproxyGRPCConfig returns HAProxy's config for gRPC: HTTP/2 with prior
+// knowledge on both sides (`proto h2`), everything else as in the HTTP
+// config (idle server connections shared between clients, so calls of
+// several client connections multiplex onto the backend's).
+func haproxyGRPCConfig(port, backendPort int) string {
+	return haproxyGlobal + fmt.Sprintf(`
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 60s
+    timeout server 60s
+    http-reuse always
+
+frontend fe
+    bind %s proto h2
+    default_backend be
+
+backend be
+    server s1 %s proto h2
+`, addr(port), addr(backendPort))
+}
+
+func haproxyGRPC(e *env, port int) (launch, error) {
+	p, err := writeFile(e.Dir, "haproxy-grpc.cfg", haproxyGRPCConfig(port, e.GRPCPort))
+	return launch{Argv: []string{"haproxy", "-db", "-f", p}}, err
 }
 
 // nginxMain is the part of an nginx config shared by the backend and the
