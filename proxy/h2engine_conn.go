@@ -54,10 +54,11 @@ type h2Conn struct {
 	// The header block being read (HEADERS then CONTINUATION).
 	hdr h2HeaderBlock
 
-	// Flood accounting, per second of the clock.
-	second   int64
-	resets   int
-	controls int
+	// Flood accounting: token buckets that refill at the limit per
+	// second (a window on the clock's seconds would let twice the limit
+	// through across a boundary).
+	resets   h2Bucket
+	controls h2Bucket
 
 	goingAway  bool // GOAWAY sent: no new streams
 	closed     bool
@@ -233,17 +234,30 @@ func (c *h2Conn) frame(f http2.Frame) error {
 
 // control counts a PING or SETTINGS frame against the flood limit.
 func (c *h2Conn) control() bool {
-	c.tick()
-	c.controls++
-	return c.controls <= h2MaxControlPerSecond && c.wire.pending() <= h2MaxQueued
+	return c.controls.take(c.lastActive, h2MaxControlPerSecond) && c.wire.pending() <= h2MaxQueued
 }
 
-// tick starts a new second of flood accounting when the clock moved on.
-func (c *h2Conn) tick() {
-	if s := c.lastActive.Unix(); s != c.second {
-		c.second, c.resets, c.controls = s, 0, 0
-	}
+// h2Bucket is a token bucket of rate tokens a second, rate at most.
+type h2Bucket struct {
+	tokens float64
+	at     time.Time
 }
+
+// take takes a token at now; false: none was left.
+func (b *h2Bucket) take(now time.Time, rate float64) bool {
+	if b.at.IsZero() {
+		b.tokens = rate
+	} else {
+		b.tokens = min(rate, b.tokens+now.Sub(b.at).Seconds()*rate)
+	}
+	b.at = now
+	b.tokens--
+	return b.tokens >= 0
+}
+
+// refill fills the bucket (the client is being answered: its pings are
+// no flood).
+func (b *h2Bucket) refill() { b.at = time.Time{} }
 
 func (c *h2Conn) settings(f *http2.SettingsFrame) error {
 	if f.IsAck() {
@@ -329,9 +343,7 @@ func (c *h2Conn) rstStream(f *http2.RSTStreamFrame) error {
 		}
 		return nil
 	}
-	c.tick()
-	c.resets++
-	if c.resets > h2MaxResetsPerSecond {
+	if !c.resets.take(c.lastActive, h2MaxResetsPerSecond) {
 		s.clientReset()
 		return c.goAwayErr(http2.ErrCodeEnhanceYourCalm, "too many streams reset")
 	}
@@ -425,6 +437,10 @@ func (c *h2Conn) data(f *http2.DataFrame) error {
 			return c.goAwayErr(http2.ErrCodeProtocol, "DATA on an idle stream")
 		}
 		c.consumed(nil, n)
+		// Each answer is a frame we write: counted as control frames.
+		if !c.control() {
+			return c.goAwayErr(http2.ErrCodeEnhanceYourCalm, "too many frames on closed streams")
+		}
 		if s != nil {
 			c.resetStream(s, http2.ErrCodeStreamClosed, "bad_request")
 		} else {
@@ -434,9 +450,8 @@ func (c *h2Conn) data(f *http2.DataFrame) error {
 	}
 	s.recvWindow -= n
 	if s.recvWindow < 0 {
-		c.consumed(nil, n)
-		c.resetStream(s, http2.ErrCodeFlowControl, "flow_control")
-		return nil
+		// A client that overruns a window it was given is broken.
+		return c.goAwayErr(http2.ErrCodeFlowControl, "DATA beyond the stream window")
 	}
 	d := f.Data()
 	if pad := n - int64(len(d)); pad > 0 {
@@ -602,11 +617,23 @@ func (c *h2Conn) release(s *h2Stream) {
 	c.open--
 	c.lastActive = time.Now()
 	s.gen++
-	if len(c.free) < h2MaxFreeStreams && !s.h1Gone {
-		c.free = append(c.free, s)
+	if s.h1Running {
+		// Its goroutine still holds the RequestCtx: it stops, and
+		// recycles the stream when it is done (h1Done).
+		s.h1Gone = true
+		s.h1Wakeup()
+	} else {
+		c.recycle(s)
 	}
 	if c.open == 0 && c.goingAway {
 		c.closeLocked()
+	}
+}
+
+// recycle keeps an ended stream for reuse.
+func (c *h2Conn) recycle(s *h2Stream) {
+	if len(c.free) < h2MaxFreeStreams {
+		c.free = append(c.free, s)
 	}
 }
 
@@ -627,6 +654,6 @@ func (c *h2Conn) writeHead(id uint32, end bool) {
 		}
 	}
 	c.enc.buf = c.enc.buf[:0]
-	c.controls = 0 // the client is being answered: its pings are not a flood
+	c.controls.refill()
 	c.fl.mark(&c.wire)
 }

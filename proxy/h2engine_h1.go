@@ -1,17 +1,26 @@
 package proxy
 
 import (
-	"time"
+	"errors"
+	"io"
 
-	"github.com/valyala/fasthttp"
+	"golang.org/x/net/http2"
 )
 
 // HTTP/2 streams to a pool that speaks HTTP/1.1: the request, body
 // included, is buffered on the stream's RequestCtx (up to max_body_bytes)
 // and sent through the pool backend's HostClient by a goroutine of the
-// stream's own, which blocks in it; the answer, read whole, goes back as
-// HTTP/2 frames within the client's windows. Only these streams have a
+// stream's own, which blocks in it; the answer streams back as HTTP/2 DATA
+// within the client's windows, read from the backend no faster than the
+// client takes it (at most h1Ahead bytes ahead). Only these streams have a
 // goroutine: a translated request waits on a blocking HTTP/1.1 exchange.
+
+// h1Ahead bounds the response bytes read from an HTTP/1.1 backend that
+// wait for the client's window.
+const h1Ahead = 256 << 10
+
+// h1Chunk is how much of a response body one read takes.
+const h1Chunk = 32 << 10
 
 // h1Start sends the stream to member i once its body is whole.
 func (s *h2Stream) h1Start(i int) {
@@ -23,6 +32,9 @@ func (s *h2Stream) h1Start(i int) {
 
 func (s *h2Stream) h1Go(i int) {
 	s.h1Running = true
+	if s.h1Wake == nil {
+		s.h1Wake = make(chan struct{}, 1)
+	}
 	go s.h1Call(i, s.gen)
 }
 
@@ -34,7 +46,7 @@ func (s *h2Stream) h1Body(d []byte, end bool) {
 	if s.h1Running || s.respDone {
 		return
 	}
-	if max := c.l.settings.maxBody; max > 0 && int64(len(req.Body())+len(d)) > max {
+	if limit := c.l.settings.maxBody; limit > 0 && int64(len(req.Body())+len(d)) > limit {
 		s.reqEnded = end
 		if s.failed(errBodyTooLarge) {
 			s.attempt()
@@ -47,13 +59,14 @@ func (s *h2Stream) h1Body(d []byte, end bool) {
 	}
 }
 
-// h1Call runs the HTTP/1.1 exchange on member i, without the connection's
-// lock: while it runs, the stream's RequestCtx is this goroutine's alone
-// (h1Running), and a stream the client left meanwhile is dropped here.
+// h1Call runs the HTTP/1.1 exchange on member i. While it runs, the
+// stream's RequestCtx is this goroutine's alone (h1Running): the stream is
+// not reused before it ends, even when the client left (h1Gone).
 func (s *h2Stream) h1Call(i int, gen uint32) {
 	c := s.c
 	u := s.x.p.ups[i]
 	req, resp := &s.ctx.Request, &s.ctx.Response
+	resp.StreamBody = true
 	var err error
 	if d := s.deadline; !d.IsZero() {
 		err = u.hc.DoDeadline(req, resp, d)
@@ -63,12 +76,13 @@ func (s *h2Stream) h1Call(i int, gen uint32) {
 	var fl h2Flusher
 	c.mu.Lock()
 	c.fl = &fl
-	s.h1Running = false
 	if s.gen != gen || s.h1Gone {
+		s.h1Done(gen)
 		c.mu.Unlock()
 		return
 	}
 	if err != nil {
+		s.h1Running = false
 		if s.failed(err) {
 			s.attempt()
 		}
@@ -81,29 +95,109 @@ func (s *h2Stream) h1Call(i int, gen uint32) {
 	l.attempted(ctx, x, i, nil)
 	x.streamed, x.fw.bodyIn = true, s.bodyIn
 	l.countHead(ctx, x)
-	body := resp.Body()
-	s.writeResponseHead(len(body) == 0)
-	if len(body) == 0 {
-		s.respDone = true
-		s.closeStream()
-	} else {
-		s.respPending = append(s.respPending[:0], body...)
-		s.respEnded, s.respEndPending = true, true
-		s.push()
+	var body io.Reader
+	if resp.IsBodyStream() {
+		body = resp.BodyStream()
 	}
+	if body == nil {
+		b := resp.Body()
+		s.writeResponseHead(len(b) == 0)
+		if len(b) == 0 {
+			s.respDone = true
+			s.closeStream()
+		} else {
+			s.respPending = append(s.respPending[:0], b...)
+			s.respEnded, s.respEndPending = true, true
+			s.push()
+		}
+		s.h1Done(gen)
+		c.mu.Unlock()
+		fl.flush()
+		return
+	}
+	s.writeResponseHead(false)
+	c.mu.Unlock()
+	fl.flush()
+	s.h1Relay(body, gen, &fl)
+}
+
+// h1Relay streams a response body to the client, h1Chunk at a time, and
+// waits while h1Ahead bytes wait for the client's window.
+func (s *h2Stream) h1Relay(body io.Reader, gen uint32, fl *h2Flusher) {
+	c := s.c
+	if cap(s.h1Buf) < h1Chunk {
+		s.h1Buf = make([]byte, h1Chunk)
+	}
+	buf := s.h1Buf[:h1Chunk]
+	for {
+		n, rerr := body.Read(buf)
+		c.mu.Lock()
+		c.fl = fl
+		if s.gen != gen || s.h1Gone {
+			break
+		}
+		s.respPending = append(s.respPending, buf[:n]...)
+		if rerr != nil {
+			if !errors.Is(rerr, io.EOF) {
+				// The backend broke mid-body: the client's stream is
+				// reset, as a backend HTTP/2 stream's would be.
+				s.x.reason = "reset"
+				c.resetStream(s, http2.ErrCodeInternal, "reset")
+				break
+			}
+			s.respEnded, s.respEndPending = true, true
+			s.push()
+			break
+		}
+		s.push()
+		for len(s.respPending) >= h1Ahead && s.gen == gen && !s.h1Gone {
+			s.h1Waiting = true
+			c.mu.Unlock()
+			fl.flush()
+			<-s.h1Wake
+			c.mu.Lock()
+			c.fl = fl
+		}
+		if s.gen != gen || s.h1Gone {
+			break
+		}
+		c.mu.Unlock()
+		fl.flush()
+	}
+	s.h1Done(gen)
 	c.mu.Unlock()
 	fl.flush()
 }
 
-// h1Abandon: the client left while the exchange runs. The stream is not
-// reused (release skips it): the goroutine still holds its RequestCtx.
-func (s *h2Stream) h1Abandon() {
-	if s.h1Running {
-		s.h1Gone = true
+// h1Done ends the goroutine's hold on the stream: the HostClient's
+// connection goes back (or closes, when its body was not read to the
+// end), and a stream released meanwhile goes to the free list now. The
+// caller holds the connection's lock.
+func (s *h2Stream) h1Done(gen uint32) {
+	_ = s.ctx.Response.CloseBodyStream()
+	s.ctx.Response.StreamBody = false
+	s.h1Running = false
+	if s.gen != gen {
+		s.c.recycle(s)
 	}
 }
 
-// h1Deadline is unused by HostClient when zero.
-var _ = time.Time{}
+// h1Wakeup lets a waiting relay go on: the client's window opened, or the
+// stream ended.
+func (s *h2Stream) h1Wakeup() {
+	if s.h1Waiting {
+		s.h1Waiting = false
+		select {
+		case s.h1Wake <- struct{}{}:
+		default:
+		}
+	}
+}
 
-var _ = fasthttp.StatusOK
+// h1Abandon: the client left while the exchange runs.
+func (s *h2Stream) h1Abandon() {
+	if s.h1Running {
+		s.h1Gone = true
+		s.h1Wakeup()
+	}
+}

@@ -64,8 +64,11 @@ type h2Stream struct {
 	respEndPending bool
 
 	// The pool speaks HTTP/1.1 (h2engine_h1.go): h1Running while its
-	// goroutine has the RequestCtx, h1Gone when the client left then.
-	h1, h1Running, h1Gone bool
+	// goroutine has the RequestCtx, h1Gone when the stream ended then,
+	// h1Waiting while it waits on h1Wake for the client's window.
+	h1, h1Running, h1Gone, h1Waiting bool
+	h1Wake                           chan struct{}
+	h1Buf                            []byte
 }
 
 func (s *h2Stream) open(id uint32) {
@@ -80,7 +83,7 @@ func (s *h2Stream) open(id uint32) {
 	s.upConsumed = 0
 	s.reqPending, s.respPending, s.trailerFields = s.reqPending[:0], s.respPending[:0], s.trailerFields[:0]
 	s.sentBody, s.sentEnd, s.respBegan, s.respEnded, s.respEndPending = false, false, false, false, false
-	s.h1, s.h1Running, s.h1Gone = false, false, false
+	s.h1, s.h1Running, s.h1Gone, s.h1Waiting = false, false, false, false
 	s.x = exchange{}
 }
 
@@ -420,7 +423,7 @@ func (s *h2Stream) push() {
 	if sent > 0 {
 		s.bodyOut += int64(sent)
 		s.respPending = s.respPending[:copy(s.respPending, s.respPending[sent:])]
-		c.controls = 0 // the client is being answered: its pings are no flood
+		c.controls.refill()
 		c.fl.mark(&c.wire)
 		if s.b != nil {
 			s.b.consumed(s, int64(sent))
@@ -431,6 +434,9 @@ func (s *h2Stream) push() {
 		s.respDone = true
 		s.closeStream()
 		return
+	}
+	if s.h1Waiting && len(s.respPending) < h1Ahead {
+		s.h1Wakeup()
 	}
 	if len(s.respPending) > 0 {
 		if s.stallFrom.IsZero() {

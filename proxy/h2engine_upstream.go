@@ -541,9 +541,7 @@ func (b *h2Back) windowUpdate(f *http2.WindowUpdateFrame) error {
 	if f.StreamID == 0 {
 		b.sendWindow += int64(f.Increment)
 		for _, s := range b.streams {
-			if len(s.reqPending) > 0 {
-				grow = append(grow, s)
-			}
+			grow = append(grow, s) // pushStreams looks under their locks
 		}
 	} else if s := b.streams[f.StreamID]; s != nil {
 		s.upWindow += int64(f.Increment)
