@@ -36,11 +36,11 @@ func needsFrameEngine(t *testing.T) {
 // The HTTP/2 contract of #19 (listener keys under [listener.http2]), the
 // defaults the tests expect.
 const (
-	h2DefaultMaxStreams = 100    // max_concurrent_streams
-	h2DefaultWindow     = 262144 // initial_window_size
-	h2DefaultFrameSize  = 16384  // max_frame_size
-	h2DefaultHeaderList = 16384  // the listener's max_header_bytes
-	h2TableSize         = 4096   // the HPACK table size frontdoor decodes with
+	h2DefaultMaxStreams = 100             // max_concurrent_streams
+	h2DefaultWindow     = 262144          // initial_window_size
+	h2DefaultFrameSize  = 16384           // max_frame_size
+	h2DefaultHeaderList = 16384           // the listener's max_header_bytes
+	h2TableSize         = 4096            // the HPACK table size frontdoor decodes with
 	h2ConnDeadline      = 8 * time.Second // every raw connection's lifetime
 )
 
