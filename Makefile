@@ -80,8 +80,8 @@ test-norace:
 # fasthttp server, so it runs fewer.
 FUZZTIME ?= 50000x
 FUZZ_TARGETS := ./config:FuzzParse ./proxy/jwt:FuzzVerify ./proxy/jwt:FuzzJWKS \
-	./proxy/tcp:FuzzParseProxyHeader ./proxy/grpc:FuzzParseTimeout ./proxy/grpc:FuzzParseStatus \
-	./health:FuzzRespReader ./proxy:FuzzEnginesAgree:20000x
+	./proxy/tcp:FuzzParseProxyHeader ./health:FuzzRespReader ./proxy:FuzzEnginesAgree:20000x \
+	./proxy:FuzzH2Conn:2000x
 fuzz-smoke:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 	  pkg=$${t%%:*}; rest=$${t#*:}; fn=$${rest%%:*}; n=$(FUZZTIME); \

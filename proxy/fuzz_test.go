@@ -5,6 +5,10 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -119,4 +123,42 @@ func goroutineDecision(t *testing.T, l *httpListener, data []byte) string {
 	_ = srv.ServeConn(server)
 	_ = server.Close()
 	return decision
+}
+
+// FuzzH2Conn feeds arbitrary bytes after the HTTP/2 preface to the HTTP/2
+// engine (frames, header blocks, windows: everything its readers parse)
+// and checks that it neither panics nor hangs: once the client closes,
+// the connection's reader ends (a panic in the engine fails the run).
+func FuzzH2Conn(f *testing.F) {
+	p := startH2Rig(f, 1, nil)
+	var l *httpListener
+	for _, hl := range p.http {
+		l = hl
+	}
+	settings := []byte{0, 0, 0, 4, 0, 0, 0, 0, 0}
+	f.Add(settings)
+	first, _ := h2Block(":method", "POST", ":scheme", "http", ":authority", "x", ":path", "/a.B/C",
+		"content-type", "application/grpc")
+	headers := append([]byte{0, 0, byte(len(first)), 1, 5, 0, 0, 0, 1}, first...)
+	f.Add(append(slices.Clone(settings), headers...))
+	f.Add(append(slices.Clone(settings), 0, 0, 8, 6, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8))       // PING
+	f.Add(append(slices.Clone(settings), 0, 0, 4, 8, 0, 0, 0, 0, 0, 0x7f, 0xff, 0xff, 0xff))       // WINDOW_UPDATE
+	f.Add(append(slices.Clone(settings), 0, 0, 3, 9, 4, 0, 0, 0, 1, 0x82, 0x84, 0x86))             // stray CONTINUATION
+	f.Add(append(slices.Clone(settings), 0, 0, 5, 1, 0x2c, 0, 0, 0, 1, 4, 0x82, 0x84, 0x86, 0x41)) // padded
+	f.Fuzz(func(t *testing.T, in []byte) {
+		client, server := net.Pipe()
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			l.h2.serve(server, append(slices.Clone(h2Preface), in...), netip.AddrPort{})
+		}()
+		_ = client.SetDeadline(time.Now().Add(200 * time.Millisecond))
+		_, _ = io.Copy(io.Discard, client)
+		_ = client.Close()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the connection's reader did not end after the client closed")
+		}
+	})
 }
