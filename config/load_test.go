@@ -40,6 +40,7 @@ func TestLoadFull(t *testing.T) {
 				Name: "public", Bind: "0.0.0.0:8080", Mode: "http",
 				ReadTimeout: dur(30 * time.Second), WriteTimeout: dur(30 * time.Second), IdleTimeout: dur(60 * time.Second),
 				MaxConnections: 50000, MaxHeaderBytes: 16384, MaxBodyBytes: 64 << 20,
+				HTTP2: HTTP2{MaxConcurrentStreams: 100, InitialWindowSize: 256 << 10, MaxFrameSize: 16384},
 				Routes: []Route{
 					{Host: "api.example.com", PathPrefix: "/v1/", Pool: "api", JWT: "users"},
 					{PathPrefix: "/", Pool: "api"},
@@ -49,6 +50,7 @@ func TestLoadFull(t *testing.T) {
 				Name: "pg", Bind: "0.0.0.0:6432", Mode: "tcp", Pool: "postgres",
 				ReadTimeout: dur(30 * time.Second), WriteTimeout: dur(30 * time.Second), IdleTimeout: dur(time.Hour),
 				MaxConnections: 50000, MaxHeaderBytes: 16384, MaxBodyBytes: 64 << 20,
+				HTTP2: HTTP2{MaxConcurrentStreams: 100, InitialWindowSize: 256 << 10, MaxFrameSize: 16384},
 			},
 		},
 		Pools: map[string]*Pool{
@@ -120,7 +122,7 @@ func TestAcceptance(t *testing.T) {
 	_, err := Load("testdata/acceptance.toml")
 	got := Errors(err)
 	want := []string{
-		`testdata/acceptance.toml:4: listener[0].colour: unknown key; remove it or use one of: accept_proxy, bind, idle_timeout, max_body_bytes, max_connections, max_header_bytes, mode, name, pool, read_timeout, route, send_proxy, trusted_proxies, write_timeout`,
+		`testdata/acceptance.toml:4: listener[0].colour: unknown key; remove it or use one of: accept_proxy, bind, http2, idle_timeout, max_body_bytes, max_connections, max_header_bytes, mode, name, pool, read_timeout, route, send_proxy, trusted_proxies, write_timeout`,
 		`testdata/acceptance.toml:8: listener[0].route[0].pool: no pool named "apii"; define [pool.apii] or fix the name (did you mean "api"?)`,
 		`testdata/acceptance.toml:14: pool.api.health.interval: bad duration "3x": use a Go duration such as 2s or 1m30s`,
 	}

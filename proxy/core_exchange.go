@@ -297,6 +297,19 @@ func (l *httpListener) attempted(ctx *fasthttp.RequestCtx, x *exchange, i int, e
 	return false
 }
 
+// grpcStatus takes the grpc-status a backend's gRPC answer ended with on
+// member i: UNAVAILABLE (14) counts against the member's passive ejection,
+// as an HTTP status in failure_statuses does (the answer's HTTP status,
+// 200, counted as a success in attempted).
+func (l *httpListener) grpcStatus(x *exchange, i, code int) {
+	if code == grpcUnavailable && x.p.ejector != nil && i >= 0 {
+		x.p.ejector.Failure(i)
+	}
+}
+
+// grpcUnavailable is gRPC's UNAVAILABLE status code.
+const grpcUnavailable = 14
+
 // clearForRetry empties a response for the next attempt. Not
 // Response.Reset: that also clears the header's NoDefaultDate and
 // NoDefaultContentType, which fasthttp's server sets once per request, so

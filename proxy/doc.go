@@ -28,9 +28,9 @@
 //     GOMAXPROCS per listener, no goroutine per connection;
 //   - the goroutine engine (goengine*.go): fasthttp's server, for what the
 //     loop hands over (HTTP/1.0, Expect, upgrades, large or chunked request
-//     bodies, heads it cannot parse) and for HTTP/2 prior-knowledge
-//     connections, which it passes to the gRPC engine;
-//   - the gRPC engine (package proxy/grpc), adapted in grpcengine.go.
+//     bodies, heads it cannot parse);
+//   - the HTTP/2 engine (h2engine*.go): every connection that opens with
+//     the HTTP/2 preface, relayed frame by frame, gRPC included.
 //
 // The core never names an engine's declarations, and engines do not name
 // each other's (TestRooms). The same cases run through both HTTP/1.1

@@ -44,10 +44,16 @@ func (s *h2Stream) responseHead(fields []hpack.HeaderField, end bool) {
 	for _, f := range fields {
 		if f.Name[0] != ':' {
 			resp.Header.Add(f.Name, f.Value)
+			if f.Name == "grpc-status" && end {
+				s.grpcCode = atoiStatus(f.Value) // a trailers-only answer
+			}
 		}
 	}
 	x.streamed = s.sentBody
 	l.attempted(ctx, x, s.member, nil)
+	if s.grpcCode >= 0 {
+		l.grpcStatus(x, s.member, s.grpcCode)
+	}
 	x.streamed, x.fw.bodyIn = true, s.bodyIn
 	l.countHead(ctx, x)
 	s.deadline = s.callEnd
@@ -99,6 +105,7 @@ func (s *h2Stream) responseTrailers(fields []hpack.HeaderField) {
 		}
 		if f.Name == "grpc-status" {
 			s.grpcCode = atoiStatus(f.Value)
+			s.c.l.grpcStatus(&s.x, s.member, s.grpcCode)
 		}
 		s.trailerFields = append(s.trailerFields, f)
 	}
