@@ -137,9 +137,9 @@ func FuzzH2Conn(f *testing.F) {
 	}
 	settings := []byte{0, 0, 0, 4, 0, 0, 0, 0, 0}
 	f.Add(settings)
-	first, _ := h2Block(":method", "POST", ":scheme", "http", ":authority", "x", ":path", "/a.B/C",
-		"content-type", "application/grpc")
-	headers := append([]byte{0, 0, byte(len(first)), 1, 5, 0, 0, 0, 1}, first...)
+	blocks, _ := h2Blocks([]string{":method", "POST", ":scheme", "http", ":authority", "x", ":path", "/a.B/C",
+		"content-type", "application/grpc"})
+	headers := append([]byte{0, 0, byte(len(blocks[0])), 1, 5, 0, 0, 0, 1}, blocks[0]...)
 	f.Add(append(slices.Clone(settings), headers...))
 	f.Add(append(slices.Clone(settings), 0, 0, 8, 6, 0, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8))       // PING
 	f.Add(append(slices.Clone(settings), 0, 0, 4, 8, 0, 0, 0, 0, 0, 0x7f, 0xff, 0xff, 0xff))       // WINDOW_UPDATE

@@ -21,28 +21,42 @@ import (
 // decode none, so neither allocates per call: what a benchmark counts is
 // frontdoor's.
 
-// h2Block returns the header block of fields as encoded the first time
-// and every time after.
-func h2Block(fields ...string) (first, again []byte) {
+// h2Blocks returns the header blocks of groups of fields (name, value,
+// name, value...) as one encoder writes them the first time, in order, and
+// every time after.
+func h2Blocks(groups ...[]string) (first, again [][]byte) {
 	var buf bytes.Buffer
 	enc := hpack.NewEncoder(&buf)
-	for i := 0; i < len(fields); i += 2 {
-		_ = enc.WriteField(hpack.HeaderField{Name: fields[i], Value: fields[i+1]})
+	encode := func(fields []string) []byte {
+		buf.Reset()
+		for i := 0; i < len(fields); i += 2 {
+			_ = enc.WriteField(hpack.HeaderField{Name: fields[i], Value: fields[i+1]})
+		}
+		return bytes.Clone(buf.Bytes())
 	}
-	first = bytes.Clone(buf.Bytes())
-	buf.Reset()
-	for i := 0; i < len(fields); i += 2 {
-		_ = enc.WriteField(hpack.HeaderField{Name: fields[i], Value: fields[i+1]})
+	for _, g := range groups {
+		first = append(first, encode(g))
 	}
-	return first, bytes.Clone(buf.Bytes())
+	for _, g := range groups {
+		again = append(again, encode(g))
+	}
+	return first, again
 }
+
+// The raw backend's answer head and trailers.
+var (
+	rawHead     = []string{":status", "200", "content-type", "application/grpc"}
+	rawTrailers = []string{"grpc-status", "0", "grpc-message", ""}
+)
 
 // grpcEmpty is an empty gRPC message: flag 0, length 0.
 var grpcEmpty = []byte{0, 0, 0, 0, 0}
 
-// startRawH2Backend serves unary gRPC-like calls on 127.0.0.1: each stream
-// gets HEADERS, one DATA with an empty message, and trailers with
-// grpc-status 0, once its request ended.
+// startRawH2Backend serves gRPC-like calls on 127.0.0.1: a stream gets its
+// response HEADERS as soon as its request's HEADERS arrive, every DATA frame
+// echoed (a unary call's message comes back as its answer), and trailers
+// with grpc-status 0 when its request ends; a request without a body gets
+// an empty message.
 func startRawH2Backend(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -74,9 +88,18 @@ func serveRawH2(c net.Conn) {
 	rd := newH2FrameReader(br, 1<<24-1) // reads HEADERS without allocating
 	_ = fr.WriteSettings(http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: 1000})
 	_ = fr.WriteWindowUpdate(0, 1<<30)
-	headFirst, headAgain := h2Block(":status", "200", "content-type", "application/grpc")
-	trFirst, trAgain := h2Block("grpc-status", "0", "grpc-message", "")
-	sent := false
+	// A live encoder: blocks encoded ahead would be wrong once heads and
+	// trailers of bidi streams interleave. Constant fields, once in its
+	// table, encode without allocating.
+	var hb bytes.Buffer
+	enc := hpack.NewEncoder(&hb)
+	encode := func(fields []string) []byte {
+		hb.Reset()
+		for i := 0; i < len(fields); i += 2 {
+			_ = enc.WriteField(hpack.HeaderField{Name: fields[i], Value: fields[i+1]})
+		}
+		return hb.Bytes()
+	}
 	recv := 0
 	for {
 		if br.Buffered() == 0 {
@@ -88,7 +111,6 @@ func serveRawH2(c net.Conn) {
 		if err != nil {
 			return
 		}
-		var end bool
 		switch f := f.(type) {
 		case *http2.SettingsFrame:
 			if !f.IsAck() {
@@ -99,25 +121,24 @@ func serveRawH2(c net.Conn) {
 				_ = fr.WritePing(true, f.Data)
 			}
 		case *h2Headers:
-			end = f.StreamEnded()
+			_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: f.StreamID, BlockFragment: encode(rawHead), EndHeaders: true})
+			if f.StreamEnded() {
+				_ = fr.WriteData(f.StreamID, false, grpcEmpty)
+				_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: f.StreamID, BlockFragment: encode(rawTrailers), EndHeaders: true, EndStream: true})
+			}
 		case *http2.DataFrame:
-			end = f.StreamEnded()
+			if d := f.Data(); len(d) > 0 {
+				_ = fr.WriteData(f.StreamID, false, d)
+				_ = fr.WriteWindowUpdate(f.StreamID, uint32(len(d)))
+			}
 			if recv += int(f.Length); recv > 1<<20 {
 				_ = fr.WriteWindowUpdate(0, uint32(recv))
 				recv = 0
 			}
+			if f.StreamEnded() {
+				_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: f.StreamID, BlockFragment: encode(rawTrailers), EndHeaders: true, EndStream: true})
+			}
 		}
-		if !end {
-			continue
-		}
-		id := f.Header().StreamID
-		head, tr := headAgain, trAgain
-		if !sent {
-			head, tr, sent = headFirst, trFirst, true
-		}
-		_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: head, EndHeaders: true})
-		_ = fr.WriteData(id, false, grpcEmpty)
-		_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: tr, EndHeaders: true, EndStream: true})
 	}
 }
 
@@ -148,8 +169,9 @@ func dialRawH2(t testing.TB, addr, path string) *rawH2Client {
 	_, _ = cl.bw.Write(h2Preface)
 	_ = cl.fr.WriteSettings()
 	_ = cl.fr.WriteWindowUpdate(0, 1<<30)
-	cl.first, cl.again = h2Block(":method", "POST", ":scheme", "http", ":authority", addr, ":path", path,
-		"content-type", "application/grpc", "te", "trailers")
+	first, again := h2Blocks([]string{":method", "POST", ":scheme", "http", ":authority", addr, ":path", path,
+		"content-type", "application/grpc", "te", "trailers"})
+	cl.first, cl.again = first[0], again[0]
 	return cl
 }
 
@@ -238,5 +260,61 @@ func BenchmarkForwardH2Unary(b *testing.B) {
 				cl.calls(b, min(64, b.N-done))
 			}
 		})
+	}
+}
+
+// BenchmarkForwardH2Bidi relays 1 KiB messages echoed on 16 long-lived
+// streams of one client connection: per op, one message each way.
+func BenchmarkForwardH2Bidi(b *testing.B) {
+	p := startH2Rig(b, 3, nil)
+	cl := dialRawH2(b, p.Addr("web").String(), "/bench.Service/Bidi")
+	const streams = 16
+	ids := make([]uint32, streams)
+	for i := range ids {
+		block := cl.again
+		if !cl.sent {
+			block, cl.sent = cl.first, true
+		}
+		ids[i] = cl.next
+		cl.next += 2
+		_ = cl.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: ids[i], BlockFragment: block, EndHeaders: true})
+	}
+	msg := make([]byte, 1024)
+
+	round := func() {
+		for _, id := range ids {
+			_ = cl.fr.WriteData(id, false, msg)
+		}
+		if err := cl.bw.Flush(); err != nil {
+			b.Fatal(err)
+		}
+		for got := 0; got < streams*len(msg); {
+			f, err := cl.rd.read()
+			if err != nil {
+				b.Fatal(err)
+			}
+			switch f := f.(type) {
+			case *http2.DataFrame:
+				got += len(f.Data())
+				_ = cl.fr.WriteWindowUpdate(f.StreamID, uint32(len(f.Data())))
+				_ = cl.fr.WriteWindowUpdate(0, uint32(len(f.Data())))
+			case *http2.SettingsFrame:
+				if !f.IsAck() {
+					_ = cl.fr.WriteSettingsAck()
+				}
+			case *http2.RSTStreamFrame:
+				b.Fatalf("stream %d reset: %v", f.StreamID, f.ErrCode)
+			case *http2.GoAwayFrame:
+				b.Fatalf("GOAWAY %v", f.ErrCode)
+			}
+		}
+	}
+	for range 50 {
+		round()
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for done := 0; done < b.N; done += streams {
+		round()
 	}
 }

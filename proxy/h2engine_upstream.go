@@ -68,6 +68,7 @@ type h2Back struct {
 	dec    *hpack.Decoder
 	fl     h2Flusher
 	fields []hpack.HeaderField
+	grow   []*h2Stream // scratch of windowUpdate
 	hdrID  uint32
 	hdrEnd bool
 	hdrLen int
@@ -536,7 +537,7 @@ func (b *h2Back) settings(f *http2.SettingsFrame) error {
 }
 
 func (b *h2Back) windowUpdate(f *http2.WindowUpdateFrame) error {
-	var grow []*h2Stream
+	grow := b.grow[:0]
 	b.mu.Lock()
 	if f.StreamID == 0 {
 		b.sendWindow += int64(f.Increment)
@@ -549,6 +550,8 @@ func (b *h2Back) windowUpdate(f *http2.WindowUpdateFrame) error {
 	}
 	b.mu.Unlock()
 	b.pushStreams(grow)
+	clear(grow)
+	b.grow = grow[:0]
 	return nil
 }
 

@@ -223,17 +223,20 @@ func (w *h2Wire) fail(err error) {
 func (w *h2Wire) pending() int { return len(w.out) }
 
 // h2FrameReader reads a connection's frames with the Framer, but for the
-// payload of HEADERS frames: the Framer allocates a HeadersFrame for each
-// (x/net reuses DATA frames only), two or three per relayed call. The
-// Framer still reads and checks every frame header (size, the order of
-// HEADERS and CONTINUATION); only the HEADERS payload's three fields (pad
-// length, priority, block fragment; RFC 9113 6.2) are taken here, into a
-// frame struct reused for every HEADERS frame.
+// payloads of HEADERS and WINDOW_UPDATE frames: the Framer allocates a
+// frame struct for each of those (x/net reuses DATA frames only), two or
+// three per relayed call, and one per WINDOW_UPDATE a peer sends as it
+// reads. The Framer still reads and checks every frame header (size, the
+// order of HEADERS and CONTINUATION); only the fixed fields of these two
+// payloads (RFC 9113 6.2: pad length, priority, block fragment; 6.9: the
+// increment) are taken here, into frame structs reused for every frame.
 type h2FrameReader struct {
 	fr      *http2.Framer
 	r       io.Reader
 	buf     []byte
 	headers h2Headers
+	window  http2.WindowUpdateFrame
+	word    [4]byte
 }
 
 // h2Headers is a HEADERS frame as h2FrameReader returns it; valid until
@@ -261,6 +264,21 @@ func (r *h2FrameReader) read() (http2.Frame, error) {
 	fh, err := r.fr.ReadFrameHeader()
 	if err != nil {
 		return nil, err
+	}
+	if fh.Type == http2.FrameWindowUpdate && fh.Length == 4 {
+		p := r.word[:] // a local array would escape through io.ReadFull
+		if _, err := io.ReadFull(r.r, p); err != nil {
+			return nil, err
+		}
+		inc := (uint32(p[0])<<24 | uint32(p[1])<<16 | uint32(p[2])<<8 | uint32(p[3])) & 0x7fffffff
+		if inc == 0 {
+			// RFC 9113 6.9: a stream error on a stream, a connection
+			// error on the connection; both end the connection here, as
+			// a peer that sends it is broken.
+			return nil, http2.ConnectionError(http2.ErrCodeProtocol)
+		}
+		r.window = http2.WindowUpdateFrame{FrameHeader: fh, Increment: inc}
+		return &r.window, nil
 	}
 	if fh.Type != http2.FrameHeaders {
 		return r.fr.ReadFrameForHeader(fh)
