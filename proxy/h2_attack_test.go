@@ -108,8 +108,10 @@ func TestH2AttackRapidReset(t *testing.T) {
 		t.Fatalf("after %d resets in %v: %v, want GOAWAY ENHANCE_YOUR_CALM (the backend saw %d requests)", sent, elapsed, g, b.requests.Load())
 	}
 	c.expectClosed(3 * time.Second)
-	if accepted := (g.last + 1) / 2; accepted > 250 {
-		t.Errorf("frontdoor took %d streams (GOAWAY last stream %d) before it stopped the client, want about 200", accepted, g.last)
+	// 200 at once, then 100 a second while the flood lasts (slow under
+	// -race): at most 300 in this second.
+	if accepted := (g.last + 1) / 2; accepted > 300 {
+		t.Errorf("frontdoor took %d streams (GOAWAY last stream %d) before it stopped the client, want at most 300", accepted, g.last)
 	}
 	if n := b.requests.Load(); n > 300 {
 		t.Errorf("the backend saw %d of %d reset requests, want at most 300", n, sent)

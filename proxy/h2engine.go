@@ -49,9 +49,11 @@ const (
 	// h2MaxHeaderBlock bounds one header block as sent (HEADERS and its
 	// CONTINUATION frames): a CONTINUATION flood ends here.
 	h2MaxHeaderBlock = 64 << 10
-	// h2MaxResetsPerSecond bounds streams a client resets before their
-	// answer ends, in one second (rapid reset, CVE-2023-44487).
-	h2MaxResetsPerSecond = 200
+	// h2MaxResets and h2ResetsPerSecond bound the streams a client resets
+	// before their answer began (rapid reset, CVE-2023-44487): 200 at
+	// once, then 100 a second.
+	h2MaxResets       = 200
+	h2ResetsPerSecond = 100
 	// h2MaxControlPerSecond bounds PING and SETTINGS frames in one second
 	// during which frontdoor sent no HEADERS or DATA on the connection.
 	h2MaxControlPerSecond = 100

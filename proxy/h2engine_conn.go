@@ -234,21 +234,21 @@ func (c *h2Conn) frame(f http2.Frame) error {
 
 // control counts a PING or SETTINGS frame against the flood limit.
 func (c *h2Conn) control() bool {
-	return c.controls.take(c.lastActive, h2MaxControlPerSecond) && c.wire.pending() <= h2MaxQueued
+	return c.controls.take(c.lastActive, h2MaxControlPerSecond, h2MaxControlPerSecond) && c.wire.pending() <= h2MaxQueued
 }
 
-// h2Bucket is a token bucket of rate tokens a second, rate at most.
+// h2Bucket is a token bucket: burst tokens at most, rate more a second.
 type h2Bucket struct {
 	tokens float64
 	at     time.Time
 }
 
 // take takes a token at now; false: none was left.
-func (b *h2Bucket) take(now time.Time, rate float64) bool {
+func (b *h2Bucket) take(now time.Time, burst, rate float64) bool {
 	if b.at.IsZero() {
-		b.tokens = rate
+		b.tokens = burst
 	} else {
-		b.tokens = min(rate, b.tokens+now.Sub(b.at).Seconds()*rate)
+		b.tokens = min(burst, b.tokens+now.Sub(b.at).Seconds()*rate)
 	}
 	b.at = now
 	b.tokens--
@@ -343,7 +343,7 @@ func (c *h2Conn) rstStream(f *http2.RSTStreamFrame) error {
 		}
 		return nil
 	}
-	if !c.resets.take(c.lastActive, h2MaxResetsPerSecond) {
+	if !s.headSent && !c.resets.take(c.lastActive, h2MaxResets, h2ResetsPerSecond) {
 		s.clientReset()
 		return c.goAwayErr(http2.ErrCodeEnhanceYourCalm, "too many streams reset")
 	}
