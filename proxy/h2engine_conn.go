@@ -557,6 +557,7 @@ func (c *h2Conn) end(err error) {
 		}
 		c.wire.send()
 	}
+	c.wire.stop()
 	c.mu.Unlock()
 	c.rfl.flush()
 	// Let the GOAWAY leave before the close: a close with unread input

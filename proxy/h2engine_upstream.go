@@ -632,6 +632,7 @@ func (b *h2Back) end(err error) {
 	b.up.mu.Unlock()
 	b.mu.Lock()
 	b.dead = true
+	b.wire.stop()
 	ss := make([]*h2Stream, 0, len(b.streams))
 	for _, s := range b.streams {
 		ss = append(ss, s)

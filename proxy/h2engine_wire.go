@@ -52,6 +52,11 @@ type h2Wire struct {
 	// lock is the connection's lock, held by every caller of the
 	// methods below but drain, which takes it itself.
 	lock sync.Locker
+	// kick wakes the writer goroutine of a connection that is not a
+	// socket (TLS): it has no non-blocking write, so all its writes are
+	// that goroutine's. Closed by stop.
+	kick    chan struct{}
+	stopped bool
 }
 
 // h2WireBuffer is the starting size of a wire's output buffer: a batch of
@@ -70,6 +75,27 @@ func (w *h2Wire) init(conn net.Conn, lock sync.Locker, writeTimeout time.Duratio
 	w.out = make([]byte, 0, h2WireBuffer)
 	w.fr = http2.NewFramer(wireAppender{w}, nil)
 	w.tryWrite = w.tryWriteFD
+	if w.raw == nil {
+		w.kick = make(chan struct{}, 1)
+		go w.writer()
+	}
+}
+
+// writer writes for a connection that is not a socket, each time it is
+// kicked, until stop.
+func (w *h2Wire) writer() {
+	for range w.kick {
+		w.drain()
+	}
+}
+
+// stop ends the writer goroutine, if any, once it wrote what is queued.
+// The caller holds the lock.
+func (w *h2Wire) stop() {
+	if w.kick != nil && !w.stopped {
+		w.stopped = true
+		close(w.kick)
+	}
 }
 
 // wireAppender is the Framer's writer: each frame lands in out.
@@ -115,7 +141,13 @@ func (w *h2Wire) send() {
 		return
 	}
 	if w.raw == nil {
-		w.startDrain()
+		if !w.stopped {
+			w.draining = true
+			select {
+			case w.kick <- struct{}{}:
+			default:
+			}
+		}
 		return
 	}
 	w.tryN, w.tryErr = 0, nil
@@ -161,6 +193,10 @@ func (w *h2Wire) startDrain() {
 // peer that takes nothing that long is dead.
 func (w *h2Wire) drain() {
 	w.lock.Lock()
+	if !w.draining {
+		w.lock.Unlock()
+		return
+	}
 	for len(w.out) > 0 && !w.dead {
 		buf := w.out
 		w.out = w.spare[:0]
