@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"net/http"
+	"net/netip"
 	"time"
 	"unsafe"
 
@@ -102,8 +103,8 @@ func (l *httpListener) grpcRoute(r *route) *grpc.Route {
 		} else {
 			stats.noBackend[class].Inc()
 		}
-		stats.duration.Observe(o.Duration.Seconds())
-		l.logGRPC(o, name, backend)
+		stats.observe(o.Backend, o.Duration, stringBytes(o.RequestID), o.Start.Add(o.Duration))
+		l.logGRPC(o, name, p.name, backend)
 	}
 	return gr
 }
@@ -111,21 +112,24 @@ func (l *httpListener) grpcRoute(r *route) *grpc.Route {
 // observeUnrouted counts and logs gRPC calls answered before routing.
 func (l *httpListener) observeUnrouted(o *grpc.Outcome) {
 	l.rt.Load().notFound[metrics.CodeClass(o.HTTPStatus)].Inc()
-	l.logGRPC(o, "", "")
+	l.logGRPC(o, "", "", "")
 }
 
-func (l *httpListener) logGRPC(o *grpc.Outcome, route, backend string) {
-	if l.log == nil {
+func (l *httpListener) logGRPC(o *grpc.Outcome, route, pool, backend string) {
+	if !l.log.enabled() {
 		return
 	}
 	req := o.Request
+	peer, _ := netip.ParseAddrPort(req.RemoteAddr)
 	rec := accessRecord{
 		start:      o.Start,
 		duration:   o.Duration,
 		requestID:  stringBytes(o.RequestID),
 		listener:   l.name,
 		route:      route,
+		pool:       pool,
 		method:     stringBytes(req.Method),
+		userAgent:  stringBytes(req.UserAgent()),
 		host:       stringBytes(req.Host),
 		path:       stringBytes(req.URL.Path),
 		status:     o.HTTPStatus,
@@ -135,6 +139,9 @@ func (l *httpListener) logGRPC(o *grpc.Outcome, route, backend string) {
 		grpcStatus: o.GRPCStatus,
 		backend:    backend,
 		reason:     o.Reason,
+		retries:    o.Retries,
+		client:     peer.Addr().Unmap(),
+		peer:       netip.AddrPortFrom(peer.Addr().Unmap(), peer.Port()),
 	}
 	l.log.log(&rec)
 }

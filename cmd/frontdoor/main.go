@@ -163,19 +163,16 @@ func serve(cfg *config.Config, path string, stderr io.Writer) error {
 	m.ConfigReloads.WithLabelValues("failure")
 
 	logCtx, stopLog := context.WithCancel(context.Background())
-	var access *proxy.AccessLog
-	if cfg.Log.Access != "off" {
-		access, err = proxy.NewAccessLog(logCtx, cfg.Log.Access, m.AccessLogDropped.Inc, logger)
-		if err != nil {
-			stopLog()
-			return err
-		}
+	// With log.access = "off" the log writes nothing and formats lines
+	// only while somebody follows /logs.
+	access, err := proxy.NewAccessLog(logCtx, cfg.Log.Access, m.AccessLogDropped.Inc, logger)
+	if err != nil {
+		stopLog()
+		return err
 	}
 	defer func() {
 		stopLog()
-		if access != nil {
-			<-access.Done()
-		}
+		<-access.Done()
 	}()
 
 	d := &daemon{
@@ -258,6 +255,7 @@ func (d *daemon) startAdmin(bind string) (*metrics.Admin, error) {
 		Status:   func() any { return d.px.Status(d.state.snapshot()) },
 		Control:  d.px,
 		Token:    d.adminToken,
+		Logs:     d.access,
 		Logger:   d.logger,
 	})
 	if err != nil {
