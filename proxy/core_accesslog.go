@@ -231,8 +231,11 @@ type accessRecord struct {
 	connect      time.Duration
 	ttfb         time.Duration
 	attemptsFrom time.Duration
-	// tcp marks a tcp listener's session line (appendSessionRecord).
+	// tcp marks a tcp listener's session line (LogSession).
 	tcp bool
+	// trace is the request's OpenTelemetry trace when it is sampled
+	// (core_trace.go).
+	trace traceState
 }
 
 // maxTried bounds the attempts an access line lists; more are counted in
@@ -245,6 +248,7 @@ type attemptRecord struct {
 	outcome uint8
 	status  int // the answer's status (outcomeAnswered)
 	newConn bool
+	from    time.Duration // when the attempt started, from the request's start
 	connect time.Duration // time to connect (newConn)
 	took    time.Duration // from the attempt's start to its outcome; 0: not measured
 }

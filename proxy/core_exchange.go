@@ -72,10 +72,18 @@ func (l *httpListener) begin(ctx *fasthttp.RequestCtx, x *exchange, idBuf *[32]b
 	x.rt, x.member, x.bytesOut, x.aff.pin = rt, -1, -1, -1
 
 	x.reqID = l.requestID(req, idBuf)
+	if t := l.tracer(); t != nil {
+		t.sample(&req.Header, x.reqID, &x.rec.trace)
+		if x.rec.trace.sampled {
+			x.reqID = req.Header.PeekBytes(hdrXRequestID) // the header storage may have moved
+		}
+	}
 
 	bodyLen, streamed := requestBody(req)
 	x.streamed = streamed
+	trace := x.rec.trace
 	x.rec = accessRecord{
+		trace:     trace,
 		start:     start,
 		listener:  rt.name,
 		method:    req.Header.Method(),
@@ -155,7 +163,7 @@ func (l *httpListener) begin(ctx *fasthttp.RequestCtx, x *exchange, idBuf *[32]b
 		}
 	}
 	x.fw = forwarding{timeout: p.responseTimeout, streamed: streamed, upgrade: proto != nil, maxBody: int64(l.server.MaxRequestBodySize),
-		timed: l.log.enabled()}
+		timed: l.log.enabled() || x.rec.trace.sampled}
 	x.key = p.key(ctx, x.rec.client)
 	x.p = p
 	p.active.Add(1)
@@ -378,13 +386,19 @@ func (l *httpListener) attemptAbandoned(ctx *fasthttp.RequestCtx, x *exchange) {
 // relays bodies outside ctx.Response).
 func (l *httpListener) finish(ctx *fasthttp.RequestCtx, rec *accessRecord, reqID []byte, reason string, bytesOut int) time.Time {
 	end := time.Now()
-	if !l.log.enabled() {
+	traced := rec.trace.sampled
+	if !traced && !l.log.enabled() {
 		return end
 	}
 	rec.duration = end.Sub(rec.start)
 	rec.requestID = reqID
 	rec.status = ctx.Response.StatusCode()
 	rec.reason = reason
+	if traced {
+		if t := l.tracer(); t != nil {
+			t.export(rec, &rec.trace) // a stream's span ends with its head
+		}
+	}
 	if s, ok := ctx.Response.BodyStream().(streamLogger); ok {
 		// Never Body() on a stream: it would read it all into memory.
 		s.logAtEnd(l.log, *rec)
@@ -684,6 +698,9 @@ func (x *exchange) noteAttempt(i int, outcome uint8, status int, end time.Time) 
 	}
 	if !end.IsZero() && !fw.start.IsZero() {
 		a.took = max(end.Sub(fw.start), 1)
+	}
+	if !fw.start.IsZero() {
+		a.from = max(fw.start.Sub(rec.start), 0)
 	}
 	switch {
 	case !fw.connected.IsZero():

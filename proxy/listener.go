@@ -388,7 +388,8 @@ type httpListener struct {
 	server   *fasthttp.Server
 	ids      *requestid.Generator
 	log      *AccessLog
-	grpc     *grpc.Server  // serves connections that open with the HTTP/2 preface
+	tracing  *atomic.Pointer[tracer] // the Proxy's (core_trace.go); nil: off
+	grpc     *grpc.Server            // serves connections that open with the HTTP/2 preface
 	done     chan struct{} // closed when Serve returned
 	live     liveSet       // streamed bodies and tunnels (goengine_stream.go)
 	pipes    splice.Pool   // pipes of spliced response bodies (goengine_splice.go)
