@@ -30,6 +30,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "ctl" {
 		return runCtl(args[1:], stdout, stderr) // ctl.go
 	}
+	if len(args) > 0 && args[0] == "tail" {
+		return runTail(args[1:], stdout, stderr) // tail.go
+	}
 	fs := flag.NewFlagSet("frontdoor", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	configPath := fs.String("config", "/etc/frontdoor/frontdoor.toml", "config file")
