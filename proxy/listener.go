@@ -390,9 +390,9 @@ type httpListener struct {
 	log      *AccessLog
 	tracing  *atomic.Pointer[tracer] // the Proxy's (core_trace.go); nil: off
 	grpc     *grpc.Server            // serves connections that open with the HTTP/2 preface
-	done     chan struct{} // closed when Serve returned
-	live     liveSet       // streamed bodies and tunnels (goengine_stream.go)
-	pipes    splice.Pool   // pipes of spliced response bodies (goengine_splice.go)
+	done     chan struct{}           // closed when Serve returned
+	live     liveSet                 // streamed bodies and tunnels (goengine_stream.go)
+	pipes    splice.Pool             // pipes of spliced response bodies (goengine_splice.go)
 	logger   *slog.Logger
 	panics   prometheus.Counter // panics_total{listener}
 	// beforeRequest, tests only (Options.beforeRequest), runs first in
