@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -104,9 +105,24 @@ func startChromium(t *testing.T, url string) *cdp {
 }
 
 // eval evaluates a JavaScript expression in the page (a promise is
-// awaited) and decodes its JSON value into out.
+// awaited) and decodes its JSON value into out. An evaluation cut short by
+// the page's navigation (the browser opens about:blank first) is tried
+// again.
 func (c *cdp) eval(expr string, out any) {
 	c.t.Helper()
+	for try := 0; ; try++ {
+		err := c.try(expr, out)
+		if err == nil {
+			return
+		}
+		if try == 20 {
+			c.t.Fatalf("evaluate %s: %v", expr, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (c *cdp) try(expr string, out any) error {
 	c.id++
 	msg, _ := json.Marshal(map[string]any{"id": c.id, "method": "Runtime.evaluate",
 		"params": map[string]any{"expression": expr, "awaitPromise": true, "returnByValue": true}})
@@ -118,7 +134,7 @@ func (c *cdp) eval(expr string, out any) {
 	for {
 		_, data, err := c.conn.Read(ctx)
 		if err != nil {
-			c.t.Fatalf("evaluate %s: %v", expr, err)
+			c.t.Fatal(err)
 		}
 		var r struct {
 			ID     int `json:"id"`
@@ -134,12 +150,9 @@ func (c *cdp) eval(expr string, out any) {
 			continue // an event
 		}
 		if r.Error != nil || r.Result.ExceptionDetails != nil {
-			c.t.Fatalf("evaluate %s: %v %v", expr, r.Error, r.Result.ExceptionDetails)
+			return fmt.Errorf("%v %v", r.Error, r.Result.ExceptionDetails)
 		}
-		if err := json.Unmarshal(r.Result.Result.Value, out); err != nil {
-			c.t.Fatalf("evaluate %s: %v in %s", expr, err, r.Result.Result.Value)
-		}
-		return
+		return json.Unmarshal(r.Result.Result.Value, out)
 	}
 }
 
@@ -155,7 +168,7 @@ func (c *cdp) readPage(updates int) []pageRow {
 	var rows []pageRow
 	c.eval(`new Promise((resolve) => {
   const done = () => {
-    if (Number(document.body.dataset.updates) < `+strconv.Itoa(updates)+`) { setTimeout(done, 20); return; }
+    if (!(Number(document.body.dataset.updates) >= `+strconv.Itoa(updates)+`)) { setTimeout(done, 20); return; }
     const f = (r, k) => { const e = r.querySelector('[data-field="' + k + '"]'); return e ? (k === "check_history" ? e.dataset.value : e.textContent) : null; };
     resolve([...document.querySelectorAll("tr[data-backend]")].map(r => ({
       Pool: r.dataset.pool, Backend: r.dataset.backend, State: f(r, "state"), Admin: f(r, "admin_state"),
@@ -274,7 +287,7 @@ backends = [{ address = "`+live.addr+`" }, { address = "`+dead+`", weight = 3 }]
 	}
 	_ = resp.Body.Close()
 	var n int
-	page.eval(`Number(document.body.dataset.updates)`, &n)
+	page.eval(`Number(document.body.dataset.updates) || 0`, &n)
 	rows = page.readPage(n + 2)
 	st = status(t, admin)
 	check(rows, st)
