@@ -218,6 +218,14 @@ backends = [{ address = "`+live.addr+`" }, { address = "`+dead+`", weight = 3 }]
 `)
 	d := startDaemon(t, cfg)
 	admin, addr := d.started("web")
+	waitFor(t, 10*time.Second, "the live backend's first passing check", func() bool {
+		for _, b := range status(t, admin).Pools[0].Backends {
+			if b.Address == live.addr && b.Serving {
+				return true
+			}
+		}
+		return false
+	})
 	for range 7 {
 		if code, _, err := get(addr, "/x"); err != nil || code != 200 {
 			t.Fatalf("%d %v", code, err)
