@@ -12,9 +12,10 @@ GOBIN     := $(shell $(GO) env GOPATH)/bin
 
 # Debian packages the tests drive as real peers (redis through the tcp
 # listener, promtool on /metrics, systemd-analyze on the unit, haproxy for
-# PROXY-protocol interop, strace for the splice proof). Installed only when a
-# command is missing.
-TEST_PACKAGES := redis-server:redis-server promtool:prometheus systemd-analyze:systemd iperf3:iperf3 strace:strace haproxy:haproxy
+# PROXY-protocol interop, strace for the splice proof, headless chromium for
+# the admin status page). Installed only when a command is missing.
+TEST_PACKAGES := redis-server:redis-server promtool:prometheus systemd-analyze:systemd iperf3:iperf3 strace:strace haproxy:haproxy \
+	chromium:chromium chromedriver:chromium-driver
 
 .PHONY: all build run test test-norace vet lint staticcheck test-deps fmt clean fuzz-smoke
 

@@ -13,6 +13,7 @@ type Config struct {
 	Listeners []Listener            `toml:"listener"`
 	Pools     map[string]*Pool      `toml:"pool"`
 	JWT       map[string]*JWTPolicy `toml:"jwt"`
+	Tracing   Tracing               `toml:"tracing"` // tracing.go
 
 	// Path is the file the configuration was read from ("" when parsed from
 	// memory). Relative file names inside the config (jwks_file, access log)

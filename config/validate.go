@@ -64,6 +64,7 @@ func (v *validator) validate(c *Config) {
 		v.add("global.shutdown_delay", "shutdown_delay must be 0 (drain at once) or more; use a duration %s", durationExample)
 	}
 	v.admin(c)
+	v.tracing(c) // tracing.go
 	v.log(c)
 	v.listeners(c)
 	for _, name := range sortedNames(c.Pools) {

@@ -94,6 +94,9 @@ type TargetStatus struct {
 	LastCheck time.Time
 	// LastChange is when the verdict last changed (zero if never).
 	LastChange time.Time
+	// History is the results of the last probes (up to 20), oldest
+	// first: '+' passed, '-' failed. Empty before the first.
+	History string
 }
 
 // slotsPerInterval is how many wake-up slots one interval is cut into.
@@ -254,6 +257,16 @@ func (c *Checker) Status() []TargetStatus {
 		s := t.st
 		t.mu.Unlock()
 		ts := TargetStatus{Address: t.address, Healthy: s.healthy, LastCheck: s.lastCheck, LastChange: s.lastChange}
+		if s.probes > 0 {
+			h := make([]byte, s.probes)
+			for i := range h {
+				h[i] = '-'
+				if s.history&(1<<(int(s.probes)-1-i)) != 0 {
+					h[i] = '+'
+				}
+			}
+			ts.History = string(h)
+		}
 		if s.checked {
 			ts.LastResult = "failure"
 			if s.lastOK {

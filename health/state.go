@@ -23,7 +23,14 @@ type state struct {
 	lastErr    error
 	lastCheck  time.Time
 	lastChange time.Time
+	// history holds the last results, newest in bit 0 (1: passed);
+	// probes counts them up to historyLen.
+	history uint32
+	probes  uint8
 }
+
+// historyLen is how many results TargetStatus.History shows.
+const historyLen = 20
 
 // record applies one probe result at now under the rise/fall rule and
 // reports whether the healthy verdict changed.
@@ -33,6 +40,13 @@ func (s *state) record(err error, now time.Time, rise, fall int) (changed bool) 
 	s.lastOK = ok
 	s.lastErr = err
 	s.lastCheck = now
+	s.history <<= 1
+	if ok {
+		s.history |= 1
+	}
+	if s.probes < historyLen {
+		s.probes++
+	}
 	if ok {
 		s.fails = 0
 		if s.healthy {

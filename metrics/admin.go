@@ -39,6 +39,13 @@ type AdminOptions struct {
 	// result, turns the write endpoints off (403). The caller must not
 	// modify a returned slice.
 	Token func() []byte
+	// Logs serves GET /logs?follow=1 (the access log's live tail); nil
+	// answers 404. When Token returns a token, /logs requires it as the
+	// write endpoints do.
+	Logs LogSource
+	// StatusEvery is how often GET /status/events (the status page's
+	// stream) sends /status; default 1s.
+	StatusEvery time.Duration
 	// Logger receives serve errors; nil discards them.
 	Logger *slog.Logger
 }
@@ -60,7 +67,10 @@ func NewAdmin(opts AdminOptions) (*Admin, error) {
 		}
 	}
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(opts.Gatherer, promhttp.HandlerOpts{}))
+	// OpenMetrics (asked for by Prometheus) carries the exemplars; the
+	// protobuf format (asked for when native histograms are on) carries
+	// native histograms; plain text stays the default.
+	mux.Handle("GET /metrics", promhttp.HandlerFor(opts.Gatherer, promhttp.HandlerOpts{EnableOpenMetrics: true}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		_, _ = w.Write([]byte("ok\n"))
 	})
@@ -87,6 +97,11 @@ func NewAdmin(opts AdminOptions) (*Admin, error) {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	ctl := &control{ctl: opts.Control, token: opts.Token, log: logger}
+	lg := &logs{src: opts.Logs, token: opts.Token, log: logger}
+	mux.HandleFunc("GET /logs", lg.serve)
+	sp := &statusPage{status: opts.Status, every: opts.StatusEvery}
+	mux.HandleFunc("GET /{$}", sp.page)
+	mux.HandleFunc("GET /status/events", sp.events)
 	for _, op := range []string{OpState, OpWeight, OpUneject} {
 		mux.HandleFunc("POST /backends/{pool}/{address}/"+op, ctl.handle(op))
 	}

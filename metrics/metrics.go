@@ -11,6 +11,13 @@ import (
 
 const namespace = "frontdoor"
 
+// DurationBuckets are the classic buckets of request_duration_seconds.
+var DurationBuckets = [...]float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
+
+// ExemplarLabel is the exemplar label of request_duration_seconds: the
+// request's ID, the trace-id of its traceparent when it came with one.
+const ExemplarLabel = "trace_id"
+
 // Code classes used as the code label of requests_total.
 var CodeClasses = [...]string{"1xx", "2xx", "3xx", "4xx", "5xx"}
 
@@ -32,7 +39,7 @@ func CodeClass(status int) int {
 // (WithLabelValues) when a runtime is built, never per request.
 type Metrics struct {
 	RequestsTotal   *prometheus.CounterVec   // listener, pool, backend, code
-	RequestDuration *prometheus.HistogramVec // listener, pool
+	RequestDuration *DurationVec             // listener, pool, route, backend (native and classic, with exemplars)
 	UpstreamErrors  *prometheus.CounterVec   // pool, backend, reason
 	RetriesTotal    *prometheus.CounterVec   // pool
 	HashKeyMissing  *prometheus.CounterVec   // pool
@@ -90,11 +97,11 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 			Namespace: namespace, Name: "requests_total",
 			Help: "HTTP requests and gRPC calls answered, by listener, pool, backend and status class.",
 		}, []string{"listener", "pool", "backend", "code"}),
-		RequestDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Namespace: namespace, Name: "request_duration_seconds",
-			Help:    "Time from reading a request to the end of its response, by listener and pool.",
-			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
-		}, []string{"listener", "pool"}),
+		// Native buckets (schema 3) for servers that scrape them, the
+		// classic DurationBuckets for the others: both are exposed.
+		RequestDuration: NewDurationVec(namespace+"_request_duration_seconds",
+			"Time from reading a request to the end of its response, by listener, pool, route and backend (of the final attempt; \"\" when none).",
+			[]string{"listener", "pool", "route", "backend"}),
 		UpstreamErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "upstream_errors_total",
 			Help: "Failures talking to backends, by pool, backend and reason (connect, timeout, reset, status_5xx, no_backend, ...).",
@@ -126,7 +133,7 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 		QueueWait: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: namespace, Name: "queue_wait_seconds",
 			Help:    "Time requests waited in the pool's queue, until a slot or the queue timeout, by pool.",
-			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+			Buckets: DurationBuckets[:],
 		}, []string{"pool"}),
 		HealthChecks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: namespace, Name: "health_checks_total",

@@ -217,21 +217,16 @@ func (p *Proxy) buildListenerRuntime(lc *config.Listener, gen *generation, l *ht
 	for c, class := range metrics.CodeClasses {
 		rt.notFound[c] = m.RequestsTotal.WithLabelValues(lc.Name, "", "", class)
 	}
-	stats := map[string]*routeStats{}
 	routes := make([]*route, 0, len(lc.Routes))
 	for _, rc := range lc.Routes {
 		pr := gen.pools[rc.Pool]
-		s := stats[rc.Pool]
-		if s == nil {
-			s = bindRouteStats(m, lc.Name, pr)
-			stats[rc.Pool] = s
-		}
+		name := rc.Host + rc.PathPrefix
 		r := &route{
 			host:   rc.Host,
 			prefix: []byte(rc.PathPrefix),
-			name:   rc.Host + rc.PathPrefix,
+			name:   name,
 			pool:   pr,
-			stats:  s,
+			stats:  bindRouteStats(m, lc.Name, name, pr),
 			jwt:    gen.jwts[rc.JWT],
 		}
 		if r.jwt == nil {

@@ -76,16 +76,25 @@ func (l *httpListener) begin(ctx *fasthttp.RequestCtx, x *exchange, idBuf *[32]b
 	x.rt, x.member, x.bytesOut, x.aff.pin = rt, -1, -1, -1
 
 	x.reqID = l.requestID(req, idBuf)
+	if t := l.tracer(); t != nil {
+		t.sample(&req.Header, x.reqID, &x.rec.trace)
+		if x.rec.trace.sampled {
+			x.reqID = req.Header.PeekBytes(hdrXRequestID) // the header storage may have moved
+		}
+	}
 
 	bodyLen, streamed := requestBody(req)
 	x.streamed = streamed
+	trace := x.rec.trace
 	x.rec = accessRecord{
-		start:    start,
-		listener: rt.name,
-		method:   req.Header.Method(),
-		host:     req.Header.Host(),
-		path:     ctx.Path(),
-		bytesIn:  bodyLen,
+		trace:     trace,
+		start:     start,
+		listener:  rt.name,
+		method:    req.Header.Method(),
+		host:      req.Header.Host(),
+		path:      ctx.Path(),
+		userAgent: req.Header.UserAgent(),
+		bytesIn:   bodyLen,
 	}
 	// The client's wish to close travels on our side of the hop only:
 	// upstream connections stay keep-alive. Read before the hop-by-hop
@@ -104,6 +113,7 @@ func (l *httpListener) begin(ctx *fasthttp.RequestCtx, x *exchange, idBuf *[32]b
 	x.r = r
 	x.rec.route = r.name
 	p := r.pool
+	x.rec.pool = p.name
 	if streamed && l.server.MaxRequestBodySize > 0 && bodyLen > l.server.MaxRequestBodySize {
 		x.rec.bytesIn = 0 // declared, never read
 		l.refuse(ctx, x, nil, fasthttp.StatusRequestEntityTooLarge, "request body too large", "body_too_large")
@@ -130,7 +140,9 @@ func (l *httpListener) begin(ctx *fasthttp.RequestCtx, x *exchange, idBuf *[32]b
 		req.Header.DelBytes(h)
 	}
 	if r.jwt != nil {
-		if why := r.jwt.ApplyFast(req, start); why != jwt.Valid {
+		why, sub := r.jwt.ApplySubject(req, start)
+		x.rec.jwtSub = sub
+		if why != jwt.Valid {
 			l.refuse(ctx, x, nil, fasthttp.StatusUnauthorized, why.Description(), why.String())
 			ctx.Response.Header.Set("WWW-Authenticate", why.WWWAuthenticate())
 			ctx.Response.Header.Set("Cache-Control", "no-store")
@@ -160,7 +172,8 @@ func (l *httpListener) begin(ctx *fasthttp.RequestCtx, x *exchange, idBuf *[32]b
 			return false
 		}
 	}
-	x.fw = forwarding{timeout: p.responseTimeout, streamed: streamed, upgrade: proto != nil, maxBody: int64(l.server.MaxRequestBodySize)}
+	x.fw = forwarding{timeout: p.responseTimeout, streamed: streamed, upgrade: proto != nil, maxBody: int64(l.server.MaxRequestBodySize),
+		timed: l.log.enabled() || x.rec.trace.sampled}
 	x.key = p.key(ctx, x.rec.client)
 	x.p = p
 	p.active.Add(1)
@@ -185,7 +198,7 @@ func (l *httpListener) refuse(ctx *fasthttp.RequestCtx, x *exchange, p *poolRunt
 	}
 	x.r.stats.noBackend[class].Inc()
 	end := l.finish(ctx, &x.rec, x.reqID, reason, -1)
-	x.r.stats.duration.Observe(end.Sub(x.rec.start).Seconds())
+	x.r.stats.observe(-1, end.Sub(x.rec.start), x.reqID, end)
 }
 
 // pick chooses and acquires the member for x's next attempt and sets the
@@ -216,9 +229,9 @@ func (l *httpListener) pick(ctx *fasthttp.RequestCtx, x *exchange) int {
 	// fasthttp read just before calling us: one clock read per request is
 	// enough. Retries read the clock again.
 	if x.attempt == 0 {
-		x.fw.deadline = x.rec.start.Add(x.fw.timeout)
+		x.fw.startAttempt(x.rec.start)
 	} else {
-		x.fw.deadline = time.Now().Add(x.fw.timeout)
+		x.fw.startAttempt(time.Now())
 	}
 	return i
 }
@@ -237,6 +250,7 @@ func (l *httpListener) attempted(ctx *fasthttp.RequestCtx, x *exchange, i int, e
 		// The metric counts every 5xx; passive ejection only the statuses
 		// of failure_statuses (any other answer shows the backend alive).
 		code := ctx.Response.StatusCode()
+		x.noteAttempt(i, outcomeAnswered, code, x.fw.head)
 		if code >= 500 {
 			p.errs[i][reasonStatus5xx].Inc()
 		}
@@ -259,6 +273,7 @@ func (l *httpListener) attempted(ctx *fasthttp.RequestCtx, x *exchange, i int, e
 		return false
 	}
 	st, why, retryable := classifyUpstreamError(err, &ctx.Request)
+	x.noteAttempt(i, attemptOutcome(err, st, why), 0, x.fw.failedAt())
 	if why == reasonLimit && p.queue != nil && !x.aff.strict {
 		// Not a failure: the request waits in the pool's queue (pick
 		// answers pickQueue), as the same retry if it is one.
@@ -329,6 +344,7 @@ func (l *httpListener) end(ctx *fasthttp.RequestCtx, x *exchange) {
 	if !counted {
 		l.count(ctx, x)
 	}
+	x.rec.retries = x.attempt
 	// A stream that broke after its head counts as the answer it began
 	// as; only the log line says why it ended early.
 	reason := x.reason
@@ -337,7 +353,7 @@ func (l *httpListener) end(ctx *fasthttp.RequestCtx, x *exchange) {
 	}
 	end := l.finish(ctx, &x.rec, x.reqID, reason, x.bytesOut)
 	if !counted {
-		x.r.stats.duration.Observe(end.Sub(x.rec.start).Seconds())
+		x.r.stats.observe(x.member, end.Sub(x.rec.start), x.reqID, end)
 	}
 }
 
@@ -347,7 +363,8 @@ func (l *httpListener) end(ctx *fasthttp.RequestCtx, x *exchange) {
 // read. end then only writes the access log line.
 func (l *httpListener) countHead(ctx *fasthttp.RequestCtx, x *exchange) {
 	l.count(ctx, x)
-	x.r.stats.duration.Observe(time.Since(x.rec.start).Seconds())
+	now := time.Now()
+	x.r.stats.observe(x.member, now.Sub(x.rec.start), x.reqID, now)
 }
 
 // count updates a request's metrics, all but its duration, once.
@@ -377,6 +394,7 @@ func (l *httpListener) count(ctx *fasthttp.RequestCtx, x *exchange) {
 // before the answer came (the event loop): nginx's 499, not the backend's
 // fault.
 func (l *httpListener) attemptAbandoned(ctx *fasthttp.RequestCtx, x *exchange) {
+	x.noteAttempt(x.member, outcomeClientGone, 0, x.fw.failedAt())
 	x.p.pool.Release(x.member)
 	if x.attempt > 0 {
 		x.p.retrying.Add(-1)
@@ -391,13 +409,19 @@ func (l *httpListener) attemptAbandoned(ctx *fasthttp.RequestCtx, x *exchange) {
 // relays bodies outside ctx.Response).
 func (l *httpListener) finish(ctx *fasthttp.RequestCtx, rec *accessRecord, reqID []byte, reason string, bytesOut int) time.Time {
 	end := time.Now()
-	if l.log == nil {
+	traced := rec.trace.sampled
+	if !traced && !l.log.enabled() {
 		return end
 	}
 	rec.duration = end.Sub(rec.start)
 	rec.requestID = reqID
 	rec.status = ctx.Response.StatusCode()
 	rec.reason = reason
+	if traced {
+		if t := l.tracer(); t != nil {
+			t.export(rec, &rec.trace) // a stream's span ends with its head
+		}
+	}
 	if s, ok := ctx.Response.BodyStream().(streamLogger); ok {
 		// Never Body() on a stream: it would read it all into memory.
 		s.logAtEnd(l.log, *rec)
@@ -663,6 +687,88 @@ type forwarding struct {
 
 	bodyIn int64 // bytes of a streamed request body sent on
 	tunnel bool  // a 101 answer: a tunnel now owns the backend connection
+
+	// Timing points of the attempt for the access log and traces: when it
+	// started, when its new connection was open (zero: a pooled one was
+	// used), when the answer's head came, and when it failed. The event
+	// loop takes them from its wake-up clock, free; the goroutine engine
+	// reads the clock for head only when timed (someone wants the line).
+	timed     bool
+	start     time.Time
+	connected time.Time
+	head      time.Time
+	end       time.Time
+}
+
+// startAttempt begins an attempt at now: its deadline and timing points.
+func (fw *forwarding) startAttempt(now time.Time) {
+	fw.deadline = now.Add(fw.timeout)
+	fw.start, fw.connected, fw.head, fw.end = now, time.Time{}, time.Time{}, time.Time{}
+}
+
+// failedAt is when the attempt failed: what the engine noted, else now
+// when somebody wants the line (a failure is no hot path).
+func (fw *forwarding) failedAt() time.Time {
+	if fw.end.IsZero() && fw.timed {
+		return time.Now()
+	}
+	return fw.end
+}
+
+// noteAttempt adds the attempt on member i, which ended with outcome at
+// end (zero: not measured), to x's access record.
+func (x *exchange) noteAttempt(i int, outcome uint8, status int, end time.Time) {
+	rec, fw := &x.rec, &x.fw
+	n := rec.nTried
+	rec.nTried++
+	if n == 0 && !fw.start.IsZero() {
+		rec.attemptsFrom = max(fw.start.Sub(rec.start), 0)
+	}
+	var a attemptRecord
+	a.outcome, a.status = outcome, status
+	if i >= 0 && i < len(x.p.ups) {
+		a.backend = x.p.ups[i].be.Address()
+	}
+	if !end.IsZero() && !fw.start.IsZero() {
+		a.took = max(end.Sub(fw.start), 1)
+	}
+	if !fw.start.IsZero() {
+		a.from = max(fw.start.Sub(rec.start), 0)
+	}
+	switch {
+	case !fw.connected.IsZero():
+		a.newConn, a.connect = true, max(fw.connected.Sub(fw.start), 0)
+	case outcome == outcomeConnectError || outcome == outcomeConnectTimeout:
+		a.newConn, a.connect = true, a.took
+	}
+	rec.newConn, rec.connect, rec.ttfb = a.newConn, a.connect, 0
+	if outcome == outcomeAnswered && !end.IsZero() {
+		rec.ttfb = max(end.Sub(rec.start), 1)
+	}
+	if n < maxTried {
+		rec.tried[n] = a
+	}
+}
+
+// attemptOutcome names how a failed attempt ended, for its entry in the
+// access line's tried: finer than the reason of upstream_errors_total (a
+// connect that timed out, not just "connect").
+func attemptOutcome(err error, status, why int) uint8 {
+	switch {
+	case status == statusClientClosed:
+		return outcomeClientGone
+	case why == reasonConnect && errors.Is(err, fasthttp.ErrDialTimeout):
+		return outcomeConnectTimeout
+	case why == reasonConnect:
+		return outcomeConnectError
+	case why == reasonTimeout:
+		return outcomeResponseTimeout
+	case why == reasonReset:
+		return outcomeReset
+	case why == reasonLimit:
+		return outcomeLimit
+	}
+	return outcomeOther
 }
 
 // refuseHead answers a request fasthttp's server refused before the

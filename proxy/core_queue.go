@@ -222,7 +222,7 @@ func (l *httpListener) slotted(x *exchange, i int, now time.Time) int {
 	x.p.pool.Acquire(i)
 	x.member = i
 	x.slot = true
-	x.fw.deadline = now.Add(x.fw.timeout)
+	x.fw.startAttempt(now)
 	return i
 }
 

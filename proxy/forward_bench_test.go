@@ -47,13 +47,12 @@ func newForwardRig(tb testing.TB, backends int, accessLog bool) *forwardRig {
 		l = hl
 	}
 	if accessLog {
-		l.log = &AccessLog{lines: make(chan *[]byte, accessLogQueue), free: make(chan *[]byte, accessLogQueue)}
+		l.log = &AccessLog{writes: true, lines: make(chan *logLine, accessLogQueue), free: make(chan *logLine, accessLogQueue)}
 		// A full free list, as a long-running writer has: the test measures
 		// the request path, not how fast a loaded machine schedules the
 		// writer goroutine.
 		for range accessLogQueue / 2 {
-			b := make([]byte, 0, 512)
-			l.log.free <- &b
+			l.log.free <- &logLine{b: make([]byte, 0, 1024)}
 		}
 		go func() {
 			for b := range l.log.lines {

@@ -141,7 +141,8 @@ func (l *httpListener) forward(ctx *fasthttp.RequestCtx, u *poolBackend, p *pool
 			// response_timeout runs from the connect, as in the event
 			// loop: the dial had connect_timeout of its own.
 			dc.fresh = false
-			fw.deadline = time.Now().Add(fw.timeout)
+			fw.connected = time.Now()
+			fw.deadline = fw.connected.Add(fw.timeout)
 		}
 	}
 	if err = conn.SetDeadline(fw.deadline); err != nil {
@@ -192,6 +193,9 @@ func (l *httpListener) forward(ctx *fasthttp.RequestCtx, u *poolBackend, p *pool
 		hc.ReleaseReader(br)
 		hc.CloseConn(cc)
 		return err
+	}
+	if fw.timed {
+		fw.head = time.Now() // the access line's ttfb
 	}
 	ensureDate(&resp.Header)
 	status := resp.StatusCode()
@@ -677,6 +681,7 @@ func (b *upstreamBody[C]) logAtEnd(log *AccessLog, rec accessRecord) {
 	buf = append(buf, rec.method...)
 	buf = append(buf, rec.host...)
 	buf = append(buf, rec.path...)
+	buf = append(buf, rec.userAgent...)
 	b.logBuf = buf
 	i := 0
 	take := func(n int) []byte { s := buf[i : i+n : i+n]; i += n; return s }
@@ -684,6 +689,7 @@ func (b *upstreamBody[C]) logAtEnd(log *AccessLog, rec accessRecord) {
 	b.rec.method = take(len(rec.method))
 	b.rec.host = take(len(rec.host))
 	b.rec.path = take(len(rec.path))
+	b.rec.userAgent = take(len(rec.userAgent))
 }
 
 // liveSet tracks a listener's exchanges that outlive their handler: streamed

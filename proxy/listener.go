@@ -396,10 +396,11 @@ type httpListener struct {
 	server   *fasthttp.Server
 	ids      *requestid.Generator
 	log      *AccessLog
-	h2       *h2Engine     // serves connections that open with the HTTP/2 preface
-	done     chan struct{} // closed when Serve returned
-	live     liveSet       // streamed bodies and tunnels (goengine_stream.go)
-	pipes    splice.Pool   // pipes of spliced response bodies (goengine_splice.go)
+	tracing  *atomic.Pointer[tracer] // the Proxy's (core_trace.go); nil: off
+	h2       *h2Engine               // serves connections that open with the HTTP/2 preface
+	done     chan struct{}           // closed when Serve returned
+	live     liveSet                 // streamed bodies and tunnels (goengine_stream.go)
+	pipes    splice.Pool             // pipes of spliced response bodies (goengine_splice.go)
 	logger   *slog.Logger
 	panics   prometheus.Counter     // panics_total{listener}
 	goAways  *prometheus.CounterVec // http2_goaway_total{listener}, by code

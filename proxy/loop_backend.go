@@ -49,6 +49,7 @@ func (lp *evLoop) sendTo(x *lexch, i int) bool {
 	if err == nil {
 		return false // the answer comes to backendRead
 	}
+	x.x.fw.end = lp.at()
 	if !l.attempted(ctx, &x.x, i, err) {
 		l.end(ctx, &x.x)
 		lp.respond(x)
@@ -80,6 +81,9 @@ func (lp *evLoop) send(x *lexch, i int) error {
 	}
 	c := x.client
 	b.peer, c.peer = c, b
+	if !b.reused && !b.connecting {
+		x.x.fw.connected = lp.at()
+	}
 	if b.connecting {
 		lp.arm(b, tBackendConnect, lu.connect)
 		return nil
@@ -246,6 +250,7 @@ func (lp *evLoop) backendEvent(b *lconn, ev uint32) {
 		}
 		b.connecting = false
 		if b.peer != nil {
+			b.peer.x.x.fw.connected = lp.at()
 			lp.arm(b, tBackendResponse, b.peer.x.x.fw.timeout)
 			if !lp.flushBackend(b) {
 				return
@@ -374,6 +379,7 @@ func (lp *evLoop) backendFailed(b *lconn, err error) {
 	}
 	l := lp.l
 	ctx := &x.ctx
+	x.x.fw.end = lp.at()
 	if l.attempted(ctx, &x.x, x.x.member, err) {
 		x.freshRetry = false
 		lp.attempt(x)

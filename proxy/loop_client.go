@@ -55,6 +55,7 @@ func (lp *evLoop) abandon(c *lconn) {
 				x.x.rec.reason = "client_gone"
 			}
 		} else {
+			x.x.fw.end = lp.at()
 			lp.l.attemptAbandoned(ctx, &x.x)
 		}
 	}

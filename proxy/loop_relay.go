@@ -84,6 +84,7 @@ func (lp *evLoop) backendData(b, c *lconn, data []byte) bool {
 			// X-Request-ID, so the head reads as the goroutine engine's.
 			resp.Header.SetContentLength(-1)
 		}
+		x.x.fw.head = lp.at()
 		l.attempted(&x.ctx, &x.x, member, nil)
 		x.x.p.pool.Acquire(member) // busy until the body ends, as a stream
 		if x.x.clientClose || lp.draining || c.closeAfter {

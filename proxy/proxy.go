@@ -86,6 +86,9 @@ type Proxy struct {
 	// waits for them too.
 	retiring sync.WaitGroup
 	closed   bool
+	// tracing is the running OpenTelemetry tracer, nil when off
+	// (core_trace.go).
+	tracing atomic.Pointer[tracer]
 }
 
 // generation is one applied config: its pools and the context of its
@@ -197,6 +200,7 @@ func (p *Proxy) apply(cfg *config.Config) error {
 	for key, u := range newUps {
 		p.poolBackends[key] = u
 	}
+	p.applyTracing(cfg.Tracing) // core_trace.go
 	for _, pol := range gen.jwts {
 		go pol.Run(ctx)
 	}
@@ -358,6 +362,7 @@ func (p *Proxy) newHTTPListener(lc *config.Listener, ln net.Listener) *httpListe
 		ln:       cl,
 		ids:      p.ids,
 		log:      p.opts.AccessLog,
+		tracing:  &p.tracing,
 		done:     make(chan struct{}),
 	}
 	l.server = &fasthttp.Server{
@@ -480,6 +485,9 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	}
 	if g := p.gen.Load(); g != nil {
 		g.cancel()
+	}
+	if t := p.tracing.Swap(nil); t != nil {
+		_ = t.shutdown(ctx) // export what is queued
 	}
 	for _, u := range p.poolBackends {
 		u.hc.CloseIdleConnections()

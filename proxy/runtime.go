@@ -228,15 +228,20 @@ type poolRuntime struct {
 
 	retriesTotal prometheus.Counter
 	keyMissing   prometheus.Counter
-	errs         [][numReasons]prometheus.Counter // per member
-	noBackend    prometheus.Counter
+	// stats are the metric children of the routes to this pool, on
+	// every listener (status.go sums them per backend).
+	stats     []*routeStats
+	errs      [][numReasons]prometheus.Counter // per member
+	noBackend prometheus.Counter
 }
 
-// routeStats are a route's metric children for one listener and pool.
+// routeStats are a route's metric children.
 type routeStats struct {
-	duration  prometheus.Observer
 	requests  [][5]prometheus.Counter // per member, per code class
 	noBackend [5]prometheus.Counter   // answered without a backend (backend="")
+	// durations are request_duration_seconds per member, then the one of
+	// answers without a backend (backend="").
+	durations []*metrics.Duration
 }
 
 // route is one compiled [[listener.route]].
@@ -262,16 +267,19 @@ type listenerRuntime struct {
 	notFound [5]prometheus.Counter // pool="" backend=""
 }
 
-func bindRouteStats(m *metrics.Metrics, listener string, p *poolRuntime) *routeStats {
+func bindRouteStats(m *metrics.Metrics, listener, route string, p *poolRuntime) *routeStats {
 	s := &routeStats{
-		duration: m.RequestDuration.WithLabelValues(listener, p.name),
-		requests: make([][5]prometheus.Counter, len(p.ups)),
+		requests:  make([][5]prometheus.Counter, len(p.ups)),
+		durations: make([]*metrics.Duration, len(p.ups)+1),
 	}
 	for i, u := range p.ups {
 		for c, class := range metrics.CodeClasses {
 			s.requests[i][c] = m.RequestsTotal.WithLabelValues(listener, p.name, u.be.Address(), class)
 		}
+		s.durations[i] = m.RequestDuration.With(listener, p.name, route, u.be.Address())
 	}
+	s.durations[len(p.ups)] = m.RequestDuration.With(listener, p.name, route, "")
+	p.stats = append(p.stats, s)
 	for c, class := range metrics.CodeClasses {
 		s.noBackend[c] = m.RequestsTotal.WithLabelValues(listener, p.name, "", class)
 	}
@@ -296,4 +304,15 @@ func (rt *listenerRuntime) trusts(a netip.Addr) bool {
 		}
 	}
 	return false
+}
+
+// observe counts a request of the route that took d, ended at now, in
+// request_duration_seconds, for member (-1: answered without a backend),
+// with the request's ID as the exemplar when its bucket's turn came. It
+// allocates nothing.
+func (s *routeStats) observe(member int, d time.Duration, id []byte, now time.Time) {
+	if member < 0 || member >= len(s.durations)-1 {
+		member = len(s.durations) - 1
+	}
+	s.durations[member].Observe(d, id, now)
 }

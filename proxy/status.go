@@ -89,6 +89,16 @@ type BackendStatus struct {
 	LastError    string    `json:"last_check_error,omitempty"`
 	LastCheck    time.Time `json:"last_check,omitzero"`
 	LastChange   time.Time `json:"last_change,omitzero"`
+	// CheckHistory is the results of the last active checks (up to 20),
+	// oldest first: '+' passed, '-' failed.
+	CheckHistory string `json:"check_history,omitempty"`
+	// Requests counts the requests and gRPC calls whose final attempt
+	// went to this backend, on every route to the pool, and
+	// LatencySum their durations in seconds (request_duration_seconds'
+	// count and sum, as long as the routes exist): a reader's rates and
+	// mean latency come from two samples.
+	Requests   uint64  `json:"requests"`
+	LatencySum float64 `json:"latency_seconds_sum"`
 }
 
 // Status returns the live state of listeners, pools and backends, with cs
@@ -153,6 +163,14 @@ func memberStatus(pr *poolRuntime, i int, checks []health.TargetStatus) BackendS
 	if i < len(checks) {
 		c := checks[i]
 		bs.LastResult, bs.LastError, bs.LastCheck, bs.LastChange = c.LastResult, c.LastError, c.LastCheck, c.LastChange
+		bs.CheckHistory = c.History
+	}
+	for _, s := range pr.stats {
+		if i < len(s.durations) {
+			n, sum := s.durations[i].CountSum()
+			bs.Requests += n
+			bs.LatencySum += sum
+		}
 	}
 	return bs
 }

@@ -42,7 +42,11 @@ func (p *Proxy) applyTCP(lc *config.Listener, gen *generation, ln net.Listener) 
 		old = l.srv
 		l.name = lc.Name
 	}
-	srv := tcp.NewServer(tcp.OptionsFor(lc, l.ln, p.opts.Metrics, p.opts.Logger), up)
+	opts := tcp.OptionsFor(lc, l.ln, p.opts.Metrics, p.opts.Logger)
+	if p.opts.AccessLog != nil {
+		opts.SessionLog = p.opts.AccessLog // a line per session (core_accesslog.go)
+	}
+	srv := tcp.NewServer(opts, up)
 	if old != nil {
 		// Sessions of the old server go on until they end: a reload never
 		// cuts a database connection. The new server takes them over, so

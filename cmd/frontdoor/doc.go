@@ -3,6 +3,8 @@
 //	frontdoor -config FILE           run
 //	frontdoor -check -config FILE    validate FILE, print every error with its line, exit 0 or 1
 //	frontdoor -version               print the version
+//	frontdoor ctl ...                drive the admin write endpoints (ctl.go)
+//	frontdoor tail [filters]         follow the access log live (tail.go)
 //
 // Signals:
 //

@@ -30,6 +30,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "ctl" {
 		return runCtl(args[1:], stdout, stderr) // ctl.go
 	}
+	if len(args) > 0 && args[0] == "tail" {
+		return runTail(args[1:], stdout, stderr) // tail.go
+	}
 	fs := flag.NewFlagSet("frontdoor", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	configPath := fs.String("config", "/etc/frontdoor/frontdoor.toml", "config file")
@@ -163,19 +166,16 @@ func serve(cfg *config.Config, path string, stderr io.Writer) error {
 	m.ConfigReloads.WithLabelValues("failure")
 
 	logCtx, stopLog := context.WithCancel(context.Background())
-	var access *proxy.AccessLog
-	if cfg.Log.Access != "off" {
-		access, err = proxy.NewAccessLog(logCtx, cfg.Log.Access, m.AccessLogDropped.Inc, logger)
-		if err != nil {
-			stopLog()
-			return err
-		}
+	// With log.access = "off" the log writes nothing and formats lines
+	// only while somebody follows /logs.
+	access, err := proxy.NewAccessLog(logCtx, cfg.Log.Access, m.AccessLogDropped.Inc, logger)
+	if err != nil {
+		stopLog()
+		return err
 	}
 	defer func() {
 		stopLog()
-		if access != nil {
-			<-access.Done()
-		}
+		<-access.Done()
 	}()
 
 	d := &daemon{
@@ -258,6 +258,7 @@ func (d *daemon) startAdmin(bind string) (*metrics.Admin, error) {
 		Status:   func() any { return d.px.Status(d.state.snapshot()) },
 		Control:  d.px,
 		Token:    d.adminToken,
+		Logs:     d.access,
 		Logger:   d.logger,
 	})
 	if err != nil {

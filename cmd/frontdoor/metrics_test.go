@@ -102,7 +102,7 @@ func TestMetricsPassPromtool(t *testing.T) {
 	for _, series := range []string{
 		`frontdoor_requests_total{backend="` + live.addr + `",code="2xx",listener="web",pool="app"}`,
 		`frontdoor_requests_total{backend="",code="4xx",listener="web",pool=""}`,
-		`frontdoor_request_duration_seconds_count{listener="web",pool="app"}`,
+		`frontdoor_request_duration_seconds_count{backend="` + live.addr + `",listener="web",pool="app",route="app.test/"}`,
 		`frontdoor_backend_up{backend="` + live.addr + `",pool="app"}`,
 		`frontdoor_backend_in_flight{backend="` + dead + `",pool="app"}`,
 		`frontdoor_upstream_errors_total{backend="` + dead + `",pool="app",reason="connect"}`,

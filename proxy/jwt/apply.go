@@ -30,6 +30,15 @@ const maxVictims = 8
 // reason's WWWAuthenticate header and must not forward the request. It
 // allocates nothing on a cache hit. req must not be used concurrently by another goroutine.
 func (p *Policy) ApplyFast(req *fasthttp.Request, now time.Time) Reason {
+	r, _ := p.ApplySubject(req, now)
+	return r
+}
+
+// ApplySubject is ApplyFast that also returns the verified token's sub
+// claim (nil when the token has none or was not Valid), for the access
+// log. The caller must not modify the subject; it stays valid after the
+// request.
+func (p *Policy) ApplySubject(req *fasthttp.Request, now time.Time) (Reason, []byte) {
 	h := &req.Header
 	if len(p.forward) > 0 {
 		p.removeForwardedFast(h)
@@ -61,7 +70,7 @@ func (p *Policy) ApplyFast(req *fasthttp.Request, now time.Time) Reason {
 	}
 	if r != Valid {
 		p.rejected[r].Inc()
-		return r
+		return r, nil
 	}
 	for i := range p.forward {
 		if v := e.values[i]; v != nil {
@@ -76,7 +85,7 @@ func (p *Policy) ApplyFast(req *fasthttp.Request, now time.Time) Reason {
 		}
 	}
 	p.verified.Inc()
-	return Valid
+	return Valid, e.sub
 }
 
 // limit checks a token's length n and how many times its header or cookie

@@ -15,6 +15,9 @@ type entry struct {
 	// absent (the header is then not set). str holds the same as strings.
 	values [][]byte
 	str    []string
+	// sub is the token's sub claim when it is a string, for the access
+	// log; nil otherwise.
+	sub []byte
 }
 
 // cache is a bounded, lock-free set of verified tokens: a power-of-two array

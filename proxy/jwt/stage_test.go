@@ -297,3 +297,26 @@ func TestReasons(t *testing.T) {
 		t.Errorf("Expired WWW-Authenticate %q", got)
 	}
 }
+
+// TestApplySubject: the verified token's sub claim comes back for the
+// access log, from the verification and from the cache; a rejected token
+// gives none.
+func TestApplySubject(t *testing.T) {
+	t.Parallel()
+	k := keys(t)
+	p := hmacPolicy(t, "sub", nil)
+	good := sign(t, jwtlib.SigningMethodHS256, "", k.hmac, goodClaims("alice"))
+	bad := sign(t, jwtlib.SigningMethodHS256, "", []byte(strings.Repeat("x", 32)), goodClaims("mallory"))
+	for range 2 { // verified, then cached
+		var req fasthttp.Request
+		req.Header.Set("Authorization", "Bearer "+good)
+		if r, sub := p.ApplySubject(&req, testNow); r != Valid || string(sub) != "alice" {
+			t.Fatalf("ApplySubject = %v, %q; want Valid, alice", r, sub)
+		}
+	}
+	var req fasthttp.Request
+	req.Header.Set("Authorization", "Bearer "+bad)
+	if r, sub := p.ApplySubject(&req, testNow); r != BadSignature || sub != nil {
+		t.Fatalf("ApplySubject = %v, %q; want BadSignature, nil", r, sub)
+	}
+}

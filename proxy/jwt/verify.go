@@ -109,6 +109,9 @@ func (p *Policy) verify(tok string, ks *keySet, now time.Time) (*entry, Reason) 
 		}
 	}
 	e := &entry{token: tok, fp: ks.fp, deadline: deadline}
+	if sub, ok := claims["sub"].(string); ok {
+		e.sub = []byte(sub)
+	}
 	if len(p.forward) > 0 {
 		e.values = make([][]byte, len(p.forward))
 		e.str = make([]string, len(p.forward))

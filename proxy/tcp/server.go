@@ -63,6 +63,9 @@ type Options struct {
 	Metrics *metrics.Metrics
 	// Logger receives errors of the Server; nil discards them.
 	Logger *slog.Logger
+	// SessionLog, if set, receives a record of every session when it
+	// closes (the access log's tcp lines).
+	SessionLog SessionLogger
 }
 
 // OptionsFor returns the Options of a tcp listener from its config.

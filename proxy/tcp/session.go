@@ -47,6 +47,11 @@ type session struct {
 	runDownFn    func()
 	handleFn     func()
 
+	// rec is the session's access record (sessionlog.go); firstEnd how
+	// its first direction ended (noteEnd).
+	rec      SessionRecord
+	firstEnd atomic.Int32
+
 	// PROXY protocol header in and out.
 	buf    [proxyBufLen]byte
 	hdr    proxyHeader
@@ -73,6 +78,8 @@ func (ss *session) reset() {
 	ss.up.reset()
 	ss.down.reset()
 	ss.hdr, ss.hdrErr = proxyHeader{}, nil
+	ss.rec = SessionRecord{}
+	ss.firstEnd.Store(0)
 }
 
 // handle runs a session from accept to close, then returns it to the pool.
@@ -84,6 +91,7 @@ func (ss *session) handle() {
 }
 
 func (s *Server) finish(ss *session) {
+	s.logEnd(ss)
 	_ = ss.client.Close()
 	if b := ss.backend.Load(); b != nil {
 		_ = b.Close()
@@ -99,13 +107,17 @@ func (ss *session) serve() {
 	ss.idle, ss.refreshEvery = s.idle, s.refresh
 	client, isTCP := ss.client.(*net.TCPConn)
 	src, dst := addrPort(ss.client.RemoteAddr()), addrPort(ss.client.LocalAddr())
+	ss.rec.Client = src
 	if s.opts.AcceptProxy {
 		if !isTCP || !ss.readProxyHeader(client) {
 			s.rejectedProxy.Inc()
+			ss.rec.End = "proxy_protocol"
 			return
 		}
 		if !ss.hdr.local {
+			ss.rec.Peer = src
 			src, dst = ss.hdr.src, ss.hdr.dst
+			ss.rec.Client = src
 		}
 	}
 	up := s.upstream
@@ -118,6 +130,7 @@ func (ss *session) serve() {
 		hdr := appendProxyHeader(ss.buf[:0], up.sendProxy, src, dst)
 		if _, err := backend.Write(hdr); err != nil {
 			ss.member.errs[reasonReset].Inc()
+			ss.rec.End = "backend_reset"
 			return
 		}
 	}
@@ -147,6 +160,7 @@ func (ss *session) connect(up *boundUpstream, key uint64) *net.TCPConn {
 		i := up.up.Pool.PickAcquire(key, tried)
 		if i < 0 {
 			up.noBackend.Inc()
+			ss.rec.End = "no_backend"
 			return nil
 		}
 		if attempt > 0 {
@@ -155,7 +169,9 @@ func (ss *session) connect(up *boundUpstream, key uint64) *net.TCPConn {
 		tried |= 1 << (uint(i) % 64)
 		m := &up.members[i]
 		c, err := up.dial(s.ctx, i)
+		ss.noteAttempt(m.address, err)
 		if err == nil {
+			ss.rec.End = ""
 			ss.member = m
 			ss.pool, ss.memberIdx = up.up.Pool, i
 			ss.backend.Store(c)
@@ -168,7 +184,9 @@ func (ss *session) connect(up *boundUpstream, key uint64) *net.TCPConn {
 			return c
 		}
 		up.up.Pool.Release(i)
+		ss.rec.End = "connect"
 		if s.ctx.Err() != nil {
+			ss.rec.End = "closed"
 			return nil // Close, not the backend's fault
 		}
 		m.errs[reasonConnect].Inc()
@@ -215,6 +233,7 @@ func (ss *session) runDown() {
 // towards the destination, a reset becomes a reset of the other socket, and
 // anything else closes both.
 func (h *half) finish(end int) {
+	h.s.noteEnd(end, h.fromBackend)
 	h.t.Release()
 	h.flush()
 	switch end {
@@ -255,6 +274,7 @@ func (ss *session) copyGeneric(backend *net.TCPConn) {
 	go func() {
 		defer ss.wg.Done()
 		n, _ := io.Copy(client, backend)
+		ss.down.moved = n
 		ss.srv.bytesDown.Add(float64(n))
 		ss.srv.copied.Add(n)
 		if cw, ok := client.(interface{ CloseWrite() error }); ok {
@@ -264,6 +284,7 @@ func (ss *session) copyGeneric(backend *net.TCPConn) {
 		}
 	}()
 	n, _ := io.Copy(backend, client)
+	ss.up.moved = n
 	ss.srv.bytesUp.Add(float64(n))
 	ss.srv.copied.Add(n)
 	_ = backend.CloseWrite()
