@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"slices"
@@ -56,23 +57,49 @@ func TestParity(t *testing.T) {
 		}
 		names[tc.name] = true
 	}
-	for name := range knownDivergences {
-		if !names[name] {
-			t.Errorf("knownDivergences names no case: %q", name)
+	for list, m := range map[string][]string{
+		"knownDivergences": slices.Collect(maps.Keys(knownDivergences)),
+		"notHTTP2":         slices.Collect(maps.Keys(notHTTP2)),
+		"h2Divergences":    slices.Collect(maps.Keys(h2Divergences)),
+	} {
+		for _, name := range m {
+			if !names[name] {
+				t.Errorf("%s names no case: %q", list, name)
+			}
+		}
+	}
+	for name := range h2Divergences {
+		if _, ok := notHTTP2[name]; ok {
+			t.Errorf("%q is in notHTTP2 and in h2Divergences", name)
 		}
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
+			_, skipH2 := notHTTP2[tc.name]
+			if !skipH2 {
+				if _, err := h2RequestOf(tc.req); err != nil {
+					t.Fatalf("the request has no HTTP/2 form (%v): list the case in notHTTP2 with the reason", err)
+				}
+			}
 			var runs []*parityRun
 			for _, e := range parityEngines {
 				runs = append(runs, startParityRun(t, tc, e.name, e.goroutineOnly))
 			}
+			var h2 *parityRun
+			if !skipH2 {
+				// HTTP/2 connections reach the HTTP/2 engine from the
+				// event loop, as in production.
+				h2 = startParityRun(t, tc, "h2", false)
+			}
 			// The slow parts (timeouts, the wait for a close, the drain)
-			// of both runs overlap.
+			// of the runs overlap.
 			var wg sync.WaitGroup
 			for _, r := range runs {
 				wg.Go(r.exchange)
+			}
+			if h2 != nil {
+				wg.Go(h2.exchangeH2)
 			}
 			wg.Wait()
 			var problems []string
@@ -91,6 +118,25 @@ func TestParity(t *testing.T) {
 				t.Errorf("%s", strings.Join(problems, "\n"))
 			case known:
 				t.Errorf("stale entry in knownDivergences: both engines now meet the expectation and agree; delete it (%s)", reason)
+			}
+			if h2 == nil {
+				return
+			}
+			h2.collect(t)
+			for _, d := range h2Divergences[tc.name] {
+				if d.undo(runs[0], h2) {
+					t.Logf("known HTTP/2 divergence: %s", d.what)
+				} else {
+					t.Errorf("stale entry in h2Divergences: the HTTP/2 engine no longer shows this defect here; delete it from the case (%s)", d.what)
+				}
+			}
+			problems = nil
+			for _, p := range tc.want.check(h2) {
+				problems = append(problems, "h2: "+p)
+			}
+			problems = append(problems, h2Differences(runs[0], h2)...)
+			if len(problems) > 0 {
+				t.Errorf("%s\nh2 frames:\n%s", strings.Join(problems, "\n"), h2.answer.raw)
 			}
 		})
 	}
@@ -114,7 +160,8 @@ type parityRun struct {
 	records  []parityRecord
 	logErr   error
 	series   []string
-	received [][]string
+	received [][]string // per backend: parityBackend.received
+	heads    [][]string // per backend: parityBackend.heads
 }
 
 // startParityRun starts tc's backends and a proxy in front of them.
@@ -187,6 +234,7 @@ func (r *parityRun) collect(t *testing.T) {
 	r.series = paritySeries(t, r.p.reg, r.addrs)
 	for _, b := range r.backends {
 		r.received = append(r.received, b.received(r.id))
+		r.heads = append(r.heads, b.heads(r.id))
 	}
 }
 
@@ -230,6 +278,7 @@ func differences(a, b *parityRun) []string {
 	diff("the access log", recs(a), recs(b))
 	diff("the metrics", strings.Join(a.series, ", "), strings.Join(b.series, ", "))
 	diff("what the backends received", fmt.Sprintf("%q", a.received), fmt.Sprintf("%q", b.received))
+	diff("the heads the backends received", fmt.Sprintf("%q", a.heads), fmt.Sprintf("%q", b.heads))
 	return out
 }
 
@@ -314,9 +363,19 @@ func (w *parityWant) check(r *parityRun) []string {
 		framing = "length"
 		has = append(has, "Content-Type: text/plain; charset=utf-8")
 	}
-	if w.closed {
+	closed := w.closed
+	switch {
+	case a.h2:
+		// An HTTP/2 answer ends its stream, never the connection (RFC
+		// 9113 8.1); it has no Connection field (8.2.2) and its body no
+		// framing of its own: DATA frames, or none.
+		closed = false
+		if framing != "none" {
+			framing = "data"
+		}
+	case w.closed:
 		has = append(has, "Connection: close")
-	} else {
+	default:
 		lacks = append(lacks, "Connection")
 	}
 	if !w.free {
@@ -332,6 +391,9 @@ func (w *parityWant) check(r *parityRun) []string {
 	}
 	for _, h := range has {
 		name, value, _ := strings.Cut(h, ": ")
+		if a.h2 && strings.EqualFold(name, "Content-Length") && a.framing == "data" && len(a.get(name)) == 0 {
+			continue // optional in HTTP/2, where DATA frames end the body (RFC 9113 8.1.1)
+		}
 		if got, ok := a.one(name); !ok || got != value {
 			badf("header %s: %q, want %q once", name, a.get(name), value)
 		}
@@ -350,14 +412,28 @@ func (w *parityWant) check(r *parityRun) []string {
 	for _, h := range a.trailers {
 		trailers = append(trailers, h.name+": "+h.value)
 	}
-	if !slices.Equal(trailers, w.trailers) {
-		badf("trailers %q, want %q", trailers, w.trailers)
+	wantTrailers := w.trailers
+	if a.h2 {
+		wantTrailers = nil
+		for _, h := range w.trailers {
+			name, value, _ := strings.Cut(h, ": ")
+			wantTrailers = append(wantTrailers, strings.ToLower(name)+": "+value)
+		}
 	}
-	if a.closed != w.closed {
-		badf("connection closed after the answer: %v, want %v", a.closed, w.closed)
+	if !slices.Equal(trailers, wantTrailers) {
+		badf("trailers %q, want %q", trailers, wantTrailers)
+	}
+	if a.closed != closed {
+		badf("connection closed after the answer: %v, want %v", a.closed, closed)
 	}
 	if len(a.extra) > 0 {
 		badf("bytes after the answer: %q", a.extra)
+	}
+	for _, p := range a.wire {
+		badf("HTTP/2 framing: %s", p)
+	}
+	if len(a.interim) > 0 {
+		badf("interim answers %v relayed, want none (the HTTP/1.1 engines drop them)", a.interim)
 	}
 
 	// The record.
