@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -28,12 +29,17 @@ import (
 // reason; the test logs it instead of failing. An entry whose case passes
 // fails the test, so the list cannot rot.
 
-// knownDivergences are the cases in which the engines may differ, by name,
-// with the reason. None today: the twelve defects the suite found when it
-// was written (header order, Date, trailers, the retried answer, Connection:
-// close on frontdoor's own answers, the time, ID and fields of error
-// records, the h2c route) are fixed in the core, for both engines.
-var knownDivergences = map[string]string{}
+// knownDivergences are the cases in which the engines may differ or miss
+// the expectation, by name, with the reason: an intended difference, or a
+// defect found and not fixed yet. The twelve defects the suite found when
+// it was written (header order, Date, trailers, the retried answer,
+// Connection: close on frontdoor's own answers, the time, ID and fields of
+// error records, the h2c route) are fixed in the core, for both engines.
+var knownDivergences = map[string]string{
+	"404 no route, HEAD": "defect of the core, both engines: the record of frontdoor's own answer to HEAD says " +
+		"bytes_out=62, the length of the body it does not send (finish falls back on len(ctx.Response.Body())); " +
+		"\"200 HEAD\" (a backend's answer) logs 0, and README says bytes_out counts the bytes really sent",
+}
 
 // parityEngines are the two ways a listener serves plain HTTP/1.1. "loop"
 // is a listener with event loops, which hand what they do not serve (a
@@ -103,10 +109,12 @@ func TestParity(t *testing.T) {
 			}
 			wg.Wait()
 			var problems []string
+			checked := map[string]bool{} // the event loop's problems
 			for _, r := range runs {
 				r.collect(t)
 				for _, p := range tc.want.check(r) {
 					problems = append(problems, r.engine+": "+p)
+					checked[r.engine+": "+p] = true
 				}
 			}
 			problems = append(problems, differences(runs[0], runs[1])...)
@@ -132,6 +140,9 @@ func TestParity(t *testing.T) {
 			}
 			problems = nil
 			for _, p := range tc.want.check(h2) {
+				if known && checked["loop: "+p] {
+					continue // a known defect of the core shows in every engine: listed once
+				}
 				problems = append(problems, "h2: "+p)
 			}
 			problems = append(problems, h2Differences(runs[0], h2)...)
@@ -362,6 +373,12 @@ func (w *parityWant) check(r *parityRun) []string {
 		wantBody += " (request " + id + ")\n"
 		framing = "length"
 		has = append(has, "Content-Type: text/plain; charset=utf-8")
+		if strings.HasPrefix(r.tc.req, "HEAD ") {
+			// The answer to HEAD has the length of the GET's, and no
+			// body (RFC 9110 9.3.2).
+			has = append(has, "Content-Length: "+strconv.Itoa(len(wantBody)))
+			wantBody, framing = "", "none"
+		}
 	}
 	closed := w.closed
 	switch {
