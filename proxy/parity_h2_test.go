@@ -73,21 +73,27 @@ type h2Defect struct {
 // does a listed defect that no longer shows (delete it then). The lead
 // fixes the engine (proxy/h2engine*.go) and removes the entries.
 var h2Divergences = map[string][]*h2Defect{
-	"200 chunked":               {h2InventedContentType},
-	"200 chunked with trailers": {h2InventedContentType, h2NoTrailers},
-	"200 close-delimited":       {h2InventedContentType},
-	"200 HEAD":                  {h2InventedContentType},
-	"204":                       {h2InventedContentType},
-	"304":                       {h2InventedContentType},
-	"200 POST with a body":      {h2InventedContentType},
-	"200 backend sent no Date":  {h2InventedContentType, h2NoDate},
-	"200 after a retry from a refused backend":                  {h2InventedContentType},
-	"200 backend asks to close":                                 {h2InventedContentType},
-	"200 after a 103 Early Hints":                               {h2InventedContentType},
-	"200 content-length, spliced body":                          {h2InventedContentType},
-	"404 no route, HEAD":                                        {h2NoDate, h2HeadBody},
-	"408 body never ends":                                       {h2NoBodyTimeout},
-	"404 no route":                                              {h2NoDate},
+	// Relayed answers.
+	"200 chunked":                     {h2InventedContentType},
+	"200 chunked with trailers":       {h2InventedContentType, h2NoTrailers},
+	"200 close-delimited":             {h2InventedContentType},
+	"200 HEAD":                        {h2InventedContentType},
+	"204":                             {h2InventedContentType},
+	"304":                             {h2InventedContentType},
+	"200 POST with a body":            {h2InventedContentType},
+	"200 POST with a body over 8 KiB": {h2InventedContentType},
+	"200 backend sent no Date":        {h2InventedContentType, h2NoDate},
+	"200 after a retry from a refused backend":  {h2InventedContentType},
+	"200 GET retried after a reset":             {h2InventedContentType},
+	"200 backend asks to close":                 {h2InventedContentType},
+	"200 after a 103 Early Hints":               {h2InventedContentType},
+	"200 content-length, spliced body":          {h2InventedContentType},
+	"502 POST reset before answer, not retried": {h2NoDate, h2OwnBytesOut},
+
+	// Answers frontdoor makes itself.
+	"404 no route":        {h2NoDate},
+	"404 no route, HEAD":  {h2NoDate, h2HeadBody},
+	"408 body never ends": {h2NoBodyTimeout},
 	"413 declared Content-Length over max_body_bytes":           {h2NoDate},
 	"413 declared Content-Length over max_body_bytes, streamed": {h2NoDate, h2ResetAfterReset},
 	"431 header block over max_header_bytes":                    {h2NoDate, h2Message431},
@@ -173,8 +179,9 @@ var (
 	}
 	h2ResetAfterReset = &h2Defect{
 		what: "after answering a request before its body ended (and resetting the stream NO_ERROR, RFC 9113 8.1), the " +
-			"engine answers the body's DATA that was already on its way with RST_STREAM STREAM_CLOSED, where RFC 9113 " +
-			"5.1 says to ignore frames on a stream it reset; the HTTP/1.1 engines send nothing after their answer",
+			"engine answers the body's DATA that was already on its way with RST_STREAM STREAM_CLOSED (data: the stream " +
+			"is released), where RFC 9113 5.1 says to ignore frames on a stream it reset; each such frame also spends a " +
+			"control-frame token (h2MaxControlPerSecond); the HTTP/1.1 engines send nothing after their answer",
 		undo: func(l, h *parityRun) bool {
 			rst := fmt.Appendf(nil, "RST_STREAM %v on stream %d;", http2.ErrCodeStreamClosed, h2AnsweredStream(h))
 			n := len(h.answer.extra)
@@ -215,8 +222,8 @@ var (
 		},
 	}
 	h2NoBodyTimeout = &h2Defect{
-		what: "a stream to an HTTP/1.1 pool whose request body never ends is never answered: read_timeout does not " +
-			"apply to it (expire skips h1 streams and nothing else times the body), so it holds its stream and the backend " +
+		what: "a stream to an HTTP/1.1 pool whose request body never ends is never answered: no deadline covers a " +
+			"request body (read_timeout is not applied; expire's response deadline skips h1 streams), so it holds its stream and the backend " +
 			"picked for it until the client leaves, and is then logged 499 client_gone with backend=b0 (which never saw " +
 			"it) while requests_total counts it with backend=\"\"; the HTTP/1.1 engines answer 408 after read_timeout " +
 			"and close (logging it unrouted with a new ID: they parse head and body as one; over HTTP/2 a routed 408 with " +
