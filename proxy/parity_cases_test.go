@@ -452,6 +452,70 @@ func parityCases(t *testing.T) []*parityCase {
 		},
 
 		{
+			name: "200 cookies both ways",
+			backends: []parityScript{{answer: parityAnswerOf("200 OK", "hello", "Content-Type: text/plain",
+				"Set-Cookie: a=1; Path=/", "Set-Cookie: b=2; HttpOnly", "Vary: Accept", "Vary: Cookie")}},
+			req: parityReq("GET", "/x", "Cookie: a=1; b=2; c=3", "Accept: text/plain"),
+			want: parityWant{
+				status: 200, body: "hello", framing: "length",
+				has:      []string{"Date: " + parityDate, "Content-Type: text/plain"},
+				rec:      routed("GET", "/x", "b0", "", 5),
+				metrics:  []string{requestsTotal("s", "0", "2xx")},
+				received: [][]string{{asReceived("GET", "/x")}},
+			},
+		},
+		{
+			name:     "200 path and query as sent",
+			backends: []parityScript{ok},
+			req:      parityReq("GET", "/a/./b/../c%2Fd;p?q=%41&r=a+b"),
+			want: parityWant{
+				status: 200, body: "hello", framing: "length", has: okHas,
+				rec:      routed("GET", "/a/c/d;p", "b0", "", 5),
+				metrics:  []string{requestsTotal("s", "0", "2xx")},
+				received: [][]string{{asReceived("GET", "/a/./b/../c%2Fd;p?q=%41&r=a+b")}},
+			},
+		},
+		{
+			// Above 8 KiB the event loop hands the request to the
+			// goroutine engine; the HTTP/2 engine buffers it whole.
+			name:     "200 POST with a body over 8 KiB",
+			backends: []parityScript{{answer: parityAnswerOf("201 Created", "made", "Location: /x/1")}},
+			req:      parityReq("POST", "/x", "Content-Type: text/plain", "\n"+patternString(20_000)),
+			want: parityWant{
+				status: 201, body: "made", framing: "length", has: []string{"Date: " + parityDate, "Location: /x/1"},
+				lacks:    []string{"Content-Type"},
+				rec:      parityRec{route: "/", host: parityHost, path: "/x", method: "POST", backend: "b0", bytesIn: 20_000, bytesOut: 4},
+				metrics:  []string{requestsTotal("s", "0", "2xx")},
+				received: [][]string{{asReceived("POST", "/x") + fmt.Sprintf(" body=%q", patternString(20_000))}},
+			},
+		},
+		{
+			// A POST that reached a backend is never sent again.
+			name:     "502 POST reset before answer, not retried",
+			retries:  1,
+			backends: []parityScript{{then: "reset"}, never},
+			req:      parityReq("POST", "/x", rid("post"), "\nhello"),
+			want: parityWant{
+				status: 502, fd: "backend failed", fdPool: true, id: "rid-post",
+				rec:      parityRec{reason: "reset", route: "/", host: parityHost, path: "/x", method: "POST", backend: "b0", bytesIn: 5},
+				metrics:  []string{requestsTotal("s", `""`, "5xx"), upstreamErrors("0", "reset")},
+				received: [][]string{{asReceived("POST", "/x") + ` body="hello"`}},
+			},
+		},
+		{
+			name:     "200 GET retried after a reset",
+			retries:  1,
+			backends: []parityScript{{then: "reset"}, {answer: parityAnswerOf("200 OK", "hello", "X-Parity: b1")}},
+			req:      parityReq("GET", "/x"),
+			want: parityWant{
+				status: 200, body: "hello", framing: "length", has: []string{"Date: " + parityDate, "X-Parity: b1"},
+				lacks:    []string{"Content-Type"},
+				rec:      routed("GET", "/x", "b1", "", 5),
+				metrics:  []string{requestsTotal("s", "1", "2xx"), retriedOnce, upstreamErrors("0", "reset")},
+				received: [][]string{{asReceived("GET", "/x")}, {asReceived("GET", "/x")}},
+			},
+		},
+		{
 			// A backend's 5xx is relayed and counts against it.
 			name:     "500 from the backend",
 			backends: []parityScript{{answer: parityAnswerOf("500 Internal Server Error", "oops", "Content-Type: text/plain")}},
@@ -562,6 +626,29 @@ func parityCases(t *testing.T) []*parityCase {
 			want: parityWant{
 				status: 408, fd: "request read timed out", closed: true,
 				rec:     parityRec{reason: "read_timeout"},
+				metrics: unrouted("4xx"),
+			},
+		},
+		{
+			name:        "408 body never ends",
+			readTimeout: "300ms",
+			backends:    []parityScript{never},
+			req:         "POST /x HTTP/1.1\r\nHost: " + parityHost + "\r\n" + rid("408b") + "\r\nContent-Length: 5\r\n\r\nab",
+			want: parityWant{
+				status: 408, fd: "request read timed out", closed: true,
+				rec:     parityRec{reason: "read_timeout"},
+				metrics: unrouted("4xx"),
+			},
+		},
+		{
+			name:     "404 no route, HEAD",
+			route:    `host = "known.test"`,
+			backends: []parityScript{never},
+			req:      parityReq("HEAD", "/x", rid("404h")),
+			want: parityWant{
+				status: 404, fd: "no route for this host and path", id: "rid-404h",
+				// bytes_out: no body is sent (knownDivergences).
+				rec:     parityRec{reason: "no_route", host: parityHost, path: "/x", method: "HEAD"},
 				metrics: unrouted("4xx"),
 			},
 		},

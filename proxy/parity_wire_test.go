@@ -39,6 +39,14 @@ type parityAnswer struct {
 	closed   bool   // the proxy closed the connection after the answer
 	extra    []byte // bytes that came after the answer
 	err      error  // the answer could not be read whole
+
+	// An HTTP/2 answer (parity_h2_test.go): raw is a transcript of its
+	// frames, framing "data" or "none", extra the frames after the
+	// stream's end; interim are the 1xx statuses before the answer, wire
+	// what in its frames breaks RFC 9113.
+	h2      bool
+	interim []int
+	wire    []string
 }
 
 // get returns the values of header name, in order.
@@ -313,6 +321,19 @@ func (b *parityBackend) received(id string) []string {
 			s += fmt.Sprintf(" body=%q", body)
 		}
 		out = append(out, maskIDs(s, id))
+	}
+	return out
+}
+
+// heads lists the request heads b received as fasthttp renders them
+// (names in canonical case, its order), IDs masked as in received; a
+// strict backend's are not kept.
+func (b *parityBackend) heads(id string) []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []string
+	for _, r := range b.seen {
+		out = append(out, maskIDs(r.Header.String(), id))
 	}
 	return out
 }
