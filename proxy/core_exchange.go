@@ -428,8 +428,10 @@ func (l *httpListener) finish(ctx *fasthttp.RequestCtx, rec *accessRecord, reqID
 		return end
 	}
 	rec.bytesOut = bytesOut
-	if bytesOut < 0 {
+	if bytesOut < 0 && !ctx.Request.Header.IsHead() {
 		rec.bytesOut = len(ctx.Response.Body())
+	} else if bytesOut < 0 {
+		rec.bytesOut = 0 // the answer to HEAD has no body
 	}
 	l.log.log(rec)
 	return end

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/valyala/fasthttp"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 )
@@ -59,6 +60,9 @@ type h2Conn struct {
 	// through across a boundary).
 	resets   h2Bucket
 	controls h2Bucket
+
+	dateBuf []byte
+	dateSec int64
 
 	goingAway  bool // GOAWAY sent: no new streams
 	closed     bool
@@ -436,16 +440,10 @@ func (c *h2Conn) data(f *http2.DataFrame) error {
 		if f.StreamID > c.maxID {
 			return c.goAwayErr(http2.ErrCodeProtocol, "DATA on an idle stream")
 		}
+		// A stream frontdoor answered and reset, or one the client
+		// ended: its late DATA is ignored (RFC 9113 5.1), its window
+		// given back.
 		c.consumed(nil, n)
-		// Each answer is a frame we write: counted as control frames.
-		if !c.control() {
-			return c.goAwayErr(http2.ErrCodeEnhanceYourCalm, "too many frames on closed streams")
-		}
-		if s != nil {
-			c.resetStream(s, http2.ErrCodeStreamClosed, "bad_request")
-		} else {
-			c.rst(f.StreamID, http2.ErrCodeStreamClosed)
-		}
 		return nil
 	}
 	s.recvWindow -= n
@@ -629,6 +627,16 @@ func (c *h2Conn) release(s *h2Stream) {
 	if c.open == 0 && c.goingAway {
 		c.closeLocked()
 	}
+}
+
+// date is the Date value for answers at the time of the last frame: one
+// formatting a second.
+func (c *h2Conn) date() []byte {
+	if sec := c.lastActive.Unix(); sec != c.dateSec || len(c.dateBuf) == 0 {
+		c.dateSec = sec
+		c.dateBuf = fasthttp.AppendHTTPDate(c.dateBuf[:0], c.lastActive)
+	}
+	return c.dateBuf
 }
 
 // recycle keeps an ended stream for reuse.

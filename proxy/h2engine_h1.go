@@ -5,6 +5,7 @@ import (
 	"io"
 
 	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 )
 
 // HTTP/2 streams to a pool that speaks HTTP/1.1: the request, body
@@ -92,6 +93,7 @@ func (s *h2Stream) h1Call(i int, gen uint32) {
 	}
 	l, ctx, x := c.l, &s.ctx, &s.x
 	s.respBegan = true
+	resp.Header.SetNoDefaultContentType(true) // invent none, as the HTTP/1.1 engines
 	l.attempted(ctx, x, i, nil)
 	x.streamed, x.fw.bodyIn = true, s.bodyIn
 	l.countHead(ctx, x)
@@ -145,6 +147,7 @@ func (s *h2Stream) h1Relay(body io.Reader, gen uint32, fl *h2Flusher) {
 				c.resetStream(s, http2.ErrCodeInternal, "reset")
 				break
 			}
+			s.h1Trailers()
 			s.respEnded, s.respEndPending = true, true
 			s.push()
 			break
@@ -167,6 +170,18 @@ func (s *h2Stream) h1Relay(body io.Reader, gen uint32, fl *h2Flusher) {
 	s.h1Done(gen)
 	c.mu.Unlock()
 	fl.flush()
+}
+
+// h1Trailers takes the trailers a chunked answer ended with as the
+// stream's. Their bytes stay in ctx.Response, which is the stream's until
+// it is released.
+func (s *h2Stream) h1Trailers() {
+	h := &s.ctx.Response.Header
+	for name := range h.Trailers() {
+		if v := h.PeekBytes(name); len(v) > 0 {
+			s.trailerFields = append(s.trailerFields, hpack.HeaderField{Name: unsafeString(name), Value: unsafeString(v)})
+		}
+	}
 }
 
 // h1Done ends the goroutine's hold on the stream: the HostClient's

@@ -75,6 +75,10 @@ func (s *h2Stream) writeResponseHead(end bool) {
 	for k, v := range resp.Header.All() {
 		c.enc.field(k, v)
 	}
+	if len(resp.Header.PeekBytes(hdrDate)) == 0 {
+		// RFC 9110 6.6.1, as the HTTP/1.1 engines (ensureDate).
+		c.enc.field(hdrDateLower, c.date())
+	}
 	c.writeHead(s.id, end)
 	s.headSent = true
 }

@@ -26,6 +26,9 @@ type h2Stream struct {
 	idBuf [32]byte
 
 	grpc      bool      // content-type application/grpc*
+	buffering bool      // the body is read whole before start (bufferBody)
+	bodyBy    time.Time // when a buffered body must have come (read_timeout)
+	own       bool      // the answer is frontdoor's own (endOwn)
 	te        bool      // the client sent "te: trailers"
 	reqEnded  bool      // the client's END_STREAM arrived
 	headSent  bool      // the response head went to the client
@@ -75,6 +78,7 @@ func (s *h2Stream) open(id uint32) {
 	c := s.c
 	s.id = id
 	s.grpc, s.te, s.reqEnded, s.headSent, s.respDone, s.logged = false, false, false, false, false, false
+	s.buffering, s.bodyBy, s.own = false, time.Time{}, false
 	s.deadline, s.callEnd, s.stallFrom = time.Time{}, time.Time{}, time.Time{}
 	s.sendWindow = int64(c.peerWindow)
 	s.recvWindow = int64(c.e.limits.streamWindow)
@@ -103,7 +107,7 @@ func (s *h2Stream) request(h *h2HeaderBlock) {
 	ctx.SetRemoteAddr(&c.addr)
 	s.reqEnded = h.endStream
 	if h.tooBig {
-		l.refuseHead(ctx, false, fasthttp.StatusRequestHeaderFieldsTooLarge, "request header fields too large", "header_too_large")
+		l.refuseHead(ctx, false, fasthttp.StatusRequestHeaderFieldsTooLarge, "request header block too large", "header_too_large")
 		s.answerOwn()
 		return
 	}
@@ -120,6 +124,29 @@ func (s *h2Stream) request(h *h2HeaderBlock) {
 		s.answerOwn()
 		return
 	}
+	if !s.reqEnded && !s.grpc {
+		// A request for an HTTP/1.1 pool (or no route) is read whole
+		// before the core sees it, as the HTTP/1.1 engines read a body
+		// before their handler: same answers (a 404 after the body, 408
+		// when it stops coming within read_timeout, 413 past
+		// max_body_bytes), same records.
+		if r := l.rt.Load().routes.match(req.Header.Host(), ctx.Path()); r == nil || !r.pool.h2c {
+			s.buffering = true
+			if d := l.settings.read; d > 0 {
+				s.bodyBy = c.lastActive.Add(d)
+			}
+			return
+		}
+	}
+	s.start()
+}
+
+// start runs the core on the request: begin (route, stages, headers),
+// then the first attempt.
+func (s *h2Stream) start() {
+	c, l := s.c, s.c.l
+	ctx := &s.ctx
+	req := &ctx.Request
 	s.x.h2, s.x.grpc = true, s.grpc
 	s.x.via = c.via
 	if !l.begin(ctx, &s.x, &s.idBuf) {
@@ -256,6 +283,7 @@ func (s *h2Stream) retry(err error) {
 // endOwn finishes an exchange that reached pick with frontdoor's own
 // answer in ctx.Response.
 func (s *h2Stream) endOwn() {
+	s.own = true
 	s.finishExchange()
 	s.answerOwn()
 }
@@ -285,6 +313,12 @@ func (s *h2Stream) answerOwn() {
 			c.enc.field(k, v)
 		}
 		body := resp.Body()
+		var n [20]byte
+		e.field(hdrContentLengthLower, strconv.AppendInt(n[:0], int64(len(body)), 10))
+		e.field(hdrDateLower, c.date())
+		if s.ctx.Request.Header.IsHead() {
+			body = nil // the length is said, the body is not sent
+		}
 		c.writeHead(s.id, len(body) == 0)
 		if len(body) > 0 {
 			// Within the client's windows like any body.
@@ -316,6 +350,9 @@ func (s *h2Stream) finishExchange() {
 	x.fw.bodyIn = s.bodyIn
 	x.rec.bytesIn = int(s.bodyIn)
 	x.bytesOut = int(s.bodyOut)
+	if s.own && !s.grpc {
+		x.bytesOut = -1 // the body of the answer, sent after this line
+	}
 	x.rec.grpc = s.grpc
 	x.rec.grpcStatus = s.grpcCode
 	s.c.l.end(&s.ctx, x)
@@ -376,6 +413,10 @@ func (s *h2Stream) requestData(d []byte, end bool) {
 	if end {
 		s.reqEnded = true
 	}
+	if s.buffering {
+		s.bufferBody(d, end)
+		return
+	}
 	if s.h1 {
 		s.h1Body(d, end)
 		return
@@ -390,10 +431,33 @@ func (s *h2Stream) requestData(d []byte, end bool) {
 	}
 }
 
+// bufferBody takes body bytes of a request read whole before the core
+// sees it (request).
+func (s *h2Stream) bufferBody(d []byte, end bool) {
+	c, l := s.c, s.c.l
+	req := &s.ctx.Request
+	c.consumed(s, int64(len(d)))
+	if limit := l.settings.maxBody; limit > 0 && int64(len(req.Body())+len(d)) > limit {
+		s.buffering = false
+		l.refuseHead(&s.ctx, true, fasthttp.StatusRequestEntityTooLarge, "request body too large", "body_too_large")
+		s.answerOwn()
+		return
+	}
+	req.AppendBody(d)
+	if end {
+		s.buffering = false
+		s.start()
+	}
+}
+
 // clientTrailers are the request's trailers: passed on to an h2c backend
 // (the request ends with them), dropped for HTTP/1.1.
 func (s *h2Stream) clientTrailers(fields []hpack.HeaderField) {
 	s.reqEnded = true
+	if s.buffering {
+		s.bufferBody(nil, true)
+		return
+	}
 	if s.h1 {
 		s.h1Body(nil, true)
 		return
@@ -462,6 +526,17 @@ func (s *h2Stream) push() {
 // expire applies the stream's deadlines at now.
 func (s *h2Stream) expire(now time.Time) {
 	c := s.c
+	if s.buffering && !s.bodyBy.IsZero() && now.After(s.bodyBy) {
+		// The body stopped coming: 408, as the HTTP/1.1 engines answer
+		// it (handleError), with a new request ID and an unrouted record:
+		// fasthttp's server has lost the head when its read times out,
+		// and the engines answer alike.
+		s.buffering = false
+		s.ctx.Request.Header.Reset()
+		c.l.handleError(&s.ctx, os.ErrDeadlineExceeded)
+		s.answerOwn()
+		return
+	}
 	if !s.deadline.IsZero() && now.After(s.deadline) && !s.respBegan && s.member >= 0 && !s.h1 {
 		// No answer in time: the backend's stream is cancelled, and the
 		// attempt ends as a timeout (504, DEADLINE_EXCEEDED).
@@ -506,10 +581,12 @@ func grpcStatusOf(status int) int {
 }
 
 var (
-	hdrContentTypeLower = []byte("content-type")
-	hdrGRPCStatusLower  = []byte("grpc-status")
-	hdrGRPCMessageLower = []byte("grpc-message")
-	grpcCodes           = func() (t [17][]byte) {
+	hdrContentTypeLower   = []byte("content-type")
+	hdrContentLengthLower = []byte("content-length")
+	hdrDateLower          = []byte("date")
+	hdrGRPCStatusLower    = []byte("grpc-status")
+	hdrGRPCMessageLower   = []byte("grpc-message")
+	grpcCodes             = func() (t [17][]byte) {
 		for i := range t {
 			t[i] = []byte(strconv.Itoa(i))
 		}

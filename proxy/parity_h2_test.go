@@ -73,37 +73,6 @@ type h2Defect struct {
 // does a listed defect that no longer shows (delete it then). The lead
 // fixes the engine (proxy/h2engine*.go) and removes the entries.
 var h2Divergences = map[string][]*h2Defect{
-	// Relayed answers.
-	"200 chunked":                     {h2InventedContentType},
-	"200 chunked with trailers":       {h2InventedContentType, h2NoTrailers},
-	"200 close-delimited":             {h2InventedContentType},
-	"200 HEAD":                        {h2InventedContentType},
-	"204":                             {h2InventedContentType},
-	"304":                             {h2InventedContentType},
-	"200 POST with a body":            {h2InventedContentType},
-	"200 POST with a body over 8 KiB": {h2InventedContentType},
-	"200 backend sent no Date":        {h2InventedContentType, h2NoDate},
-	"200 after a retry from a refused backend":  {h2InventedContentType},
-	"200 GET retried after a reset":             {h2InventedContentType},
-	"200 backend asks to close":                 {h2InventedContentType},
-	"200 after a 103 Early Hints":               {h2InventedContentType},
-	"200 content-length, spliced body":          {h2InventedContentType},
-	"502 POST reset before answer, not retried": {h2NoDate, h2OwnBytesOut},
-
-	// Answers frontdoor makes itself.
-	"404 no route":        {h2NoDate},
-	"404 no route, HEAD":  {h2NoDate, h2HeadBody},
-	"408 body never ends": {h2NoBodyTimeout},
-	"413 declared Content-Length over max_body_bytes":           {h2NoDate},
-	"413 declared Content-Length over max_body_bytes, streamed": {h2NoDate, h2ResetAfterReset},
-	"431 header block over max_header_bytes":                    {h2NoDate, h2Message431},
-	"401 JWT rejected":                                          {h2NoDate},
-	"404 affinity unknown session":                              {h2NoDate, h2ResetAfterReset, h2BodyNotCounted},
-	"502 refused":                                               {h2NoDate, h2OwnBytesOut},
-	"502 reset before answer":                                   {h2NoDate, h2OwnBytesOut},
-	"502 closed before answer":                                  {h2NoDate, h2OwnBytesOut},
-	"503 no healthy backend":                                    {h2NoDate, h2OwnBytesOut},
-	"504 response timeout":                                      {h2NoDate, h2OwnBytesOut},
 }
 
 var (

@@ -39,11 +39,7 @@ import (
 // it was written (header order, Date, trailers, the retried answer,
 // Connection: close on frontdoor's own answers, the time, ID and fields of
 // error records, the h2c route) are fixed in the core, for both engines.
-var knownDivergences = map[string]string{
-	"404 no route, HEAD": "defect of the core, both engines: the record of frontdoor's own answer to HEAD says " +
-		"bytes_out=62, the length of the body it does not send (finish falls back on len(ctx.Response.Body())); " +
-		"\"200 HEAD\" (a backend's answer) logs 0, and README says bytes_out counts the bytes really sent",
-}
+var knownDivergences = map[string]string{}
 
 // parityEngines are the two ways a listener serves plain HTTP/1.1. "loop"
 // is a listener with event loops, which hand what they do not serve (a
