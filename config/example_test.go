@@ -52,7 +52,7 @@ backends = [{ address = "127.0.0.1:9001" }]
 		fmt.Println(e)
 	}
 	// Output:
-	// config.toml:5: listener[0].colour: unknown key; remove it or use one of: accept_proxy, bind, idle_timeout, max_body_bytes, max_connections, max_header_bytes, mode, name, pool, read_timeout, route, send_proxy, trusted_proxies, write_timeout
+	// config.toml:5: listener[0].colour: unknown key; remove it or use one of: accept_proxy, bind, idle_timeout, max_body_bytes, max_connections, max_header_bytes, mode, name, pool, read_timeout, route, send_proxy, sni_route, tls, trusted_proxies, write_timeout
 	// config.toml:7: listener[0].route[0].pool: no pool named "apii"; define [pool.apii] or fix the name (did you mean "api"?)
 	// config.toml:12: pool.api.health.interval: bad duration "3x": use a Go duration such as 2s or 1m30s
 }
