@@ -80,7 +80,7 @@ test-norace:
 # fasthttp server, so it runs fewer.
 FUZZTIME ?= 50000x
 FUZZ_TARGETS := ./config:FuzzParse ./proxy/jwt:FuzzVerify ./proxy/jwt:FuzzJWKS \
-	./proxy/tcp:FuzzParseProxyHeader ./proxy/grpc:FuzzParseTimeout ./proxy/grpc:FuzzParseStatus \
+	./proxy/tcp:FuzzParseProxyHeader ./proxy/tcp:FuzzParseClientHello ./proxy/grpc:FuzzParseTimeout ./proxy/grpc:FuzzParseStatus \
 	./health:FuzzRespReader ./proxy:FuzzEnginesAgree:20000x
 fuzz-smoke:
 	@set -e; for t in $(FUZZ_TARGETS); do \
