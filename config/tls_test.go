@@ -159,9 +159,9 @@ mode = "tcp"
 			"listener[0].sni_route[0].pool", `no pool named "apo"`},
 		{"pool tls on a tcp pool", tcp + "[[listener.sni_route]]\nserver_name = \"a.test\"\npool = \"api\"\n[pool.api]\nbackends = [{ address = \"127.0.0.1:1\" }]\ntls = { server_name = \"a.test\" } #<\n",
 			"pool.api.tls", "passes through end to end"},
-		{"pool tls half a pair", poolCfg(mark(`tls = { cert_file = "`+f.site.CertFile+`" }`)), "pool.api.tls", "go together"},
-		{"pool tls bad CA", poolCfg(mark(`tls = { ca_file = "`+missing+`" }`)), "pool.api.tls.ca_file", "does not exist"},
-		{"pool tls skip with CA", poolCfg(mark(`tls = { ca_file = "`+f.ca.File+`", insecure_skip_verify = true }`)), "pool.api.tls.insecure_skip_verify", "ignored"},
+		{"pool tls half a pair", poolCfg(mark(`tls = { cert_file = "` + f.site.CertFile + `" }`)), "pool.api.tls", "go together"},
+		{"pool tls bad CA", poolCfg(mark(`tls = { ca_file = "` + missing + `" }`)), "pool.api.tls.ca_file", "does not exist"},
+		{"pool tls skip with CA", poolCfg(mark(`tls = { ca_file = "` + f.ca.File + `", insecure_skip_verify = true }`)), "pool.api.tls.insecure_skip_verify", "ignored"},
 	})
 }
 

@@ -216,9 +216,14 @@ func (p *Proxy) buildListenerRuntime(lc *config.Listener, gen *generation, l *ht
 	for c, class := range metrics.CodeClasses {
 		rt.notFound[c] = m.RequestsTotal.WithLabelValues(lc.Name, "", "", class)
 	}
+	tlsRuntime(rt, lc, gen.cfg) // tls_route.go
 	stats := map[string]*routeStats{}
 	routes := make([]*route, 0, len(lc.Routes))
 	for _, rc := range lc.Routes {
+		if rc.RedirectHTTPS {
+			routes = append(routes, redirectRoute(m, lc, &rc)) // tls_route.go
+			continue
+		}
 		pr := gen.pools[rc.Pool]
 		s := stats[rc.Pool]
 		if s == nil {

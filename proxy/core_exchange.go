@@ -27,8 +27,10 @@ type exchange struct {
 	routed bool         // rt and r were chosen before begin (the loop's canServe)
 	p      *poolRuntime // nil until a route matched
 	// via is the connection's peer when a PROXY protocol header named the
-	// client (accept_proxy); engines set it before begin.
+	// client (accept_proxy); tlsc is the connection's TLS handshake, nil
+	// on a plain one. Engines set them before begin.
 	via         netip.AddrPort
+	tlsc        *tlsConnInfo
 	rec         accessRecord
 	reqID       []byte
 	aff         affinityState
@@ -99,6 +101,10 @@ func (l *httpListener) begin(ctx *fasthttp.RequestCtx, x *exchange, idBuf *[32]b
 	}
 	x.r = r
 	x.rec.route = r.name
+	if r.redirect {
+		l.redirectHTTPS(ctx, x) // tls_route.go
+		return false
+	}
 	p := r.pool
 	if streamed && l.server.MaxRequestBodySize > 0 && bodyLen > l.server.MaxRequestBodySize {
 		x.rec.bytesIn = 0 // declared, never read
@@ -118,6 +124,9 @@ func (l *httpListener) begin(ctx *fasthttp.RequestCtx, x *exchange, idBuf *[32]b
 	// policy sets, so a client can never hand a backend a forged identity.
 	for _, h := range r.stripClaims {
 		req.Header.DelBytes(h)
+	}
+	if rt.stripIdent != nil || x.tlsc != nil {
+		setClientCertHeaders(&req.Header, rt, x.tlsc) // tls_route.go
 	}
 	if r.jwt != nil {
 		if why := r.jwt.ApplyFast(req, start); why != jwt.Valid {

@@ -46,7 +46,7 @@ func (p *Proxy) newGRPCServer(l *httpListener, idle time.Duration, maxHeader int
 // speak h2c.
 func (l *httpListener) grpcRoute(r *route) *grpc.Route {
 	p := r.pool
-	if p.cfg.Protocol != "h2c" {
+	if p == nil || p.cfg.Protocol != "h2c" {
 		return nil
 	}
 	gr := &grpc.Route{

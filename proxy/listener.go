@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"crypto/tls"
 	"errors"
 	"frontdoor/internal/splice"
 	"frontdoor/proxy/grpc"
@@ -34,8 +35,18 @@ type connListener struct {
 	net.Listener
 	maxConns int64
 	open     atomic.Int64
-	// h2, if set, serves a connection that began with the HTTP/2 preface.
+	// h2, if set, serves a connection that began with the HTTP/2 preface,
+	// or chose h2 by ALPN on a TLS listener (then a *tlsHandoff).
 	h2 atomic.Pointer[func(net.Conn)]
+
+	// tls, on a listener with [listener.tls], is its current TLS front
+	// (tls_front.go), swapped by reloads; nil on a plain listener.
+	// tlsStats are its metric children; readTimeout is read_timeout,
+	// which the first request gets after the handshake.
+	tls         atomic.Pointer[tlsFront]
+	tlsStats    *tlsStats
+	terminates  bool
+	readTimeout time.Duration
 
 	active   prometheus.Gauge
 	total    prometheus.Counter
@@ -129,7 +140,7 @@ func (l *connListener) admit(c net.Conn) (net.Conn, error) {
 	}
 	l.total.Inc()
 	l.active.Inc()
-	if tc, ok := c.(*net.TCPConn); ok {
+	if tc, ok := c.(*net.TCPConn); ok && !l.terminates {
 		cc := &clientConn{dc: deferConn{Conn: tc, client: true}} // as newDeferConn(tc, true)
 		cc.sniffConn = sniffConn{Conn: &cc.dc, l: l}
 		return &cc.sniffConn, nil
@@ -195,6 +206,9 @@ type sniffConn struct {
 	proxyRead bool
 	client    *net.TCPAddr
 	via       netip.AddrPort
+	// tlsc, on a TLS connection, holds what requests need of its
+	// handshake (tls_front.go); nil on a plain one.
+	tlsc *tlsConnInfo
 }
 
 // RemoteAddr is the client: the PROXY protocol header's source when the
@@ -265,6 +279,15 @@ func (c *sniffConn) Read(p []byte) (int, error) {
 		}
 	}
 	c.sniffed = true
+	if f := c.l.tls.Load(); f != nil {
+		ok, h2 := c.handshakeTLS(f) // tls_front.go
+		if !ok {
+			return 0, io.EOF
+		}
+		if h2 {
+			return c.handOffH2(&tlsHandoff{Conn: c.Conn.(*tls.Conn), client: c.client})
+		}
+	}
 	n, err := c.readRaw(p)
 	if n == 0 || p[0] != 'P' {
 		return n, err
@@ -290,14 +313,23 @@ func (c *sniffConn) Read(p []byte) (int, error) {
 		c.Conn = rc
 		return rc.Read(p)
 	}
+	return c.handOffH2(&replayConn{Conn: c.Conn, buf: got, client: c.client})
+}
+
+// handOffH2 gives the connection, as conn, to the HTTP/2 entry point and
+// returns the io.EOF that fasthttp takes for a clean close before the
+// first byte.
+func (c *sniffConn) handOffH2(conn net.Conn) (int, error) {
+	h2 := c.l.h2.Load()
+	if h2 == nil {
+		return 0, io.EOF
+	}
 	c.handedOff = true
-	conn := &replayConn{Conn: c.Conn, buf: got, client: c.client}
 	go func() {
 		defer c.release()
 		defer conn.Close()
 		(*h2)(conn)
 	}()
-	// fasthttp takes an EOF before the first byte as a clean close.
 	return 0, io.EOF
 }
 

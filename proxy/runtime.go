@@ -238,6 +238,9 @@ type route struct {
 	// removed on routes without a policy (nil when there is none).
 	stripClaims [][]byte
 	grpc        *grpc.Route // nil: the pool does not speak h2c
+	// redirect: redirect_https; frontdoor answers 308 itself and pool is
+	// nil (tls_route.go).
+	redirect bool
 }
 
 // listenerRuntime is an http listener's view of one runtime.
@@ -248,6 +251,13 @@ type listenerRuntime struct {
 	trusted  []netip.Prefix
 	routes   routeTable
 	notFound [5]prometheus.Counter // pool="" backend=""
+	// proto is X-Forwarded-Proto's value: "https" on a TLS listener. hsts
+	// is the Strict-Transport-Security added to every answer, nil for
+	// none. stripIdent are the forward_client_cert headers of every TLS
+	// listener, removed from every request (tls_route.go).
+	proto      []byte
+	hsts       []byte
+	stripIdent [][]byte
 }
 
 func bindRouteStats(m *metrics.Metrics, listener string, p *poolRuntime) *routeStats {
