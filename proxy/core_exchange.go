@@ -472,6 +472,9 @@ func upstreamMessage(status int) string {
 // idempotent request's connection broke before any response byte.
 func classifyUpstreamError(err error, req *fasthttp.Request) (status, reason int, retryable bool) {
 	switch {
+	case errors.Is(err, errBackendTLS):
+		// Part of connecting (tls_backend.go), whatever ended it.
+		return fasthttp.StatusBadGateway, reasonConnect, true
 	case errors.Is(err, errBodyTooLarge):
 		return fasthttp.StatusRequestEntityTooLarge, reasonOther, false
 	case errors.Is(err, errClientRead):

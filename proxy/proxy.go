@@ -96,7 +96,10 @@ type generation struct {
 	jwts  map[string]*jwt.Policy
 	// certs are the certificates the generation serves and presents
 	// (tls_front.go, tls_backend.go), for tls_certificate_expiry_seconds.
-	certs  []certInfo
+	certs []certInfo
+	// commit holds what Apply does to running objects once nothing can
+	// fail any more (backend TLS configs).
+	commit []func()
 	cancel context.CancelFunc
 	loaded time.Time
 }
@@ -204,6 +207,9 @@ func (p *Proxy) apply(cfg *config.Config) error {
 	}
 
 	// Commit: nothing below fails.
+	for _, fn := range gen.commit {
+		fn()
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	gen.cancel = cancel
 	for key, u := range newUps {

@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"context"
+	"crypto/tls"
 	"math"
 	"net"
 	"net/netip"
@@ -61,6 +63,10 @@ type poolBackend struct {
 	// reserved counts slots held, by requests that waited in the queue, for
 	// a connection the goroutine engine's Dial is about to make.
 	reserved atomic.Int64
+	// tlsCfg, for a pool with tls, is the backend's client config, set
+	// by every Apply (a reload rotates CAs and client certificates);
+	// connections dial through dialTLS (tls_backend.go). nil: plain TCP.
+	tlsCfg atomic.Pointer[tls.Config]
 }
 
 func poolBackendKey(pool string, p *config.Pool, addr string) string {
@@ -76,6 +82,13 @@ func poolBackendKey(pool string, p *config.Pool, addr string) string {
 	b.WriteString(p.IdleTimeout.String())
 	b.WriteByte('|')
 	b.WriteString(strconv.Itoa(p.MaxConnectionsPerBackend))
+	if t := p.TLS; t != nil {
+		// Plain and TLS connections never share a pool; a new name to
+		// verify starts from new connections.
+		b.WriteString("|tls|")
+		b.WriteString(t.ServerName)
+		b.WriteString(strconv.FormatBool(t.InsecureSkipVerify))
+	}
 	return b.String()
 }
 
@@ -91,6 +104,13 @@ func newPoolBackend(id int, key, addr string, p *config.Pool, be *balancer.Backe
 		Dial: func(a string) (net.Conn, error) {
 			if !u.claimReserved() && !u.takeConn() {
 				return nil, fasthttp.ErrNoFreeConns
+			}
+			if p.TLS != nil {
+				c, err := u.dialTLS(context.Background()) // tls_backend.go
+				if err != nil {
+					u.giveConn()
+				}
+				return c, err
 			}
 			c, err := fasthttp.DialTimeout(a, connectTimeout)
 			if err != nil {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"os"
@@ -503,4 +504,116 @@ func mustParse(t testing.TB, toml string) *config.Config {
 		t.Fatalf("config: %v", err)
 	}
 	return cfg
+}
+
+// startTLSBackend runs an HTTPS (HTTP/1.1) backend with pair's
+// certificate that answers "name tls=VERSION client=CN" and /healthz; with
+// clientCA it requires a client certificate from that CA.
+func startTLSBackend(t testing.TB, name string, pair *testpki.Pair, clientCA *testpki.CA) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := pair.ServerConfig()
+	cfg.NextProtos = []string{"http/1.1"}
+	if clientCA != nil {
+		cfg.ClientCAs = clientCA.Pool
+		cfg.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			cn := ""
+			if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
+				cn = r.TLS.PeerCertificates[0].Subject.CommonName
+			}
+			fmt.Fprintf(w, "%s tls=%t client=%s", name, r.TLS != nil, cn)
+		}),
+		ErrorLog: log.New(io.Discard, "", 0),
+	}
+	go func() { _ = srv.Serve(tls.NewListener(ln, cfg)) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return ln.Addr().String()
+}
+
+// TestBackendTLS: pools with tls reach HTTPS backends (verified against
+// ca_file by default, with a client certificate when set, checked over
+// TLS), through the event loop's listener (handed to the goroutine engine)
+// and a TLS listener alike; a backend whose certificate does not verify
+// is never used.
+func TestBackendTLS(t *testing.T) {
+	t.Parallel()
+	k := newTLSPKI(t)
+	backendCert := k.ca.Issue(t, testpki.Leaf{Names: []string{"api.internal", "127.0.0.1"}})
+	plain := startTLSBackend(t, "plain-tls", backendCert, nil)
+	mtls := startTLSBackend(t, "mtls", backendCert, k.clientCA)
+	stranger := startTLSBackend(t, "stranger", testpki.NewCA(t, "other CA").Issue(t, testpki.Leaf{Names: []string{"api.internal"}}), nil)
+	p := startProxy(t, listenerTOML+`
+  [[listener.route]]
+  path_prefix = "/plain"
+  pool = "plain"
+  [[listener.route]]
+  path_prefix = "/mtls"
+  pool = "mtls"
+  [[listener.route]]
+  path_prefix = "/stranger"
+  pool = "stranger"
+  [[listener.route]]
+  path_prefix = "/skip"
+  pool = "skip"
+[[listener]]
+name = "https"
+bind = "127.0.0.1:0"
+  [[listener.route]]
+  pool = "plain"
+`+k.listenerTLS("")+
+		poolTOML("plain", fmt.Sprintf("tls = { ca_file = %q, server_name = \"api.internal\" }\n[pool.plain.health]\ncheck = \"http\"\ninterval = \"200ms\"", k.ca.File), plain)+
+		poolTOML("mtls", fmt.Sprintf("tls = { ca_file = %q, cert_file = %q, key_file = %q }\n[pool.mtls.health]\ncheck = \"tcp\"\ninterval = \"200ms\"", k.ca.File, k.client.CertFile, k.client.KeyFile), mtls)+
+		poolTOML("stranger", fmt.Sprintf("tls = { ca_file = %q }\nretries = 0\nhealth = { check = \"none\" }", k.ca.File), stranger)+
+		poolTOML("skip", "tls = { insecure_skip_verify = true }\nhealth = { check = \"none\" }", stranger), nil)
+
+	web := p.url(t, "web", "")
+	for _, tc := range []struct{ path, want string }{
+		{"/plain", "plain-tls tls=true client="},
+		{"/mtls", "mtls tls=true client=svc-a"}, // IP SAN checked: no server_name
+		{"/skip", "stranger tls=true client="},
+	} {
+		for i := range 3 { // new and pooled connections
+			resp, err := http.Get(web + tc.path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if body := readAll(t, resp); body != tc.want {
+				t.Errorf("%s #%d: %d %q, want %q", tc.path, i, resp.StatusCode, body, tc.want)
+			}
+		}
+	}
+	resp, err := tlsClient(p.Addr("https").String(), k.clientConfig("example.com")).Get("https://example.com/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body := readAll(t, resp); body != "plain-tls tls=true client=" {
+		t.Errorf("through the TLS listener: %q", body)
+	}
+	// Verification is on by default: a certificate of another CA fails
+	// the connect (502, counted as connect).
+	resp, err = http.Get(web + "/stranger")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body := readAll(t, resp); resp.StatusCode != 502 {
+		t.Errorf("stranger: %d %q", resp.StatusCode, body)
+	}
+	if v := metricValue(t, p.reg, "frontdoor_upstream_errors_total", map[string]string{"pool": "stranger", "reason": "connect"}); v != 1 {
+		t.Errorf("connect errors %v", v)
+	}
+	// The checks went over TLS: the pools are up.
+	for _, pool := range []string{"plain", "mtls"} {
+		if v := metricValue(t, p.reg, "frontdoor_health_checks_total", map[string]string{"pool": pool, "result": "success"}); v < 1 {
+			t.Errorf("pool %s: no successful TLS check", pool)
+		}
+		if v := metricValue(t, p.reg, "frontdoor_health_checks_total", map[string]string{"pool": pool, "result": "failure"}); v != 0 {
+			t.Errorf("pool %s: %v failed TLS checks", pool, v)
+		}
+	}
 }
