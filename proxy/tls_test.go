@@ -617,3 +617,42 @@ bind = "127.0.0.1:0"
 		}
 	}
 }
+
+// TestSNIPassthroughConfig: a tcp listener with sni_route sends TLS
+// connections by name to pools, still encrypted, and others to its pool.
+func TestSNIPassthroughConfig(t *testing.T) {
+	t.Parallel()
+	k := newTLSPKI(t)
+	a := startTLSBackend(t, "a", k.site, nil)
+	b := startTLSBackend(t, "b", k.other, nil)
+	p := startProxy(t, `
+[admin]
+bind = "off"
+[log]
+access = "off"
+[[listener]]
+name = "pass"
+bind = "127.0.0.1:0"
+mode = "tcp"
+pool = "b"
+  [[listener.sni_route]]
+  server_name = "*.example.com"
+  pool = "a"
+`+poolTOML("a", `health = { check = "none" }`, a)+poolTOML("b", `health = { check = "none" }`, b), nil)
+	addr := p.Addr("pass").String()
+	for _, tc := range []struct{ sni, want string }{
+		{"api.example.com", "a tls=true client="},
+		{"other.test", "b tls=true client="},
+	} {
+		resp, err := tlsClient(addr, k.clientConfig(tc.sni)).Get("https://" + tc.sni + "/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if body := readAll(t, resp); body != tc.want {
+			t.Errorf("%s: %q, want %q", tc.sni, body, tc.want)
+		}
+	}
+	if v := metricValue(t, p.reg, "frontdoor_tls_handshakes_total", map[string]string{"listener": "pass", "result": "ok"}); v != 2 {
+		t.Errorf("routed %v", v)
+	}
+}

@@ -52,6 +52,13 @@ type session struct {
 	hdr    proxyHeader
 	hdrErr error
 	peekFn func(uintptr) bool
+
+	// The ClientHello with SNI routes (sni.go); hello is allocated by the
+	// first session that routes one and kept across reuses.
+	hello    []byte
+	helloMsg ClientHello
+	helloErr error
+	helloFn  func(uintptr) bool
 }
 
 func newSession(s *Server) *session {
@@ -60,6 +67,7 @@ func newSession(s *Server) *session {
 	ss.down.bind(ss, &ss.up)
 	ss.up.counter, ss.down.counter = s.bytesUp, s.bytesDown
 	ss.peekFn = ss.peek
+	ss.helloFn = ss.peekHello
 	ss.runDownFn = ss.runDown
 	ss.handleFn = ss.handle
 	return ss
@@ -73,6 +81,7 @@ func (ss *session) reset() {
 	ss.up.reset()
 	ss.down.reset()
 	ss.hdr, ss.hdrErr = proxyHeader{}, nil
+	ss.helloMsg, ss.helloErr = ClientHello{}, nil
 }
 
 // handle runs a session from accept to close, then returns it to the pool.
@@ -109,6 +118,17 @@ func (ss *session) serve() {
 		}
 	}
 	up := s.upstream
+	var replay []byte // a ClientHello read (not peeked) from a non-TCP client
+	if s.sni != nil {
+		if isTCP {
+			up = ss.routeHello(client) // sni.go: the hello stays in the socket
+		} else {
+			up, replay = ss.readHello(ss.client)
+		}
+		if up == nil {
+			return
+		}
+	}
 	backend := ss.connect(up, SourceKey(src.Addr()))
 	if backend == nil {
 		return
@@ -117,6 +137,12 @@ func (ss *session) serve() {
 	if up.sendProxy != 0 {
 		hdr := appendProxyHeader(ss.buf[:0], up.sendProxy, src, dst)
 		if _, err := backend.Write(hdr); err != nil {
+			ss.member.errs[reasonReset].Inc()
+			return
+		}
+	}
+	if len(replay) > 0 {
+		if _, err := backend.Write(replay); err != nil {
 			ss.member.errs[reasonReset].Inc()
 			return
 		}
