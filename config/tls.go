@@ -352,6 +352,11 @@ func (v *validator) poolTLS(p string, pl *Pool, usedByTCP string) {
 	if usedByTCP != "" {
 		v.add(tp, "%scopies bytes as they are (TLS passes through end to end); remove tls or use a separate pool", usedByTCP)
 	}
+	if pl.Protocol == protocolH2C {
+		// The h2c transport dials plain TCP; the HTTP/2 engine takes
+		// backend TLS over (proxy/tls_backend.go). Remove this then.
+		v.add(tp, `tls on an h2c pool (gRPC to TLS backends) needs the new HTTP/2 engine, which this build does not have yet; use protocol = "h2c" to plain backends for now`)
+	}
 	if t.ServerName != "" && !isHostname(t.ServerName) && !isIP(t.ServerName) {
 		v.add(tp+".server_name", "bad server_name %q: use the DNS name the backends' certificates carry", t.ServerName)
 	}

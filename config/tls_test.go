@@ -220,3 +220,10 @@ func TestCertificatesExpiry(t *testing.T) {
 		t.Errorf("notes: %+v", notes)
 	}
 }
+
+func TestPoolTLSOnH2CRefused(t *testing.T) {
+	t.Parallel()
+	runErrCases(t, []errCase{
+		{"h2c pool with tls", poolCfg("protocol = \"h2c\"\ntls = { server_name = \"api.internal\" } #<"), "pool.api.tls", "needs the new HTTP/2 engine"},
+	})
+}

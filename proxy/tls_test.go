@@ -656,3 +656,55 @@ pool = "b"
 		t.Errorf("routed %v", v)
 	}
 }
+
+// TestRedirectHTTPS: the :80 half of an edge answers 308 to https, on the
+// event loop and the goroutine engine alike, keeping path and query.
+func TestRedirectHTTPS(t *testing.T) {
+	t.Parallel()
+	web := startBackend(t, "web")
+	p := startProxy(t, listenerTOML+`
+  [[listener.route]]
+  redirect_https = true
+  [[listener.route]]
+  path_prefix = "/.well-known/acme-challenge/"
+  pool = "web"
+`+poolTOML("web", `health = { check = "none" }`, web.addr), nil)
+	addr := p.Addr("web").String()
+	for _, tc := range []struct{ name, req, want string }{
+		{"event loop", "GET /a/b?c=d HTTP/1.1\r\nHost: example.com:8080\r\n\r\n", "https://example.com/a/b?c=d"},
+		{"goroutine engine (HTTP/1.0)", "GET /x HTTP/1.0\r\nHost: example.com\r\n\r\n", "https://example.com/x"},
+		{"absolute form", "GET http://example.com/abs?q=1 HTTP/1.1\r\nHost: example.com\r\n\r\n", "https://example.com/abs?q=1"},
+		{"IPv6 host", "GET / HTTP/1.1\r\nHost: [::1]:80\r\n\r\n", "https://[::1]/"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+			if _, err := io.WriteString(c, tc.req); err != nil {
+				t.Fatal(err)
+			}
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			readAll(t, resp)
+			if resp.StatusCode != http.StatusPermanentRedirect || resp.Header.Get("Location") != tc.want {
+				t.Errorf("%d Location %q, want 308 %q", resp.StatusCode, resp.Header.Get("Location"), tc.want)
+			}
+		})
+	}
+	// A longer route still reaches its pool.
+	resp, err := http.Get("http://" + addr + "/.well-known/acme-challenge/token")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body := readAll(t, resp); body != "web" {
+		t.Errorf("ACME path: %d %q", resp.StatusCode, body)
+	}
+	if v := metricValue(t, p.reg, "frontdoor_requests_total", map[string]string{"listener": "web", "pool": "", "code": "3xx"}); v != 4 {
+		t.Errorf("3xx counted %v", v)
+	}
+}
