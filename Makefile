@@ -12,8 +12,8 @@ GOBIN     := $(shell $(GO) env GOPATH)/bin
 
 # Debian packages the tests drive as real peers (redis through the tcp
 # listener, promtool on /metrics, systemd-analyze on the unit, haproxy for
-# PROXY-protocol interop, strace for the splice proof). Installed only when a
-# command is missing.
+# PROXY-protocol interop, strace for the splice proof, openssl, curl and
+# python3 as TLS clients). Installed only when a command is missing.
 TEST_PACKAGES := redis-server:redis-server promtool:prometheus systemd-analyze:systemd iperf3:iperf3 strace:strace haproxy:haproxy openssl:openssl curl:curl python3:python3
 
 .PHONY: all build run test test-norace vet lint staticcheck test-deps fmt clean fuzz-smoke

@@ -235,4 +235,3 @@ func startGRPCBackendTLS(t *testing.T, name string, pair *testpki.Pair) string {
 	t.Cleanup(srv.Stop)
 	return ln.Addr().String()
 }
-
