@@ -708,3 +708,38 @@ func TestRedirectHTTPS(t *testing.T) {
 		t.Errorf("3xx counted %v", v)
 	}
 }
+
+// TestTLSAcceptProxy: on a TLS listener with accept_proxy, the PROXY
+// header comes first, then the handshake; its source is the client.
+func TestTLSAcceptProxy(t *testing.T) {
+	t.Parallel()
+	k := newTLSPKI(t)
+	web := startBackend(t, "web")
+	p := startProxy(t, listenerTOML+`accept_proxy = true
+  [[listener.route]]
+  pool = "web"
+`+k.listenerTLS("")+poolTOML("web", `health = { check = "none" }`, web.addr), nil)
+	c, err := net.Dial("tcp", p.Addr("web").String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, "PROXY TCP4 192.0.2.7 198.51.100.1 4321 443\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	tc := tls.Client(c, k.clientConfig("example.com"))
+	if _, err := io.WriteString(tc, "GET / HTTP/1.1\r\nHost: example.com\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(tc), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body := readAll(t, resp); body != "web" {
+		t.Fatalf("%d %q", resp.StatusCode, body)
+	}
+	if h := web.header(); !strings.Contains(h, "X-Forwarded-For: 192.0.2.7") || !strings.Contains(h, "X-Forwarded-Proto: https") {
+		t.Errorf("backend saw:\n%s", h)
+	}
+}
