@@ -46,6 +46,9 @@ type options struct {
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "tlsload" {
+		os.Exit(tlsLoadMain(os.Args[2:], os.Stdout, os.Stderr)) // tls.go
+	}
 	var o options
 	flag.BoolVar(&o.Quick, "quick", false, "quick preset: 1 round, 3s runs, workloads small-64,big-64,close-64,l4-1")
 	flag.IntVar(&o.Rounds, "rounds", 3, "rounds (each round runs every target once per workload)")
@@ -272,6 +275,9 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
 			if w.L4 {
 				ts = l4Ts
 			}
+			if w.TLS {
+				ts = tlsTargetsFor(httpTs) // tls.go
+			}
 			for _, t := range ts {
 				if ctx.Err() != nil {
 					return ctx.Err()
@@ -355,13 +361,13 @@ func runOne(ctx context.Context, o options, e *env, t target, w workload, round 
 			return fail(err)
 		}
 	}
-	url := "http://" + addr(port) + w.Path
+	url := workloadURL(w, port) // tls.go
 	if !w.L4 {
 		if err := waitHTTP(ctx, p, url, 10*time.Second); err != nil {
 			return fail(err)
 		}
 		if o.Warmup > 0 {
-			if _, out, err := runWrk(ctx, o.CPULoad, script, url, w.Conns, w.Close, o.Warmup); err != nil {
+			if _, out, err := runHTTPLoad(ctx, o.CPULoad, script, url, w, o.Warmup); err != nil {
 				return fail(fmt.Errorf("warm-up: %w: %s", err, lastLine(out)))
 			}
 		}
@@ -391,7 +397,7 @@ func runOne(ctx context.Context, o options, e *env, t target, w workload, round 
 		}
 		s.Iperf = r
 	} else {
-		r, out, err := runWrk(ctx, o.CPULoad, script, url, w.Conns, w.Close, o.Duration)
+		r, out, err := runHTTPLoad(ctx, o.CPULoad, script, url, w, o.Duration)
 		if err != nil {
 			return fail(fmt.Errorf("%w: %s", err, lastLine(out)))
 		}

@@ -226,11 +226,14 @@ func render(m meta, workloads []workload, httpTs, l4Ts []target, samples []sampl
 		"then summarised the same way. Lower is better for CPU, latency and RSS; higher for req/s and Gbit/s. " +
 		"noise % is the largest share of the run that either CPU spent on processes other than the proxy, " +
 		"the load generator and the backend (or that the hypervisor stole); above a few percent, distrust that row.\n\n")
-	var http, l4 []workload
+	var http, l4, tlsW []workload
 	for _, w := range workloads {
-		if w.L4 {
+		switch {
+		case w.L4:
 			l4 = append(l4, w)
-		} else {
+		case w.TLS:
+			tlsW = append(tlsW, w)
+		default:
 			http = append(http, w)
 		}
 	}
@@ -247,6 +250,12 @@ func render(m meta, workloads []workload, httpTs, l4Ts []target, samples []sampl
 		b.WriteString("## HTTP/1.1 (wrk, 1 thread)\n\n")
 		for _, w := range http {
 			b.WriteString(table(w, httpTs, pick(w.Name), httpMetrics))
+		}
+	}
+	if len(tlsW) > 0 {
+		b.WriteString("## TLS 1.3 (ECDSA P-256, X25519; wrk, or tlsload for a connection per request)\n\n")
+		for _, w := range tlsW {
+			b.WriteString(table(w, tlsTargetsFor(httpTs), pick(w.Name), httpMetrics))
 		}
 	}
 	if len(l4) > 0 {
