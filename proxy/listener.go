@@ -383,6 +383,9 @@ func readFirst(buf *[]byte, p []byte, r io.Reader) (int, error) {
 	if len(*buf) > 0 {
 		n := copy(p, *buf)
 		*buf = (*buf)[n:]
+		if len(*buf) == 0 {
+			*buf = nil // let the array go (a TLS connection keeps its reader)
+		}
 		return n, nil
 	}
 	return r.Read(p)
