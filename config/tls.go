@@ -36,8 +36,9 @@ type ListenerTLS struct {
 	// TicketKeysFile holds session ticket keys, one a line, each 32 random
 	// bytes in base64 (`openssl rand -base64 32`); the first encrypts new
 	// tickets, all decrypt. Instances sharing the file resume each other's
-	// sessions. Default "": random keys per process, rotated every
-	// TicketRotation.
+	// sessions. Default "": random keys per process, rotated every 24
+	// hours and valid for 7 days (crypto/tls's own rotation), kept across
+	// reloads.
 	TicketKeysFile string `toml:"ticket_keys_file"`
 	// ClientCAFile, when set, is a PEM bundle of the CAs client
 	// certificates must chain to (mTLS). Default "": no client certificates.
@@ -103,10 +104,6 @@ const (
 	TLSUnknownSNIRefuse  = "refuse"
 	TLSClientRequire     = "require"
 	TLSClientIfGiven     = "verify_if_given"
-	// TicketRotation is how often a listener without ticket_keys_file
-	// makes a new random session ticket key; tickets stay valid for three
-	// rotations.
-	TicketRotation          = 12 * time.Hour
 	defaultTLSMinVersion    = "1.2"
 	defaultHandshakeTimeout = 10 * time.Second
 	// CertExpiryWarning is how close to its expiry a certificate makes

@@ -743,3 +743,81 @@ func TestTLSAcceptProxy(t *testing.T) {
 		t.Errorf("backend saw:\n%s", h)
 	}
 }
+
+// TestTLSTicketKeys: sessions resume across a reload with the automatic
+// keys; with ticket_keys_file, a new first key still decrypts tickets made
+// under the old one while it stays in the file, and not once it is gone.
+func TestTLSTicketKeys(t *testing.T) {
+	t.Parallel()
+	k := newTLSPKI(t)
+	web := startBackend(t, "web")
+	keys := filepath.Join(t.TempDir(), "tickets.key")
+	const oldKey, newKey = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=", "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA="
+	toml := func(extra string) string {
+		return listenerTOML + `
+  [[listener.route]]
+  pool = "web"
+` + k.listenerTLS(extra) + poolTOML("web", `health = { check = "none" }`, web.addr)
+	}
+	p := startProxy(t, toml(""), nil)
+	addr := p.Addr("web").String()
+	cache := tls.NewLRUClientSessionCache(8)
+	resumed := func() bool {
+		cfg := k.clientConfig("example.com")
+		cfg.ClientSessionCache = cache
+		cs, err := handshake(addr, cfg) // reads an answer: the ticket has arrived
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cs.DidResume
+	}
+	if resumed() || !resumed() {
+		t.Fatal("the second connection did not resume")
+	}
+	if err := p.Apply(mustParse(t, toml(""))); err != nil {
+		t.Fatal(err)
+	}
+	if !resumed() {
+		t.Error("a reload ended resumption with the automatic keys")
+	}
+
+	write := func(s string) {
+		if err := os.WriteFile(keys, []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	withFile := toml(`  ticket_keys_file = "` + keys + `"`)
+	write(oldKey + "\n")
+	if err := p.Apply(mustParse(t, withFile)); err != nil {
+		t.Fatal(err)
+	}
+	resumed() // a ticket under the old key
+	write(newKey + "\n" + oldKey + "\n")
+	if err := p.Apply(mustParse(t, withFile)); err != nil {
+		t.Fatal(err)
+	}
+	if !resumed() {
+		t.Error("a ticket of the second key did not resume")
+	}
+	resumed() // now a ticket under the new key
+	write(newKey + "\n")
+	if err := p.Apply(mustParse(t, withFile)); err != nil {
+		t.Fatal(err)
+	}
+	if !resumed() {
+		t.Error("a ticket of the first key did not resume")
+	}
+	cache2 := tls.NewLRUClientSessionCache(8)
+	cache = cache2
+	resumed()
+	write(oldKey + "\n") // the new key dropped: its tickets are void
+	if err := p.Apply(mustParse(t, withFile)); err != nil {
+		t.Fatal(err)
+	}
+	if resumed() {
+		t.Error("a ticket of a removed key resumed")
+	}
+	if v := metricValue(t, p.reg, "frontdoor_tls_resumed_total", map[string]string{"listener": "web"}); v < 4 {
+		t.Errorf("resumed_total %v", v)
+	}
+}
