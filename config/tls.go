@@ -100,10 +100,10 @@ type PoolTLS struct {
 
 // TLS settings' values and defaults.
 const (
-	TLSUnknownSNIDefault = "default"
-	TLSUnknownSNIRefuse  = "refuse"
-	TLSClientRequire     = "require"
-	TLSClientIfGiven     = "verify_if_given"
+	TLSUnknownSNIDefault    = "default"
+	TLSUnknownSNIRefuse     = "refuse"
+	TLSClientRequire        = "require"
+	TLSClientIfGiven        = "verify_if_given"
 	defaultTLSMinVersion    = "1.2"
 	defaultHandshakeTimeout = 10 * time.Second
 	// CertExpiryWarning is how close to its expiry a certificate makes
