@@ -82,3 +82,23 @@ func ExampleLoad() {
 	// consistent_hash header:X-User-ID 65537 200-399
 	// testdata/keys/jwks.json
 }
+
+func ExampleParseTicketKeys() {
+	keys, err := config.ParseTicketKeys([]byte("# made with: openssl rand -base64 32\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\nAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=\n"))
+	fmt.Println(len(keys), keys[1][0], err)
+	_, err = config.ParseTicketKeys([]byte("c2hvcnQ=\n"))
+	fmt.Println(err)
+	// Output:
+	// 2 1 <nil>
+	// line 1: a key is 32 bytes, this one 5; make a key with: openssl rand -base64 32
+}
+
+func ExampleMatchServerName() {
+	fmt.Println(config.MatchServerName("*.example.com", "api.example.com"))
+	fmt.Println(config.MatchServerName("*.example.com", "a.b.example.com"))
+	fmt.Println(config.MatchServerName("*.example.com", "example.com"))
+	// Output:
+	// true
+	// false
+	// false
+}
