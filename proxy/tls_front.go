@@ -334,6 +334,7 @@ func (c *sniffConn) handshakeTLS(f *tlsFront) (ok, h2 bool) {
 	tc := tls.Server(raw, f.cfg)
 	if err := tc.Handshake(); err != nil {
 		st.fail(offered, f.failReason(err, raw, &hello))
+		lingerClose(raw.Conn)
 		return false, false
 	}
 	cs := tc.ConnectionState()
@@ -348,6 +349,34 @@ func (c *sniffConn) handshakeTLS(f *tlsFront) (ok, h2 bool) {
 	c.Conn = tc
 	c.tlsc = connInfo(&f.ident, &cs)
 	return true, cs.NegotiatedProtocol == "h2"
+}
+
+// lingerAfterAlert bounds how long a connection whose handshake failed is
+// kept half-closed so that the client reads the alert.
+const lingerAfterAlert = 500 * time.Millisecond
+
+// lingerClose lets the alert crypto/tls sent on a failed handshake reach
+// the client: closing a socket with unread bytes (a TLS 1.3 client sends
+// its request right after its Finished, before the server judged its
+// certificate) sends a reset, and a reset can make the client drop the
+// alert it had not read yet. So the write side is shut first (the alert,
+// then a FIN) and what the client still sends is read and dropped, until
+// it closes or lingerAfterAlert passes; the caller then closes.
+func lingerClose(c net.Conn) {
+	tc, ok := c.(*net.TCPConn)
+	if !ok {
+		return
+	}
+	if tc.CloseWrite() != nil {
+		return
+	}
+	_ = tc.SetReadDeadline(time.Now().Add(lingerAfterAlert))
+	var buf [4096]byte
+	for range 16 {
+		if _, err := tc.Read(buf[:]); err != nil {
+			return
+		}
+	}
 }
 
 // failReason says why a handshake that got a whole ClientHello failed.

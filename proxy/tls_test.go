@@ -220,9 +220,19 @@ func TestTLSRefusals(t *testing.T) {
 			t.Errorf("%s: %v, want alert %q", tc.name, err, tc.alert)
 		}
 	}
-	waitFor(t, 5*time.Second, "refusals counted", func() bool {
-		return reason("unknown_sni") == 2 && reason("version") == 1 && reason("alpn") == 1 && reason("client_alert") == 1
-	})
+	deadline := time.Now().Add(10 * time.Second)
+	for !(reason("unknown_sni") == 2 && reason("version") == 1 && reason("alpn") == 1 && reason("client_alert") == 1) {
+		if time.Now().After(deadline) {
+			var got []string
+			for _, r := range tlsReasonNames {
+				if v := reason(r); v > 0 {
+					got = append(got, fmt.Sprintf("%s=%v", r, v))
+				}
+			}
+			t.Fatalf("refusals counted: %v; want unknown_sni=2 version=1 alpn=1 client_alert=1", got)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	// A good client still gets through.
 	if _, err := handshake(addr, k.clientConfig("example.com")); err != nil {
 		t.Fatal(err)
