@@ -285,7 +285,7 @@ func (c *sniffConn) Read(p []byte) (int, error) {
 			return 0, io.EOF
 		}
 		if h2 {
-			return c.handOffH2(&tlsHandoff{Conn: c.Conn.(*tls.Conn), client: c.client})
+			return c.handOffH2(&tlsHandoff{Conn: c.Conn.(*tls.Conn), client: c.client, info: c.tlsc})
 		}
 	}
 	n, err := c.readRaw(p)

@@ -476,10 +476,14 @@ func certSANs(c *x509.Certificate) string {
 // h2). It is not a *tls.Conn, so net/http reads the HTTP/2 preface from it
 // as from an h2c connection, and it has ConnectionState, so an HTTP/2
 // engine can see the TLS state; RemoteAddr is the client (a PROXY
-// protocol header's source, when the listener accepts one).
+// protocol header's source, when the listener accepts one). info is what
+// the core needs of the handshake for each request (the client
+// certificate's headers: setClientCertHeaders), nil without a verified
+// client certificate; X-Forwarded-Proto comes from the listener's runtime.
 type tlsHandoff struct {
 	*tls.Conn
 	client *net.TCPAddr
+	info   *tlsConnInfo
 }
 
 func (c *tlsHandoff) RemoteAddr() net.Addr {
