@@ -13,9 +13,10 @@ GOBIN     := $(shell $(GO) env GOPATH)/bin
 # Debian packages the tests drive as real peers (redis through the tcp
 # listener, promtool on /metrics, systemd-analyze on the unit, haproxy for
 # PROXY-protocol interop, strace for the splice proof, headless chromium for
-# the admin status page). Installed only when a command is missing.
+# the admin status page, openssl, curl and python3 as TLS clients). Installed
+# only when a command is missing.
 TEST_PACKAGES := redis-server:redis-server promtool:prometheus systemd-analyze:systemd iperf3:iperf3 strace:strace haproxy:haproxy \
-	chromium:chromium chromedriver:chromium-driver
+	chromium:chromium chromedriver:chromium-driver openssl:openssl curl:curl python3:python3
 
 .PHONY: all build run test test-norace vet lint staticcheck test-deps fmt clean fuzz-smoke
 
@@ -81,7 +82,7 @@ test-norace:
 # fasthttp server, so it runs fewer.
 FUZZTIME ?= 50000x
 FUZZ_TARGETS := ./config:FuzzParse ./proxy/jwt:FuzzVerify ./proxy/jwt:FuzzJWKS \
-	./proxy/tcp:FuzzParseProxyHeader ./health:FuzzRespReader ./proxy:FuzzEnginesAgree:20000x \
+	./proxy/tcp:FuzzParseProxyHeader ./proxy/tcp:FuzzParseClientHello ./health:FuzzRespReader ./proxy:FuzzEnginesAgree:20000x \
 	./proxy:FuzzH2Conn:2000x
 fuzz-smoke:
 	@set -e; for t in $(FUZZ_TARGETS); do \

@@ -128,6 +128,7 @@ func withDefaults(c Config, set map[string]bool) *Config {
 		for j := range l.Routes {
 			str(&l.Routes[j].PathPrefix, defaultPathPrefix)
 		}
+		tlsListenerDefaults(l, p, dir, set) // tls.go
 	}
 
 	pools := make(map[string]*Pool, len(c.Pools))
@@ -156,6 +157,7 @@ func withDefaults(c Config, set map[string]bool) *Config {
 			pl.RetryBudget = defaultRetryBudget
 		}
 		pl.Backends = slices.Clone(pl.Backends)
+		tlsPoolDefaults(&pl, dir) // tls.go
 		if pl.Queue != nil {
 			q := *pl.Queue
 			pl.Queue = &q

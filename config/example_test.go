@@ -52,7 +52,7 @@ backends = [{ address = "127.0.0.1:9001" }]
 		fmt.Println(e)
 	}
 	// Output:
-	// config.toml:5: listener[0].colour: unknown key; remove it or use one of: accept_proxy, bind, http2, idle_timeout, max_body_bytes, max_connections, max_header_bytes, mode, name, pool, read_timeout, route, send_proxy, trusted_proxies, write_timeout
+	// config.toml:5: listener[0].colour: unknown key; remove it or use one of: accept_proxy, bind, http2, idle_timeout, max_body_bytes, max_connections, max_header_bytes, mode, name, pool, read_timeout, route, send_proxy, sni_route, tls, trusted_proxies, write_timeout
 	// config.toml:7: listener[0].route[0].pool: no pool named "apii"; define [pool.apii] or fix the name (did you mean "api"?)
 	// config.toml:12: pool.api.health.interval: bad duration "3x": use a Go duration such as 2s or 1m30s
 }
@@ -81,4 +81,24 @@ func ExampleLoad() {
 	// Output:
 	// consistent_hash header:X-User-ID 65537 200-399
 	// testdata/keys/jwks.json
+}
+
+func ExampleParseTicketKeys() {
+	keys, err := config.ParseTicketKeys([]byte("# made with: openssl rand -base64 32\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\nAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=\n"))
+	fmt.Println(len(keys), keys[1][0], err)
+	_, err = config.ParseTicketKeys([]byte("c2hvcnQ=\n"))
+	fmt.Println(err)
+	// Output:
+	// 2 1 <nil>
+	// line 1: a key is 32 bytes, this one 5; make a key with: openssl rand -base64 32
+}
+
+func ExampleMatchServerName() {
+	fmt.Println(config.MatchServerName("*.example.com", "api.example.com"))
+	fmt.Println(config.MatchServerName("*.example.com", "a.b.example.com"))
+	fmt.Println(config.MatchServerName("*.example.com", "example.com"))
+	// Output:
+	// true
+	// false
+	// false
 }

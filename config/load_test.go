@@ -122,7 +122,7 @@ func TestAcceptance(t *testing.T) {
 	_, err := Load("testdata/acceptance.toml")
 	got := Errors(err)
 	want := []string{
-		`testdata/acceptance.toml:4: listener[0].colour: unknown key; remove it or use one of: accept_proxy, bind, http2, idle_timeout, max_body_bytes, max_connections, max_header_bytes, mode, name, pool, read_timeout, route, send_proxy, trusted_proxies, write_timeout`,
+		`testdata/acceptance.toml:4: listener[0].colour: unknown key; remove it or use one of: accept_proxy, bind, http2, idle_timeout, max_body_bytes, max_connections, max_header_bytes, mode, name, pool, read_timeout, route, send_proxy, sni_route, tls, trusted_proxies, write_timeout`,
 		`testdata/acceptance.toml:8: listener[0].route[0].pool: no pool named "apii"; define [pool.apii] or fix the name (did you mean "api"?)`,
 		`testdata/acceptance.toml:14: pool.api.health.interval: bad duration "3x": use a Go duration such as 2s or 1m30s`,
 	}

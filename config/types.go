@@ -102,6 +102,14 @@ type Listener struct {
 	// "" (default, none), "v1" or "v2".
 	SendProxy string `toml:"send_proxy"`
 
+	// TLS (http mode), when set, terminates TLS on the listener
+	// ([listener.tls], tls.go). nil (default): plain HTTP.
+	TLS *ListenerTLS `toml:"tls"`
+	// SNIRoutes (tcp mode) route TLS connections by the server name of
+	// their ClientHello without terminating them ([[listener.sni_route]],
+	// tls.go); Pool is then the pool of connections no route matches.
+	SNIRoutes []SNIRoute `toml:"sni_route"`
+
 	// HTTP2 is the [listener.http2] table (http mode): the HTTP/2 settings
 	// frontdoor advertises to clients.
 	HTTP2 HTTP2 `toml:"http2"`
@@ -130,10 +138,14 @@ type Route struct {
 	Host string `toml:"host"`
 	// PathPrefix matches the request path by prefix; default "/".
 	PathPrefix string `toml:"path_prefix"`
-	// Pool names a [pool.NAME] table, required.
+	// Pool names a [pool.NAME] table, required unless RedirectHTTPS.
 	Pool string `toml:"pool"`
 	// JWT optionally names a [jwt.NAME] policy every request must pass.
 	JWT string `toml:"jwt"`
+	// RedirectHTTPS answers every request the route matches with a 308 to
+	// the same host and path over https (a plain listener only); Pool
+	// and JWT are then not set. Default false.
+	RedirectHTTPS bool `toml:"redirect_https"`
 }
 
 // Pool is one [pool.NAME] table.
@@ -196,6 +208,9 @@ type Pool struct {
 	Health HealthCheck `toml:"health"`
 	// Passive is passive ejection, [pool.NAME.passive].
 	Passive Passive `toml:"passive"`
+	// TLS, when set, makes connections to the backends TLS (tls.go),
+	// health checks included. nil (default): plain TCP.
+	TLS *PoolTLS `toml:"tls"`
 	// Queue, when set, makes a request that finds every backend at
 	// MaxConnectionsPerBackend wait for a free connection slot (HAProxy's
 	// maxconn queue). nil (default): no queue, such a request gets 503 at

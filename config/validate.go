@@ -153,6 +153,8 @@ func (v *validator) listeners(c *Config) {
 		default:
 			v.add(p+".mode", "%s", enumMsg("listener mode", l.Mode, []string{modeHTTP, modeTCP}))
 		}
+		v.listenerTLS(p, l)  // tls.go
+		v.sniRoutes(c, p, l) // tls.go
 	}
 }
 
@@ -197,6 +199,13 @@ func (v *validator) httpListener(c *Config, p string, l *Listener) {
 		} else {
 			seen[k] = rp
 		}
+		if r.RedirectHTTPS {
+			// Answered by frontdoor itself (tls.go checks the listener).
+			if r.Pool != "" || r.JWT != "" {
+				v.add(rp+".redirect_https", "a route with redirect_https answers every request itself; remove its pool and jwt")
+			}
+			continue
+		}
 		v.poolRef(c, rp+".pool", r.Pool, "route")
 		if r.JWT != "" {
 			if _, ok := c.JWT[r.JWT]; !ok {
@@ -210,7 +219,10 @@ func (v *validator) tcpListener(c *Config, p string, l *Listener) {
 	if len(l.Routes) > 0 {
 		v.add(indexKey(p+".route", 0), `tcp listener cannot have routes; remove the [[listener.route]] tables and set pool = "..." on the listener`)
 	}
-	v.poolRef(c, p+".pool", l.Pool, "tcp listener")
+	if l.Pool != "" || len(l.SNIRoutes) == 0 {
+		// With sni_route, pool is the optional default (tls.go).
+		v.poolRef(c, p+".pool", l.Pool, "tcp listener")
+	}
 	if len(l.TrustedProxies) > 0 {
 		v.add(p+".trusted_proxies", `trusted_proxies is only for http listeners (a tcp listener reads no headers); remove it`)
 	}
@@ -262,7 +274,7 @@ func (v *validator) pool(c *Config, name string, pl *Pool) {
 
 	var tcpUsers []string
 	for i := range c.Listeners {
-		if c.Listeners[i].Mode == modeTCP && c.Listeners[i].Pool == name {
+		if c.Listeners[i].Mode == modeTCP && (c.Listeners[i].Pool == name || sniRoutesUse(&c.Listeners[i], name)) {
 			tcpUsers = append(tcpUsers, fmt.Sprintf("%q", c.Listeners[i].Name))
 		}
 	}
@@ -323,6 +335,7 @@ func (v *validator) pool(c *Config, name string, pl *Pool) {
 	if !(pl.RetryBudget > 0 && pl.RetryBudget <= 1) {
 		v.add(p+".retry_budget", "retry_budget %g must be a fraction above 0 and at most 1, e.g. 0.2", pl.RetryBudget)
 	}
+	v.poolTLS(p, pl, usedByTCP) // tls.go
 	v.health(p+".health", &pl.Health)
 	v.passive(p+".passive", &pl.Passive)
 	if q := pl.Queue; q != nil {

@@ -2,6 +2,7 @@ package health
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -77,6 +78,11 @@ type CheckerOptions struct {
 	// verdict; counters are dropped when it disagrees with Previous.
 	// Previous may still be running; it is only read.
 	Previous *Checker
+	// TLS, when set, makes every probe go over TLS with this config
+	// (probe_tls.go): tcp checks shake hands, http checks are HTTPS, grpc
+	// checks use TLS credentials. An empty ServerName is each target's
+	// host. It is cloned per target and not modified. nil: plain TCP.
+	TLS *tls.Config
 }
 
 // TargetStatus is one target's state as shown on /status.
@@ -159,6 +165,9 @@ func NewChecker(opts CheckerOptions) (*Checker, error) {
 		now:       time.Now,
 		slot:      opts.Check.Interval.Duration / slotsPerInterval,
 		newProber: newProber,
+	}
+	if opts.TLS != nil && opts.Check.Check != "none" {
+		c.newProber = func(hc *config.HealthCheck, address string) prober { return newTLSProber(hc, address, opts.TLS) }
 	}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)

@@ -8,6 +8,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
@@ -26,6 +27,12 @@ type grpcProber struct {
 }
 
 func newGRPCProber(hc *config.HealthCheck, address string) *grpcProber {
+	return newGRPCProberWith(hc, address, insecure.NewCredentials())
+}
+
+// newGRPCProberWith is newGRPCProber with the transport credentials given
+// (TLS: probe_tls.go).
+func newGRPCProberWith(hc *config.HealthCheck, address string, creds credentials.TransportCredentials) *grpcProber {
 	p := &grpcProber{
 		req:     &grpc_health_v1.HealthCheckRequest{Service: hc.Service},
 		timeout: hc.Timeout.Duration,
@@ -38,7 +45,7 @@ func newGRPCProber(hc *config.HealthCheck, address string) *grpcProber {
 	bo.BaseDelay = min(bo.BaseDelay, interval)
 	bo.MaxDelay = interval
 	conn, err := grpc.NewClient("passthrough:///"+address,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(creds),
 		// A connection attempt may outlive one probe's deadline and serve
 		// the next probe.
 		grpc.WithConnectParams(grpc.ConnectParams{Backoff: bo, MinConnectTimeout: max(p.timeout, interval)}),

@@ -66,6 +66,8 @@ type Metrics struct {
 	ReloadTimestamp      prometheus.Gauge
 	AccessLogDropped     prometheus.Counter
 	BuildInfo            *prometheus.GaugeVec // version, goversion
+	// TLS holds the TLS families (tls.go).
+	TLS TLS
 
 	backends backendCollector
 }
@@ -217,6 +219,8 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 		m.ReloadTimestamp, m.AccessLogDropped, m.BuildInfo, &m.backends,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.TLS = newTLS()
+	reg.MustRegister(m.TLS.collectors()...)
 	m.BuildInfo.WithLabelValues(version, runtime.Version()).Set(1)
 	return m
 }

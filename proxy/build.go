@@ -72,6 +72,12 @@ func (p *Proxy) buildPools(cfg *config.Config, old *generation) (*generation, ma
 		if pc.Queue != nil {
 			pr.queue, pr.queueSize, pr.queueTimeout = q, pc.Queue.Size, pc.Queue.Timeout.Duration
 		}
+		tlsBase, tlsCerts, err := backendTLSConfig(pc) // tls_backend.go
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		gen.certs = append(gen.certs, tlsCerts...)
 		members := make([]balancer.Member, len(pc.Backends))
 		targets := make([]health.Target, len(pc.Backends))
 		ejectables := make([]health.Ejectable, len(pc.Backends))
@@ -95,6 +101,10 @@ func (p *Proxy) buildPools(cfg *config.Config, old *generation) (*generation, ma
 				newUps[key] = u
 			}
 			pr.ups = append(pr.ups, u)
+			if tlsBase != nil {
+				cfg := backendTLS(tlsBase, pc.TLS.ServerName, bc.Address)
+				gen.commit = append(gen.commit, func() { u.tlsCfg.Store(cfg) })
+			}
 			members[i] = balancer.Member{Backend: u.be, Weight: memberWeight(u.be, bc.Weight), Tier: bc.Tier}
 			targets[i] = health.Target{Address: bc.Address, Backend: u.be, Healthy: u.be.Healthy()}
 			ejectables[i] = u.be
@@ -114,7 +124,7 @@ func (p *Proxy) buildPools(cfg *config.Config, old *generation) (*generation, ma
 			continue
 		}
 		pr.pool = pool
-		pr.loopable = loopable(pr.ups)
+		pr.loopable = loopable(pr.ups) && pc.TLS == nil // the loop speaks plain TCP
 		pr.h2c = pc.Protocol == "h2c"
 		var secret []byte
 		if pc.AffinitySecretFile != "" {
@@ -156,6 +166,7 @@ func (p *Proxy) buildPools(cfg *config.Config, old *generation) (*generation, ma
 		checker, err := health.NewChecker(health.CheckerOptions{
 			Pool:    name,
 			Check:   pc.Health,
+			TLS:     healthTLS(tlsBase, pc), // tls_backend.go
 			Targets: targets,
 			Logger:  p.opts.Logger,
 			OnCheck: func(i int, ok bool) {
@@ -217,8 +228,13 @@ func (p *Proxy) buildListenerRuntime(lc *config.Listener, gen *generation, l *ht
 	for c, class := range metrics.CodeClasses {
 		rt.notFound[c] = m.RequestsTotal.WithLabelValues(lc.Name, "", "", class)
 	}
+	tlsRuntime(rt, lc, gen.cfg) // tls_route.go
 	routes := make([]*route, 0, len(lc.Routes))
 	for _, rc := range lc.Routes {
+		if rc.RedirectHTTPS {
+			routes = append(routes, redirectRoute(m, lc, &rc)) // tls_route.go
+			continue
+		}
 		pr := gen.pools[rc.Pool]
 		name := rc.Host + rc.PathPrefix
 		r := &route{

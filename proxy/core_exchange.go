@@ -27,8 +27,10 @@ type exchange struct {
 	routed bool         // rt and r were chosen before begin (the loop's canServe)
 	p      *poolRuntime // nil until a route matched
 	// via is the connection's peer when a PROXY protocol header named the
-	// client (accept_proxy); engines set it before begin.
-	via netip.AddrPort
+	// client (accept_proxy); tlsc is the connection's TLS handshake, nil
+	// on a plain one. Engines set them before begin.
+	via  netip.AddrPort
+	tlsc *tlsConnInfo
 	// h2: the request came over HTTP/2 (the HTTP/2 engine), which may go
 	// to a pool that speaks h2c; grpc: it is a gRPC call, which only such
 	// a pool can answer.
@@ -112,6 +114,10 @@ func (l *httpListener) begin(ctx *fasthttp.RequestCtx, x *exchange, idBuf *[32]b
 	}
 	x.r = r
 	x.rec.route = r.name
+	if r.redirect {
+		l.redirectHTTPS(ctx, x) // tls_route.go
+		return false
+	}
 	p := r.pool
 	x.rec.pool = p.name
 	if streamed && l.server.MaxRequestBodySize > 0 && bodyLen > l.server.MaxRequestBodySize {
@@ -138,6 +144,9 @@ func (l *httpListener) begin(ctx *fasthttp.RequestCtx, x *exchange, idBuf *[32]b
 	// policy sets, so a client can never hand a backend a forged identity.
 	for _, h := range r.stripClaims {
 		req.Header.DelBytes(h)
+	}
+	if rt.stripIdent != nil || x.tlsc != nil {
+		setClientCertHeaders(&req.Header, rt, x.tlsc) // tls_route.go
 	}
 	if r.jwt != nil {
 		why, sub := r.jwt.ApplySubject(req, start)
@@ -512,6 +521,9 @@ func upstreamMessage(status int) string {
 // idempotent request's connection broke before any response byte.
 func classifyUpstreamError(err error, req *fasthttp.Request) (status, reason int, retryable bool) {
 	switch {
+	case errors.Is(err, errBackendTLS):
+		// Part of connecting (tls_backend.go), whatever ended it.
+		return fasthttp.StatusBadGateway, reasonConnect, true
 	case errors.Is(err, errBodyTooLarge):
 		return fasthttp.StatusRequestEntityTooLarge, reasonOther, false
 	case errors.Is(err, errClientRead):

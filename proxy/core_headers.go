@@ -92,7 +92,8 @@ func forEachToken(v []byte, fn func([]byte)) {
 // edge), X-Forwarded-For becomes the peer's address, X-Forwarded-Proto
 // "http", X-Forwarded-Host the Host, and a Forwarded field the client sent
 // is replaced by frontdoor's own element: nothing the client said about
-// itself reaches the backend. From a trusted peer each is appended to (set
+// itself reaches the backend ("https" on a TLS listener). From a trusted
+// peer each is appended to (set
 // when absent; -Proto and -Host kept when present) and the client is the
 // last address the peer put in X-Forwarded-For.
 func setForwardedHeaders(ctx *fasthttp.RequestCtx, rt *listenerRuntime, peer netip.AddrPort) netip.Addr {
@@ -111,7 +112,7 @@ func setForwardedHeaders(ctx *fasthttp.RequestCtx, rt *listenerRuntime, peer net
 	b = appendAddr(b, peer.Addr())
 	h.SetBytesKV(hdrXForwardedFor, b)
 	if !trusted || len(h.PeekBytes(hdrXForwardedProto)) == 0 {
-		h.SetBytesKV(hdrXForwardedProto, valHTTP)
+		h.SetBytesKV(hdrXForwardedProto, rt.proto)
 	}
 	if !trusted || len(h.PeekBytes(hdrXForwardedHost)) == 0 {
 		h.SetBytesKV(hdrXForwardedHost, h.Host())
@@ -131,7 +132,8 @@ func setForwardedHeaders(ctx *fasthttp.RequestCtx, rt *listenerRuntime, peer net
 		}
 		b = append(b, ";host="...)
 		b = append(b, h.Host()...) // checkHead: a host, no quoting needed
-		b = append(b, ";proto=http"...)
+		b = append(b, ";proto="...)
+		b = append(b, rt.proto...)
 		h.SetBytesKV(hdrForwarded, b)
 	}
 	return client

@@ -32,6 +32,16 @@
 //   - the HTTP/2 engine (h2engine*.go): every connection that opens with
 //     the HTTP/2 preface, relayed frame by frame, gRPC included.
 //
+// TLS (tls_*.go): a listener with [listener.tls] has no event loop; its
+// connections shake hands in their first read (tls_front.go, after
+// frontdoor read and classified the ClientHello) and are served by the
+// goroutine engine, or by the HTTP/2 entry point when ALPN chose h2. The
+// core sets X-Forwarded-Proto https, HSTS and the client-certificate
+// headers, and answers redirect_https routes (tls_route.go). Pools with
+// tls leave the loop too: the goroutine engine dials them through
+// poolBackend.dialTLS (tls_backend.go), which the HTTP/2 engine is meant
+// to use for TLS to h2c pools.
+//
 // The core never names an engine's declarations, and engines do not name
 // each other's (TestRooms). The same cases run through both HTTP/1.1
 // engines in TestParity. The forwarding paths allocate nothing per request

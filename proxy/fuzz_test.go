@@ -150,7 +150,7 @@ func FuzzH2Conn(f *testing.F) {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			l.h2.serve(server, append(slices.Clone(h2Preface), in...), netip.AddrPort{})
+			l.h2.serve(server, append(slices.Clone(h2Preface), in...), netip.AddrPort{}, nil)
 		}()
 		_ = client.SetDeadline(time.Now().Add(200 * time.Millisecond))
 		_, _ = io.Copy(io.Discard, client)

@@ -22,9 +22,11 @@ func (l *httpListener) handle(ctx *fasthttp.RequestCtx) {
 	var x exchange
 	if sc, ok := ctx.Conn().(*sniffConn); ok {
 		x.via = sc.via // the peer, when a PROXY protocol header named the client
+		x.tlsc = sc.tlsc
 	}
 	var idBuf [32]byte
 	if !l.begin(ctx, &x, &idBuf) {
+		addHSTS(ctx, x.rt) // tls_route.go
 		return
 	}
 	for {
@@ -43,6 +45,7 @@ func (l *httpListener) handle(ctx *fasthttp.RequestCtx) {
 		}
 	}
 	l.end(ctx, &x)
+	addHSTS(ctx, x.rt)
 }
 
 // handled runs when handle returns: it survives a panic of the request (a

@@ -14,14 +14,12 @@ import (
 // The known HTTP/2 attacks against frontdoor's http listener (#19), each
 // from a raw client (h2_helpers_test.go) over 127.0.0.1, each showing a
 // bounded cost and the code frontdoor answers with. Requests are
-// gRPC-shaped where the case allows, so that the cases today's engine
-// already passes run against it too; the others wait for h2FrameEngine.
+// gRPC-shaped where the case allows.
 
 // TestH2SettingsDefaults checks the SETTINGS frontdoor announces: the
 // defaults of [listener.http2] and max_header_bytes, then values set there.
 func TestH2SettingsDefaults(t *testing.T) {
 	t.Parallel()
-	needsFrameEngine(t)
 	b := startHTTPBackend(t, "g", true)
 	cases := []struct {
 		name       string
@@ -76,7 +74,6 @@ func TestH2SettingsDefaults(t *testing.T) {
 // resets, and the backend sees a bounded number of them.
 func TestH2AttackRapidReset(t *testing.T) {
 	t.Parallel()
-	needsFrameEngine(t)
 	b := startHTTPBackend(t, "g", true)
 	p := startProxy(t, h2TOML("", nil, b), nil)
 	c := dialH2(t, p.Addr("web").String(), h2Opts{})
@@ -135,7 +132,6 @@ func (c *h2Client) continuationFrag(size int, seq *int) []byte {
 // sends 80 KiB and stops, so a larger limit would never answer.
 func TestH2AttackContinuationFlood(t *testing.T) {
 	t.Parallel()
-	needsFrameEngine(t)
 	b := startHTTPBackend(t, "g", true)
 	p := startProxy(t, h2TOML("", nil, b), nil)
 	c := dialH2(t, p.Addr("web").String(), h2Opts{})
@@ -183,7 +179,7 @@ func TestH2AttackHPACKBomb(t *testing.T) {
 	}
 	// frontdoor's own answers carry the request ID (DESIGN.md); today's
 	// engine leaves its 431 to net/http.
-	if h2FrameEngine && fieldValue(r.headers, "x-request-id") == "" {
+	if fieldValue(r.headers, "x-request-id") == "" {
 		t.Errorf("431 without x-request-id: %v", r.headers)
 	}
 	c.expectGRPCOK(c.grpcCall("/test.Svc/Call"))
@@ -216,7 +212,6 @@ func TestH2AttackTableSizeUpdate(t *testing.T) {
 // usable, and a stream slot freed is a stream slot usable.
 func TestH2AttackStreamExhaustion(t *testing.T) {
 	t.Parallel()
-	needsFrameEngine(t)
 	b := startHTTPBackend(t, "g", true)
 	p := startProxy(t, h2TOML("", nil, b), nil)
 	c := dialH2(t, p.Addr("web").String(), h2Opts{})
@@ -299,7 +294,6 @@ func TestH2AttackWindowOverflow(t *testing.T) {
 // client sends the stream window plus 256 KiB.
 func TestH2AttackDataBeyondWindow(t *testing.T) {
 	t.Parallel()
-	needsFrameEngine(t)
 	b := startHTTPBackend(t, "g", true)
 	p := startProxy(t, h2TOML("", nil, b), nil)
 	defer b.unblock()
@@ -341,7 +335,6 @@ func (c *h2Client) flood(n int, settings bool, from int) error {
 // a second, with no stream open, get GOAWAY ENHANCE_YOUR_CALM; 50 do not.
 func TestH2AttackControlFlood(t *testing.T) {
 	t.Parallel()
-	needsFrameEngine(t)
 	b := startHTTPBackend(t, "g", true)
 	p := startProxy(t, h2TOML("", nil, b), nil)
 	addr := p.Addr("web").String()
@@ -386,7 +379,6 @@ func TestH2AttackControlFlood(t *testing.T) {
 // written a bounded number of them.
 func TestH2AttackPingNoRead(t *testing.T) {
 	t.Parallel()
-	needsFrameEngine(t)
 	b := startHTTPBackend(t, "g", true)
 	p := startProxy(t, h2TOML("", nil, b), nil)
 	c := dialH2(t, p.Addr("web").String(), h2Opts{readBuffer: 4096, noReader: true})
@@ -424,7 +416,6 @@ func TestH2AttackPingNoRead(t *testing.T) {
 // write_timeout (1s) + 1s of the response headers, releasing the backend.
 func TestH2AttackZeroWindow(t *testing.T) {
 	t.Parallel()
-	needsFrameEngine(t)
 	h1, h2 := startHTTPBackend(t, "h1", false), startHTTPBackend(t, "h2", true)
 	p := startProxy(t, h2TOML(`write_timeout = "1s"`, h1, h2), nil)
 	addr := p.Addr("web").String()

@@ -18,21 +18,6 @@ import (
 	"golang.org/x/net/http2/hpack"
 )
 
-// h2FrameEngine gates the HTTP/2 tests that only the frame-level engine of
-// #19 passes: HTTP/2 from any client (today's net/http-based engine answers
-// non-gRPC requests 415/405) and the attack defences today's engine lacks
-// or answers with other codes. The developer of that engine flips it to
-// true; the gated tests then run unchanged against it.
-const h2FrameEngine = true
-
-// needsFrameEngine skips t unless h2FrameEngine is set.
-func needsFrameEngine(t *testing.T) {
-	t.Helper()
-	if !h2FrameEngine {
-		t.Skip("needs the frame-level HTTP/2 engine (#19)")
-	}
-}
-
 // The HTTP/2 contract of #19 (listener keys under [listener.http2]), the
 // defaults the tests expect.
 const (

@@ -155,7 +155,6 @@ func h2cHTTPClient(t *testing.T) *http.Client {
 // HTTP/2 end to end.
 func TestH2PlainClients(t *testing.T) {
 	t.Parallel()
-	needsFrameEngine(t)
 	h1, h2 := startHTTPBackend(t, "h1", false), startHTTPBackend(t, "h2", true)
 	p := startProxy(t, h2TOML("", h1, h2), nil)
 	base := "http://" + p.Addr("web").String()

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"context"
+	"io"
 	"net"
 	"net/netip"
 	"sync"
@@ -100,15 +101,29 @@ func newH2Engine(l *httpListener, lim h2Limits) *h2Engine {
 }
 
 // serve runs one client connection that opened with the HTTP/2 preface,
-// until it ends. buffered is what was read from it so far, preface included.
-// client, when valid, is the address a PROXY protocol header named (the
-// connection's peer is then via).
-func (e *h2Engine) serve(nc net.Conn, buffered []byte, client netip.AddrPort) {
+// until it ends. buffered is what was read from it so far (a TLS
+// connection that chose h2 by ALPN: nothing yet; its preface is read here,
+// within read_timeout). client, when valid, is the address a PROXY
+// protocol header named (the connection's peer is then via); tlsc is the
+// TLS handshake, nil on a plain connection.
+func (e *h2Engine) serve(nc net.Conn, buffered []byte, client netip.AddrPort, tlsc *tlsConnInfo) {
+	if len(buffered) < len(h2Preface) {
+		if e.limits.read > 0 {
+			_ = nc.SetReadDeadline(time.Now().Add(e.limits.read))
+		}
+		rest := make([]byte, len(h2Preface)-len(buffered))
+		if _, err := io.ReadFull(nc, rest); err != nil {
+			_ = nc.Close()
+			return
+		}
+		buffered = append(buffered, rest...)
+	}
 	if !bytes.HasPrefix(buffered, h2Preface) {
 		_ = nc.Close()
 		return
 	}
 	c := newH2Conn(e, nc, client)
+	c.tlsc = tlsc
 	e.mu.Lock()
 	if e.draining {
 		e.mu.Unlock()

@@ -26,6 +26,7 @@ type h2Conn struct {
 	conn net.Conn
 	addr net.TCPAddr    // the client, as ctx.RemoteAddr
 	via  netip.AddrPort // the peer, when a PROXY header named the client
+	tlsc *tlsConnInfo   // the TLS handshake; nil: plain (h2c)
 
 	br  *bufio.Reader
 	rfr *h2FrameReader

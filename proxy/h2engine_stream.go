@@ -148,7 +148,7 @@ func (s *h2Stream) start() {
 	ctx := &s.ctx
 	req := &ctx.Request
 	s.x.h2, s.x.grpc = true, s.grpc
-	s.x.via = c.via
+	s.x.via, s.x.tlsc = c.via, c.tlsc
 	if !l.begin(ctx, &s.x, &s.idBuf) {
 		s.answerOwn()
 		return

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"net"
 	"os"
@@ -57,6 +58,7 @@ type h2Back struct {
 	recvWindow int64 // what the backend may still send, connection-wide
 	consumedN  int64 // passed on to clients, not yet credited
 	dead       bool
+	closeGives bool // the connection's Close gives the budget slot back (TLS)
 
 	active     int  // under up.mu
 	maxStreams int  // under up.mu
@@ -129,10 +131,21 @@ func (up *h2Upstream) dial(timeout time.Duration) {
 	if timeout <= 0 {
 		timeout = 2 * time.Second
 	}
-	nc, err := net.DialTimeout("tcp", up.u.be.Address(), timeout)
+	var nc net.Conn
+	var err error
+	tlsBudget := false
+	if up.u.tlsCfg.Load() != nil {
+		// HTTP/2 over TLS (ALPN h2): the connection's Close gives the
+		// budget slot back (tls_backend.go).
+		nc, err = up.u.dialTLS(context.Background())
+		tlsBudget = err == nil
+	} else {
+		nc, err = net.DialTimeout("tcp", up.u.be.Address(), timeout)
+	}
 	var b *h2Back
 	if err == nil {
 		b = newH2Back(up, nc)
+		b.closeGives = tlsBudget
 	} else {
 		up.u.giveConn()
 	}
@@ -640,7 +653,9 @@ func (b *h2Back) end(err error) {
 	b.mu.Unlock()
 	b.fl.flush()
 	_ = b.conn.Close()
-	b.up.u.giveConn()
+	if !b.closeGives {
+		b.up.u.giveConn()
+	}
 	if err == nil || errors.Is(err, net.ErrClosed) {
 		err = errConnReset
 	}

@@ -33,10 +33,20 @@ type connListener struct {
 	net.Listener
 	maxConns int64
 	open     atomic.Int64
-	// h2, if set, serves a connection that began with the HTTP/2 preface:
-	// the socket, the bytes read from it so far, and the client a PROXY
-	// protocol header named (invalid: none). Set before serving starts.
-	h2 func(nc net.Conn, buffered []byte, client netip.AddrPort)
+	// h2, if set, serves a connection that began with the HTTP/2 preface,
+	// or chose h2 by ALPN on a TLS listener: the connection, the bytes read
+	// from it so far, the client a PROXY protocol header named (invalid:
+	// none) and, on TLS, the handshake. Set before serving starts.
+	h2 func(nc net.Conn, buffered []byte, client netip.AddrPort, tlsc *tlsConnInfo)
+
+	// tls, on a listener with [listener.tls], is its current TLS front
+	// (tls_front.go), swapped by reloads; nil on a plain listener.
+	// tlsStats are its metric children; readTimeout is read_timeout,
+	// which the first request gets after the handshake.
+	tls         atomic.Pointer[tlsFront]
+	tlsStats    *tlsStats
+	terminates  bool
+	readTimeout time.Duration
 
 	active   prometheus.Gauge
 	total    prometheus.Counter
@@ -130,7 +140,7 @@ func (l *connListener) admit(c net.Conn) (net.Conn, error) {
 	}
 	l.total.Inc()
 	l.active.Inc()
-	if tc, ok := c.(*net.TCPConn); ok {
+	if tc, ok := c.(*net.TCPConn); ok && !l.terminates {
 		cc := &clientConn{dc: deferConn{Conn: tc, client: true}} // as newDeferConn(tc, true)
 		cc.sniffConn = sniffConn{Conn: &cc.dc, l: l}
 		return &cc.sniffConn, nil
@@ -196,6 +206,9 @@ type sniffConn struct {
 	proxyRead bool
 	client    *net.TCPAddr
 	via       netip.AddrPort
+	// tlsc, on a TLS connection, holds what requests need of its
+	// handshake (tls_front.go); nil on a plain one.
+	tlsc *tlsConnInfo
 }
 
 // RemoteAddr is the client: the PROXY protocol header's source when the
@@ -266,6 +279,15 @@ func (c *sniffConn) Read(p []byte) (int, error) {
 		}
 	}
 	c.sniffed = true
+	if f := c.l.tls.Load(); f != nil {
+		ok, h2 := c.handshakeTLS(f) // tls_front.go
+		if !ok {
+			return 0, io.EOF
+		}
+		if h2 {
+			return c.handOffH2(c.Conn, nil, c.tlsc)
+		}
+	}
 	n, err := c.readRaw(p)
 	if n == 0 || p[0] != 'P' {
 		return n, err
@@ -291,11 +313,22 @@ func (c *sniffConn) Read(p []byte) (int, error) {
 		c.Conn = rc
 		return rc.Read(p)
 	}
-	c.handedOff = true
 	nc := c.Conn
 	if dc, ok := nc.(*deferConn); ok {
 		nc = dc.Conn // nothing was written yet: nothing is deferred
 	}
+	return c.handOffH2(nc, got, nil)
+}
+
+// handOffH2 gives the connection nc, with what was read from it so far,
+// to the HTTP/2 engine and returns the io.EOF that fasthttp takes for a
+// clean close before the first byte.
+func (c *sniffConn) handOffH2(nc net.Conn, got []byte, tlsc *tlsConnInfo) (int, error) {
+	h2 := c.l.h2
+	if h2 == nil {
+		return 0, io.EOF
+	}
+	c.handedOff = true
 	var client netip.AddrPort
 	if c.client != nil {
 		client = c.client.AddrPort()
@@ -303,9 +336,8 @@ func (c *sniffConn) Read(p []byte) (int, error) {
 	go func() {
 		defer c.release()
 		defer nc.Close()
-		h2(nc, got, client)
+		h2(nc, got, client, tlsc)
 	}()
-	// fasthttp takes an EOF before the first byte as a clean close.
 	return 0, io.EOF
 }
 
@@ -359,6 +391,9 @@ func readFirst(buf *[]byte, p []byte, r io.Reader) (int, error) {
 	if len(*buf) > 0 {
 		n := copy(p, *buf)
 		*buf = (*buf)[n:]
+		if len(*buf) == 0 {
+			*buf = nil // let the array go (a TLS connection keeps its reader)
+		}
 		return n, nil
 	}
 	return r.Read(p)

@@ -94,10 +94,16 @@ type Proxy struct {
 // generation is one applied config: its pools and the context of its
 // background work (health checks), cancelled when it is replaced.
 type generation struct {
-	cfg    *config.Config
-	pools  map[string]*poolRuntime
-	names  []string // pool names, sorted
-	jwts   map[string]*jwt.Policy
+	cfg   *config.Config
+	pools map[string]*poolRuntime
+	names []string // pool names, sorted
+	jwts  map[string]*jwt.Policy
+	// certs are the certificates the generation serves and presents
+	// (tls_front.go, tls_backend.go), for tls_certificate_expiry_seconds.
+	certs []certInfo
+	// commit holds what Apply does to running objects once nothing can
+	// fail any more (backend TLS configs).
+	commit []func()
 	cancel context.CancelFunc
 	loaded time.Time
 }
@@ -162,6 +168,16 @@ func (p *Proxy) apply(cfg *config.Config) error {
 		}
 		return err
 	}
+	// TLS fronts are read before anything is bound: a bad certificate
+	// pair fails the reload with nothing changed (tls_front.go).
+	fronts, err := p.buildTLSFronts(cfg)
+	if err != nil {
+		for _, pr := range gen.pools {
+			pr.pool.Close()
+		}
+		return err
+	}
+	gen.certs = append(gen.certs, frontCerts(fronts)...)
 	// Bind new sockets before touching anything that runs.
 	bound := map[string]net.Listener{}
 	release := func() {
@@ -195,6 +211,9 @@ func (p *Proxy) apply(cfg *config.Config) error {
 	}
 
 	// Commit: nothing below fails.
+	for _, fn := range gen.commit {
+		fn()
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	gen.cancel = cancel
 	for key, u := range newUps {
@@ -237,15 +256,18 @@ func (p *Proxy) apply(cfg *config.Config) error {
 			l = p.newHTTPListener(lc, old.ln.Listener)
 			p.drainRetired(drain, func(ctx context.Context) { old.shutdown(ctx, p.opts.Logger) })
 		default:
+			l.ln.tls.Store(fronts[key])
 			l.rt.Store(p.buildListenerRuntime(lc, gen, l))
 			continue
 		}
 		p.http[key] = l
+		l.ln.tls.Store(fronts[key])
 		l.rt.Store(p.buildListenerRuntime(lc, gen, l))
 		go l.serve(p.opts.Logger)
 	}
 	p.gen.Store(gen)
 	p.opts.Metrics.SetBackendSource(gen)
+	p.opts.Metrics.SetCertificateSource(gen)
 	dropStaleWeights(gen) // control.go
 
 	for key, l := range p.http {
@@ -302,13 +324,14 @@ type listenerSettings struct {
 	maxConns, maxHeader int
 	maxBody             int64
 	acceptProxy         bool
+	tls                 bool // [listener.tls]: no event loop (tls_front.go)
 }
 
 func settingsOf(lc *config.Listener) listenerSettings {
 	return listenerSettings{
 		name: lc.Name, read: lc.ReadTimeout.Duration, write: lc.WriteTimeout.Duration, idle: lc.IdleTimeout.Duration,
 		maxConns: lc.MaxConnections, maxHeader: lc.MaxHeaderBytes, maxBody: lc.MaxBodyBytes,
-		acceptProxy: lc.AcceptProxy,
+		acceptProxy: lc.AcceptProxy, tls: lc.TLS != nil,
 	}
 }
 
@@ -355,6 +378,11 @@ func (p *Proxy) newHTTPListener(lc *config.Listener, ln net.Listener) *httpListe
 		cl.acceptProxy = true
 		cl.proxyRejected = m.ConnsRejected.WithLabelValues(lc.Name, "proxy_protocol")
 	}
+	if lc.TLS != nil {
+		cl.terminates = true
+		cl.tlsStats = newTLSStats(m, lc.Name)
+		cl.readTimeout = lc.ReadTimeout.Duration
+	}
 	l := &httpListener{
 		settings: settingsOf(lc),
 		name:     lc.Name,
@@ -391,7 +419,7 @@ func (p *Proxy) newHTTPListener(lc *config.Listener, ln net.Listener) *httpListe
 	l.panics = m.Panics.WithLabelValues(lc.Name)
 	l.goAways = m.HTTP2GoAways.MustCurryWith(prometheus.Labels{"listener": lc.Name})
 	l.beforeRequest = p.opts.beforeRequest
-	if p.opts.goroutineOnly {
+	if p.opts.goroutineOnly || lc.TLS != nil {
 		return l
 	}
 	if loops := newLoops(l, ln); loops != nil {

@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"context"
+	"crypto/tls"
 	"math"
 	"net"
 	"net/netip"
@@ -65,6 +67,10 @@ type poolBackend struct {
 	// idle_timeout, after which an unused one closes.
 	h2          atomic.Pointer[h2Upstream]
 	idleTimeout time.Duration
+	// tlsCfg, for a pool with tls, is the backend's client config, set
+	// by every Apply (a reload rotates CAs and client certificates);
+	// connections dial through dialTLS (tls_backend.go). nil: plain TCP.
+	tlsCfg atomic.Pointer[tls.Config]
 }
 
 // closeIdle closes u's idle connections (a reload retired it).
@@ -88,6 +94,13 @@ func poolBackendKey(pool string, p *config.Pool, addr string) string {
 	b.WriteString(p.IdleTimeout.String())
 	b.WriteByte('|')
 	b.WriteString(strconv.Itoa(p.MaxConnectionsPerBackend))
+	if t := p.TLS; t != nil {
+		// Plain and TLS connections never share a pool; a new name to
+		// verify starts from new connections.
+		b.WriteString("|tls|")
+		b.WriteString(t.ServerName)
+		b.WriteString(strconv.FormatBool(t.InsecureSkipVerify))
+	}
 	return b.String()
 }
 
@@ -103,6 +116,13 @@ func newPoolBackend(id int, key, addr string, p *config.Pool, be *balancer.Backe
 		Dial: func(a string) (net.Conn, error) {
 			if !u.claimReserved() && !u.takeConn() {
 				return nil, fasthttp.ErrNoFreeConns
+			}
+			if p.TLS != nil {
+				c, err := u.dialTLS(context.Background()) // tls_backend.go
+				if err != nil {
+					u.giveConn()
+				}
+				return c, err
 			}
 			c, err := fasthttp.DialTimeout(a, connectTimeout)
 			if err != nil {
@@ -255,6 +275,9 @@ type route struct {
 	// stripClaims are the forward_claims headers of every JWT policy,
 	// removed on routes without a policy (nil when there is none).
 	stripClaims [][]byte
+	// redirect: redirect_https; frontdoor answers 308 itself and pool is
+	// nil (tls_route.go).
+	redirect bool
 }
 
 // listenerRuntime is an http listener's view of one runtime.
@@ -265,6 +288,13 @@ type listenerRuntime struct {
 	trusted  []netip.Prefix
 	routes   routeTable
 	notFound [5]prometheus.Counter // pool="" backend=""
+	// proto is X-Forwarded-Proto's value: "https" on a TLS listener. hsts
+	// is the Strict-Transport-Security added to every answer, nil for
+	// none. stripIdent are the forward_client_cert headers of every TLS
+	// listener, removed from every request (tls_route.go).
+	proto      []byte
+	hsts       []byte
+	stripIdent [][]byte
 }
 
 func bindRouteStats(m *metrics.Metrics, listener, route string, p *poolRuntime) *routeStats {

@@ -26,12 +26,22 @@ type tcpListener struct {
 // applyTCP starts (ln != nil: a newly bound socket) or re-arms a tcp
 // listener for gen. It runs in Apply's commit phase and cannot fail.
 func (p *Proxy) applyTCP(lc *config.Listener, gen *generation, ln net.Listener) {
-	pr := gen.pools[lc.Pool]
-	var passive tcp.Reporter
-	if pr.ejector != nil {
-		passive = pr.ejector
+	upstream := func(pool string) *tcp.Upstream {
+		pr := gen.pools[pool]
+		if pr == nil {
+			return nil // sni_route without a default pool
+		}
+		var passive tcp.Reporter
+		if pr.ejector != nil {
+			passive = pr.ejector
+		}
+		return tcp.UpstreamFor(lc, pr.cfg, pr.pool, passive)
 	}
-	up := tcp.UpstreamFor(lc, pr.cfg, pr.pool, passive)
+	up := upstream(lc.Pool)
+	opts := tcp.OptionsFor(lc, nil, p.opts.Metrics, p.opts.Logger)
+	for _, r := range lc.SNIRoutes {
+		opts.SNIRoutes = append(opts.SNIRoutes, tcp.SNIRoute{ServerName: r.ServerName, Upstream: upstream(r.Pool)})
+	}
 	key := listenerKey(lc)
 	l := p.tcp[key]
 	var old *tcp.Server
@@ -42,7 +52,7 @@ func (p *Proxy) applyTCP(lc *config.Listener, gen *generation, ln net.Listener) 
 		old = l.srv
 		l.name = lc.Name
 	}
-	opts := tcp.OptionsFor(lc, l.ln, p.opts.Metrics, p.opts.Logger)
+	opts.Listener = l.ln
 	if p.opts.AccessLog != nil {
 		opts.SessionLog = p.opts.AccessLog // a line per session (core_accesslog.go)
 	}

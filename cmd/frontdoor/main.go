@@ -55,6 +55,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	if *check {
+		// Certificates (certs.go): an expired one fails the check, one
+		// close to its expiry is a warning.
+		expired, soon := certExpiry(cfg, time.Now())
+		for _, msg := range soon {
+			fmt.Fprintln(stderr, "warning: "+msg)
+		}
+		if len(expired) > 0 {
+			for _, msg := range expired {
+				fmt.Fprintln(stderr, msg)
+			}
+			return 1
+		}
 		fmt.Fprintln(stdout, "config OK")
 		return 0
 	}
@@ -201,6 +213,7 @@ func serve(cfg *config.Config, path string, stderr io.Writer) error {
 	d.state.succeeded(time.Now())
 	m.ReloadSuccessful.Set(1)
 	m.ReloadTimestamp.Set(float64(time.Now().Unix()))
+	logCertExpiry(logger, cfg) // certs.go
 
 	wd, err := watchdogInterval()
 	if err != nil {

@@ -104,6 +104,7 @@ func (d *daemon) reload() {
 	d.m.ReloadTimestamp.Set(float64(start.Unix()))
 	d.state.succeeded(start)
 	d.logger.Info("config reloaded", "config", d.path, "took", time.Since(start).Round(time.Microsecond))
+	logCertExpiry(d.logger, cfg) // certs.go
 	_ = d.notify.send("READY=1\nSTATUS=" + d.statusLine())
 }
 

@@ -20,6 +20,12 @@
 // from clients (Options.AcceptProxy) and written to backends
 // (Upstream.SendProxy) in the format HAProxy uses.
 //
+// With Options.SNIRoutes a Server routes TLS without terminating it
+// (sni.go): it peeks at each connection's ClientHello (ParseClientHello,
+// clienthello.go), picks the Upstream by its server name, and splices the
+// connection, hello included, as any other. Refused hellos are counted in
+// the TLS metrics by reason.
+//
 // # Metrics
 //
 // Per listener (Options.Name): connections_active, connections_total

@@ -2,6 +2,8 @@ package tcp_test
 
 import (
 	"context"
+	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -131,4 +133,31 @@ func ExampleServer_TakeOver() {
 	// Output:
 	// ok 1
 	// <nil> 0
+}
+
+// ParseClientHello reads the server name and ALPN protocols a TLS client
+// asks for from the bytes it sent first, without terminating anything.
+func ExampleParseClientHello() {
+	client, server := net.Pipe()
+	go func() {
+		_ = tls.Client(client, &tls.Config{ServerName: "db.example.com", NextProtos: []string{"h2"}}).Handshake()
+	}()
+	buf := make([]byte, tcp.MaxClientHello)
+	n := 0
+	for {
+		m, err := server.Read(buf[n:])
+		n += m
+		h, perr := tcp.ParseClientHello(buf[:n])
+		if errors.Is(perr, tcp.ErrHelloShort) && err == nil {
+			continue
+		}
+		fmt.Println(string(h.ServerName), tcp.OffersALPN(h.ALPN, "h2"), h.MaxVersion == tls.VersionTLS13, perr)
+		break
+	}
+	_ = server.Close()
+	_, err := tcp.ParseClientHello([]byte("GET / HTTP/1.1\r\n"))
+	fmt.Println(err)
+	// Output:
+	// db.example.com true true <nil>
+	// tcp: not a TLS ClientHello
 }

@@ -66,6 +66,16 @@ type Options struct {
 	// SessionLog, if set, receives a record of every session when it
 	// closes (the access log's tcp lines).
 	SessionLog SessionLogger
+	// SNIRoutes, when set, route each connection by the server name of
+	// its TLS ClientHello, read without consuming it (sni.go); the
+	// Upstream given to NewServer is then the default for names no route
+	// matches (nil: such connections are closed). Connections that do
+	// not open with a ClientHello are closed. Each is counted in the TLS
+	// metrics.
+	SNIRoutes []SNIRoute
+	// HelloTimeout bounds reading the ClientHello with SNIRoutes; default
+	// DefaultHelloTimeout.
+	HelloTimeout time.Duration
 }
 
 // OptionsFor returns the Options of a tcp listener from its config.
@@ -78,6 +88,7 @@ func OptionsFor(lc *config.Listener, ln net.Listener, m *metrics.Metrics, log *s
 		AcceptProxy:    lc.AcceptProxy,
 		Metrics:        m,
 		Logger:         log,
+		HelloTimeout:   lc.ReadTimeout.Duration,
 	}
 }
 
@@ -92,7 +103,8 @@ type Server struct {
 	refresh int64 // how often a busy direction pushes its deadlines out
 	maxConn int
 
-	upstream *boundUpstream // set by NewServer, read-only after
+	upstream *boundUpstream // set by NewServer, read-only after; nil: SNI routes only
+	sni      *sniTable      // nil: no SNIRoutes
 	metrics  *metrics.Metrics
 	pipes    splice.Pool
 	sessions sync.Pool
@@ -128,9 +140,11 @@ type Server struct {
 	retired []*Server
 }
 
-// NewServer returns a Server for opts that forwards to up. It panics if
-// opts.Listener, up or up.Pool is nil (a programmer error). Call Serve to
-// start accepting.
+// NewServer returns a Server for opts that forwards to up (with
+// opts.SNIRoutes: the default upstream, which may be nil). It panics if
+// opts.Listener is nil, if up is nil without SNIRoutes, or if an
+// Upstream has no Pool (programmer errors). Call Serve to start
+// accepting.
 func NewServer(opts Options, up *Upstream) *Server {
 	if opts.Listener == nil {
 		panic("tcp: NewServer without a listener")
@@ -161,7 +175,12 @@ func NewServer(opts Options, up *Upstream) *Server {
 	s.bytesDown = s.metrics.TCPBytes.WithLabelValues(opts.Name, "downstream")
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.sessions.New = func() any { return newSession(s) }
-	s.upstream = up.bind(s.metrics)
+	if up != nil || len(opts.SNIRoutes) == 0 {
+		s.upstream = up.bind(s.metrics)
+	}
+	if len(opts.SNIRoutes) > 0 {
+		s.sni = newSNITable(&s.opts, s.metrics)
+	}
 	return s
 }
 

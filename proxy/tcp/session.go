@@ -57,6 +57,13 @@ type session struct {
 	hdr    proxyHeader
 	hdrErr error
 	peekFn func(uintptr) bool
+
+	// The ClientHello with SNI routes (sni.go); hello is allocated by the
+	// first session that routes one and kept across reuses.
+	hello    []byte
+	helloMsg ClientHello
+	helloErr error
+	helloFn  func(uintptr) bool
 }
 
 func newSession(s *Server) *session {
@@ -65,6 +72,7 @@ func newSession(s *Server) *session {
 	ss.down.bind(ss, &ss.up)
 	ss.up.counter, ss.down.counter = s.bytesUp, s.bytesDown
 	ss.peekFn = ss.peek
+	ss.helloFn = ss.peekHello
 	ss.runDownFn = ss.runDown
 	ss.handleFn = ss.handle
 	return ss
@@ -80,6 +88,7 @@ func (ss *session) reset() {
 	ss.hdr, ss.hdrErr = proxyHeader{}, nil
 	ss.rec = SessionRecord{}
 	ss.firstEnd.Store(0)
+	ss.helloMsg, ss.helloErr = ClientHello{}, nil
 }
 
 // handle runs a session from accept to close, then returns it to the pool.
@@ -121,6 +130,17 @@ func (ss *session) serve() {
 		}
 	}
 	up := s.upstream
+	var replay []byte // a ClientHello read (not peeked) from a non-TCP client
+	if s.sni != nil {
+		if isTCP {
+			up = ss.routeHello(client) // sni.go: the hello stays in the socket
+		} else {
+			up, replay = ss.readHello(ss.client)
+		}
+		if up == nil {
+			return
+		}
+	}
 	backend := ss.connect(up, SourceKey(src.Addr()))
 	if backend == nil {
 		return
@@ -131,6 +151,12 @@ func (ss *session) serve() {
 		if _, err := backend.Write(hdr); err != nil {
 			ss.member.errs[reasonReset].Inc()
 			ss.rec.End = "backend_reset"
+			return
+		}
+	}
+	if len(replay) > 0 {
+		if _, err := backend.Write(replay); err != nil {
+			ss.member.errs[reasonReset].Inc()
 			return
 		}
 	}

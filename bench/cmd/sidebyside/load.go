@@ -20,6 +20,11 @@ type workload struct {
 	Path  string
 	Conns int
 	Close bool // send "Connection: close": a new connection per request
+	// TLS: over TLS 1.3 to the targets of tlsTargetsFor (tls.go).
+	// Handshake "full" or "resume": a new TLS connection per request made
+	// by tlsload, with or without session resumption; "": wrk.
+	TLS       bool
+	Handshake string
 	// L4 (iperf3)
 	Streams int
 	// GRPC, when set, makes this a gRPC workload (h2load or grpcload).
@@ -35,6 +40,10 @@ var allWorkloads = []workload{
 	{Name: "small-1000", Title: "Small GET, keep-alive, 1,000 connections", Path: "/small", Conns: 1000},
 	{Name: "big-64", Title: "100 KiB GET, keep-alive, 64 connections", Path: "/big", Conns: 64},
 	{Name: "close-64", Title: "Small GET, new connection per request (Connection: close), 64 connections", Path: "/small", Conns: 64, Close: true},
+	{Name: "tls-small-64", Title: "TLS 1.3: small GET, keep-alive, 64 connections", Path: "/small", Conns: 64, TLS: true},
+	{Name: "tls-small-1000", Title: "TLS 1.3: small GET, keep-alive, 1,000 connections", Path: "/small", Conns: 1000, TLS: true},
+	{Name: "tls-full-64", Title: "TLS 1.3: a new connection per request, full handshake (tlsload), 64 in parallel", Path: "/small", Conns: 64, TLS: true, Handshake: "full"},
+	{Name: "tls-resume-64", Title: "TLS 1.3: a new connection per request, resumed with a ticket (tlsload), 64 in parallel", Path: "/small", Conns: 64, TLS: true, Handshake: "resume"},
 	{Name: "l4-1", Title: "L4 bulk transfer (iperf3), 1 stream", L4: true, Streams: 1},
 	{Name: "l4-8", Title: "L4 bulk transfer (iperf3), 8 streams", L4: true, Streams: 8},
 	{Name: "grpc-empty-1x64", Title: "gRPC unary, empty message, 1 connection x 64 streams (h2load -c1 -m64)",

@@ -50,6 +50,9 @@ type options struct {
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "tlsload" {
+		os.Exit(tlsLoadMain(os.Args[2:], os.Stdout, os.Stderr)) // tls.go
+	}
 	var o options
 	flag.BoolVar(&o.Quick, "quick", false, "quick preset: 1 round, 3s runs, workloads "+quickWorkloads)
 	flag.IntVar(&o.Rounds, "rounds", 3, "rounds (each round runs every target once per workload)")
@@ -338,6 +341,9 @@ func run(ctx context.Context, o options, stdout, stderr io.Writer) error {
 			case w.GRPC != nil:
 				ts = grpcTs
 			}
+			if w.TLS {
+				ts = tlsTargetsFor(httpTs) // tls.go
+			}
 			for _, t := range ts {
 				if ctx.Err() != nil {
 					return ctx.Err()
@@ -425,7 +431,7 @@ func runOne(ctx context.Context, o options, e *env, t target, w workload, round 
 			return fail(err)
 		}
 	}
-	url := "http://" + addr(port) + w.Path
+	url := workloadURL(w, port) // tls.go
 	switch {
 	case w.GRPC != nil:
 		if err := waitGRPC(ctx, p, e.GRPCLoadBin, addr(port), w.GRPC, 10*time.Second); err != nil {
@@ -441,7 +447,7 @@ func runOne(ctx context.Context, o options, e *env, t target, w workload, round 
 			return fail(err)
 		}
 		if o.Warmup > 0 {
-			if _, out, err := runWrk(ctx, o.CPULoad, script, url, w.Conns, w.Close, o.Warmup); err != nil {
+			if _, out, err := runHTTPLoad(ctx, o.CPULoad, script, url, w, o.Warmup); err != nil {
 				return fail(fmt.Errorf("warm-up: %w: %s", err, lastLine(out)))
 			}
 		}
@@ -483,7 +489,7 @@ func runOne(ctx context.Context, o options, e *env, t target, w workload, round 
 		s.Load = r
 		s.MiB = float64(r.Requests) * w.GRPC.callMiB()
 	default:
-		r, out, err := runWrk(ctx, o.CPULoad, script, url, w.Conns, w.Close, o.Duration)
+		r, out, err := runHTTPLoad(ctx, o.CPULoad, script, url, w, o.Duration)
 		if err != nil {
 			return fail(fmt.Errorf("%w: %s", err, lastLine(out)))
 		}

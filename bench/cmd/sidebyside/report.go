@@ -256,13 +256,15 @@ func render(m meta, workloads []workload, ts targetSets, samples []sample) strin
 		"then summarised the same way. Lower is better for CPU, latency and RSS; higher for req/s and Gbit/s. " +
 		"noise % is the largest share of the run that either CPU spent on processes other than the proxy, " +
 		"the load generator and the backend (or that the hypervisor stole); above a few percent, distrust that row.\n\n")
-	var http, l4, grpc []workload
+	var http, l4, grpc, tlsW []workload
 	for _, w := range workloads {
 		switch {
 		case w.L4:
 			l4 = append(l4, w)
 		case w.GRPC != nil:
 			grpc = append(grpc, w)
+		case w.TLS:
+			tlsW = append(tlsW, w)
 		default:
 			http = append(http, w)
 		}
@@ -280,6 +282,12 @@ func render(m meta, workloads []workload, ts targetSets, samples []sample) strin
 		b.WriteString("## HTTP/1.1 (wrk, 1 thread)\n\n")
 		for _, w := range http {
 			b.WriteString(table(w, ts.HTTP, pick(w.Name), httpMetrics))
+		}
+	}
+	if len(tlsW) > 0 {
+		b.WriteString("## TLS 1.3 (ECDSA P-256, X25519; wrk, or tlsload for a connection per request)\n\n")
+		for _, w := range tlsW {
+			b.WriteString(table(w, tlsTargetsFor(ts.HTTP), pick(w.Name), httpMetrics))
 		}
 	}
 	if len(l4) > 0 {
