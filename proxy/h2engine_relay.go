@@ -71,6 +71,7 @@ func (s *h2Stream) responseHead(fields []hpack.HeaderField, end bool) {
 func (s *h2Stream) writeResponseHead(end bool) {
 	c := s.c
 	resp := &s.ctx.Response
+	addHSTS(&s.ctx, c.l.rt.Load()) // tls_route.go
 	c.enc.pseudo(":status", statusValue(resp.StatusCode()))
 	for k, v := range resp.Header.All() {
 		c.enc.field(k, v)

@@ -294,6 +294,7 @@ func (s *h2Stream) endOwn() {
 func (s *h2Stream) answerOwn() {
 	c := s.c
 	resp := &s.ctx.Response
+	addHSTS(&s.ctx, c.l.rt.Load()) // tls_route.go
 	e := &c.enc
 	if s.grpc {
 		code, msg := grpcStatusOf(resp.StatusCode()), bytes.TrimSpace(resp.Body())
