@@ -218,7 +218,7 @@ func (p *Proxy) buildListenerRuntime(lc *config.Listener, gen *generation, l *ht
 	}
 	stats := map[string]*routeStats{}
 	routes := make([]*route, 0, len(lc.Routes))
-	for _, rc := range lc.Routes {
+	for j, rc := range lc.Routes {
 		pr := gen.pools[rc.Pool]
 		s := stats[rc.Pool]
 		if s == nil {
@@ -237,6 +237,7 @@ func (p *Proxy) buildListenerRuntime(lc *config.Listener, gen *generation, l *ht
 			r.stripClaims = claimHeaders(gen.cfg)
 		}
 		r.grpc = l.grpcRoute(r)
+		r.transcode = p.transcodeRoute(gen, &lc.Routes[j], lc)
 		routes = append(routes, r)
 	}
 	rt.routes = compileRoutes(routes)

@@ -174,6 +174,9 @@ type accessRecord struct {
 	// grpc marks a gRPC call; grpcStatus is its grpc-status (-1: none).
 	grpc       bool
 	grpcStatus int
+	// grpcMethod is the gRPC method of a transcoded request
+	// ("/pkg.Service/Method"), "" for others.
+	grpcMethod string
 	backend    string
 	bytesIn    int
 	bytesOut   int
@@ -240,6 +243,10 @@ func appendAccessRecord(b []byte, r *accessRecord) []byte {
 	b = appendJSONString(b, r.path)
 	b = append(b, `,"status":`...)
 	b = strconv.AppendInt(b, int64(r.status), 10)
+	if r.grpcMethod != "" {
+		b = append(b, `,"grpc_method":`...)
+		b = appendJSONStr(b, r.grpcMethod)
+	}
 	if r.grpc && r.grpcStatus >= 0 {
 		b = append(b, `,"grpc_status":`...)
 		b = strconv.AppendInt(b, int64(r.grpcStatus), 10)

@@ -27,6 +27,11 @@ func (l *httpListener) handle(ctx *fasthttp.RequestCtx) {
 	if !l.begin(ctx, &x, &idBuf) {
 		return
 	}
+	if x.r.transcode != nil {
+		l.serveTranscode(ctx, &x) // transcodeengine.go
+		l.end(ctx, &x)
+		return
+	}
 	for {
 		i := l.pick(ctx, &x)
 		if i == pickQueue {

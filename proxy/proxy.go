@@ -18,6 +18,7 @@ import (
 	"frontdoor/metrics"
 	"frontdoor/proxy/internal/requestid"
 	"frontdoor/proxy/jwt"
+	"frontdoor/proxy/transcode"
 )
 
 // Options configure a Proxy. Metrics is required.
@@ -85,6 +86,11 @@ type Proxy struct {
 	// waits for them too.
 	retiring sync.WaitGroup
 	closed   bool
+	// grpcCaller carries transcoded calls to backends
+	// (transcodeengine.go); transcodeUpstream is it when it is the h2c
+	// transport of today, closed by Shutdown.
+	grpcCaller        grpcCaller
+	transcodeUpstream *h2cCaller
 }
 
 // generation is one applied config: its pools and the context of its
@@ -94,7 +100,9 @@ type generation struct {
 	pools  map[string]*poolRuntime
 	names  []string // pool names, sorted
 	jwts   map[string]*jwt.Policy
-	cancel context.CancelFunc
+	// transcoders are the transcoding routes' Transcoders, by route.
+	transcoders map[*config.Route]*transcode.Transcoder
+	cancel      context.CancelFunc
 	loaded time.Time
 }
 
@@ -104,7 +112,10 @@ func New(opts Options) *Proxy {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	stop, stopAll := context.WithCancel(context.Background())
+	up := newH2CCaller()
 	return &Proxy{
+		grpcCaller:        up,
+		transcodeUpstream: up,
 		stop:         stop,
 		stopAll:      stopAll,
 		opts:         opts,
@@ -153,6 +164,12 @@ func (p *Proxy) apply(cfg *config.Config) error {
 		pr.static = len(cfg.Pools[name].Backends)
 	}
 	if err := p.buildJWT(cfg, gen, old); err != nil {
+		for _, pr := range gen.pools {
+			pr.pool.Close()
+		}
+		return err
+	}
+	if gen.transcoders, err = buildTranscoders(cfg); err != nil {
 		for _, pr := range gen.pools {
 			pr.pool.Close()
 		}
@@ -481,6 +498,7 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	for _, u := range p.poolBackends {
 		u.hc.CloseIdleConnections()
 	}
+	p.transcodeUpstream.close()
 	return errors.Join(errs...)
 }
 

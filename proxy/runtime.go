@@ -238,6 +238,9 @@ type route struct {
 	// removed on routes without a policy (nil when there is none).
 	stripClaims [][]byte
 	grpc        *grpc.Route // nil: the pool does not speak h2c
+	// transcode turns HTTP/JSON requests into gRPC calls
+	// (transcodeengine.go); nil: the route does not transcode.
+	transcode *transcodeRoute
 }
 
 // listenerRuntime is an http listener's view of one runtime.

@@ -52,6 +52,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	if *check {
+		// What Load cannot see: the descriptor sets of transcoding routes.
+		if err := proxy.Check(cfg); err != nil {
+			printConfigErrors(stderr, err)
+			return 1
+		}
 		fmt.Fprintln(stdout, "config OK")
 		return 0
 	}

@@ -91,7 +91,7 @@ type Binding struct {
 func Load(path string, opts Options) (*Transcoder, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("read descriptor set: %w", err)
+		return nil, fmt.Errorf("read descriptor set: %w", err) // the path is in err
 	}
 	var set descriptorpb.FileDescriptorSet
 	if err := proto.Unmarshal(data, &set); err != nil {
@@ -99,7 +99,18 @@ func Load(path string, opts Options) (*Transcoder, error) {
 	}
 	t, err := New(&set, opts)
 	if err != nil {
-		return nil, fmt.Errorf("descriptor set %s: %w", path, err)
+		// Each problem on its own, named after the file.
+		var list []error
+		var joined interface{ Unwrap() []error }
+		if errors.As(err, &joined) {
+			list = joined.Unwrap()
+		} else {
+			list = []error{err}
+		}
+		for i, e := range list {
+			list[i] = fmt.Errorf("descriptor set %s: %w", path, e)
+		}
+		return nil, errors.Join(list...)
 	}
 	return t, nil
 }

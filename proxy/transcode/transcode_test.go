@@ -16,7 +16,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/anypb"
 
-	"frontdoor/proxy/internal/transcodetest"
+	"frontdoor/internal/transcodetest"
 )
 
 // bookstore returns a Transcoder of the test service.

@@ -1,0 +1,224 @@
+package proxy
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	grpclib "google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/dynamicpb"
+
+	"frontdoor/internal/transcodetest"
+	"frontdoor/proxy/transcode"
+)
+
+// transcodeTOML is a listener with a transcoding route to pool "books"
+// (the backends addrs), a pass-through gRPC route for the same service,
+// and extra appended to the transcode table.
+func transcodeTOML(pb, routeExtra, poolExtra string, addrs ...string) string {
+	return listenerTOML + fmt.Sprintf(`
+  [[listener.route]]
+  path_prefix = "/bookstore."
+  pool = "books"
+  [[listener.route]]
+  path_prefix = "/"
+  pool = "books"
+  transcode = { descriptor_set = %q, services = ["bookstore.v1.Bookstore"], forward_headers = ["X-Tenant"]%s }
+`, pb, routeExtra) + poolTOML("books", "protocol = \"h2c\"\nhealth = { check = \"none\" }\n"+poolExtra, addrs...)
+}
+
+type tcResponse struct {
+	status int
+	header http.Header
+	body   string
+}
+
+func (r tcResponse) json(t *testing.T) any {
+	t.Helper()
+	var v any
+	if err := json.Unmarshal([]byte(r.body), &v); err != nil {
+		t.Fatalf("body %q is not JSON: %v", r.body, err)
+	}
+	return v
+}
+
+func tcDo(t *testing.T, p *testProxy, method, path, body string, hdr ...string) tcResponse {
+	t.Helper()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequest(method, p.url(t, "web", path), rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := http.DefaultClient.Do(req.WithContext(ctx))
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tcResponse{status: resp.StatusCode, header: resp.Header, body: string(b)}
+}
+
+func jsonOf(t *testing.T, s string) any {
+	t.Helper()
+	var v any
+	if err := json.Unmarshal([]byte(s), &v); err != nil {
+		t.Fatalf("%s: %v", s, err)
+	}
+	return v
+}
+
+// TestTranscode runs the acceptance cases of issue #21 against a real
+// grpc-go backend and descriptors compiled by protoc.
+func TestTranscode(t *testing.T) {
+	t.Parallel()
+	pb := transcodetest.DescriptorSet(t)
+	be := transcodetest.StartBackend(t, pb)
+	access, readLog := testAccessLog(t)
+	p := startProxy(t, strings.Replace(transcodeTOML(pb, "", "", be.Addr), `access = "off"`, `access = "stdout"`, 1), access)
+
+	cases := []struct {
+		name, method, path, body string
+		hdr                      []string
+		status                   int
+		want                     string
+	}{
+		{"GET with a path variable", "GET", "/v1/shelves/7", "", nil, 200, `{"name":"shelves/7","theme":"theme","bookCount":"70"}`},
+		{"GET with a multi-segment variable", "GET", "/v1/shelves/1/books/2", "", nil, 200,
+			`{"name":"shelves/1/books/2","title":"Title of shelves/1/books/2","author":"Ann Author","createTime":"2023-11-14T22:13:20.500Z","genre":"FICTION","tags":["a","b"],"pages":"1099511627776"}`},
+		{"POST with body *", "POST", "/v1/shelves/3/books", `{"book":{"title":"New","genre":"HISTORY","pages":"12"}}`, nil, 200,
+			`{"name":"shelves/3/books/1","title":"New","genre":"HISTORY","pages":"12"}`},
+		{"POST with a body field", "POST", "/v1/shelves", `{"theme":"sea","bookCount":"3"}`, nil, 200, `{"name":"shelves/new","theme":"sea","bookCount":"3"}`},
+		{"PATCH with a body field and a FieldMask", "PATCH", "/v1/shelves/1/books/2", `{"title":"T2","author":"B"}`, nil, 200,
+			`{"book":{"name":"shelves/1/books/2","title":"T2","author":"B"},"updateMask":"author,title"}`},
+		{"PATCH with the mask in the query", "PATCH", "/v1/shelves/1/books/2?update_mask=title", `{"title":"T2","author":"B"}`, nil, 200,
+			`{"book":{"name":"shelves/1/books/2","title":"T2","author":"B"},"updateMask":"title"}`},
+		{"DELETE", "DELETE", "/v1/shelves/1/books/2", "", nil, 200, `{}`},
+		{"query parameters of every scalar kind", "GET", "/v1/echo?d=1.5&f=-2.5&i32=-32&i64=-9007199254740993&u32=32&u64=18446744073709551615" +
+			"&s32=-7&s64=-8&fx32=9&fx64=10&sfx32=-11&sfx64=-12&b=true&s=h%C3%A9+llo&by=AQID&color=GREEN", "", nil, 200,
+			`{"d":1.5,"f":-2.5,"i32":-32,"i64":"-9007199254740993","u32":32,"u64":"18446744073709551615","s32":-7,"s64":"-8",` +
+				`"fx32":9,"fx64":"10","sfx32":-11,"sfx64":"-12","b":true,"s":"hé llo","by":"AQID","color":"GREEN"}`},
+		{"repeated and nested query parameters", "GET", "/v1/echo?tags=a&tags=b&colors=RED&colors=3&nested.i32=5&nested.inner.s=x&nested.ids=1&nested.ids=2&labels[k]=v", "", nil, 200,
+			`{"tags":["a","b"],"colors":["RED","BLUE"],"nested":{"i32":5,"inner":{"s":"x"},"ids":["1","2"]},"labels":{"k":"v"}}`},
+		{"well-known types in a body", "POST", "/v1/echo", `{"ts":"2024-05-06T07:08:09Z","dur":"3.5s","wI64":"9","st":{"a":[1,true]},"fm":"a.b","any":{"@type":"type.googleapis.com/bookstore.v1.Shelf","name":"s"}}`, nil, 200,
+			`{"ts":"2024-05-06T07:08:09Z","dur":"3.500s","wI64":"9","st":{"a":[1,true]},"fm":"a.b","any":{"@type":"type.googleapis.com/bookstore.v1.Shelf","name":"s"}}`},
+		{"path variables of several kinds", "GET", "/v1/echo/a%2Fb/-5/BLUE/true", "", nil, 200, `{"s":"a/b","i64":"-5","nested":{"color":"BLUE"},"b":true}`},
+		{"response_body", "GET", "/v1/shelves/1/books:titles?page_size=1", "", nil, 200,
+			`[{"name":"shelves/1/books/1","title":"Title of shelves/1/books/1","author":"Ann Author","createTime":"2023-11-14T22:13:20.500Z","genre":"FICTION","tags":["a","b"],"pages":"1099511627776"}]`},
+		{"backend NOT_FOUND", "GET", "/v1/shelves/404", "", nil, 404, `{"code":5,"message":"shelf 404 not found","details":[]}`},
+	}
+	for _, c := range cases {
+		r := tcDo(t, p, c.method, c.path, c.body, c.hdr...)
+		if r.status != c.status || !reflect.DeepEqual(r.json(t), jsonOf(t, c.want)) {
+			t.Errorf("%s: %s %s: %d %s\nwant %d %s", c.name, c.method, c.path, r.status, r.body, c.status, c.want)
+		}
+		if ct := r.header.Get("Content-Type"); ct != "application/json" {
+			t.Errorf("%s: Content-Type %q", c.name, ct)
+		}
+		if r.header.Get("X-Request-Id") == "" {
+			t.Errorf("%s: no X-Request-Id", c.name)
+		}
+	}
+
+	// Metadata both ways.
+	r := tcDo(t, p, "GET", "/v1/shelves/8", "", "X-Request-ID", "req-8", "traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+		"X-Tenant", "acme", "X-Secret", "no")
+	if r.header.Get("Grpc-Metadata-X-Shelf") != "8" || r.header.Get("Grpc-Trailer-X-Trailer") != "done" {
+		t.Errorf("response metadata: %v", r.header)
+	}
+	md := be.LastMetadata()
+	if got := md.Get("x-request-id"); len(got) != 1 || got[0] != "0af7651916cd43dd8448eb211c80319c" {
+		t.Errorf("x-request-id to the backend %v (the traceparent's trace-id wins)", got)
+	}
+	if md.Get("x-tenant")[0] != "acme" || len(md.Get("traceparent")) != 1 || len(md.Get("x-secret")) != 0 || len(md.Get("x-forwarded-for")) != 1 {
+		t.Errorf("metadata to the backend: %v", md)
+	}
+	if v := md.Get("grpc-timeout"); len(v) != 0 && v[0] == "" {
+		t.Errorf("grpc-timeout %v", v)
+	}
+
+	// Every error code maps to its HTTP status with {code, message, details}.
+	for code := 1; code <= 16; code++ {
+		r := tcDo(t, p, "GET", fmt.Sprintf("/v1/fail/%d?message=m%d", code, code), "")
+		want := fmt.Sprintf(`{"code":%d,"message":"m%d","details":[]}`, code, code)
+		if code == 3 {
+			want = `{"code":3,"message":"m3","details":[{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"TEST_REASON","domain":"frontdoor.test","metadata":{"k":"v"}}]}`
+		}
+		if r.status != transcode.HTTPStatus(code) || !reflect.DeepEqual(r.json(t), jsonOf(t, want)) {
+			t.Errorf("code %d: %d %s, want %d %s", code, r.status, r.body, transcode.HTTPStatus(code), want)
+		}
+	}
+
+	// Unknown paths, other methods and bad requests never reach the backend.
+	before := be.Calls.Load()
+	for _, c := range []struct {
+		method, path, body string
+		status             int
+		want               string
+	}{
+		{"GET", "/v1/nothing", "", 404, `{"code":5,"message":"Not Found","details":[]}`},
+		{"GET", "/v2/shelves/1", "", 404, `{"code":5,"message":"Not Found","details":[]}`},
+		{"PUT", "/v1/shelves/1", "", 405, `{"code":12,"message":"Method Not Allowed","details":[]}`},
+		{"POST", "/v1/books:upload", "{}", 404, `{"code":5,"message":"Not Found","details":[]}`},
+		{"GET", "/v1/shelves/abc", "", 400, `{"code":3,"message":"path variable shelf: \"abc\" is not a 64-bit integer","details":[]}`},
+		{"POST", "/v1/shelves/1/books", `{"book":`, 400, ``},
+		{"GET", "/v1/echo?i32=x", "", 400, `{"code":3,"message":"query parameter i32: \"x\" is not a 32-bit integer","details":[]}`},
+	} {
+		r := tcDo(t, p, c.method, c.path, c.body)
+		if r.status != c.status || c.want != "" && !reflect.DeepEqual(r.json(t), jsonOf(t, c.want)) {
+			t.Errorf("%s %s: %d %s, want %d %s", c.method, c.path, r.status, r.body, c.status, c.want)
+		}
+	}
+	if n := be.Calls.Load() - before; n != 0 {
+		t.Errorf("the backend got %d calls for requests frontdoor answers itself", n)
+	}
+
+	// gRPC callers are passed through by the same route table.
+	conn, err := grpclib.NewClient(p.Addr("web").String(), grpclib.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	files := transcodetest.Files(t, pb)
+	in, _ := files.FindDescriptorByName("bookstore.v1.GetShelfRequest")
+	out, _ := files.FindDescriptorByName("bookstore.v1.Shelf")
+	greq := dynamicpb.NewMessage(in.(protoreflect.MessageDescriptor))
+	greq.Set(greq.Descriptor().Fields().ByName("shelf"), protoreflect.ValueOfInt64(5))
+	gresp := dynamicpb.NewMessage(out.(protoreflect.MessageDescriptor))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := conn.Invoke(ctx, "/bookstore.v1.Bookstore/GetShelf", greq, gresp); err != nil {
+		t.Fatalf("gRPC pass-through: %v", err)
+	}
+	if got := gresp.Get(gresp.Descriptor().Fields().ByName("name")).String(); got != "shelves/5" {
+		t.Errorf("gRPC pass-through answered %q", got)
+	}
+
+	lines := readLog()
+	if !strings.Contains(lines, `"grpc_method":"/bookstore.v1.Bookstore/GetShelf","grpc_status":0`) ||
+		!strings.Contains(lines, `"grpc_method":"/bookstore.v1.Bookstore/GetShelf","grpc_status":5`) ||
+		!strings.Contains(lines, `"path":"/v1/nothing","status":404`) {
+		t.Errorf("access log lacks the gRPC method and status:\n%s", lines)
+	}
+	if got := metricValue(t, p.reg, "frontdoor_requests_total", map[string]string{"listener": "web", "pool": "books", "backend": be.Addr, "code": "2xx"}); got < 10 {
+		t.Errorf("requests_total 2xx = %v", got)
+	}
+}
