@@ -96,14 +96,14 @@ type Proxy struct {
 // generation is one applied config: its pools and the context of its
 // background work (health checks), cancelled when it is replaced.
 type generation struct {
-	cfg    *config.Config
-	pools  map[string]*poolRuntime
-	names  []string // pool names, sorted
-	jwts   map[string]*jwt.Policy
+	cfg   *config.Config
+	pools map[string]*poolRuntime
+	names []string // pool names, sorted
+	jwts  map[string]*jwt.Policy
 	// transcoders are the transcoding routes' Transcoders, by route.
 	transcoders map[*config.Route]*transcode.Transcoder
 	cancel      context.CancelFunc
-	loaded time.Time
+	loaded      time.Time
 }
 
 // New returns a Proxy with nothing bound.
@@ -116,17 +116,17 @@ func New(opts Options) *Proxy {
 	return &Proxy{
 		grpcCaller:        up,
 		transcodeUpstream: up,
-		stop:         stop,
-		stopAll:      stopAll,
-		opts:         opts,
-		ids:          requestid.New(),
-		http:         map[string]*httpListener{},
-		tcp:          map[string]*tcpListener{},
-		backends:     map[string]*balancer.Backend{},
-		poolBackends: map[string]*poolBackend{},
-		queues:       map[string]*poolQueue{},
-		discovered:   map[string][]config.Backend{},
-		resolvers:    map[string]*resolver{},
+		stop:              stop,
+		stopAll:           stopAll,
+		opts:              opts,
+		ids:               requestid.New(),
+		http:              map[string]*httpListener{},
+		tcp:               map[string]*tcpListener{},
+		backends:          map[string]*balancer.Backend{},
+		poolBackends:      map[string]*poolBackend{},
+		queues:            map[string]*poolQueue{},
+		discovered:        map[string][]config.Backend{},
+		resolvers:         map[string]*resolver{},
 	}
 }
 
