@@ -1,11 +1,13 @@
 package proxy
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"reflect"
 	"strings"
 	"testing"
@@ -16,6 +18,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/dynamicpb"
 
+	"frontdoor/config"
 	"frontdoor/internal/transcodetest"
 	"frontdoor/proxy/transcode"
 )
@@ -221,4 +224,198 @@ func TestTranscode(t *testing.T) {
 	if got := metricValue(t, p.reg, "frontdoor_requests_total", map[string]string{"listener": "web", "pool": "books", "backend": be.Addr, "code": "2xx"}); got < 10 {
 		t.Errorf("requests_total 2xx = %v", got)
 	}
+}
+
+// TestTranscodeServerStream reads a server stream as NDJSON and as
+// server-sent events, with and without an error at its end.
+func TestTranscodeServerStream(t *testing.T) {
+	t.Parallel()
+	pb := transcodetest.DescriptorSet(t)
+	be := transcodetest.StartBackend(t, pb)
+	p := startProxy(t, transcodeTOML(pb, "", "", be.Addr), nil)
+	book := func(i int) string {
+		return fmt.Sprintf(`{"name":"shelves/1/books/%d","title":"Title of shelves/1/books/%d","author":"Ann Author","createTime":"2023-11-14T22:13:20.500Z","genre":"FICTION","tags":["a","b"],"pages":"1099511627776"}`, i, i)
+	}
+	// NDJSON: one {"result": ...} a line, then {"error": ...} on failure.
+	r := tcDo(t, p, "GET", "/v1/shelves/1/books:watch?count=3", "")
+	if r.status != 200 || r.header.Get("Content-Type") != "application/x-ndjson" || r.header.Get("Grpc-Metadata-X-Watch") != "1" {
+		t.Fatalf("NDJSON: %d %v", r.status, r.header)
+	}
+	lines := strings.Split(strings.TrimSuffix(r.body, "\n"), "\n")
+	if len(lines) != 3 {
+		t.Fatalf("NDJSON lines: %q", r.body)
+	}
+	for i, l := range lines {
+		if !reflect.DeepEqual(jsonOf(t, l), jsonOf(t, `{"result":`+book(i+1)+`}`)) {
+			t.Errorf("line %d: %s", i, l)
+		}
+	}
+	r = tcDo(t, p, "GET", "/v1/shelves/1/books:watch?count=2&fail_code=14", "")
+	lines = strings.Split(strings.TrimSuffix(r.body, "\n"), "\n")
+	if r.status != 200 || len(lines) != 3 || !reflect.DeepEqual(jsonOf(t, lines[2]), jsonOf(t, `{"error":{"code":14,"message":"watch failed","details":[]}}`)) {
+		t.Errorf("NDJSON ending in an error: %d %q", r.status, r.body)
+	}
+	// An error before the first message is a plain error answer.
+	r = tcDo(t, p, "GET", "/v1/shelves/1/books:watch?count=0&fail_code=7", "")
+	if r.status != 403 || !reflect.DeepEqual(r.json(t), jsonOf(t, `{"code":7,"message":"watch failed","details":[]}`)) {
+		t.Errorf("stream failing at once: %d %s", r.status, r.body)
+	}
+	// SSE, chosen by Accept.
+	r = tcDo(t, p, "GET", "/v1/shelves/1/books:watch?count=2&fail_code=5", "", "Accept", "text/event-stream")
+	if r.status != 200 || r.header.Get("Content-Type") != "text/event-stream" {
+		t.Fatalf("SSE: %d %v", r.status, r.header)
+	}
+	events := strings.Split(strings.TrimSuffix(r.body, "\n\n"), "\n\n")
+	if len(events) != 3 {
+		t.Fatalf("SSE events: %q", r.body)
+	}
+	for i := range 2 {
+		data, ok := strings.CutPrefix(events[i], "data: ")
+		if !ok || !reflect.DeepEqual(jsonOf(t, data), jsonOf(t, book(i+1))) {
+			t.Errorf("event %d: %q", i, events[i])
+		}
+	}
+	data, ok := strings.CutPrefix(events[2], "event: error\ndata: ")
+	if !ok || !reflect.DeepEqual(jsonOf(t, data), jsonOf(t, `{"code":5,"message":"watch failed","details":[]}`)) {
+		t.Errorf("error event: %q", events[2])
+	}
+	// Messages reach the client as they come: the first line arrives
+	// before the stream ends (a long stream, read line by line).
+	req, _ := http.NewRequest("GET", p.url(t, "web", "/v1/shelves/1/books:watch?count=200"), nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	n := 0
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		n++
+	}
+	if n != 200 {
+		t.Errorf("read %d lines of 200", n)
+	}
+}
+
+// TestTranscodeUpstreamFailures covers the core's decisions on the way to
+// the backend: a connect failure is retried on another backend, a
+// response_timeout answers 504, no backend answers 503, a dead backend
+// 502.
+func TestTranscodeUpstreamFailures(t *testing.T) {
+	t.Parallel()
+	pb := transcodetest.DescriptorSet(t)
+	be := transcodetest.StartBackend(t, pb)
+	dead := refusingAddr(t)
+	p := startProxy(t, transcodeTOML(pb, "", "response_timeout = \"300ms\"\nretries = 1\n", dead, be.Addr), nil)
+	for range 6 {
+		r := tcDo(t, p, "GET", "/v1/shelves/1", "")
+		if r.status != 200 {
+			t.Fatalf("with one backend refusing: %d %s", r.status, r.body)
+		}
+	}
+	if got := metricValue(t, p.reg, "frontdoor_retries_total", map[string]string{"pool": "books"}); got < 1 {
+		t.Errorf("retries_total = %v, want some", got)
+	}
+	if got := metricValue(t, p.reg, "frontdoor_upstream_errors_total", map[string]string{"pool": "books", "backend": dead, "reason": "connect"}); got < 1 {
+		t.Errorf("upstream_errors_total connect = %v", got)
+	}
+	start := time.Now()
+	r := tcDo(t, p, "POST", "/v1/echo", `{"delay":"3s"}`)
+	if r.status != 504 || !reflect.DeepEqual(r.json(t), jsonOf(t, `{"code":4,"message":"backend timed out","details":[]}`)) {
+		t.Errorf("response_timeout: %d %s", r.status, r.body)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("response_timeout took %v", d)
+	}
+
+	// Every backend refusing: 502 once the retries are spent.
+	p2 := startProxy(t, transcodeTOML(pb, "", "retries = 1\n", refusingAddr(t), refusingAddr(t)), nil)
+	if r := tcDo(t, p2, "GET", "/v1/shelves/1", ""); r.status != 502 || !strings.Contains(r.body, `"code":14`) {
+		t.Errorf("all refusing: %d %s", r.status, r.body)
+	}
+	// No backend up: 503 with Retry-After.
+	p3 := startProxy(t, strings.Replace(transcodeTOML(pb, "", "", be.Addr), `health = { check = "none" }`,
+		"[pool.books.health]\ncheck = \"tcp\"\ninterval = \"50ms\"\ntimeout = \"40ms\"\nfall = 1\nrise = 1", 1), nil)
+	waitFor(t, 5*time.Second, "backend up", func() bool { return tcDo(t, p3, "GET", "/v1/shelves/1", "").status == 200 })
+	be.Stop()
+	waitFor(t, 5*time.Second, "503", func() bool {
+		r := tcDo(t, p3, "GET", "/v1/shelves/1", "")
+		return r.status == 503 && r.header.Get("Retry-After") == "1" && strings.Contains(r.body, `"no healthy backend"`)
+	})
+}
+
+// TestTranscodeStripPrefixAndJWT: strip_prefix and the JWT stage on a
+// transcoding route.
+func TestTranscodeStripPrefix(t *testing.T) {
+	t.Parallel()
+	pb := transcodetest.DescriptorSet(t)
+	be := transcodetest.StartBackend(t, pb)
+	toml := strings.Replace(transcodeTOML(pb, `, strip_prefix = "/api"`, "", be.Addr), "path_prefix = \"/\"\n", "path_prefix = \"/api/\"\n", 1)
+	p := startProxy(t, toml, nil)
+	if r := tcDo(t, p, "GET", "/api/v1/shelves/2", ""); r.status != 200 || !strings.Contains(r.body, `"shelves/2"`) {
+		t.Errorf("strip_prefix: %d %s", r.status, r.body)
+	}
+	if r := tcDo(t, p, "GET", "/api", ""); r.status != 404 {
+		t.Errorf("the prefix alone: %d %s", r.status, r.body)
+	}
+}
+
+// TestTranscodeReload: a reload reads the descriptor set again; a broken
+// one fails the reload with a clear message and the old config serves on.
+func TestTranscodeReload(t *testing.T) {
+	t.Parallel()
+	pb := transcodetest.DescriptorSet(t)
+	be := transcodetest.StartBackend(t, pb)
+	toml := transcodeTOML(pb, "", "", be.Addr)
+	p := startProxy(t, toml, nil)
+	if r := tcDo(t, p, "GET", "/v1/shelves/1", ""); r.status != 200 {
+		t.Fatalf("before: %d", r.status)
+	}
+	data, err := os.ReadFile(pb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(pb, []byte("not a descriptor set"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Parse([]byte(toml), "test.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = p.Apply(cfg)
+	if err == nil || !strings.Contains(err.Error(), "listener[0].route[1].transcode: descriptor set "+pb+" is not a FileDescriptorSet") {
+		t.Fatalf("reload with a broken set: %v", err)
+	}
+	if r := tcDo(t, p, "GET", "/v1/shelves/1", ""); r.status != 200 {
+		t.Errorf("after a failed reload: %d", r.status)
+	}
+	// A set without the service fails too; the right one applies.
+	other := transcodetest.Protoc(t, "broken.proto")
+	if err := os.WriteFile(pb, mustRead(t, other), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Apply(cfg); err == nil || !strings.Contains(err.Error(), `service "bookstore.v1.Bookstore" is not in the descriptor set`) {
+		t.Errorf("reload without the service: %v", err)
+	}
+	if err := os.WriteFile(pb, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Apply(cfg); err != nil {
+		t.Fatalf("reload: %v", err)
+	}
+	if r := tcDo(t, p, "GET", "/v1/shelves/3", ""); r.status != 200 {
+		t.Errorf("after the reload: %d", r.status)
+	}
+	if err := Check(cfg); err != nil {
+		t.Errorf("Check: %v", err)
+	}
+}
+
+func mustRead(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

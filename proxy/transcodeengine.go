@@ -535,6 +535,33 @@ func (l *httpListener) transcodeStream(ctx *fasthttp.RequestCtx, x *exchange, tr
 		call: call, tc: tr.tc, format: format, resp: resp, cancel: cancel,
 		p: p, member: i, max: int(tr.maxBody), live: &l.live, status: -1,
 	}
+	// The head waits for the first message (as grpc-gateway's does), so
+	// that a stream failing before it gets its error's status.
+	s.fill()
+	if s.done && s.msgs == 0 {
+		x.rec.grpcStatus = s.status
+		_ = s.CloseWithError(nil)
+		switch {
+		case s.readErr:
+			l.transcodeAnswer(ctx, x, tr, errBackendJSON, "reset")
+		case s.status != transcode.CodeOK:
+			out := &ctx.Response
+			out.Reset()
+			out.SetStatusCode(transcode.HTTPStatus(s.st.Code))
+			out.Header.SetContentTypeBytes(valJSON)
+			out.Header.SetBytesKV(hdrXRequestID, x.reqID)
+			copyMetadata(out, resp.Header, "Grpc-Metadata-")
+			out.SetBody(tr.tc.AppendError(nil, s.st))
+		default:
+			out := &ctx.Response
+			out.Reset()
+			out.SetStatusCode(200)
+			out.Header.SetContentType(format.ContentType())
+			out.Header.SetBytesKV(hdrXRequestID, x.reqID)
+			copyMetadata(out, resp.Header, "Grpc-Metadata-")
+		}
+		return
+	}
 	out := &ctx.Response
 	out.Reset()
 	out.SetStatusCode(200)
@@ -567,6 +594,8 @@ type transcodeStreamBody struct {
 	out     []byte
 	off     int
 	done    bool
+	msgs    int
+	st      transcode.Status
 	status  int
 	readErr bool
 	n       int64
@@ -582,36 +611,44 @@ func (s *transcodeStreamBody) Read(b []byte) (int, error) {
 		if s.done {
 			return 0, io.EOF
 		}
-		s.out, s.off = s.out[:0], 0
-		msg, err := transcode.ReadFrame(s.resp.Body, s.frame, s.max)
-		switch {
-		case err == nil:
-			s.frame = msg[:0]
-			out, cerr := s.call.AppendStreamMessage(s.out, s.format, msg)
-			if cerr != nil {
-				s.out = s.tc.AppendStreamError(out, s.format, transcode.Status{Code: transcode.CodeInternal, Message: "backend's answer does not decode"})
-				s.status, s.done = transcode.CodeInternal, true
-				continue
-			}
-			s.out = out
-		case errors.Is(err, io.EOF):
-			st, ok := transcodeStatus(s.resp.Trailer)
-			if !ok {
-				st = transcode.Status{Code: transcode.CodeUnknown, Message: "backend sent no grpc-status"}
-			}
-			s.status, s.done = st.Code, true
-			if st.Code != transcode.CodeOK {
-				s.out = s.tc.AppendStreamError(s.out, s.format, st)
-			}
-		default:
-			s.status, s.done, s.readErr = errStreamJSON.Code, true, true
-			s.out = s.tc.AppendStreamError(s.out, s.format, errStreamJSON)
-		}
+		s.fill()
 	}
 	n := copy(b, s.out[s.off:])
 	s.off += n
 	s.n += int64(n)
 	return n, nil
+}
+
+// fill reads the stream's next event from the backend into s.out: a
+// message, or the end (with an error line or event when it is not OK).
+func (s *transcodeStreamBody) fill() {
+	s.out, s.off = s.out[:0], 0
+	msg, err := transcode.ReadFrame(s.resp.Body, s.frame, s.max)
+	switch {
+	case err == nil:
+		s.frame = msg[:0]
+		out, cerr := s.call.AppendStreamMessage(s.out, s.format, msg)
+		if cerr != nil {
+			s.st = transcode.Status{Code: transcode.CodeInternal, Message: "backend's answer does not decode"}
+			s.out = s.tc.AppendStreamError(out, s.format, s.st)
+			s.status, s.done = s.st.Code, true
+			return
+		}
+		s.out = out
+		s.msgs++
+	case errors.Is(err, io.EOF):
+		st, ok := transcodeStatus(s.resp.Trailer)
+		if !ok {
+			st = transcode.Status{Code: transcode.CodeUnknown, Message: "backend sent no grpc-status"}
+		}
+		s.st, s.status, s.done = st, st.Code, true
+		if st.Code != transcode.CodeOK {
+			s.out = s.tc.AppendStreamError(s.out, s.format, st)
+		}
+	default:
+		s.st, s.status, s.done, s.readErr = errStreamJSON, errStreamJSON.Code, true, true
+		s.out = s.tc.AppendStreamError(s.out, s.format, errStreamJSON)
+	}
 }
 
 // CloseWithError implements fasthttp.ReadCloserWithError: fasthttp calls
