@@ -22,8 +22,9 @@ func TestImportArrows(t *testing.T) {
 		"frontdoor/proxy/tcp":                {"frontdoor/balancer", "frontdoor/config", "frontdoor/metrics", "frontdoor/internal/splice"},
 		"frontdoor/proxy/jwt":                {"frontdoor/balancer", "frontdoor/config", "frontdoor/metrics"},
 		"frontdoor/proxy/grpc":               {"frontdoor/balancer", "frontdoor/config", "frontdoor/metrics", "frontdoor/proxy/internal/requestid"},
+		"frontdoor/proxy/transcode":          {},
 		"frontdoor/proxy": {"frontdoor/balancer", "frontdoor/config", "frontdoor/metrics", "frontdoor/health",
-			"frontdoor/proxy/tcp", "frontdoor/proxy/jwt", "frontdoor/proxy/grpc", "frontdoor/internal/splice",
+			"frontdoor/proxy/tcp", "frontdoor/proxy/jwt", "frontdoor/proxy/grpc", "frontdoor/proxy/transcode", "frontdoor/internal/splice",
 			"frontdoor/proxy/internal/requestid", "frontdoor/internal/rawio"},
 	}
 	for pkg, ok := range allowed {
