@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -173,7 +174,7 @@ func (c *Call) AppendFrame(dst []byte) ([]byte, error) {
 	dst = append(dst, 0, 0, 0, 0, 0)
 	dst, err := proto.MarshalOptions{}.MarshalAppend(dst, c.msg)
 	if err != nil {
-		return dst[:start], fmt.Errorf("marshal %s: %w", c.Binding.in.FullName(), err)
+		return dst[:start], badRequest("the request does not make a %s: %v", c.Binding.in.FullName(), cleanErr(err))
 	}
 	n := len(dst) - start - 5
 	if n > math.MaxUint32 {
@@ -455,6 +456,9 @@ func parseValue(fd protoreflect.FieldDescriptor, newMsg func() protoreflect.Valu
 		}
 		return protoreflect.ValueOfFloat64(v), nil
 	case protoreflect.StringKind:
+		if !utf8.ValidString(s) {
+			return protoreflect.Value{}, errors.New("not valid UTF-8")
+		}
 		return protoreflect.ValueOfString(s), nil
 	case protoreflect.BytesKind:
 		b, err := decodeBytes(s)

@@ -243,6 +243,7 @@ func TestNewCallRefuses(t *testing.T) {
 		{"bad bytes", "GET", "/v1/echo?by=%%%", "", "bad percent-encoding"},
 		{"map without key", "GET", "/v1/echo?labels=x", "", "labels[KEY]=VALUE"},
 		{"oneof twice", "GET", "/v1/echo?pick_a=x&pick_b=1", "", "of one oneof"},
+		{"invalid UTF-8 in a string", "GET", "/v1/shelves/1/books/%80", "", "not valid UTF-8"},
 		{"mask of unknown field", "PATCH", "/v1/shelves/1/books/2", `{"nope":1}`, "bad JSON body"},
 	}
 	for _, c := range cases {
