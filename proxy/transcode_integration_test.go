@@ -147,6 +147,11 @@ func TestTranscode(t *testing.T) {
 		}
 	}
 
+	// The h2c connection counts in the backend's connection budget.
+	if n := p.gen.Load().pools["books"].ups[0].conns.Load(); n < 1 {
+		t.Errorf("connections counted against the backend's budget: %d", n)
+	}
+
 	// Metadata both ways.
 	r := tcDo(t, p, "GET", "/v1/shelves/8", "", "X-Request-ID", "req-8", "traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
 		"X-Tenant", "acme", "X-Secret", "no")
