@@ -30,7 +30,12 @@
 //     loop hands over (HTTP/1.0, Expect, upgrades, large or chunked request
 //     bodies, heads it cannot parse) and for HTTP/2 prior-knowledge
 //     connections, which it passes to the gRPC engine;
-//   - the gRPC engine (package proxy/grpc), adapted in grpcengine.go.
+//   - the gRPC engine (package proxy/grpc), adapted in grpcengine.go;
+//   - the transcoding engine (transcodeengine.go): requests to a route with
+//     transcode = { ... }, handed over by the goroutine engine after begin,
+//     become gRPC calls (package proxy/transcode builds them) carried over
+//     the grpcCaller seam to the route's h2c pool. It lives at the top for
+//     TestRooms, since the goroutine engine calls it.
 //
 // The core never names an engine's declarations, and engines do not name
 // each other's (TestRooms). The same cases run through both HTTP/1.1
