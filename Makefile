@@ -17,6 +17,10 @@ GOBIN     := $(shell $(GO) env GOPATH)/bin
 # only when a command is missing.
 TEST_PACKAGES := redis-server:redis-server promtool:prometheus systemd-analyze:systemd iperf3:iperf3 strace:strace haproxy:haproxy \
 	chromium:chromium chromedriver:chromium-driver openssl:openssl curl:curl python3:python3
+# protoc compiles the transcoding tests' .proto files (internal/transcodetest);
+# libprotobuf-dev has the well-known types' .proto files they import.
+TEST_FILES := /usr/include/google/protobuf/timestamp.proto:libprotobuf-dev
+TEST_PACKAGES += protoc:protobuf-compiler
 
 .PHONY: all build run test test-norace vet lint staticcheck test-deps fmt clean fuzz-smoke
 
@@ -83,7 +87,7 @@ test-norace:
 FUZZTIME ?= 50000x
 FUZZ_TARGETS := ./config:FuzzParse ./proxy/jwt:FuzzVerify ./proxy/jwt:FuzzJWKS \
 	./proxy/tcp:FuzzParseProxyHeader ./proxy/tcp:FuzzParseClientHello ./health:FuzzRespReader ./proxy:FuzzEnginesAgree:20000x \
-	./proxy:FuzzH2Conn:2000x
+	./proxy:FuzzH2Conn:2000x ./proxy/transcode:FuzzParseTemplate ./proxy/transcode:FuzzTranscodeRequest
 fuzz-smoke:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 	  pkg=$${t%%:*}; rest=$${t#*:}; fn=$${rest%%:*}; n=$(FUZZTIME); \
@@ -107,6 +111,9 @@ test-deps:
 	@missing=""; for pair in $(TEST_PACKAGES); do \
 	  cmd=$${pair%%:*}; pkg=$${pair##*:}; \
 	  command -v $$cmd >/dev/null 2>&1 || [ -x /usr/sbin/$$cmd ] || missing="$$missing $$pkg"; \
+	done; \
+	for pair in $(TEST_FILES); do \
+	  [ -e $${pair%%:*} ] || missing="$$missing $${pair##*:}"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \

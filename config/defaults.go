@@ -127,6 +127,13 @@ func withDefaults(c Config, set map[string]bool) *Config {
 		l.Routes = slices.Clone(l.Routes)
 		for j := range l.Routes {
 			str(&l.Routes[j].PathPrefix, defaultPathPrefix)
+			if tc := l.Routes[j].Transcode; tc != nil {
+				cp := *tc
+				cp.DescriptorSet = resolve(dir, cp.DescriptorSet)
+				cp.Services = slices.Clone(cp.Services)
+				cp.ForwardHeaders = slices.Clone(cp.ForwardHeaders)
+				l.Routes[j].Transcode = &cp
+			}
 		}
 		tlsListenerDefaults(l, p, dir, set) // tls.go
 	}

@@ -1,6 +1,9 @@
 package config
 
-import "time"
+import (
+	"os"
+	"time"
+)
 
 // Config is one loaded, defaulted and validated frontdoor configuration. It is
 // plain data: nothing in it changes after Load returns, and it is safe to read
@@ -19,6 +22,21 @@ type Config struct {
 	// memory). Relative file names inside the config (jwks_file, access log)
 	// are resolved against its directory at load time.
 	Path string `toml:"-"`
+}
+
+// ErrorAt returns a problem found after Load (by the proxy, in a file the
+// config names) as an *Error at TOML path key, so that it prints like
+// Load's own errors: with the line key is written on in the file at Path,
+// read again for that (line 0 when it cannot be read, or Path is "").
+// Safe for concurrent use.
+func (c *Config) ErrorAt(key, msg string) *Error {
+	e := &Error{File: c.Path, Key: key, Msg: msg}
+	if c.Path != "" {
+		if data, err := os.ReadFile(c.Path); err == nil {
+			e.Line = indexLines(string(data)).line(key)
+		}
+	}
+	return e
 }
 
 // Global holds process-wide settings ([global]).
@@ -146,6 +164,41 @@ type Route struct {
 	// the same host and path over https (a plain listener only); Pool
 	// and JWT are then not set. Default false.
 	RedirectHTTPS bool `toml:"redirect_https"`
+	// Transcode, when set, turns HTTP/JSON requests into gRPC calls to the
+	// route's pool (protocol "h2c"), as the google.api.http options of a
+	// descriptor set bind them. nil: requests pass through.
+	Transcode *Transcode `toml:"transcode"`
+}
+
+// Transcode is a route's transcode = { ... } table: JSON/HTTP to gRPC.
+type Transcode struct {
+	// DescriptorSet is the file protoc wrote with --include_imports
+	// (--include_source_info is optional), required; read at start and
+	// on every reload. A relative name is resolved against the config
+	// file's directory.
+	DescriptorSet string `toml:"descriptor_set"`
+	// Services lists the full names of the services to expose
+	// ("users.v1.UserService"), at least one.
+	Services []string `toml:"services"`
+	// StripPrefix is removed from the request path before it is matched
+	// against the path templates; it must be a prefix of the route's
+	// path_prefix. Default "" (none).
+	StripPrefix string `toml:"strip_prefix"`
+	// UseProtoNames writes JSON field names as in the .proto instead of
+	// lowerCamelCase. Default false.
+	UseProtoNames bool `toml:"use_proto_names"`
+	// EmitDefaults writes fields that hold their default value. Default
+	// false.
+	EmitDefaults bool `toml:"emit_defaults"`
+	// EnumsAsInts writes enums as numbers. Default false (names).
+	EnumsAsInts bool `toml:"enums_as_ints"`
+	// DiscardUnknown ignores request body fields the message lacks.
+	// Default false (400).
+	DiscardUnknown bool `toml:"discard_unknown"`
+	// ForwardHeaders are request headers sent on as gRPC metadata,
+	// besides the ones always sent (README, "JSON/HTTP to gRPC"). Default
+	// none.
+	ForwardHeaders []string `toml:"forward_headers"`
 }
 
 // Pool is one [pool.NAME] table.

@@ -207,6 +207,9 @@ func (v *validator) httpListener(c *Config, p string, l *Listener) {
 			continue
 		}
 		v.poolRef(c, rp+".pool", r.Pool, "route")
+		if r.Transcode != nil {
+			v.transcode(c, rp, r)
+		}
 		if r.JWT != "" {
 			if _, ok := c.JWT[r.JWT]; !ok {
 				v.add(rp+".jwt", "no jwt policy named %q; define [jwt.%s]%s%s", r.JWT, keySeg(r.JWT), defineOrFixSuffix, didYouMean(r.JWT, sortedNames(c.JWT)))

@@ -21,8 +21,9 @@ func TestImportArrows(t *testing.T) {
 		"frontdoor/health":                   {"frontdoor/config", "frontdoor/internal/rawio"},
 		"frontdoor/proxy/tcp":                {"frontdoor/balancer", "frontdoor/config", "frontdoor/metrics", "frontdoor/internal/splice"},
 		"frontdoor/proxy/jwt":                {"frontdoor/balancer", "frontdoor/config", "frontdoor/metrics"},
+		"frontdoor/proxy/transcode":          {},
 		"frontdoor/proxy": {"frontdoor/balancer", "frontdoor/config", "frontdoor/metrics", "frontdoor/health",
-			"frontdoor/proxy/tcp", "frontdoor/proxy/jwt", "frontdoor/internal/splice",
+			"frontdoor/proxy/tcp", "frontdoor/proxy/jwt", "frontdoor/proxy/transcode", "frontdoor/internal/splice",
 			"frontdoor/proxy/internal/requestid", "frontdoor/internal/rawio"},
 	}
 	for pkg, ok := range allowed {

@@ -230,7 +230,7 @@ func (p *Proxy) buildListenerRuntime(lc *config.Listener, gen *generation, l *ht
 	}
 	tlsRuntime(rt, lc, gen.cfg) // tls_route.go
 	routes := make([]*route, 0, len(lc.Routes))
-	for _, rc := range lc.Routes {
+	for j, rc := range lc.Routes {
 		if rc.RedirectHTTPS {
 			routes = append(routes, redirectRoute(m, lc, &rc)) // tls_route.go
 			continue
@@ -248,6 +248,7 @@ func (p *Proxy) buildListenerRuntime(lc *config.Listener, gen *generation, l *ht
 		if r.jwt == nil {
 			r.stripClaims = claimHeaders(gen.cfg)
 		}
+		r.transcode = p.transcodeRoute(gen, &lc.Routes[j], lc)
 		routes = append(routes, r)
 	}
 	rt.routes = compileRoutes(routes)

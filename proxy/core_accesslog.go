@@ -200,6 +200,9 @@ type accessRecord struct {
 	// grpc marks a gRPC call; grpcStatus is its grpc-status (-1: none).
 	grpc       bool
 	grpcStatus int
+	// grpcMethod is the gRPC method of a transcoded request
+	// ("/pkg.Service/Method"), "" for others.
+	grpcMethod string
 	backend    string
 	bytesIn    int
 	bytesOut   int
@@ -367,9 +370,14 @@ func appendRecord(b []byte, r *accessRecord, k *lineKeys) []byte {
 		b = append(b, `,"status":`...)
 		b = strconv.AppendInt(b, int64(r.status), 10)
 	}
-	if r.grpc {
+	if r.grpcMethod != "" {
+		b = append(b, `,"grpc_method":`...)
+		b = appendJSONStr(b, r.grpcMethod) // a transcoded call's
+	} else if r.grpc {
 		b = append(b, `,"grpc_method":`...)
 		b = appendJSONString(b, r.path)
+	}
+	if r.grpc {
 		if r.grpcStatus >= 0 {
 			b = append(b, `,"grpc_status":`...)
 			b = strconv.AppendInt(b, int64(r.grpcStatus), 10)

@@ -126,7 +126,7 @@ func (l *httpListener) begin(ctx *fasthttp.RequestCtx, x *exchange, idBuf *[32]b
 		ctx.SetConnectionClose() // the body was not read
 		return false
 	}
-	if p.h2c && !x.h2 {
+	if p.h2c && !x.h2 && r.transcode == nil {
 		// The pool speaks HTTP/2 only (gRPC): an HTTP/1.1 request would
 		// fail on every backend and be counted against each. Refused
 		// here, counted against none.

@@ -30,7 +30,12 @@
 //     loop hands over (HTTP/1.0, Expect, upgrades, large or chunked request
 //     bodies, heads it cannot parse);
 //   - the HTTP/2 engine (h2engine*.go): every connection that opens with
-//     the HTTP/2 preface, relayed frame by frame, gRPC included.
+//     the HTTP/2 preface, relayed frame by frame, gRPC included;
+//   - the transcoding engine (transcodeengine.go): requests to a route with
+//     transcode = { ... }, handed over by the goroutine engine after begin,
+//     become gRPC calls (package proxy/transcode builds them) carried over
+//     the grpcCaller seam to the route's h2c pool. It lives at the top for
+//     TestRooms, since the goroutine engine calls it.
 //
 // TLS (tls_*.go): a listener with [listener.tls] has no event loop; its
 // connections shake hands in their first read (tls_front.go, after

@@ -29,6 +29,11 @@ func (l *httpListener) handle(ctx *fasthttp.RequestCtx) {
 		addHSTS(ctx, x.rt) // tls_route.go
 		return
 	}
+	if x.r.transcode != nil {
+		l.serveTranscode(ctx, &x) // transcodeengine.go
+		l.end(ctx, &x)
+		return
+	}
 	for {
 		i := l.pick(ctx, &x)
 		if i == pickQueue {

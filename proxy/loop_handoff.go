@@ -28,7 +28,9 @@ func (lp *evLoop) canServe(x *lexch, headLen int) bool {
 	rt := lp.l.rt.Load()
 	r := rt.routes.match(h.Host(), x.ctx.Path())
 	x.x.rt, x.x.r, x.x.routed = rt, r, true
-	return r == nil || r.redirect || r.pool.loopable
+	// A transcoding route's requests become gRPC calls, which the
+	// goroutine engine carries (transcodeengine.go).
+	return r == nil || r.redirect || r.pool.loopable && r.transcode == nil
 }
 
 // handoff gives c to the goroutine engine with the bytes already read.

@@ -19,6 +19,7 @@ import (
 	"frontdoor/metrics"
 	"frontdoor/proxy/internal/requestid"
 	"frontdoor/proxy/jwt"
+	"frontdoor/proxy/transcode"
 )
 
 // Options configure a Proxy. Metrics is required.
@@ -89,6 +90,11 @@ type Proxy struct {
 	// tracing is the running OpenTelemetry tracer, nil when off
 	// (core_trace.go).
 	tracing atomic.Pointer[tracer]
+	// grpcCaller carries transcoded calls to backends
+	// (transcodeengine.go); transcodeUpstream is it when it is the h2c
+	// transport of today, closed by Shutdown.
+	grpcCaller        grpcCaller
+	transcodeUpstream *h2cCaller
 }
 
 // generation is one applied config: its pools and the context of its
@@ -104,8 +110,10 @@ type generation struct {
 	// commit holds what Apply does to running objects once nothing can
 	// fail any more (backend TLS configs).
 	commit []func()
-	cancel context.CancelFunc
-	loaded time.Time
+	// transcoders are the transcoding routes' Transcoders, by route.
+	transcoders map[*config.Route]*transcode.Transcoder
+	cancel      context.CancelFunc
+	loaded      time.Time
 }
 
 // New returns a Proxy with nothing bound.
@@ -114,18 +122,21 @@ func New(opts Options) *Proxy {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	stop, stopAll := context.WithCancel(context.Background())
+	up := newH2CCaller()
 	return &Proxy{
-		stop:         stop,
-		stopAll:      stopAll,
-		opts:         opts,
-		ids:          requestid.New(),
-		http:         map[string]*httpListener{},
-		tcp:          map[string]*tcpListener{},
-		backends:     map[string]*balancer.Backend{},
-		poolBackends: map[string]*poolBackend{},
-		queues:       map[string]*poolQueue{},
-		discovered:   map[string][]config.Backend{},
-		resolvers:    map[string]*resolver{},
+		grpcCaller:        up,
+		transcodeUpstream: up,
+		stop:              stop,
+		stopAll:           stopAll,
+		opts:              opts,
+		ids:               requestid.New(),
+		http:              map[string]*httpListener{},
+		tcp:               map[string]*tcpListener{},
+		backends:          map[string]*balancer.Backend{},
+		poolBackends:      map[string]*poolBackend{},
+		queues:            map[string]*poolQueue{},
+		discovered:        map[string][]config.Backend{},
+		resolvers:         map[string]*resolver{},
 	}
 }
 
@@ -163,6 +174,12 @@ func (p *Proxy) apply(cfg *config.Config) error {
 		pr.static = len(cfg.Pools[name].Backends)
 	}
 	if err := p.buildJWT(cfg, gen, old); err != nil {
+		for _, pr := range gen.pools {
+			pr.pool.Close()
+		}
+		return err
+	}
+	if gen.transcoders, err = buildTranscoders(cfg); err != nil {
 		for _, pr := range gen.pools {
 			pr.pool.Close()
 		}
@@ -520,6 +537,7 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 	for _, u := range p.poolBackends {
 		u.hc.CloseIdleConnections()
 	}
+	p.transcodeUpstream.close()
 	return errors.Join(errs...)
 }
 

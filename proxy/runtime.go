@@ -278,6 +278,9 @@ type route struct {
 	// redirect: redirect_https; frontdoor answers 308 itself and pool is
 	// nil (tls_route.go).
 	redirect bool
+	// transcode turns HTTP/JSON requests into gRPC calls
+	// (transcodeengine.go); nil: the route does not transcode.
+	transcode *transcodeRoute
 }
 
 // listenerRuntime is an http listener's view of one runtime.

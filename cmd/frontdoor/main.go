@@ -55,6 +55,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	if *check {
+		// What Load cannot see: the descriptor sets of transcoding routes.
+		if err := proxy.Check(cfg); err != nil {
+			printConfigErrors(stderr, err)
+			return 1
+		}
 		// Certificates (certs.go): an expired one fails the check, one
 		// close to its expiry is a warning.
 		expired, soon := certExpiry(cfg, time.Now())

@@ -1,0 +1,197 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/valyala/fasthttp"
+	grpclib "google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/dynamicpb"
+
+	"frontdoor/internal/transcodetest"
+)
+
+// transcodeChildEnv makes TestTranscodeBenchChild run a Proxy on the config
+// file it names, in a process of its own, so that BenchmarkTranscodeCPU can
+// read the proxy's CPU time apart from the client's and the backend's.
+const transcodeChildEnv = "FRONTDOOR_TRANSCODE_BENCH_CONFIG"
+
+// TestTranscodeBenchChild is BenchmarkTranscodeCPU's proxy process, not a
+// test: it skips unless the benchmark started it. It prints the listener's
+// address, then answers each line on stdin with its count of heap
+// allocations so far, and ends when stdin closes.
+func TestTranscodeBenchChild(t *testing.T) {
+	path := os.Getenv(transcodeChildEnv)
+	if path == "" {
+		t.Skip("the proxy process of BenchmarkTranscodeCPU")
+	}
+	text, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := startProxy(t, string(text), nil)
+	fmt.Println(p.Addr("web").String())
+	sc := bufio.NewScanner(os.Stdin)
+	for sc.Scan() {
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		fmt.Println(ms.Mallocs)
+	}
+}
+
+// procCPUSeconds is the user and system CPU time of process pid so far.
+func procCPUSeconds(tb testing.TB, pid int) float64 {
+	tb.Helper()
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	fields := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+2:]))
+	utime, _ := strconv.ParseFloat(fields[11], 64)
+	stime, _ := strconv.ParseFloat(fields[12], 64)
+	return (utime + stime) / 100 // clock ticks; USER_HZ is 100 on Linux
+}
+
+// BenchmarkTranscodeCPU compares, in one run, the proxy's CPU time and heap
+// allocations per call for the same small unary call (GetShelf, a 30-byte
+// answer) made two ways through one frontdoor process (GOMAXPROCS=1) to
+// one grpc-go backend: passed through as gRPC from a grpc-go client, and
+// transcoded from HTTP/1.1 JSON (GET /v1/shelves/7, keep-alive). It
+// reports both and their ratio (transcode/grpc, issue #21's budget is 2).
+// Each phase makes b.N calls, 8 in flight; /proc counts CPU in 10 ms ticks,
+// so use -benchtime=3000x or more.
+func BenchmarkTranscodeCPU(b *testing.B) {
+	if _, err := os.Stat("/proc/self/stat"); err != nil {
+		b.Skip("needs /proc")
+	}
+	pb := transcodetest.DescriptorSet(b)
+	be := transcodetest.StartBackend(b, pb)
+	cfgPath := filepath.Join(b.TempDir(), "bench.toml")
+	if err := os.WriteFile(cfgPath, []byte(transcodeTOML(pb, "", "", be.Addr)), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestTranscodeBenchChild$", "-test.count=1")
+	cmd.Env = append(os.Environ(), transcodeChildEnv+"="+cfgPath, "GOMAXPROCS=1")
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer func() {
+		_ = stdin.Close()
+		_ = cmd.Wait()
+	}()
+	out := bufio.NewReader(stdout)
+	line, err := out.ReadString('\n')
+	if err != nil {
+		b.Fatal(err)
+	}
+	addr := strings.TrimSpace(line)
+	mallocs := func() float64 {
+		if _, err := fmt.Fprintln(stdin, "m"); err != nil {
+			b.Fatal(err)
+		}
+		l, err := out.ReadString('\n')
+		if err != nil {
+			b.Fatal(err)
+		}
+		n, _ := strconv.ParseFloat(strings.TrimSpace(l), 64)
+		return n
+	}
+
+	// gRPC pass-through.
+	conn, err := grpclib.NewClient(addr, grpclib.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	files := transcodetest.Files(b, pb)
+	inD, _ := files.FindDescriptorByName("bookstore.v1.GetShelfRequest")
+	outD, _ := files.FindDescriptorByName("bookstore.v1.Shelf")
+	grpcCall := func() error {
+		req := dynamicpb.NewMessage(inD.(protoreflect.MessageDescriptor))
+		req.Set(req.Descriptor().Fields().ByName("shelf"), protoreflect.ValueOfInt64(7))
+		resp := dynamicpb.NewMessage(outD.(protoreflect.MessageDescriptor))
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return conn.Invoke(ctx, "/bookstore.v1.Bookstore/GetShelf", req, resp)
+	}
+	// Transcoded.
+	hc := &fasthttp.HostClient{Addr: addr, MaxConns: 16}
+	httpCall := func() error {
+		req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+		defer fasthttp.ReleaseRequest(req)
+		defer fasthttp.ReleaseResponse(resp)
+		req.SetRequestURI("http://" + addr + "/v1/shelves/7")
+		if err := hc.DoTimeout(req, resp, 5*time.Second); err != nil {
+			return err
+		}
+		if resp.StatusCode() != 200 {
+			return fmt.Errorf("status %d: %s", resp.StatusCode(), resp.Body())
+		}
+		return nil
+	}
+	run := func(n int, call func() error) (cpu, allocs float64, elapsed time.Duration) {
+		for range 200 { // warm up: connections, pools, caches
+			if err := call(); err != nil {
+				b.Fatal(err)
+			}
+		}
+		m0, c0, t0 := mallocs(), procCPUSeconds(b, cmd.Process.Pid), time.Now()
+		var wg sync.WaitGroup
+		var next sync.Mutex
+		left := n
+		for range 8 {
+			wg.Go(func() {
+				for {
+					next.Lock()
+					if left == 0 {
+						next.Unlock()
+						return
+					}
+					left--
+					next.Unlock()
+					if err := call(); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		return procCPUSeconds(b, cmd.Process.Pid) - c0, mallocs() - m0, time.Since(t0)
+	}
+	b.ResetTimer()
+	gCPU, gAllocs, gTime := run(b.N, grpcCall)
+	tCPU, tAllocs, tTime := run(b.N, httpCall)
+	b.StopTimer()
+	n := float64(b.N)
+	b.ReportMetric(gCPU/n*1e6, "grpc-cpu-µs/call")
+	b.ReportMetric(tCPU/n*1e6, "transcode-cpu-µs/call")
+	if gCPU > 0 {
+		b.ReportMetric(tCPU/gCPU, "cpu-ratio")
+	}
+	b.ReportMetric(gAllocs/n, "grpc-allocs/call")
+	b.ReportMetric(tAllocs/n, "transcode-allocs/call")
+	b.ReportMetric(n/gTime.Seconds(), "grpc-calls/s")
+	b.ReportMetric(n/tTime.Seconds(), "transcode-calls/s")
+}
