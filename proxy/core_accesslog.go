@@ -372,10 +372,7 @@ func appendRecord(b []byte, r *accessRecord, k *lineKeys) []byte {
 	}
 	if r.grpcMethod != "" {
 		b = append(b, `,"grpc_method":`...)
-		b = appendJSONStr(b, r.grpcMethod) // a transcoded call's
-	} else if r.grpc {
-		b = append(b, `,"grpc_method":`...)
-		b = appendJSONString(b, r.path)
+		b = appendJSONStr(b, r.grpcMethod)
 	}
 	if r.grpc {
 		if r.grpcStatus >= 0 {

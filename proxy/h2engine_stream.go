@@ -356,6 +356,10 @@ func (s *h2Stream) finishExchange() {
 	}
 	x.rec.grpc = s.grpc
 	x.rec.grpcStatus = s.grpcCode
+	if s.grpc {
+		// A view of the path: the line is formatted before end returns.
+		x.rec.grpcMethod = unsafeString(x.rec.path)
+	}
 	s.c.l.end(&s.ctx, x)
 }
 

@@ -229,7 +229,7 @@ func TestTranscode(t *testing.T) {
 	lines := readLog()
 	if !strings.Contains(lines, `"grpc_method":"/bookstore.v1.Bookstore/GetShelf","grpc_status":0`) ||
 		!strings.Contains(lines, `"grpc_method":"/bookstore.v1.Bookstore/GetShelf","grpc_status":5`) ||
-		!strings.Contains(lines, `"path":"/v1/nothing","status":404`) {
+		!strings.Contains(lines, `"path":"/v1/nothing",`) || !strings.Contains(lines, `"status":404,`) {
 		t.Errorf("access log lacks the gRPC method and status:\n%s", lines)
 	}
 	if got := metricValue(t, p.reg, "frontdoor_requests_total", map[string]string{"listener": "web", "pool": "books", "backend": be.Addr, "code": "2xx"}); got < 10 {
