@@ -87,7 +87,7 @@ test-norace:
 FUZZTIME ?= 50000x
 FUZZ_TARGETS := ./config:FuzzParse ./proxy/jwt:FuzzVerify ./proxy/jwt:FuzzJWKS \
 	./proxy/tcp:FuzzParseProxyHeader ./proxy/tcp:FuzzParseClientHello ./health:FuzzRespReader ./proxy:FuzzEnginesAgree:20000x \
-	./proxy:FuzzH2Conn:2000x ./proxy/transcode:FuzzParseTemplate ./proxy/transcode:FuzzTranscodeRequest
+	./proxy:FuzzH2Conn:1000x ./proxy/transcode:FuzzParseTemplate ./proxy/transcode:FuzzTranscodeRequest
 fuzz-smoke:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 	  pkg=$${t%%:*}; rest=$${t#*:}; fn=$${rest%%:*}; n=$(FUZZTIME); \

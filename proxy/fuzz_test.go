@@ -152,7 +152,7 @@ func FuzzH2Conn(f *testing.F) {
 			defer close(done)
 			l.h2.serve(server, append(slices.Clone(h2Preface), in...), netip.AddrPort{}, nil)
 		}()
-		_ = client.SetDeadline(time.Now().Add(200 * time.Millisecond))
+		_ = client.SetDeadline(time.Now().Add(50 * time.Millisecond))
 		_, _ = io.Copy(io.Discard, client)
 		_ = client.Close()
 		select {
