@@ -753,6 +753,17 @@ func (c *h2cCaller) dial(ctx context.Context, network, addr string) (net.Conn, e
 			return nil, fmt.Errorf("dial backend %s: %w", addr, errGRPCLimit)
 		}
 		timeout = u.connectTimeout
+		if u.tlsCfg.Load() != nil {
+			// A pool with tls: HTTP/2 over TLS (ALPN h2) through the
+			// pool's client config; the connection's Close gives the
+			// budget slot back (tls_backend.go).
+			conn, err := u.dialTLS(ctx)
+			if err != nil {
+				u.giveConn()
+				return nil, fmt.Errorf("dial backend %s: %w: %w", addr, errGRPCConnect, err)
+			}
+			return conn, nil
+		}
 	}
 	d := net.Dialer{Timeout: timeout}
 	conn, err := d.DialContext(ctx, network, addr)

@@ -112,8 +112,9 @@ func StartBackend(t testing.TB, path string) *Backend {
 	return StartBackendOn(t, path, "127.0.0.1:0")
 }
 
-// StartBackendOn is StartBackend on a given address.
-func StartBackendOn(t testing.TB, path, addr string) *Backend {
+// StartBackendOn is StartBackend on a given address, with grpc-go server
+// options (TLS credentials, say).
+func StartBackendOn(t testing.TB, path, addr string, opts ...grpc.ServerOption) *Backend {
 	t.Helper()
 	files := Files(t, path)
 	d, err := files.FindDescriptorByName(Service)
@@ -121,7 +122,7 @@ func StartBackendOn(t testing.TB, path, addr string) *Backend {
 		t.Fatal(err)
 	}
 	sd := d.(protoreflect.ServiceDescriptor)
-	b := &Backend{files: files, srv: grpc.NewServer()}
+	b := &Backend{files: files, srv: grpc.NewServer(opts...)}
 	desc := grpc.ServiceDesc{ServiceName: Service, HandlerType: (*any)(nil), Metadata: "bookstore.proto"}
 	for i := range sd.Methods().Len() {
 		md := sd.Methods().Get(i)
