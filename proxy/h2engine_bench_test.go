@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"bytes"
+	"frontdoor/internal/loopback"
 	"io"
 	"net"
 	"strconv"
@@ -59,25 +60,10 @@ var grpcEmpty = []byte{0, 0, 0, 0, 0}
 // an empty message.
 func startRawH2Backend(t testing.TB) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go serveRawH2(c)
-		}
-	}()
-	return ln.Addr().String()
+	return loopback.Serve(t, serveRawH2)
 }
 
 func serveRawH2(c net.Conn) {
-	defer c.Close()
 	br := bufio.NewReaderSize(c, 64<<10)
 	bw := bufio.NewWriterSize(c, 64<<10)
 	preface := make([]byte, len(h2Preface))

@@ -1,6 +1,9 @@
 package proxy
 
 import (
+	"os"
+	"time"
+
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 )
@@ -136,14 +139,24 @@ func (s *h2Stream) writeTrailers() {
 func (s *h2Stream) backendReset(code http2.ErrCode) {
 	s.dropBackend()
 	if !s.respBegan {
-		if code == http2.ErrCodeRefusedStream {
+		switch {
+		case code == http2.ErrCodeRefusedStream:
 			s.retry(errH2Refused)
-		} else {
+		case s.callExpired():
+			// The backend gave up on a call whose grpc-timeout passed:
+			// DEADLINE_EXCEEDED, not UNAVAILABLE.
+			s.retry(os.ErrDeadlineExceeded)
+		default:
 			s.retry(errConnReset)
 		}
 		return
 	}
 	s.c.resetStream(s, code, "reset")
+}
+
+// callExpired reports whether the call's grpc-timeout has passed.
+func (s *h2Stream) callExpired() bool {
+	return !s.callEnd.IsZero() && !time.Now().Before(s.callEnd)
 }
 
 // backendLost: the backend connection broke under the stream.

@@ -460,9 +460,7 @@ func (b *h2Back) frame(f http2.Frame) error {
 			return nil
 		}
 		c := s.c
-		c.mu.Lock()
-		c.fl = &b.fl
-		if s.b == b {
+		if b.lockStream(s) {
 			s.responseData(f.Data(), f.StreamEnded())
 		}
 		c.mu.Unlock()
@@ -478,9 +476,7 @@ func (b *h2Back) frame(f http2.Frame) error {
 			return nil
 		}
 		c := s.c
-		c.mu.Lock()
-		c.fl = &b.fl
-		if s.b == b {
+		if b.lockStream(s) {
 			s.backendReset(f.ErrCode)
 		}
 		c.mu.Unlock()
@@ -572,9 +568,7 @@ func (b *h2Back) windowUpdate(f *http2.WindowUpdateFrame) error {
 func (b *h2Back) pushStreams(ss []*h2Stream) {
 	for _, s := range ss {
 		c := s.c
-		c.mu.Lock()
-		c.fl = &b.fl
-		if s.b == b {
+		if b.lockStream(s) {
 			b.sendBody(s)
 		}
 		c.mu.Unlock()
@@ -598,9 +592,7 @@ func (b *h2Back) goAway(last uint32) {
 	b.mu.Unlock()
 	for _, s := range gone {
 		c := s.c
-		c.mu.Lock()
-		c.fl = &b.fl
-		if s.b == b && !s.respBegan {
+		if b.lockStream(s) && !s.respBegan {
 			s.detach(http2.ErrCodeCancel)
 			s.retry(errH2Refused)
 		}
@@ -624,9 +616,7 @@ func (b *h2Back) block(frag []byte, end bool) error {
 		return nil
 	}
 	c := s.c
-	c.mu.Lock()
-	c.fl = &b.fl
-	if s.b == b {
+	if b.lockStream(s) {
 		if !s.respBegan {
 			s.responseHead(b.fields, b.hdrEnd)
 		} else {
@@ -661,14 +651,21 @@ func (b *h2Back) end(err error) {
 	}
 	for _, s := range ss {
 		c := s.c
-		c.mu.Lock()
-		c.fl = &b.fl
-		if s.b == b {
+		if b.lockStream(s) {
 			s.backendLost(err)
 		}
 		c.mu.Unlock()
 		b.fl.flush()
 	}
+}
+
+// lockStream takes the lock of s's client connection for b's reader and
+// reports whether s is still on b (a stream can leave b while the reader
+// waits for the lock). The lock is held either way: c.mu.Unlock after.
+func (b *h2Back) lockStream(s *h2Stream) bool {
+	s.c.mu.Lock()
+	s.c.fl = &b.fl
+	return s.b == b
 }
 
 // unsafeBytes views s as bytes for a call that neither keeps nor changes
