@@ -3,6 +3,7 @@ package proxy
 import (
 	"errors"
 	"io"
+	"time"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
@@ -93,6 +94,9 @@ func (s *h2Stream) h1Call(i int, gen uint32) {
 	}
 	l, ctx, x := c.l, &s.ctx, &s.x
 	s.respBegan = true
+	if x.fw.timed {
+		x.fw.head = time.Now() // the access line's ttfb
+	}
 	resp.Header.SetNoDefaultContentType(true) // invent none, as the HTTP/1.1 engines
 	l.attempted(ctx, x, i, nil)
 	x.streamed, x.fw.bodyIn = true, s.bodyIn

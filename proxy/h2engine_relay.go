@@ -40,6 +40,9 @@ func (s *h2Stream) responseHead(fields []hpack.HeaderField, end bool) {
 		return
 	}
 	s.respBegan = true
+	if x.fw.timed {
+		x.fw.head = time.Now() // the access line's ttfb
+	}
 	resp := &ctx.Response
 	resp.Reset()
 	resp.Header.SetNoDefaultContentType(true)

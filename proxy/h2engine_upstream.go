@@ -164,6 +164,9 @@ func (up *h2Upstream) dial(timeout time.Duration) {
 		c.fl = &fl
 		if r.live() && r.s.up == up && !r.s.respDone {
 			r.s.up = nil
+			if r.s.x.fw.timed && b != nil {
+				r.s.x.fw.connected = time.Now() // the access line's connect
+			}
 			if b == nil {
 				r.s.retry(err)
 			} else if r.s.upstream(r.s.member) != nil {
