@@ -33,8 +33,8 @@ import (
 //
 // The upstream is a seam, grpcCaller: for now net/http's Transport with
 // unencrypted HTTP/2 over the picked backend's connection budget
-// (h2cCaller), as proxy/grpc's transport; the frame-level HTTP/2 engine's
-// upstream can take its place without this file changing otherwise.
+// (h2cCaller); the HTTP/2 engine's backend connections (h2engine_upstream.go)
+// can take its place without this file changing otherwise.
 
 // grpcCaller carries one gRPC call to a backend. CallGRPC has
 // http.RoundTripper's contract: req is a POST of gRPC messages to
@@ -711,7 +711,7 @@ func (s *transcodeStreamBody) logAtEnd(log *AccessLog, rec accessRecord) {
 
 // h2cCaller is the grpcCaller of today: net/http's Transport speaking
 // HTTP/2 with prior knowledge over plain TCP, connections pooled per
-// backend address (as proxy/grpc's own transport), dialed within the
+// backend address, dialed within the
 // picked backend's connection budget and connect_timeout.
 type h2cCaller struct{ t *http.Transport }
 

@@ -3,9 +3,8 @@
 //
 // A request's ID is the trace-id of an incoming W3C traceparent, else an
 // incoming X-Request-ID that is safe to pass on and log (Valid), else a new
-// one from a Generator (Pick says which). The HTTP/1.1 engines (header
-// values as []byte) and the gRPC engine (header values as string) call the
-// same generic functions, so the engines cannot drift apart.
+// one from a Generator (Pick says which). Every engine calls the same
+// functions through the core, so the engines cannot drift apart.
 //
 // Nothing here allocates, and the package holds no mutable state: each
 // frontdoor process makes one Generator and hands it to every engine.
