@@ -440,6 +440,15 @@ func (lp *evLoop) run() {
 		if lp.dispatch(n) {
 			return
 		}
+		if n > 0 {
+			// The raw polls above never enter the scheduler: a loop kept
+			// busy would hold its P until the runtime preempts it (10 ms),
+			// and every goroutine behind it (the HTTP/2 engine, the
+			// goroutine engine, health checks) would wait that long.
+			// Yielding once per batch costs a check of the run queue
+			// when nobody waits.
+			runtime.Gosched()
+		}
 		lp.expire()
 		if lp.acceptAt != 0 && lp.now >= lp.acceptAt {
 			lp.resumeAccept()
