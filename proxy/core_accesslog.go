@@ -328,12 +328,6 @@ type span struct{ from, to int32 }
 
 func (s span) of(b []byte) []byte { return b[s.from:s.to] }
 
-// appendAccessRecord appends r's line to b.
-func appendAccessRecord(b []byte, r *accessRecord) []byte {
-	var k lineKeys
-	return appendRecord(b, r, &k)
-}
-
 // appendRecord appends r's line to b and notes where its filter fields are
 // in k. The field names are documented in README.md (Access log) and
 // stable.

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -92,10 +93,14 @@ type h2Engine struct {
 	idle     chan struct{} // closed when draining and the last connection ended
 	stop     chan struct{} // ends the sweeper
 	stopOnce sync.Once
+	// second is the clock in Unix seconds, as the sweeper last read it:
+	// the Date of answers (h2Conn.date).
+	second atomic.Int64
 }
 
 func newH2Engine(l *httpListener, lim h2Limits) *h2Engine {
 	e := &h2Engine{l: l, limits: lim, conns: map[*h2Conn]struct{}{}, stop: make(chan struct{})}
+	e.second.Store(time.Now().Unix())
 	go e.sweep()
 	return e
 }
@@ -159,6 +164,7 @@ func (e *h2Engine) sweep() {
 		case <-e.stop:
 			return
 		case now := <-t.C:
+			e.second.Store(now.Unix())
 			e.mu.Lock()
 			cs = cs[:0]
 			for c := range e.conns {

@@ -65,9 +65,11 @@ type h2Conn struct {
 	dateBuf []byte
 	dateSec int64
 
-	goingAway  bool // GOAWAY sent: no new streams
-	closed     bool
-	lastActive time.Time // a frame arrived or a stream ended
+	goingAway bool // GOAWAY sent: no new streams
+	closed    bool
+	// lastActive is when frames last arrived, or when the sweeper last saw
+	// a stream open (expire): the flood buckets' clock and idle_timeout's.
+	lastActive time.Time
 }
 
 // h2HeaderBlock is the header block being decoded.
@@ -152,7 +154,10 @@ func (c *h2Conn) run(rest []byte) {
 	}
 	var err error
 	for {
-		if !c.frameBuffered() {
+		// One clock read per read(2), not per frame: the frames of one
+		// read arrived together.
+		woke := !h2FrameBuffered(c.br)
+		if woke {
 			c.rfl.flush()
 		}
 		var f http2.Frame
@@ -162,6 +167,9 @@ func (c *h2Conn) run(rest []byte) {
 		}
 		c.mu.Lock()
 		c.fl = &c.rfl
+		if woke {
+			c.lastActive = time.Now()
+		}
 		err = c.frame(f)
 		c.mu.Unlock()
 		if err != nil {
@@ -169,18 +177,6 @@ func (c *h2Conn) run(rest []byte) {
 		}
 	}
 	c.end(err)
-}
-
-// frameBuffered reports whether a whole frame waits in the read buffer, so
-// that reading it will not block: the time to flush is before a read that
-// blocks.
-func (c *h2Conn) frameBuffered() bool {
-	n := c.br.Buffered()
-	if n < 9 {
-		return false
-	}
-	h, _ := c.br.Peek(9)
-	return n >= 9+(int(h[0])<<16|int(h[1])<<8|int(h[2]))
 }
 
 // errH2Closed ends the reader after a GOAWAY frontdoor sent on purpose.
@@ -192,7 +188,6 @@ func (c *h2Conn) frame(f http2.Frame) error {
 	if c.closed {
 		return errH2Closed
 	}
-	c.lastActive = time.Now()
 	if !c.settingsAcked {
 		// The client's preface must open with SETTINGS.
 		if sf, ok := f.(*http2.SettingsFrame); !ok || sf.IsAck() {
@@ -577,6 +572,9 @@ func (c *h2Conn) expire(now time.Time, fl *h2Flusher) {
 	if c.closed {
 		return
 	}
+	if c.open > 0 && now.After(c.lastActive) {
+		c.lastActive = now // busy: idle_timeout counts from the last stream's end
+	}
 	for _, s := range c.streams {
 		s.expire(now)
 	}
@@ -615,7 +613,6 @@ const h2MaxFreeStreams = 128
 func (c *h2Conn) release(s *h2Stream) {
 	delete(c.streams, s.id)
 	c.open--
-	c.lastActive = time.Now()
 	s.gen++
 	if s.h1Running {
 		// Its goroutine still holds the RequestCtx: it stops, and
@@ -630,12 +627,13 @@ func (c *h2Conn) release(s *h2Stream) {
 	}
 }
 
-// date is the Date value for answers at the time of the last frame: one
-// formatting a second.
+// date is the Date value for answers, from the engine's clock (the
+// sweeper's, to 50 ms): one formatting a second per connection, no clock
+// read per answer.
 func (c *h2Conn) date() []byte {
-	if sec := c.lastActive.Unix(); sec != c.dateSec || len(c.dateBuf) == 0 {
+	if sec := c.e.second.Load(); sec != c.dateSec || len(c.dateBuf) == 0 {
 		c.dateSec = sec
-		c.dateBuf = fasthttp.AppendHTTPDate(c.dateBuf[:0], c.lastActive)
+		c.dateBuf = fasthttp.AppendHTTPDate(c.dateBuf[:0], time.Unix(sec, 0))
 	}
 	return c.dateBuf
 }
@@ -650,19 +648,7 @@ func (c *h2Conn) recycle(s *h2Stream) {
 // writeHead writes the header block encoded in c.enc.buf as stream id's
 // HEADERS (and CONTINUATION) frames.
 func (c *h2Conn) writeHead(id uint32, end bool) {
-	block := c.enc.buf
-	first := true
-	for first || len(block) > 0 {
-		n := min(len(block), int(c.peerMaxFrame))
-		frag := block[:n]
-		block = block[n:]
-		if first {
-			_ = c.wire.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: frag, EndStream: end, EndHeaders: len(block) == 0})
-			first = false
-		} else {
-			_ = c.wire.fr.WriteContinuation(id, len(block) == 0, frag)
-		}
-	}
+	c.wire.headerBlock(id, c.enc.buf, end, c.peerMaxFrame)
 	c.enc.buf = c.enc.buf[:0]
 	c.controls.refill()
 	c.fl.mark(&c.wire)

@@ -24,41 +24,14 @@ const h1Ahead = 256 << 10
 // h1Chunk is how much of a response body one read takes.
 const h1Chunk = 32 << 10
 
-// h1Start sends the stream to member i once its body is whole.
+// h1Start sends the stream to member i. Its body is whole: a request
+// for an HTTP/1.1 pool is read before the core sees it (request).
 func (s *h2Stream) h1Start(i int) {
-	s.h1 = true
-	if s.reqEnded {
-		s.h1Go(i)
-	}
-}
-
-func (s *h2Stream) h1Go(i int) {
-	s.h1Running = true
+	s.h1, s.h1Running = true, true
 	if s.h1Wake == nil {
 		s.h1Wake = make(chan struct{}, 1)
 	}
 	go s.h1Call(i, s.gen)
-}
-
-// h1Body takes body bytes for a translated request.
-func (s *h2Stream) h1Body(d []byte, end bool) {
-	c := s.c
-	req := &s.ctx.Request
-	c.consumed(s, int64(len(d)))
-	if s.h1Running || s.respDone {
-		return
-	}
-	if limit := c.l.settings.maxBody; limit > 0 && int64(len(req.Body())+len(d)) > limit {
-		s.reqEnded = end
-		if s.failed(errBodyTooLarge) {
-			s.attempt()
-		}
-		return
-	}
-	req.AppendBody(d)
-	if end {
-		s.h1Go(s.member)
-	}
 }
 
 // h1Call runs the HTTP/1.1 exchange on member i. While it runs, the

@@ -77,6 +77,10 @@ func (e *h2Enc) field(k, v []byte) {
 // unsafeString views b as a string for a call that does not keep it.
 func unsafeString(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
 
+// unsafeBytes views s as bytes for a call that neither keeps nor changes
+// them.
+func unsafeBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
+
 // h2Forbidden reports whether a request header name is one HTTP/2 does not
 // allow (RFC 9113 8.2.2): a request carrying it is malformed.
 func h2Forbidden(name string) bool {

@@ -130,7 +130,12 @@ func (s *h2Stream) request(h *h2HeaderBlock) {
 		// before their handler: same answers (a 404 after the body, 408
 		// when it stops coming within read_timeout, 413 past
 		// max_body_bytes), same records.
-		if r := l.rt.Load().routes.match(req.Header.Host(), ctx.Path()); r == nil || !r.pool.h2c {
+		// The route chosen here is the one begin uses (x.routed, as the
+		// event loop's canServe hands it over): matched once.
+		rt := l.rt.Load()
+		r := rt.routes.match(req.Header.Host(), ctx.Path())
+		s.x.rt, s.x.r, s.x.routed = rt, r, true
+		if r == nil || r.pool == nil || !r.pool.h2c { // redirect routes have no pool
 			s.buffering = true
 			if d := l.settings.read; d > 0 {
 				s.bodyBy = c.lastActive.Add(d)
@@ -422,10 +427,6 @@ func (s *h2Stream) requestData(d []byte, end bool) {
 		s.bufferBody(d, end)
 		return
 	}
-	if s.h1 {
-		s.h1Body(d, end)
-		return
-	}
 	if s.respDone {
 		s.c.consumed(s, int64(len(d)))
 		return
@@ -463,10 +464,6 @@ func (s *h2Stream) clientTrailers(fields []hpack.HeaderField) {
 		s.bufferBody(nil, true)
 		return
 	}
-	if s.h1 {
-		s.h1Body(nil, true)
-		return
-	}
 	if s.b != nil {
 		s.b.sendTrailers(s, fields)
 	}
@@ -476,19 +473,8 @@ func (s *h2Stream) clientTrailers(fields []hpack.HeaderField) {
 // or the end of the stream.
 func (s *h2Stream) push() {
 	c := s.c
-	sent, endSent := 0, false
-	for len(s.respPending) > sent {
-		n := min(int64(len(s.respPending)-sent), s.sendWindow, c.sendWindow, int64(c.peerMaxFrame))
-		if n <= 0 {
-			break
-		}
-		last := sent+int(n) == len(s.respPending) && s.respEndPending && len(s.trailerFields) == 0
-		_ = c.wire.fr.WriteData(s.id, last, s.respPending[sent:sent+int(n)])
-		sent += int(n)
-		s.sendWindow -= n
-		c.sendWindow -= n
-		endSent = last
-	}
+	end := s.respEndPending && len(s.trailerFields) == 0 // else the trailers end it
+	sent, endSent := c.wire.data(s.id, s.respPending, end, &s.sendWindow, &c.sendWindow, c.peerMaxFrame)
 	if sent > 0 {
 		s.bodyOut += int64(sent)
 		s.respPending = s.respPending[:copy(s.respPending, s.respPending[sent:])]

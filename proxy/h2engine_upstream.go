@@ -8,7 +8,6 @@ import (
 	"os"
 	"sync"
 	"time"
-	"unsafe"
 
 	"github.com/valyala/fasthttp"
 	"golang.org/x/net/http2"
@@ -247,19 +246,7 @@ func (b *h2Back) start(s *h2Stream) bool {
 	}
 	end := s.reqEnded && len(s.reqPending) == 0
 	s.sentEnd = end
-	block := e.buf
-	first := true
-	for first || len(block) > 0 {
-		n := min(len(block), int(b.peerFrame))
-		frag := block[:n]
-		block = block[n:]
-		if first {
-			_ = b.wire.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: frag, EndStream: end, EndHeaders: len(block) == 0})
-			first = false
-		} else {
-			_ = b.wire.fr.WriteContinuation(id, len(block) == 0, frag)
-		}
-	}
+	b.wire.headerBlock(id, e.buf, end, b.peerFrame)
 	s.c.fl.mark(&b.wire)
 	if !end {
 		b.sendBodyLocked(s)
@@ -281,19 +268,8 @@ func (b *h2Back) sendBodyLocked(s *h2Stream) {
 	if b.dead || s.b != b || s.sentEnd {
 		return
 	}
-	sent := 0
-	for len(s.reqPending) > sent {
-		n := min(int64(len(s.reqPending)-sent), s.upWindow, b.sendWindow, int64(b.peerFrame))
-		if n <= 0 {
-			break
-		}
-		last := s.reqEnded && sent+int(n) == len(s.reqPending)
-		_ = b.wire.fr.WriteData(s.upID, last, s.reqPending[sent:sent+int(n)])
-		sent += int(n)
-		s.upWindow -= n
-		b.sendWindow -= n
-		s.sentEnd = last
-	}
+	sent, ended := b.wire.data(s.upID, s.reqPending, s.reqEnded, &s.upWindow, &b.sendWindow, b.peerFrame)
+	s.sentEnd = ended
 	if sent > 0 {
 		s.sentBody = true
 		s.reqPending = s.reqPending[:copy(s.reqPending, s.reqPending[sent:])]
@@ -381,7 +357,7 @@ func (b *h2Back) run() {
 	var err error
 	idleSet := false
 	for {
-		if !backFrameBuffered(b.br) {
+		if !h2FrameBuffered(b.br) {
 			b.fl.flush()
 			b.up.mu.Lock()
 			idle := b.active == 0
@@ -419,15 +395,6 @@ func (b *h2Back) run() {
 		}
 	}
 	b.end(err)
-}
-
-func backFrameBuffered(br *bufio.Reader) bool {
-	n := br.Buffered()
-	if n < 9 {
-		return false
-	}
-	h, _ := br.Peek(9)
-	return n >= 9+(int(h[0])<<16|int(h[1])<<8|int(h[2]))
 }
 
 // remove takes b out of the connections that take new streams; up.mu is
@@ -670,10 +637,6 @@ func (b *h2Back) lockStream(s *h2Stream) bool {
 	s.c.fl = &b.fl
 	return s.b == b
 }
-
-// unsafeBytes views s as bytes for a call that neither keeps nor changes
-// them.
-func unsafeBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
 
 // closeIdle closes the connections that carry no stream (a reload retired
 // the backend); the others close when their last stream ends.

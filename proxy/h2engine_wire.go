@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"errors"
 	"io"
 	"net"
@@ -343,4 +344,54 @@ func (r *h2FrameReader) read() (http2.Frame, error) {
 	}
 	r.headers = h2Headers{FrameHeader: fh, fragment: p}
 	return &r.headers, nil
+}
+
+// headerBlock writes block as stream id's HEADERS frame, and CONTINUATION
+// frames for what does not fit in maxFrame.
+func (w *h2Wire) headerBlock(id uint32, block []byte, end bool, maxFrame uint32) {
+	first := true
+	for first || len(block) > 0 {
+		n := min(len(block), int(maxFrame))
+		frag := block[:n]
+		block = block[n:]
+		if first {
+			_ = w.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: frag, EndStream: end, EndHeaders: len(block) == 0})
+			first = false
+		} else {
+			_ = w.fr.WriteContinuation(id, len(block) == 0, frag)
+		}
+	}
+}
+
+// data writes p as stream id's DATA frames within the peer's stream window
+// (*stream), its connection window (*conn) and maxFrame, taking what it
+// sends from both windows. The last frame ends the stream when end is set
+// and all of p went. It returns the bytes sent and whether the stream
+// ended.
+func (w *h2Wire) data(id uint32, p []byte, end bool, stream, conn *int64, maxFrame uint32) (sent int, ended bool) {
+	for len(p) > sent {
+		n := min(int64(len(p)-sent), *stream, *conn, int64(maxFrame))
+		if n <= 0 {
+			break
+		}
+		last := end && sent+int(n) == len(p)
+		_ = w.fr.WriteData(id, last, p[sent:sent+int(n)])
+		sent += int(n)
+		*stream -= n
+		*conn -= n
+		ended = last
+	}
+	return sent, ended
+}
+
+// h2FrameBuffered reports whether a whole frame waits in br, so that
+// reading it will not block: the time to flush is before a read that
+// blocks.
+func h2FrameBuffered(br *bufio.Reader) bool {
+	n := br.Buffered()
+	if n < 9 {
+		return false
+	}
+	h, _ := br.Peek(9)
+	return n >= 9+(int(h[0])<<16|int(h[1])<<8|int(h[2]))
 }

@@ -211,3 +211,9 @@ func refusingAddr(t testing.TB) string {
 	_, addr := loopback.Bound(t)
 	return addr
 }
+
+// appendAccessRecord appends r's line to b.
+func appendAccessRecord(b []byte, r *accessRecord) []byte {
+	var k lineKeys
+	return appendRecord(b, r, &k)
+}
