@@ -13,10 +13,10 @@ GOBIN     := $(shell $(GO) env GOPATH)/bin
 # Debian packages the tests drive as real peers (redis through the tcp
 # listener, promtool on /metrics, systemd-analyze on the unit, haproxy for
 # PROXY-protocol interop, strace for the splice proof, headless chromium for
-# the admin status page, openssl, curl and python3 as TLS clients). Installed
-# only when a command is missing.
+# the admin status page, openssl, curl and python3 as TLS clients, h2load as an
+# HTTP/2 client). Installed only when a command is missing.
 TEST_PACKAGES := redis-server:redis-server promtool:prometheus systemd-analyze:systemd iperf3:iperf3 strace:strace haproxy:haproxy \
-	chromium:chromium chromedriver:chromium-driver openssl:openssl curl:curl python3:python3
+	chromium:chromium chromedriver:chromium-driver openssl:openssl curl:curl python3:python3 h2load:nghttp2-client
 # protoc compiles the transcoding tests' .proto files (internal/transcodetest);
 # libprotobuf-dev has the well-known types' .proto files they import.
 TEST_FILES := /usr/include/google/protobuf/timestamp.proto:libprotobuf-dev
