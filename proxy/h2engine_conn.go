@@ -599,6 +599,7 @@ func (c *h2Conn) newStream(id uint32) *h2Stream {
 		c.free = c.free[:n-1]
 	} else {
 		s = &h2Stream{c: c}
+		s.rider, s.mu, s.fl, s.reqHead = s, &c.mu, &c.fl, &s.ctx.Request.Header
 	}
 	s.open(id)
 	c.streams[id] = s

@@ -4,6 +4,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/valyala/fasthttp"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 )
@@ -172,13 +173,29 @@ func (s *h2Stream) backendLost(err error) {
 	s.c.resetStream(s, http2.ErrCodeInternal, "reset")
 }
 
-// dropBackend takes s off a backend stream that ended on the backend's
-// side: nothing is sent to it.
-func (s *h2Stream) dropBackend() {
-	s.respEnded, s.sentEnd = true, true
-	s.detach(http2.ErrCodeCancel)
-	s.respEnded = false
+// refused: the backend never processed the stream (a GOAWAY below it);
+// another backend may take it.
+func (s *h2Stream) refused() { s.retry(errH2Refused) }
+
+// dialed: the backend connection s waited for is up (b), or failed (err).
+func (s *h2Stream) dialed(b *h2Back, err error) {
+	if s.respDone {
+		return
+	}
+	if b == nil {
+		s.retry(err)
+		return
+	}
+	if s.x.fw.timed {
+		s.x.fw.connected = time.Now() // the access line's connect
+	}
+	if s.upstream(s.member) != nil {
+		s.retry(fasthttp.ErrNoFreeConns)
+	}
 }
+
+// bodySent credits the client for n body bytes sent on.
+func (s *h2Stream) bodySent(n int64) { s.c.consumed(s, n) }
 
 // atoiStatus parses a 3-digit status or grpc-status; -1 when it is not a
 // number.

@@ -12,15 +12,16 @@ import (
 )
 
 // h2Stream is one client stream: its request on a RequestCtx of its own,
-// the core's exchange, and the relay state of both directions. Every field
-// is under its connection's lock (h2Conn.mu), but upWindow, which is under
-// its backend connection's (h2Back.mu). Streams are pooled per connection
-// and reused: gen tells a reference to a stream's earlier life from one to
-// the current.
+// the core's exchange, and the relay state of both directions, its backend
+// side in h2Leg (the rider of its stream on a backend connection). Every
+// field is under its connection's lock (h2Conn.mu), but those h2Leg puts
+// under the backend connection's. Streams are pooled per connection and
+// reused: gen tells a reference to a stream's earlier life from one to the
+// current.
 type h2Stream struct {
+	h2Leg
 	c     *h2Conn
 	id    uint32
-	gen   uint32
 	ctx   fasthttp.RequestCtx
 	x     exchange
 	idBuf [32]byte
@@ -29,8 +30,6 @@ type h2Stream struct {
 	buffering bool      // the body is read whole before start (bufferBody)
 	bodyBy    time.Time // when a buffered body must have come (read_timeout)
 	own       bool      // the answer is frontdoor's own (endOwn)
-	te        bool      // the client sent "te: trailers"
-	reqEnded  bool      // the client's END_STREAM arrived
 	headSent  bool      // the response head went to the client
 	respDone  bool      // the response's END_STREAM (or a reset) went to the client
 	logged    bool      // the core's end ran
@@ -47,18 +46,7 @@ type h2Stream struct {
 	bodyOut  int64
 	grpcCode int // grpc-status of the answer; -1: none
 
-	// Backend side (h2engine_upstream.go).
-	member     int
-	b          *h2Back // the backend connection, once the stream is on it
-	up         *h2Upstream
-	upID       uint32
-	upWindow   int64 // under b.mu: the backend's window for our DATA
-	upConsumed int64 // under b.mu: response bytes passed on, not yet credited
-	reqPending []byte
-	sentBody   bool // a byte of the body went to a backend
-	sentEnd    bool // the request's END_STREAM went to the backend
-	respBegan  bool // the backend's final head arrived
-	respEnded  bool // the backend's END_STREAM arrived
+	member int // the pool member of the attempt
 
 	// Response bytes waiting for the client's window, then the trailer
 	// block (encoded) and the end of the stream.
@@ -433,7 +421,7 @@ func (s *h2Stream) requestData(d []byte, end bool) {
 	}
 	s.reqPending = append(s.reqPending, d...)
 	if s.b != nil {
-		s.b.sendBody(s)
+		s.b.sendBody(&s.h2Leg)
 	}
 }
 
@@ -465,7 +453,7 @@ func (s *h2Stream) clientTrailers(fields []hpack.HeaderField) {
 		return
 	}
 	if s.b != nil {
-		s.b.sendTrailers(s, fields)
+		s.b.sendTrailers(&s.h2Leg, fields)
 	}
 }
 
@@ -481,7 +469,7 @@ func (s *h2Stream) push() {
 		c.controls.refill()
 		c.fl.mark(&c.wire)
 		if s.b != nil {
-			s.b.consumed(s, int64(sent))
+			s.b.consumed(&s.h2Leg, int64(sent))
 		}
 	}
 	if endSent {

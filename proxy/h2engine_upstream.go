@@ -9,7 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/valyala/fasthttp"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 )
@@ -30,14 +29,6 @@ type h2Upstream struct {
 	idle    time.Duration
 }
 
-// h2Ref names a stream in one life (gen).
-type h2Ref struct {
-	s   *h2Stream
-	gen uint32
-}
-
-func (r h2Ref) live() bool { return r.s.gen == r.gen }
-
 // h2Back is one HTTP/2 connection to a backend. Its reader goroutine
 // reads the answers and relays them to the client streams. mu guards the
 // wire, the encoder, the stream map and the windows; active and maxStreams
@@ -49,7 +40,7 @@ type h2Back struct {
 	wire h2Wire
 	enc  h2Enc
 
-	streams    map[uint32]*h2Stream
+	streams    map[uint32]*h2Leg
 	nextID     uint32
 	peerFrame  uint32
 	peerWindow int32
@@ -69,7 +60,7 @@ type h2Back struct {
 	dec    *hpack.Decoder
 	fl     h2Flusher
 	fields []hpack.HeaderField
-	grow   []*h2Stream // scratch of windowUpdate
+	grow   []*h2Leg // scratch of windowUpdate
 	hdrID  uint32
 	hdrEnd bool
 	hdrLen int
@@ -96,33 +87,10 @@ func (u *poolBackend) upstreamH2() *h2Upstream {
 // REFUSED_STREAM, or a GOAWAY below its ID): safe to try elsewhere.
 var errH2Refused = errRefusedStream
 
-// upstream starts s on member i's backend: on a connection with room, or
-// after a dial. Called with s.c.mu held.
+// upstream starts s on member i's backend (h2Leg.place). Called with
+// s.c.mu held.
 func (s *h2Stream) upstream(i int) error {
-	up := s.x.p.ups[i].upstreamH2()
-	up.mu.Lock()
-	for _, b := range up.conns {
-		if b.active < b.maxStreams {
-			b.active++
-			up.mu.Unlock()
-			if !b.start(s) {
-				return errH2Refused
-			}
-			return nil
-		}
-	}
-	if !up.dialing {
-		if !up.u.takeConn() {
-			up.mu.Unlock()
-			return fasthttp.ErrNoFreeConns
-		}
-		up.dialing = true
-		go up.dial(s.x.p.cfg.ConnectTimeout.Duration)
-	}
-	s.up = up
-	up.waiting = append(up.waiting, h2Ref{s, s.gen})
-	up.mu.Unlock()
-	return nil
+	return s.place(s.x.p.ups[i], s.x.p.cfg.ConnectTimeout.Duration)
 }
 
 // dial connects to the backend and sends the streams waiting for it.
@@ -158,21 +126,14 @@ func (up *h2Upstream) dial(timeout time.Duration) {
 	up.mu.Unlock()
 	var fl h2Flusher
 	for _, r := range waiting {
-		c := r.s.c
-		c.mu.Lock()
-		c.fl = &fl
-		if r.live() && r.s.up == up && !r.s.respDone {
-			r.s.up = nil
-			if r.s.x.fw.timed && b != nil {
-				r.s.x.fw.connected = time.Now() // the access line's connect
-			}
-			if b == nil {
-				r.s.retry(err)
-			} else if r.s.upstream(r.s.member) != nil {
-				r.s.retry(fasthttp.ErrNoFreeConns)
-			}
+		l := r.l
+		l.mu.Lock()
+		*l.fl = &fl
+		if r.live() && l.up == up {
+			l.up = nil
+			l.rider.dialed(b, err)
 		}
-		c.mu.Unlock()
+		l.mu.Unlock()
 		fl.flush()
 	}
 	if b != nil {
@@ -181,7 +142,7 @@ func (up *h2Upstream) dial(timeout time.Duration) {
 }
 
 func newH2Back(up *h2Upstream, nc net.Conn) *h2Back {
-	b := &h2Back{up: up, conn: nc, streams: make(map[uint32]*h2Stream), nextID: 1,
+	b := &h2Back{up: up, conn: nc, streams: make(map[uint32]*h2Leg), nextID: 1,
 		peerFrame: 16384, peerWindow: 65535, sendWindow: 65535, recvWindow: 65535, maxStreams: 100}
 	b.wire.init(nc, &b.mu, 0)
 	b.enc.init()
@@ -209,9 +170,9 @@ func (b *h2Back) emit(f hpack.HeaderField) {
 }
 
 // start opens a stream for s on b and sends its head and what it has of
-// its body. Called with s.c.mu held; b.active counts it already. False:
+// its body. Called with s's lock held; b.active counts it already. False:
 // b died meanwhile, and nothing was sent.
-func (b *h2Back) start(s *h2Stream) bool {
+func (b *h2Back) start(s *h2Leg) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.dead {
@@ -231,14 +192,14 @@ func (b *h2Back) start(s *h2Stream) bool {
 	}
 	b.streams[id] = s
 	s.b, s.upID, s.upWindow = b, id, int64(b.peerWindow)
-	req := &s.ctx.Request
+	h := s.reqHead
 	e := &b.enc
 	e.buf = e.buf[:0]
-	e.pseudo(":method", req.Header.Method())
+	e.pseudo(":method", h.Method())
 	e.pseudo(":scheme", valHTTP)
-	e.pseudo(":authority", req.Header.Host())
-	e.pseudo(":path", req.Header.RequestURI())
-	for k, v := range req.Header.All() {
+	e.pseudo(":authority", h.Host())
+	e.pseudo(":path", h.RequestURI())
+	for k, v := range h.All() {
 		e.field(k, v)
 	}
 	if s.te {
@@ -247,7 +208,7 @@ func (b *h2Back) start(s *h2Stream) bool {
 	end := s.reqEnded && len(s.reqPending) == 0
 	s.sentEnd = end
 	b.wire.headerBlock(id, e.buf, end, b.peerFrame)
-	s.c.fl.mark(&b.wire)
+	(*s.fl).mark(&b.wire)
 	if !end {
 		b.sendBodyLocked(s)
 	}
@@ -257,14 +218,14 @@ func (b *h2Back) start(s *h2Stream) bool {
 var strTrailers = []byte("trailers")
 
 // sendBody sends what s has of its body within the backend's windows.
-// Called with s.c.mu held.
-func (b *h2Back) sendBody(s *h2Stream) {
+// Called with s's lock held.
+func (b *h2Back) sendBody(s *h2Leg) {
 	b.mu.Lock()
 	b.sendBodyLocked(s)
 	b.mu.Unlock()
 }
 
-func (b *h2Back) sendBodyLocked(s *h2Stream) {
+func (b *h2Back) sendBodyLocked(s *h2Leg) {
 	if b.dead || s.b != b || s.sentEnd {
 		return
 	}
@@ -273,18 +234,18 @@ func (b *h2Back) sendBodyLocked(s *h2Stream) {
 	if sent > 0 {
 		s.sentBody = true
 		s.reqPending = s.reqPending[:copy(s.reqPending, s.reqPending[sent:])]
-		s.c.fl.mark(&b.wire)
-		s.c.consumed(s, int64(sent))
+		(*s.fl).mark(&b.wire)
+		s.rider.bodySent(int64(sent))
 	}
 	if s.reqEnded && len(s.reqPending) == 0 && !s.sentEnd {
 		_ = b.wire.fr.WriteData(s.upID, true, nil)
 		s.sentEnd = true
-		s.c.fl.mark(&b.wire)
+		(*s.fl).mark(&b.wire)
 	}
 }
 
 // sendTrailers ends s's request with the client's trailers.
-func (b *h2Back) sendTrailers(s *h2Stream, fields []hpack.HeaderField) {
+func (b *h2Back) sendTrailers(s *h2Leg, fields []hpack.HeaderField) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.dead || s.b != b {
@@ -297,12 +258,12 @@ func (b *h2Back) sendTrailers(s *h2Stream, fields []hpack.HeaderField) {
 	}
 	_ = b.wire.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: s.upID, BlockFragment: e.buf, EndStream: true, EndHeaders: true})
 	s.sentEnd = true
-	s.c.fl.mark(&b.wire)
+	(*s.fl).mark(&b.wire)
 }
 
 // consumed credits n response bytes the client took back to the backend.
-// Called with s.c.mu held.
-func (b *h2Back) consumed(s *h2Stream, n int64) {
+// Called with s's lock held.
+func (b *h2Back) consumed(s *h2Leg, n int64) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.dead {
@@ -313,42 +274,15 @@ func (b *h2Back) consumed(s *h2Stream, n int64) {
 		_ = b.wire.fr.WriteWindowUpdate(0, uint32(b.consumedN))
 		b.recvWindow += b.consumedN
 		b.consumedN = 0
-		s.c.fl.mark(&b.wire)
+		(*s.fl).mark(&b.wire)
 	}
 	if s.b == b && !s.respEnded {
 		s.upConsumed += n
 		if s.upConsumed >= h2BackWindow/2 {
 			_ = b.wire.fr.WriteWindowUpdate(s.upID, uint32(s.upConsumed))
 			s.upConsumed = 0
-			s.c.fl.mark(&b.wire)
+			(*s.fl).mark(&b.wire)
 		}
-	}
-}
-
-// detach takes s off its backend connection (or its dial), resetting the
-// backend's stream with code unless it ended. Called with s.c.mu held.
-func (s *h2Stream) detach(code http2.ErrCode) {
-	// A stream waiting for a dial is dropped by the dialer, which finds
-	// s.up no longer pointing at its upstream.
-	s.up = nil
-	b := s.b
-	if b == nil {
-		return
-	}
-	b.mu.Lock()
-	if !b.dead && !(s.respEnded && s.sentEnd) {
-		_ = b.wire.fr.WriteRSTStream(s.upID, code)
-		s.c.fl.mark(&b.wire)
-	}
-	delete(b.streams, s.upID)
-	s.b = nil
-	b.mu.Unlock()
-	b.up.mu.Lock()
-	b.active--
-	idle := b.active == 0 && b.goingAway
-	b.up.mu.Unlock()
-	if idle {
-		_ = b.conn.Close()
 	}
 }
 
@@ -429,11 +363,10 @@ func (b *h2Back) frame(f http2.Frame) error {
 		if s == nil {
 			return nil
 		}
-		c := s.c
-		if b.lockStream(s) {
-			s.responseData(f.Data(), f.StreamEnded())
+		if b.lockLeg(s) {
+			s.rider.responseData(f.Data(), f.StreamEnded())
 		}
-		c.mu.Unlock()
+		s.mu.Unlock()
 	case *h2Headers:
 		b.fields, b.hdrLen = b.fields[:0], 0
 		b.hdrID, b.hdrEnd = f.StreamID, f.StreamEnded()
@@ -445,11 +378,10 @@ func (b *h2Back) frame(f http2.Frame) error {
 		if s == nil {
 			return nil
 		}
-		c := s.c
-		if b.lockStream(s) {
-			s.backendReset(f.ErrCode)
+		if b.lockLeg(s) {
+			s.rider.backendReset(f.ErrCode)
 		}
-		c.mu.Unlock()
+		s.mu.Unlock()
 	case *http2.SettingsFrame:
 		if f.IsAck() {
 			return nil
@@ -472,7 +404,7 @@ func (b *h2Back) frame(f http2.Frame) error {
 	return nil
 }
 
-func (b *h2Back) stream(id uint32) *h2Stream {
+func (b *h2Back) stream(id uint32) *h2Leg {
 	b.mu.Lock()
 	s := b.streams[id]
 	b.mu.Unlock()
@@ -480,7 +412,7 @@ func (b *h2Back) stream(id uint32) *h2Stream {
 }
 
 func (b *h2Back) settings(f *http2.SettingsFrame) error {
-	var grow []*h2Stream
+	var grow []*h2Leg
 	b.mu.Lock()
 	for i := range f.NumSettings() {
 		st := f.Setting(i)
@@ -535,13 +467,12 @@ func (b *h2Back) windowUpdate(f *http2.WindowUpdateFrame) error {
 }
 
 // pushStreams sends the waiting request bodies of ss, after a window grew.
-func (b *h2Back) pushStreams(ss []*h2Stream) {
+func (b *h2Back) pushStreams(ss []*h2Leg) {
 	for _, s := range ss {
-		c := s.c
-		if b.lockStream(s) {
+		if b.lockLeg(s) {
 			b.sendBody(s)
 		}
-		c.mu.Unlock()
+		s.mu.Unlock()
 	}
 }
 
@@ -552,7 +483,7 @@ func (b *h2Back) goAway(last uint32) {
 	b.goingAway = true
 	b.up.remove(b)
 	b.up.mu.Unlock()
-	var gone []*h2Stream
+	var gone []*h2Leg
 	b.mu.Lock()
 	for id, s := range b.streams {
 		if id > last {
@@ -561,12 +492,11 @@ func (b *h2Back) goAway(last uint32) {
 	}
 	b.mu.Unlock()
 	for _, s := range gone {
-		c := s.c
-		if b.lockStream(s) && !s.respBegan {
+		if b.lockLeg(s) && !s.respBegan {
 			s.detach(http2.ErrCodeCancel)
-			s.retry(errH2Refused)
+			s.rider.refused()
 		}
-		c.mu.Unlock()
+		s.mu.Unlock()
 	}
 }
 
@@ -585,15 +515,14 @@ func (b *h2Back) block(frag []byte, end bool) error {
 	if s == nil {
 		return nil
 	}
-	c := s.c
-	if b.lockStream(s) {
+	if b.lockLeg(s) {
 		if !s.respBegan {
-			s.responseHead(b.fields, b.hdrEnd)
+			s.rider.responseHead(b.fields, b.hdrEnd)
 		} else {
-			s.responseTrailers(b.fields)
+			s.rider.responseTrailers(b.fields)
 		}
 	}
-	c.mu.Unlock()
+	s.mu.Unlock()
 	return nil
 }
 
@@ -606,7 +535,7 @@ func (b *h2Back) end(err error) {
 	b.mu.Lock()
 	b.dead = true
 	b.wire.stop()
-	ss := make([]*h2Stream, 0, len(b.streams))
+	ss := make([]*h2Leg, 0, len(b.streams))
 	for _, s := range b.streams {
 		ss = append(ss, s)
 	}
@@ -620,22 +549,12 @@ func (b *h2Back) end(err error) {
 		err = errConnReset
 	}
 	for _, s := range ss {
-		c := s.c
-		if b.lockStream(s) {
-			s.backendLost(err)
+		if b.lockLeg(s) {
+			s.rider.backendLost(err)
 		}
-		c.mu.Unlock()
+		s.mu.Unlock()
 		b.fl.flush()
 	}
-}
-
-// lockStream takes the lock of s's client connection for b's reader and
-// reports whether s is still on b (a stream can leave b while the reader
-// waits for the lock). The lock is held either way: c.mu.Unlock after.
-func (b *h2Back) lockStream(s *h2Stream) bool {
-	s.c.mu.Lock()
-	s.c.fl = &b.fl
-	return s.b == b
 }
 
 // closeIdle closes the connections that carry no stream (a reload retired
