@@ -33,9 +33,10 @@
 //     the HTTP/2 preface, relayed frame by frame, gRPC included;
 //   - the transcoding engine (transcodeengine.go): requests to a route with
 //     transcode = { ... }, handed over by the goroutine engine after begin,
-//     become gRPC calls (package proxy/transcode builds them) carried over
-//     the grpcCaller seam to the route's h2c pool. It lives at the top for
-//     TestRooms, since the goroutine engine calls it.
+//     become gRPC calls (package proxy/transcode builds them) that ride the
+//     HTTP/2 engine's backend connections to the route's h2c pool
+//     (transcodecall.go). It lives at the top for TestRooms, since the
+//     goroutine engine calls it.
 //
 // TLS (tls_*.go): a listener with [listener.tls] has no event loop; its
 // connections shake hands in their first read (tls_front.go, after

@@ -134,10 +134,11 @@ func (l *h2Leg) dropBackend() {
 }
 
 // lockLeg takes l's lock for b's reader and reports whether l is still on
-// b (a leg can leave b while the reader waits for the lock). The lock is
-// held either way: l.mu.Unlock after.
-func (b *h2Back) lockLeg(l *h2Leg) bool {
+// b as stream id, or on b at all when id is 0: a leg can leave b while the
+// reader waits for the lock, and its rider may even start another stream
+// there. The lock is held either way: l.mu.Unlock after.
+func (b *h2Back) lockLeg(l *h2Leg, id uint32) bool {
 	l.mu.Lock()
 	*l.fl = &b.fl
-	return l.b == b
+	return l.b == b && (id == 0 || l.upID == id)
 }

@@ -363,7 +363,7 @@ func (b *h2Back) frame(f http2.Frame) error {
 		if s == nil {
 			return nil
 		}
-		if b.lockLeg(s) {
+		if b.lockLeg(s, f.StreamID) {
 			s.rider.responseData(f.Data(), f.StreamEnded())
 		}
 		s.mu.Unlock()
@@ -378,7 +378,7 @@ func (b *h2Back) frame(f http2.Frame) error {
 		if s == nil {
 			return nil
 		}
-		if b.lockLeg(s) {
+		if b.lockLeg(s, f.StreamID) {
 			s.rider.backendReset(f.ErrCode)
 		}
 		s.mu.Unlock()
@@ -469,7 +469,7 @@ func (b *h2Back) windowUpdate(f *http2.WindowUpdateFrame) error {
 // pushStreams sends the waiting request bodies of ss, after a window grew.
 func (b *h2Back) pushStreams(ss []*h2Leg) {
 	for _, s := range ss {
-		if b.lockLeg(s) {
+		if b.lockLeg(s, 0) {
 			b.sendBody(s)
 		}
 		s.mu.Unlock()
@@ -483,16 +483,21 @@ func (b *h2Back) goAway(last uint32) {
 	b.goingAway = true
 	b.up.remove(b)
 	b.up.mu.Unlock()
-	var gone []*h2Leg
+	type legID struct {
+		l  *h2Leg
+		id uint32
+	}
+	var gone []legID
 	b.mu.Lock()
 	for id, s := range b.streams {
 		if id > last {
-			gone = append(gone, s)
+			gone = append(gone, legID{s, id})
 		}
 	}
 	b.mu.Unlock()
-	for _, s := range gone {
-		if b.lockLeg(s) && !s.respBegan {
+	for _, r := range gone {
+		s := r.l
+		if b.lockLeg(s, r.id) && !s.respBegan {
 			s.detach(http2.ErrCodeCancel)
 			s.rider.refused()
 		}
@@ -515,7 +520,7 @@ func (b *h2Back) block(frag []byte, end bool) error {
 	if s == nil {
 		return nil
 	}
-	if b.lockLeg(s) {
+	if b.lockLeg(s, b.hdrID) {
 		if !s.respBegan {
 			s.rider.responseHead(b.fields, b.hdrEnd)
 		} else {
@@ -549,7 +554,7 @@ func (b *h2Back) end(err error) {
 		err = errConnReset
 	}
 	for _, s := range ss {
-		if b.lockLeg(s) {
+		if b.lockLeg(s, 0) {
 			s.rider.backendLost(err)
 		}
 		s.mu.Unlock()

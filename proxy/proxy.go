@@ -90,11 +90,6 @@ type Proxy struct {
 	// tracing is the running OpenTelemetry tracer, nil when off
 	// (core_trace.go).
 	tracing atomic.Pointer[tracer]
-	// grpcCaller carries transcoded calls to backends
-	// (transcodeengine.go); transcodeUpstream is it when it is the h2c
-	// transport of today, closed by Shutdown.
-	grpcCaller        grpcCaller
-	transcodeUpstream *h2cCaller
 }
 
 // generation is one applied config: its pools and the context of its
@@ -122,21 +117,18 @@ func New(opts Options) *Proxy {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	stop, stopAll := context.WithCancel(context.Background())
-	up := newH2CCaller()
 	return &Proxy{
-		grpcCaller:        up,
-		transcodeUpstream: up,
-		stop:              stop,
-		stopAll:           stopAll,
-		opts:              opts,
-		ids:               requestid.New(),
-		http:              map[string]*httpListener{},
-		tcp:               map[string]*tcpListener{},
-		backends:          map[string]*balancer.Backend{},
-		poolBackends:      map[string]*poolBackend{},
-		queues:            map[string]*poolQueue{},
-		discovered:        map[string][]config.Backend{},
-		resolvers:         map[string]*resolver{},
+		stop:         stop,
+		stopAll:      stopAll,
+		opts:         opts,
+		ids:          requestid.New(),
+		http:         map[string]*httpListener{},
+		tcp:          map[string]*tcpListener{},
+		backends:     map[string]*balancer.Backend{},
+		poolBackends: map[string]*poolBackend{},
+		queues:       map[string]*poolQueue{},
+		discovered:   map[string][]config.Backend{},
+		resolvers:    map[string]*resolver{},
 	}
 }
 
@@ -535,9 +527,8 @@ func (p *Proxy) Shutdown(ctx context.Context) error {
 		_ = t.shutdown(ctx) // export what is queued
 	}
 	for _, u := range p.poolBackends {
-		u.hc.CloseIdleConnections()
+		u.closeIdle()
 	}
-	p.transcodeUpstream.close()
 	return errors.Join(errs...)
 }
 

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -31,7 +32,9 @@ const transcodeChildEnv = "FRONTDOOR_TRANSCODE_BENCH_CONFIG"
 // TestTranscodeBenchChild is BenchmarkTranscodeCPU's proxy process, not a
 // test: it skips unless the benchmark started it. It prints the listener's
 // address, then answers each line on stdin with its count of heap
-// allocations so far, and ends when stdin closes.
+// allocations so far, and ends when stdin closes. With
+// FRONTDOOR_TRANSCODE_BENCH_CONFIG_CPUPROFILE set it writes a CPU profile of
+// the proxy process there.
 func TestTranscodeBenchChild(t *testing.T) {
 	path := os.Getenv(transcodeChildEnv)
 	if path == "" {
@@ -40,6 +43,16 @@ func TestTranscodeBenchChild(t *testing.T) {
 	text, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if prof := os.Getenv(transcodeChildEnv + "_CPUPROFILE"); prof != "" {
+		f, err := os.Create(prof)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			t.Fatal(err)
+		}
+		defer pprof.StopCPUProfile()
 	}
 	p := startProxy(t, string(text), nil)
 	fmt.Println(p.Addr("web").String())

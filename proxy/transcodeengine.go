@@ -1,22 +1,17 @@
 package proxy
 
 import (
-	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"net/textproto"
-	"net/url"
-	"strconv"
+	"os"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/valyala/fasthttp"
+	"golang.org/x/net/http2/hpack"
 
 	"frontdoor/config"
 	"frontdoor/proxy/transcode"
@@ -31,36 +26,15 @@ import (
 // retries only while no byte reached a backend, passive ejection, metrics
 // and the access record (with the gRPC method and status).
 //
-// The upstream is a seam, grpcCaller: for now net/http's Transport with
-// unencrypted HTTP/2 over the picked backend's connection budget
-// (h2cCaller); the HTTP/2 engine's backend connections (h2engine_upstream.go)
-// can take its place without this file changing otherwise.
-
-// grpcCaller carries one gRPC call to a backend. CallGRPC has
-// http.RoundTripper's contract: req is a POST of gRPC messages to
-// http://ADDRESS/pkg.Service/Method with its metadata in req.Header; the
-// response's Body yields the answer's length-prefixed messages and its
-// Trailer holds grpc-status once Body returned io.EOF (or resp.Header does,
-// trailers-only). The caller closes Body. An error wrapping errGRPCConnect
-// or errGRPCLimit means that no byte of the call reached the backend, so
-// the call may go to another one. It must draw connections from u's budget
-// (takeConn, giveConn) and be safe for concurrent use.
-type grpcCaller interface {
-	CallGRPC(req *http.Request, u *poolBackend) (*http.Response, error)
-}
-
-// Errors of a grpcCaller before any byte was sent.
-var (
-	errGRPCConnect = errors.New("proxy: gRPC backend connect failed")
-	errGRPCLimit   = errors.New("proxy: gRPC backend at its connection limit")
-)
+// The upstream is the HTTP/2 engine's: a call rides a stream on the
+// picked backend's pooled connections (h2Call, transcodecall.go), the same
+// connections and connection budget that gRPC passed through uses.
 
 // transcodeRoute is a route's transcoding: its Transcoder and settings.
 type transcodeRoute struct {
 	tc      *transcode.Transcoder
 	strip   string
 	forward []string // request headers sent as metadata (canonical)
-	caller  grpcCaller
 	maxBody int64
 }
 
@@ -127,7 +101,7 @@ func (p *Proxy) transcodeRoute(gen *generation, rc *config.Route, lc *config.Lis
 	if tc == nil {
 		return nil
 	}
-	tr := &transcodeRoute{tc: tc, strip: rc.Transcode.StripPrefix, caller: p.grpcCaller, maxBody: lc.MaxBodyBytes}
+	tr := &transcodeRoute{tc: tc, strip: rc.Transcode.StripPrefix, maxBody: lc.MaxBodyBytes}
 	seen := map[string]bool{}
 	add := func(h string) {
 		if k := textproto.CanonicalMIMEHeaderKey(h); !seen[k] {
@@ -207,19 +181,23 @@ func (l *httpListener) serveTranscode(ctx *fasthttp.RequestCtx, x *exchange) {
 		l.transcodeAnswer(ctx, x, tr, err, "bad_request")
 		return
 	}
-	header := make(http.Header, len(tr.forward)+4)
-	header["Content-Type"] = valGRPCContentType
-	header["Te"] = valTrailers
-	header["User-Agent"] = valTranscodeUA
-	for _, k := range tr.forward {
-		if v := ctx.Request.Header.Peek(k); len(v) > 0 {
-			header[k] = []string{string(v)}
-		}
-	}
 	p := x.p
 	timeout := p.responseTimeout
-	if !b.ServerStreaming && timeout > 0 {
-		header["Grpc-Timeout"] = []string{strconv.FormatInt(timeout.Milliseconds(), 10) + "m"}
+	hc := getH2Call()
+	defer func() {
+		if hc != nil {
+			hc.release()
+		}
+	}()
+	if b.ServerStreaming {
+		hc.prepare(b.GRPCMethod, 0)
+	} else {
+		hc.prepare(b.GRPCMethod, timeout)
+	}
+	for _, k := range tr.forward {
+		if v := ctx.Request.Header.Peek(k); len(v) > 0 {
+			hc.req.Header.SetBytesV(k, v)
+		}
 	}
 	for {
 		i := p.pool.PickAcquire(x.key, x.tried)
@@ -234,45 +212,24 @@ func (l *httpListener) serveTranscode(ctx *fasthttp.RequestCtx, x *exchange) {
 			return
 		}
 		x.member = i
-		u := p.ups[i]
-		cctx, cancel := context.WithCancel(context.Background())
-		var timer *time.Timer
-		var timedOut atomic.Bool
-		if timeout > 0 {
-			// Unary: the whole call; a stream: until its headers.
-			timer = time.AfterFunc(timeout, func() { timedOut.Store(true); cancel() })
+		// Unary: the whole call; a stream: until its head.
+		hc.arm(timeout)
+		err := hc.send(p.ups[i], p.cfg.ConnectTimeout.Duration, frame)
+		if err == nil {
+			err = hc.awaitHead()
 		}
-		req := &http.Request{
-			Method: http.MethodPost,
-			URL:    &url.URL{Scheme: "http", Host: u.be.Address(), Path: b.GRPCMethod},
-			Header: header,
-			Host:   u.be.Address(),
-		}
-		req.Body = io.NopCloser(bytes.NewReader(frame))
-		req.ContentLength = int64(len(frame))
-		req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(frame)), nil }
-		resp, err := tr.caller.CallGRPC(req.WithContext(cctx), u)
 		if x.attempt > 0 {
 			p.retrying.Add(-1)
 		}
 		if err != nil {
-			stopTimer(timer)
-			cancel()
+			hc.end()
 			p.pool.Release(i)
-			why := reasonReset
-			switch {
-			case errors.Is(err, errGRPCLimit):
-				why = reasonLimit
-			case errors.Is(err, errGRPCConnect):
-				why = reasonConnect
-			case timedOut.Load():
-				why = reasonTimeout
-			}
+			_, why, retryable := classifyUpstreamError(err, &hc.req)
 			p.errs[i][why].Inc()
 			if why == reasonConnect || why == reasonReset || why == reasonTimeout && p.cfg.Passive.CountTimeouts {
 				p.ejector.Failure(i)
 			}
-			if (why == reasonConnect || why == reasonLimit) && x.attempt < p.retries && p.retryAllowed() {
+			if retryable && x.attempt < p.retries && p.retryAllowed() {
 				x.tried |= 1 << (uint(i) % 64)
 				x.attempt++
 				p.retrying.Add(1)
@@ -294,21 +251,15 @@ func (l *httpListener) serveTranscode(ctx *fasthttp.RequestCtx, x *exchange) {
 			return
 		}
 		if b.ServerStreaming {
-			stopTimer(timer) // headers are in: a stream may run as long as it likes
-			l.transcodeStream(ctx, x, tr, call, resp, cancel, i)
+			hc.disarm() // the head is in: a stream may run as long as it likes
+			if l.transcodeStream(ctx, x, tr, call, hc, i) {
+				hc = nil // the answer's body has it now
+			}
 			return
 		}
-		l.transcodeUnary(ctx, x, tr, call, resp, i, &timedOut)
-		stopTimer(timer)
-		cancel()
+		l.transcodeUnary(ctx, x, tr, call, hc, i)
 		p.pool.Release(i)
 		return
-	}
-}
-
-func stopTimer(t *time.Timer) {
-	if t != nil {
-		t.Stop()
 	}
 }
 
@@ -341,13 +292,8 @@ var (
 )
 
 var (
-	valGRPCContentType = []string{"application/grpc"}
-	valTrailers        = []string{"trailers"}
-	valTranscodeUA     = []string{"frontdoor-transcode"}
-	valJSON            = []byte("application/json")
-	hdrGRPCStatus      = "Grpc-Status"
-	hdrGRPCMessage     = "Grpc-Message"
-	hdrGRPCDetails     = "Grpc-Status-Details-Bin"
+	valTranscodeUA = []byte("frontdoor-transcode")
+	valJSON        = []byte("application/json")
 )
 
 // transcodeAnswer answers with a JSON error body made of err (an
@@ -371,35 +317,48 @@ func (l *httpListener) transcodeAnswer(ctx *fasthttp.RequestCtx, x *exchange, tr
 	x.reason = reason
 }
 
-// transcodeStatus reads a call's end from h, its trailers (or headers).
-func transcodeStatus(h http.Header) (transcode.Status, bool) {
-	code := h.Get(hdrGRPCStatus)
-	if code == "" {
+// transcodeStatus reads a call's end from its trailers (or its head,
+// trailers-only).
+func transcodeStatus(fields []hpack.HeaderField) (transcode.Status, bool) {
+	var code, msg, details string
+	found := false
+	for _, f := range fields {
+		switch f.Name {
+		case "grpc-status":
+			code, found = f.Value, true
+		case "grpc-message":
+			msg = f.Value
+		case "grpc-status-details-bin":
+			details = f.Value
+		}
+	}
+	if !found {
 		return transcode.Status{}, false
 	}
-	return transcode.ParseStatus(code, h.Get(hdrGRPCMessage), h.Get(hdrGRPCDetails))
+	return transcode.ParseStatus(code, msg, details)
 }
 
-// reservedMetadata are response metadata keys that are not passed to the
-// client as Grpc-Metadata-* headers.
+// reservedMetadata are response metadata keys (lower case) that are not
+// passed to the client as Grpc-Metadata-* headers.
 func reservedMetadata(k string) bool {
 	switch k {
-	case "Content-Type", "Date", "Trailer", "Content-Length":
+	case "content-type", "date", "trailer", "content-length":
 		return true
 	}
-	return strings.HasPrefix(k, "Grpc-")
+	return strings.HasPrefix(k, "grpc-")
 }
 
 // copyMetadata passes the backend's metadata to the client as headers
-// named prefix + key (grpc-gateway's Grpc-Metadata- and Grpc-Trailer-).
-func copyMetadata(resp *fasthttp.Response, h http.Header, prefix string) {
-	for k, vs := range h {
-		if reservedMetadata(k) {
+// named prefix + key (grpc-gateway's Grpc-Metadata- and Grpc-Trailer-);
+// scratch is where the names are built.
+func copyMetadata(resp *fasthttp.Response, fields []hpack.HeaderField, prefix string, scratch *[]byte) {
+	for _, f := range fields {
+		if reservedMetadata(f.Name) {
 			continue
 		}
-		for _, v := range vs {
-			resp.Header.Add(prefix+k, v)
-		}
+		k := append(append((*scratch)[:0], prefix...), f.Name...)
+		resp.Header.AddBytesKV(k, unsafeBytes(f.Value))
+		*scratch = k[:0]
 	}
 }
 
@@ -417,32 +376,31 @@ func passiveAnswer(p *poolRuntime, i, httpStatus, grpcStatus int) {
 }
 
 // transcodeUnary reads a unary call's answer and writes it as JSON.
-func (l *httpListener) transcodeUnary(ctx *fasthttp.RequestCtx, x *exchange, tr *transcodeRoute, call *transcode.Call, resp *http.Response, i int, timedOut *atomic.Bool) {
-	defer resp.Body.Close()
+func (l *httpListener) transcodeUnary(ctx *fasthttp.RequestCtx, x *exchange, tr *transcodeRoute, call *transcode.Call, hc *h2Call, i int) {
 	p := x.p
-	if resp.StatusCode != http.StatusOK {
-		passiveAnswer(p, i, resp.StatusCode, -1)
+	if hc.status != fasthttp.StatusOK {
+		passiveAnswer(p, i, hc.status, -1)
 		x.rec.grpcStatus = transcode.CodeUnavailable
 		l.transcodeAnswer(ctx, x, tr, errBackendJSON, "bad_gateway")
 		return
 	}
-	st, ok := transcodeStatus(resp.Header) // trailers-only
+	st, ok := transcodeStatus(hc.head()) // trailers-only
 	var msg []byte
 	if !ok {
 		bufp := transcodeBufs.Get().(*[]byte)
 		defer transcodeBufs.Put(bufp)
 		var err error
-		msg, err = transcode.ReadFrame(resp.Body, (*bufp)[:0], int(tr.maxBody))
+		msg, err = transcode.ReadFrame(hc, (*bufp)[:0], int(tr.maxBody))
 		if err == nil {
 			*bufp = msg[:0]
 			// The rest: nothing but the end of the stream, then trailers.
-			_, err = io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+			err = hc.rest()
 		} else if errors.Is(err, io.EOF) {
 			msg, err = nil, nil
 		}
 		if err != nil {
 			why, answer := reasonReset, errBackendJSON
-			if timedOut.Load() {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
 				why, answer = reasonTimeout, errTimeoutJSON
 			}
 			p.errs[i][why].Inc()
@@ -453,7 +411,7 @@ func (l *httpListener) transcodeUnary(ctx *fasthttp.RequestCtx, x *exchange, tr 
 			l.transcodeAnswer(ctx, x, tr, answer, reasonNames[why])
 			return
 		}
-		st, ok = transcodeStatus(resp.Trailer)
+		st, ok = transcodeStatus(hc.trailers())
 		if !ok {
 			st = transcode.Status{Code: transcode.CodeUnknown, Message: "backend sent no grpc-status"}
 		}
@@ -464,8 +422,8 @@ func (l *httpListener) transcodeUnary(ctx *fasthttp.RequestCtx, x *exchange, tr 
 	out.Reset()
 	out.Header.SetContentTypeBytes(valJSON)
 	out.Header.SetBytesKV(hdrXRequestID, x.reqID)
-	copyMetadata(out, resp.Header, "Grpc-Metadata-")
-	copyMetadata(out, resp.Trailer, "Grpc-Trailer-")
+	copyMetadata(out, hc.head(), "Grpc-Metadata-", &hc.scrap)
+	copyMetadata(out, hc.trailers(), "Grpc-Trailer-", &hc.scrap)
 	bufp := transcodeBufs.Get().(*[]byte)
 	defer transcodeBufs.Put(bufp)
 	body := (*bufp)[:0]
@@ -494,85 +452,73 @@ func (l *httpListener) transcodeUnary(ctx *fasthttp.RequestCtx, x *exchange, tr 
 // transcodeStream starts writing a server stream's messages to the client
 // as they come (transcodeStreamBody.Read), in the format the client's Accept
 // asks for. A stream that ends before its first message with an error
-// (trailers-only) is answered as a unary error.
-func (l *httpListener) transcodeStream(ctx *fasthttp.RequestCtx, x *exchange, tr *transcodeRoute, call *transcode.Call, resp *http.Response, cancel context.CancelFunc, i int) {
+// (trailers-only) is answered as a unary error. It reports whether the
+// answer's body took hc (and the pool member), to end them when it ends;
+// otherwise the caller ends the call.
+func (l *httpListener) transcodeStream(ctx *fasthttp.RequestCtx, x *exchange, tr *transcodeRoute, call *transcode.Call, hc *h2Call, i int) bool {
 	p := x.p
-	if resp.StatusCode != http.StatusOK {
-		passiveAnswer(p, i, resp.StatusCode, -1)
-		resp.Body.Close()
-		cancel()
+	if hc.status != fasthttp.StatusOK {
+		passiveAnswer(p, i, hc.status, -1)
 		p.pool.Release(i)
 		x.rec.grpcStatus = transcode.CodeUnavailable
 		l.transcodeAnswer(ctx, x, tr, errBackendJSON, "bad_gateway")
-		return
+		return false
 	}
-	if st, ok := transcodeStatus(resp.Header); ok {
-		resp.Body.Close()
-		cancel()
+	if st, ok := transcodeStatus(hc.head()); ok {
 		p.pool.Release(i)
 		passiveAnswer(p, i, 200, st.Code)
 		x.rec.grpcStatus = st.Code
-		code := st.Code
-		if code == transcode.CodeOK {
-			code = 200 // an empty stream
-		}
 		out := &ctx.Response
 		out.Reset()
 		out.Header.SetBytesKV(hdrXRequestID, x.reqID)
-		copyMetadata(out, resp.Header, "Grpc-Metadata-")
-		if st.Code == transcode.CodeOK {
+		copyMetadata(out, hc.head(), "Grpc-Metadata-", &hc.scrap)
+		if st.Code == transcode.CodeOK { // an empty stream
 			out.SetStatusCode(200)
 			out.Header.SetContentType(transcode.FormatFor(string(ctx.Request.Header.Peek("Accept"))).ContentType())
-			return
+			return false
 		}
-		out.SetStatusCode(transcode.HTTPStatus(code))
+		out.SetStatusCode(transcode.HTTPStatus(st.Code))
 		out.Header.SetContentTypeBytes(valJSON)
 		out.SetBody(tr.tc.AppendError(nil, st))
-		return
+		return false
 	}
 	format := transcode.FormatFor(string(ctx.Request.Header.Peek("Accept")))
 	s := &transcodeStreamBody{
-		call: call, tc: tr.tc, format: format, resp: resp, cancel: cancel,
+		call: call, tc: tr.tc, format: format, hc: hc,
 		p: p, member: i, max: int(tr.maxBody), live: &l.live, status: -1,
 	}
 	// The head waits for the first message (as grpc-gateway's does), so
 	// that a stream failing before it gets its error's status.
 	s.fill()
+	out := &ctx.Response
+	out.Reset()
+	out.Header.SetBytesKV(hdrXRequestID, x.reqID)
+	copyMetadata(out, hc.head(), "Grpc-Metadata-", &hc.scrap)
 	if s.done && s.msgs == 0 {
 		x.rec.grpcStatus = s.status
+		s.hc = nil // the caller ends the call
 		_ = s.CloseWithError(nil)
 		switch {
 		case s.readErr:
 			l.transcodeAnswer(ctx, x, tr, errBackendJSON, "reset")
 		case s.status != transcode.CodeOK:
-			out := &ctx.Response
-			out.Reset()
 			out.SetStatusCode(transcode.HTTPStatus(s.st.Code))
 			out.Header.SetContentTypeBytes(valJSON)
-			out.Header.SetBytesKV(hdrXRequestID, x.reqID)
-			copyMetadata(out, resp.Header, "Grpc-Metadata-")
 			out.SetBody(tr.tc.AppendError(nil, s.st))
 		default:
-			out := &ctx.Response
-			out.Reset()
 			out.SetStatusCode(200)
 			out.Header.SetContentType(format.ContentType())
-			out.Header.SetBytesKV(hdrXRequestID, x.reqID)
-			copyMetadata(out, resp.Header, "Grpc-Metadata-")
 		}
-		return
+		return false
 	}
-	out := &ctx.Response
-	out.Reset()
 	out.SetStatusCode(200)
 	out.Header.SetContentType(format.ContentType())
 	out.Header.Set("Cache-Control", "no-cache")
-	out.Header.SetBytesKV(hdrXRequestID, x.reqID)
-	copyMetadata(out, resp.Header, "Grpc-Metadata-")
 	if !l.live.add(s) {
 		s.abort()
 	}
 	out.SetBodyStream(s, -1)
+	return true
 }
 
 // transcodeStreamBody is a server stream's answer body: each gRPC message read
@@ -583,12 +529,14 @@ type transcodeStreamBody struct {
 	call   *transcode.Call
 	tc     *transcode.Transcoder
 	format transcode.Format
-	resp   *http.Response
-	cancel context.CancelFunc
 	p      *poolRuntime
 	member int
 	max    int
 	live   *liveSet
+
+	// mu guards hc, which abort (a drain) may use while the body ends.
+	mu sync.Mutex
+	hc *h2Call
 
 	frame   []byte
 	out     []byte
@@ -623,7 +571,7 @@ func (s *transcodeStreamBody) Read(b []byte) (int, error) {
 // message, or the end (with an error line or event when it is not OK).
 func (s *transcodeStreamBody) fill() {
 	s.out, s.off = s.out[:0], 0
-	msg, err := transcode.ReadFrame(s.resp.Body, s.frame, s.max)
+	msg, err := transcode.ReadFrame(s.hc, s.frame, s.max)
 	switch {
 	case err == nil:
 		s.frame = msg[:0]
@@ -637,7 +585,7 @@ func (s *transcodeStreamBody) fill() {
 		s.out = out
 		s.msgs++
 	case errors.Is(err, io.EOF):
-		st, ok := transcodeStatus(s.resp.Trailer)
+		st, ok := transcodeStatus(s.hc.trailers())
 		if !ok {
 			st = transcode.Status{Code: transcode.CodeUnknown, Message: "backend sent no grpc-status"}
 		}
@@ -659,8 +607,13 @@ func (s *transcodeStreamBody) CloseWithError(err error) error {
 	}
 	s.closed = true
 	s.live.remove(s)
-	s.cancel()
-	_ = s.resp.Body.Close()
+	s.mu.Lock()
+	hc := s.hc
+	s.hc = nil
+	s.mu.Unlock()
+	if hc != nil {
+		hc.release()
+	}
 	s.p.pool.Release(s.member)
 	switch {
 	case s.readErr:
@@ -687,9 +640,15 @@ func (s *transcodeStreamBody) CloseWithError(err error) error {
 // Close is CloseWithError(nil).
 func (s *transcodeStreamBody) Close() error { return s.CloseWithError(nil) }
 
-// abort ends the stream at a drain's deadline: the backend call is
-// cancelled, so the pending read fails.
-func (s *transcodeStreamBody) abort() { s.cancel() }
+// abort ends the stream at a drain's deadline: the backend call fails, so
+// the pending read returns.
+func (s *transcodeStreamBody) abort() {
+	s.mu.Lock()
+	if s.hc != nil {
+		s.hc.abort()
+	}
+	s.mu.Unlock()
+}
 
 // logAtEnd takes over the access log line (streamLogger), copying the
 // record's byte slices, which point into the request.
@@ -707,74 +666,4 @@ func (s *transcodeStreamBody) logAtEnd(log *AccessLog, rec accessRecord) {
 	s.rec.method = take(len(rec.method))
 	s.rec.host = take(len(rec.host))
 	s.rec.path = take(len(rec.path))
-}
-
-// h2cCaller is the grpcCaller of today: net/http's Transport speaking
-// HTTP/2 with prior knowledge over plain TCP, connections pooled per
-// backend address, dialed within the
-// picked backend's connection budget and connect_timeout.
-type h2cCaller struct{ t *http.Transport }
-
-type upstreamKey struct{}
-
-func newH2CCaller() *h2cCaller {
-	var protocols http.Protocols
-	protocols.SetUnencryptedHTTP2(true)
-	c := &h2cCaller{}
-	c.t = &http.Transport{
-		Protocols:          &protocols,
-		DialContext:        c.dial,
-		DisableCompression: true,
-		IdleConnTimeout:    90 * time.Second,
-		// Proxy is nil: environment proxies never apply to backends.
-		HTTP2: &http.HTTP2Config{
-			SendPingTimeout:               30 * time.Second,
-			PingTimeout:                   15 * time.Second,
-			MaxReceiveBufferPerConnection: 4 << 20,
-			MaxReceiveBufferPerStream:     4 << 20,
-		},
-	}
-	return c
-}
-
-// CallGRPC sends req to u's backend.
-func (c *h2cCaller) CallGRPC(req *http.Request, u *poolBackend) (*http.Response, error) {
-	return c.t.RoundTrip(req.WithContext(context.WithValue(req.Context(), upstreamKey{}, u)))
-}
-
-// close closes the idle backend connections (Shutdown).
-func (c *h2cCaller) close() { c.t.CloseIdleConnections() }
-
-func (c *h2cCaller) dial(ctx context.Context, network, addr string) (net.Conn, error) {
-	u, _ := ctx.Value(upstreamKey{}).(*poolBackend)
-	timeout := 2 * time.Second
-	if u != nil {
-		if !u.takeConn() {
-			return nil, fmt.Errorf("dial backend %s: %w", addr, errGRPCLimit)
-		}
-		timeout = u.connectTimeout
-		if u.tlsCfg.Load() != nil {
-			// A pool with tls: HTTP/2 over TLS (ALPN h2) through the
-			// pool's client config; the connection's Close gives the
-			// budget slot back (tls_backend.go).
-			conn, err := u.dialTLS(ctx)
-			if err != nil {
-				u.giveConn()
-				return nil, fmt.Errorf("dial backend %s: %w: %w", addr, errGRPCConnect, err)
-			}
-			return conn, nil
-		}
-	}
-	d := net.Dialer{Timeout: timeout}
-	conn, err := d.DialContext(ctx, network, addr)
-	if err != nil {
-		if u != nil {
-			u.giveConn()
-		}
-		return nil, fmt.Errorf("dial backend %s: %w: %w", addr, errGRPCConnect, err)
-	}
-	if u == nil {
-		return conn, nil
-	}
-	return &budgetConn{Conn: conn, u: u}, nil
 }
