@@ -50,6 +50,9 @@ type h2Leg struct {
 	upID       uint32
 	upWindow   int64 // under b.mu: the backend's window for our DATA
 	upConsumed int64 // under b.mu: response bytes passed on, not yet credited
+	// held: response bytes the rider got and has not passed on (credited
+	// to the connection when it leaves it, whatever became of them).
+	held int64
 	te         bool  // send "te: trailers"
 	reqPending []byte
 	reqEnded   bool // the request's end is in reqPending
@@ -113,6 +116,10 @@ func (l *h2Leg) detach(code http2.ErrCode) {
 		_ = b.wire.fr.WriteRSTStream(l.upID, code)
 		(*l.fl).mark(&b.wire)
 	}
+	if !b.dead && l.held > 0 {
+		b.credit(l, l.held)
+	}
+	l.held = 0
 	delete(b.streams, l.upID)
 	l.b = nil
 	b.mu.Unlock()

@@ -72,7 +72,7 @@ func (s *h2Stream) open(id uint32) {
 	s.recvWindow = int64(c.e.limits.streamWindow)
 	s.recvConsumed, s.bodyIn, s.bodyOut, s.grpcCode = 0, 0, 0, -1
 	s.member, s.b, s.up, s.upID, s.upWindow = -1, nil, nil, 0, 0
-	s.upConsumed = 0
+	s.upConsumed, s.held = 0, 0
 	s.reqPending, s.respPending, s.trailerFields = s.reqPending[:0], s.respPending[:0], s.trailerFields[:0]
 	s.sentBody, s.sentEnd, s.respBegan, s.respEnded, s.respEndPending = false, false, false, false, false
 	s.h1, s.h1Running, s.h1Gone, s.h1Waiting = false, false, false, false

@@ -266,16 +266,11 @@ func (b *h2Back) sendTrailers(s *h2Leg, fields []hpack.HeaderField) {
 func (b *h2Back) consumed(s *h2Leg, n int64) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	s.held -= n
 	if b.dead {
 		return
 	}
-	b.consumedN += n
-	if b.consumedN >= 2*h2BackWindow {
-		_ = b.wire.fr.WriteWindowUpdate(0, uint32(b.consumedN))
-		b.recvWindow += b.consumedN
-		b.consumedN = 0
-		(*s.fl).mark(&b.wire)
-	}
+	b.credit(s, n)
 	if s.b == b && !s.respEnded {
 		s.upConsumed += n
 		if s.upConsumed >= h2BackWindow/2 {
@@ -283,6 +278,19 @@ func (b *h2Back) consumed(s *h2Leg, n int64) {
 			s.upConsumed = 0
 			(*s.fl).mark(&b.wire)
 		}
+	}
+}
+
+// credit gives the backend n bytes of the connection's window back, in
+// one WINDOW_UPDATE once they add up to half of it; s's flusher sends it.
+// b.mu is held.
+func (b *h2Back) credit(s *h2Leg, n int64) {
+	b.consumedN += n
+	if b.consumedN >= 2*h2BackWindow {
+		_ = b.wire.fr.WriteWindowUpdate(0, uint32(b.consumedN))
+		b.recvWindow += b.consumedN
+		b.consumedN = 0
+		(*s.fl).mark(&b.wire)
 	}
 }
 
@@ -364,6 +372,7 @@ func (b *h2Back) frame(f http2.Frame) error {
 			return nil
 		}
 		if b.lockLeg(s, f.StreamID) {
+			s.held += int64(len(f.Data()))
 			s.rider.responseData(f.Data(), f.StreamEnded())
 		}
 		s.mu.Unlock()
