@@ -52,8 +52,8 @@ type h2Leg struct {
 	upConsumed int64 // under b.mu: response bytes passed on, not yet credited
 	// held: response bytes the rider got and has not passed on (credited
 	// to the connection when it leaves it, whatever became of them).
-	held int64
-	te         bool  // send "te: trailers"
+	held       int64
+	te         bool // send "te: trailers"
 	reqPending []byte
 	reqEnded   bool // the request's end is in reqPending
 	sentBody   bool // a byte of the body went to a backend
