@@ -612,6 +612,12 @@ const h2MaxFreeStreams = 128
 
 // release returns s, which ended, to the free list.
 func (c *h2Conn) release(s *h2Stream) {
+	if n := len(s.reqPending); n > 0 {
+		// Body bytes that never went to a backend: the client gets
+		// them back.
+		c.consumed(nil, int64(n))
+		s.reqPending = s.reqPending[:0]
+	}
 	delete(c.streams, s.id)
 	c.open--
 	s.gen++

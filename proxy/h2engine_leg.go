@@ -56,10 +56,12 @@ type h2Leg struct {
 	te         bool // send "te: trailers"
 	reqPending []byte
 	reqEnded   bool // the request's end is in reqPending
-	sentBody   bool // a byte of the body went to a backend
-	sentEnd    bool // the request's END_STREAM went to the backend
-	respBegan  bool // the backend's final head arrived
-	respEnded  bool // the backend's END_STREAM arrived
+	// reqTrailers end the request once reqPending is out.
+	reqTrailers []hpack.HeaderField
+	sentBody    bool // a byte of the body went to a backend
+	sentEnd     bool // the request's END_STREAM went to the backend
+	respBegan   bool // the backend's final head arrived
+	respEnded   bool // the backend's END_STREAM arrived
 }
 
 // h2Ref names a leg in one life (gen).

@@ -74,6 +74,8 @@ func (s *h2Stream) open(id uint32) {
 	s.member, s.b, s.up, s.upID, s.upWindow = -1, nil, nil, 0, 0
 	s.upConsumed, s.held = 0, 0
 	s.reqPending, s.respPending, s.trailerFields = s.reqPending[:0], s.respPending[:0], s.trailerFields[:0]
+	clear(s.reqTrailers)
+	s.reqTrailers = s.reqTrailers[:0]
 	s.sentBody, s.sentEnd, s.respBegan, s.respEnded, s.respEndPending = false, false, false, false, false
 	s.h1, s.h1Running, s.h1Gone, s.h1Waiting = false, false, false, false
 	s.x = exchange{}
@@ -452,8 +454,11 @@ func (s *h2Stream) clientTrailers(fields []hpack.HeaderField) {
 		s.bufferBody(nil, true)
 		return
 	}
+	// After the body, which may still wait for the backend's window (or
+	// for the connection being dialled).
+	s.reqTrailers = append(s.reqTrailers[:0], fields...)
 	if s.b != nil {
-		s.b.sendTrailers(&s.h2Leg, fields)
+		s.b.sendBody(&s.h2Leg)
 	}
 }
 

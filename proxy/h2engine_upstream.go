@@ -48,6 +48,12 @@ type h2Back struct {
 	recvWindow int64 // what the backend may still send, connection-wide
 	consumedN  int64 // passed on to clients, not yet credited
 	dead       bool
+	// settled: the backend's SETTINGS came. Request bodies wait for
+	// them: a backend may open a stream window below the default 65,535
+	// bytes and enforce it at once (Go's net/http server resets the
+	// stream with FLOW_CONTROL_ERROR), as clients like Go's and
+	// grpc-go's wait too.
+	settled    bool
 	closeGives bool // the connection's Close gives the budget slot back (TLS)
 
 	active     int  // under up.mu
@@ -205,7 +211,7 @@ func (b *h2Back) start(s *h2Leg) bool {
 	if s.te {
 		e.pseudo("te", strTrailers)
 	}
-	end := s.reqEnded && len(s.reqPending) == 0
+	end := s.reqEnded && len(s.reqPending) == 0 && len(s.reqTrailers) == 0
 	s.sentEnd = end
 	b.wire.headerBlock(id, e.buf, end, b.peerFrame)
 	(*s.fl).mark(&b.wire)
@@ -226,10 +232,11 @@ func (b *h2Back) sendBody(s *h2Leg) {
 }
 
 func (b *h2Back) sendBodyLocked(s *h2Leg) {
-	if b.dead || s.b != b || s.sentEnd {
+	if b.dead || s.b != b || s.sentEnd || !b.settled {
 		return
 	}
-	sent, ended := b.wire.data(s.upID, s.reqPending, s.reqEnded, &s.upWindow, &b.sendWindow, b.peerFrame)
+	trailers := len(s.reqTrailers) > 0 // they, not the last DATA, end it
+	sent, ended := b.wire.data(s.upID, s.reqPending, s.reqEnded && !trailers, &s.upWindow, &b.sendWindow, b.peerFrame)
 	s.sentEnd = ended
 	if sent > 0 {
 		s.sentBody = true
@@ -238,27 +245,19 @@ func (b *h2Back) sendBodyLocked(s *h2Leg) {
 		s.rider.bodySent(int64(sent))
 	}
 	if s.reqEnded && len(s.reqPending) == 0 && !s.sentEnd {
-		_ = b.wire.fr.WriteData(s.upID, true, nil)
+		if trailers {
+			e := &b.enc
+			e.buf = e.buf[:0]
+			for _, f := range s.reqTrailers {
+				e.field(unsafeBytes(f.Name), unsafeBytes(f.Value))
+			}
+			b.wire.headerBlock(s.upID, e.buf, true, b.peerFrame)
+		} else {
+			_ = b.wire.fr.WriteData(s.upID, true, nil)
+		}
 		s.sentEnd = true
 		(*s.fl).mark(&b.wire)
 	}
-}
-
-// sendTrailers ends s's request with the client's trailers.
-func (b *h2Back) sendTrailers(s *h2Leg, fields []hpack.HeaderField) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.dead || s.b != b {
-		return
-	}
-	e := &b.enc
-	e.buf = e.buf[:0]
-	for _, f := range fields {
-		e.field(unsafeBytes(f.Name), unsafeBytes(f.Value))
-	}
-	_ = b.wire.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: s.upID, BlockFragment: e.buf, EndStream: true, EndHeaders: true})
-	s.sentEnd = true
-	(*s.fl).mark(&b.wire)
 }
 
 // consumed credits n response bytes the client took back to the backend.
@@ -447,6 +446,13 @@ func (b *h2Back) settings(f *http2.SettingsFrame) error {
 			b.up.mu.Lock()
 			b.maxStreams = int(min(st.Val, 1<<20))
 			b.up.mu.Unlock()
+		}
+	}
+	if !b.settled {
+		b.settled = true // every body waiting goes now
+		grow = grow[:0]
+		for _, s := range b.streams {
+			grow = append(grow, s)
 		}
 	}
 	_ = b.wire.fr.WriteSettingsAck()
