@@ -39,8 +39,10 @@ sleep 0.5
 curl -sf http://127.0.0.1:$bport/small >/dev/null
 ticks=$(getconf CLK_TCK)
 cpu() { awk '{print $14+$15}' "/proc/$1/stat"; }
+nm=${#modes[@]}
 for round in $(seq "$rounds"); do
-  for m in "${modes[@]}"; do
+  for k in $(seq 0 $((nm - 1))); do
+    m=${modes[$(((round - 1 + k) % nm))]}   # the order rotates from round to round
     mode=${m%%:*}; flags=coop; [ "$m" != "$mode" ] && flags=${m#*:}
     rport=$((rport + 1))
     GOMAXPROCS=1 taskset -c 1 bench/out/uringrelay -listen 127.0.0.1:$rport -backend 127.0.0.1:$bport \
