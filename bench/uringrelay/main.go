@@ -1,23 +1,3 @@
-// Command uringrelay is the io_uring prototype of issue 24: a loopback
-// byte relay shaped like the proxy's small keep-alive GET (each client
-// connection gets one backend connection; request bytes go to the backend,
-// answer bytes back), served by one goroutine in one of three ways:
-//
-//	epoll   edge-triggered epoll, read(2) and write(2) per operation, as
-//	        proxy/loop.go does today
-//	uring   io_uring only: multishot accept, multishot recv into a provided
-//	        buffer ring, send straight from that buffer, every submission
-//	        of an iteration in one io_uring_enter that also waits
-//	uringw  epoll readiness and read(2) as in epoll, but the writes of an
-//	        iteration are queued as send SQEs and submitted with one
-//	        io_uring_enter (the cheapest change to the loop)
-//
-// It parses nothing; run it behind wrk with one request in flight per
-// connection. It listens on IPv4 loopback only and exits on SIGINT/SIGTERM
-// (or after -max). bench/uringrelay/run.sh measures CPU per request of the
-// three modes, interleaved.
-//
-//	uringrelay -listen 127.0.0.1:8090 -backend 127.0.0.1:8091 -mode uring
 package main
 
 import (
@@ -42,7 +22,8 @@ func main() {
 	listen := flag.String("listen", "127.0.0.1:8090", "address to listen on (IPv4 loopback only)")
 	backend := flag.String("backend", "127.0.0.1:8091", "backend address")
 	mode := flag.String("mode", "epoll", "epoll | uring | uringw")
-	flags := flag.String("flags", "coop", "uring setup: coop (COOP_TASKRUN) | defer (SINGLE_ISSUER|DEFER_TASKRUN, thread locked)")
+	flags := flag.String("flags", "coop", "uring setup: coop (COOP_TASKRUN) | defer (SINGLE_ISSUER|DEFER_TASKRUN, thread locked) | "+
+		"fixed (defer, plus a registered ring descriptor and registered files)")
 	short := flag.Duration("short", 100*time.Microsecond, "raw wait, holding the P, before a wait through the runtime (0: none)")
 	maxRun := flag.Duration("max", 10*time.Minute, "exit after this long")
 	flag.Parse()
@@ -70,7 +51,8 @@ func main() {
 		os.Exit(0)
 	}()
 	var setup uint32 = uring.SetupSubmitAll | uring.SetupCoopTaskrun | uring.SetupTaskrunFlag
-	if *flags == "defer" {
+	fixed := *flags == "fixed"
+	if *flags == "defer" || fixed {
 		runtime.LockOSThread()
 		setup = uring.SetupSubmitAll | uring.SetupSingleIssuer | uring.SetupDeferTaskrun
 	}
@@ -78,7 +60,7 @@ func main() {
 	case "epoll":
 		err = rl.runEpoll(nil, short)
 	case "uring":
-		err = rl.runUring(setup, short)
+		err = rl.runUring(setup, short, fixed)
 	case "uringw":
 		var r *uring.Ring
 		if r, err = uring.New(1024, 4096, setup); err == nil {
@@ -270,7 +252,7 @@ type sendState struct {
 	fd, off, n int32
 }
 
-func (rl *relay) runUring(setup uint32, short *time.Duration) error {
+func (rl *relay) runUring(setup uint32, short *time.Duration, fixed bool) error {
 	r, err := uring.New(1024, 8192, setup)
 	if err != nil {
 		return err
@@ -278,6 +260,22 @@ func (rl *relay) runUring(setup uint32, short *time.Duration) error {
 	br, err := r.NewBufRing(1024, bufSize, 1)
 	if err != nil {
 		return err
+	}
+	if fixed {
+		if err = r.RegisterRing(); err != nil {
+			return err
+		}
+		if err = r.RegisterFiles(8192); err != nil {
+			return err
+		}
+	}
+	// fileOf fills s's descriptor: the slot of the same number when files
+	// are registered.
+	fileOf := func(s *uring.SQE, fd int) {
+		s.Fd = int32(fd)
+		if fixed && fd < 8192 {
+			s.Flags |= uring.SQEFixedFile
+		}
 	}
 	sends := make([]sendState, 1024)
 	sqe := func() *uring.SQE {
@@ -295,7 +293,8 @@ func (rl *relay) runUring(setup uint32, short *time.Duration) error {
 	}
 	armRecv := func(fd int) {
 		s := sqe()
-		s.Opcode, s.Fd, s.Ioprio, s.Flags = uring.OpRecv, int32(fd), uring.RecvMultishot, uring.SQEBufferSelect
+		s.Opcode, s.Ioprio, s.Flags = uring.OpRecv, uring.RecvMultishot, uring.SQEBufferSelect
+		fileOf(s, fd)
 		s.BufIndex = br.Group()
 		s.UserData = kRecv | uint64(fd)<<8
 	}
@@ -303,7 +302,8 @@ func (rl *relay) runUring(setup uint32, short *time.Duration) error {
 		sends[id] = sendState{fd: int32(fd), off: off, n: n}
 		b := br.Buf(id)
 		s := sqe()
-		s.Opcode, s.Fd, s.Addr, s.Len = uring.OpSend, int32(fd), uint64(uintptr(unsafe.Pointer(&b[off]))), uint32(n-off)
+		s.Opcode, s.Addr, s.Len = uring.OpSend, uint64(uintptr(unsafe.Pointer(&b[off]))), uint32(n-off)
+		fileOf(s, fd)
 		s.UserData = kSend | uint64(fd)<<8 | uint64(id)<<40
 	}
 	armAccept()
@@ -330,6 +330,10 @@ func (rl *relay) runUring(setup uint32, short *time.Duration) error {
 			case kAccept:
 				if res >= 0 {
 					if b, err := rl.pair(int(res)); err == nil {
+						if fixed && b < 8192 { // a slot is overwritten when its number is reused
+							_ = r.SetFile(int(res), int(res))
+							_ = r.SetFile(b, b)
+						}
 						armRecv(int(res))
 						armRecv(b)
 					} else {

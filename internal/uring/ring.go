@@ -19,6 +19,10 @@ const (
 	setupCQSize       = 1 << 3
 )
 
+// SQEFixedFile says an SQE's Fd is an index in the registered file table
+// (RegisterFiles), not a descriptor.
+const SQEFixedFile = 1 << 0
+
 // Opcodes used here.
 const (
 	OpNop    = 0
@@ -56,6 +60,11 @@ const (
 	offSQEs        = 0x10000000
 	featSingleMmap = 1 << 0
 	registerPBuf   = 22
+	registerFiles2 = 13
+	registerFilesU = 6
+	registerRingFD = 20
+	enterRegRing   = 1 << 4
+	rsrcSparse     = 1
 )
 
 // ErrUnsupported is returned by New when the kernel has io_uring off or
@@ -113,6 +122,8 @@ func (c *CQE) BufferID() uint16 { return uint16(c.Flags >> cqeBufferShift) }
 // with New and Close it.
 type Ring struct {
 	fd      int
+	enterFD int // fd, or its index once registered (RegisterRing)
+	enterFl uintptr
 	ringMem []byte
 	sqeMem  []byte
 
@@ -145,7 +156,7 @@ func New(entries, cqEntries, flags uint32) (*Ring, error) {
 		}
 		return nil, e
 	}
-	r := &Ring{fd: int(fd)}
+	r := &Ring{fd: int(fd), enterFD: int(fd)}
 	if p.features&featSingleMmap == 0 {
 		_ = unix.Close(r.fd)
 		return nil, ErrUnsupported
@@ -225,7 +236,7 @@ func (r *Ring) GetSQE() *SQE {
 func (r *Ring) Enter() (int, error) {
 	n := r.publish()
 	for {
-		s, _, e := unix.RawSyscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), uintptr(n), 0, enterGetEvents, 0, 0)
+		s, _, e := unix.RawSyscall6(unix.SYS_IO_URING_ENTER, uintptr(r.enterFD), uintptr(n), 0, enterGetEvents|r.enterFl, 0, 0)
 		if e == unix.EINTR {
 			n = 0
 			continue
@@ -242,7 +253,7 @@ func (r *Ring) Enter() (int, error) {
 // signal ends the wait early with no error.
 func (r *Ring) Wait() error {
 	n := r.publish()
-	_, _, e := unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), uintptr(n), 1, enterGetEvents, 0, 0)
+	_, _, e := unix.Syscall6(unix.SYS_IO_URING_ENTER, uintptr(r.enterFD), uintptr(n), 1, enterGetEvents|r.enterFl, 0, 0)
 	if e != 0 && e != unix.EINTR {
 		return e
 	}
@@ -265,7 +276,7 @@ func (r *Ring) WaitShort(d time.Duration) (bool, error) {
 	n := r.publish()
 	ts := unix.NsecToTimespec(int64(d))
 	arg := getEventsArg{ts: uint64(uintptr(unsafe.Pointer(&ts)))}
-	_, _, e := unix.RawSyscall6(unix.SYS_IO_URING_ENTER, uintptr(r.fd), uintptr(n), 1, enterGetEvents|enterExtArg,
+	_, _, e := unix.RawSyscall6(unix.SYS_IO_URING_ENTER, uintptr(r.enterFD), uintptr(n), 1, enterGetEvents|enterExtArg|r.enterFl,
 		uintptr(unsafe.Pointer(&arg)), unsafe.Sizeof(arg))
 	if e != 0 && e != unix.EINTR && e != unix.ETIME {
 		return false, e
@@ -291,6 +302,54 @@ func (r *Ring) PeekCQE() *CQE {
 
 // SeenCQE consumes the completion PeekCQE returned.
 func (r *Ring) SeenCQE() { atomic.StoreUint32(r.cqHead, *r.cqHead+1) }
+
+type rsrcUpdate struct {
+	offset, resv uint32
+	data         uint64
+}
+
+type rsrcRegister struct {
+	nr, flags   uint32
+	resv2, data uint64
+	tags        uint64
+}
+
+// RegisterRing registers the ring's own descriptor with the kernel
+// (IORING_REGISTER_RING_FDS), so io_uring_enter skips the descriptor
+// lookup. The ring is then entered only from the thread that registered
+// it: use it with SetupSingleIssuer and a locked thread.
+func (r *Ring) RegisterRing() error {
+	u := rsrcUpdate{offset: ^uint32(0), data: uint64(r.fd)}
+	_, _, e := unix.Syscall6(unix.SYS_IO_URING_REGISTER, uintptr(r.fd), registerRingFD, uintptr(unsafe.Pointer(&u)), 1, 0, 0)
+	if e != 0 {
+		return e
+	}
+	r.enterFD, r.enterFl = int(u.offset), enterRegRing
+	return nil
+}
+
+// RegisterFiles makes an empty table of n registered files; SetFile fills
+// a slot, and an SQE with SQEFixedFile names the slot in Fd.
+func (r *Ring) RegisterFiles(n int) error {
+	reg := rsrcRegister{nr: uint32(n), flags: rsrcSparse}
+	_, _, e := unix.Syscall6(unix.SYS_IO_URING_REGISTER, uintptr(r.fd), registerFiles2, uintptr(unsafe.Pointer(&reg)),
+		unsafe.Sizeof(reg), 0, 0)
+	if e != 0 {
+		return e
+	}
+	return nil
+}
+
+// SetFile puts descriptor fd (-1: none) in slot i of the registered files.
+func (r *Ring) SetFile(i, fd int) error {
+	fds := [1]int32{int32(fd)}
+	u := rsrcUpdate{offset: uint32(i), data: uint64(uintptr(unsafe.Pointer(&fds[0])))}
+	_, _, e := unix.Syscall6(unix.SYS_IO_URING_REGISTER, uintptr(r.fd), registerFilesU, uintptr(unsafe.Pointer(&u)), 1, 0, 0)
+	if e != 0 {
+		return e
+	}
+	return nil
+}
 
 // BufRing is a ring of provided buffers (IORING_REGISTER_PBUF_RING) of one
 // size, that multishot receives of its group pick from.
