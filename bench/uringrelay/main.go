@@ -23,7 +23,8 @@ func main() {
 	backend := flag.String("backend", "127.0.0.1:8091", "backend address")
 	mode := flag.String("mode", "epoll", "epoll | uring | uringw")
 	flags := flag.String("flags", "coop", "uring setup: coop (COOP_TASKRUN) | defer (SINGLE_ISSUER|DEFER_TASKRUN, thread locked) | "+
-		"fixed (defer, plus a registered ring descriptor and registered files)")
+		"fixed (defer, plus a registered ring descriptor and registered files) | "+
+		"skip (defer; a received message is copied to its connection's buffer and sent from there with CQE_SKIP_SUCCESS)")
 	short := flag.Duration("short", 100*time.Microsecond, "raw wait, holding the P, before a wait through the runtime (0: none)")
 	maxRun := flag.Duration("max", 10*time.Minute, "exit after this long")
 	flag.Parse()
@@ -51,8 +52,8 @@ func main() {
 		os.Exit(0)
 	}()
 	var setup uint32 = uring.SetupSubmitAll | uring.SetupCoopTaskrun | uring.SetupTaskrunFlag
-	fixed := *flags == "fixed"
-	if *flags == "defer" || fixed {
+	fixed, skip := *flags == "fixed", *flags == "skip"
+	if *flags == "defer" || fixed || skip {
 		runtime.LockOSThread()
 		setup = uring.SetupSubmitAll | uring.SetupSingleIssuer | uring.SetupDeferTaskrun
 	}
@@ -60,7 +61,7 @@ func main() {
 	case "epoll":
 		err = rl.runEpoll(nil, short)
 	case "uring":
-		err = rl.runUring(setup, short, fixed)
+		err = rl.runUring(setup, short, fixed, skip)
 	case "uringw":
 		var r *uring.Ring
 		if r, err = uring.New(1024, 4096, setup); err == nil {
@@ -245,6 +246,7 @@ const (
 	kAccept = 1 + iota
 	kRecv
 	kSend
+	kSendSkip
 )
 
 // sendState is a send in flight from provided buffer id.
@@ -252,7 +254,11 @@ type sendState struct {
 	fd, off, n int32
 }
 
-func (rl *relay) runUring(setup uint32, short *time.Duration, fixed bool) error {
+// runUring is the io_uring loop. skip: a message is copied into the
+// buffer of the connection it came from and sent from there without a
+// completion on success; the provided buffer goes back at once. That
+// relies on one message in flight per connection (request, then answer).
+func (rl *relay) runUring(setup uint32, short *time.Duration, fixed, skip bool) error {
 	r, err := uring.New(1024, 8192, setup)
 	if err != nil {
 		return err
@@ -345,9 +351,18 @@ func (rl *relay) runUring(setup uint32, short *time.Duration, fixed bool) error 
 				}
 			case kRecv:
 				p := int(rl.peer[fd])
-				if res > 0 && fl&uring.CQEFBuffer != 0 && p >= 0 {
+				switch {
+				case res > 0 && fl&uring.CQEFBuffer != 0 && p >= 0 && skip:
+					b := rl.buf[fd][:copy(rl.buf[fd], br.Buf(c.BufferID())[:res])]
+					br.Recycle(c.BufferID())
+					s := sqe()
+					s.Opcode, s.Addr, s.Len = uring.OpSend, uint64(uintptr(unsafe.Pointer(&b[0]))), uint32(len(b))
+					s.Flags = uring.SQECQESkipSuccess
+					s.UserData = kSendSkip | uint64(p)<<8
+					fileOf(s, p)
+				case res > 0 && fl&uring.CQEFBuffer != 0 && p >= 0:
 					send(p, c.BufferID(), 0, res)
-				} else if fl&uring.CQEFBuffer != 0 {
+				case fl&uring.CQEFBuffer != 0:
 					br.Recycle(c.BufferID())
 				}
 				switch {
@@ -356,6 +371,8 @@ func (rl *relay) runUring(setup uint32, short *time.Duration, fixed bool) error 
 				case fl&uring.CQEFMore == 0 && p >= 0:
 					armRecv(fd)
 				}
+			case kSendSkip: // failed
+				rl.closePair(fd)
 			case kSend:
 				id := uint16(ud >> 40)
 				st := &sends[id]

@@ -83,6 +83,7 @@ func TestRelayModes(t *testing.T) {
 		{"uring", "uring", "coop"},
 		{"uring-defer", "uring", "defer"},
 		{"uring-fixed", "uring", "fixed"},
+		{"uring-skip", "uring", "skip"},
 		{"uringw", "uringw", "coop"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
