@@ -77,12 +77,31 @@ func procCPUSeconds(tb testing.TB, pid int) float64 {
 	return (utime + stime) / 100 // clock ticks; USER_HZ is 100 on Linux
 }
 
+// procSyscalls is the count of read- and write-like system calls of
+// process pid so far (/proc/PID/io: syscr and syscw).
+func procSyscalls(tb testing.TB, pid int) float64 {
+	tb.Helper()
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/io")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	n := 0.0
+	for _, l := range strings.Split(string(data), "\n") {
+		if k, v, ok := strings.Cut(l, ": "); ok && (k == "syscr" || k == "syscw") {
+			f, _ := strconv.ParseFloat(v, 64)
+			n += f
+		}
+	}
+	return n
+}
+
 // BenchmarkTranscodeCPU compares, in one run, the proxy's CPU time and heap
 // allocations per call for the same small unary call (GetShelf, a 30-byte
 // answer) made two ways through one frontdoor process (GOMAXPROCS=1) to
 // one grpc-go backend: passed through as gRPC from a grpc-go client, and
 // transcoded from HTTP/1.1 JSON (GET /v1/shelves/7, keep-alive). It
-// reports both and their ratio (transcode/grpc, issue #21's budget is 2).
+// reports both and their ratio (transcode/grpc, issue #21's budget is 2),
+// and the read and write system calls per call (/proc/PID/io).
 // Each kind makes b.N calls, 8 in flight, in ten alternating turns;
 // /proc counts CPU in 10 ms ticks, so use -benchtime=5000x or more.
 func BenchmarkTranscodeCPU(b *testing.B) {
@@ -171,7 +190,10 @@ func BenchmarkTranscodeCPU(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	run := func(n int, call func() error) (cpu, allocs float64, elapsed time.Duration) {
+	var gSys, tSys float64
+	run := func(n int, call func() error, sys *float64) (cpu, allocs float64, elapsed time.Duration) {
+		s0 := procSyscalls(b, cmd.Process.Pid)
+		defer func() { *sys += procSyscalls(b, cmd.Process.Pid) - s0 }()
 		m0, c0, t0 := mallocs(), procCPUSeconds(b, cmd.Process.Pid), time.Now()
 		var wg sync.WaitGroup
 		var next sync.Mutex
@@ -203,9 +225,9 @@ func BenchmarkTranscodeCPU(b *testing.B) {
 	var gTime, tTime time.Duration
 	for turn := range 10 {
 		n := b.N/10 + b.N%10*(turn/9) // the last turn takes the rest
-		c, a, d := run(n, grpcCall)
+		c, a, d := run(n, grpcCall, &gSys)
 		gCPU, gAllocs, gTime = gCPU+c, gAllocs+a, gTime+d
-		c, a, d = run(n, httpCall)
+		c, a, d = run(n, httpCall, &tSys)
 		tCPU, tAllocs, tTime = tCPU+c, tAllocs+a, tTime+d
 	}
 	b.StopTimer()
@@ -215,6 +237,8 @@ func BenchmarkTranscodeCPU(b *testing.B) {
 	if gCPU > 0 {
 		b.ReportMetric(tCPU/gCPU, "cpu-ratio")
 	}
+	b.ReportMetric(gSys/n, "grpc-syscalls/call")
+	b.ReportMetric(tSys/n, "transcode-syscalls/call")
 	b.ReportMetric(gAllocs/n, "grpc-allocs/call")
 	b.ReportMetric(tAllocs/n, "transcode-allocs/call")
 	b.ReportMetric(n/gTime.Seconds(), "grpc-calls/s")

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"os"
+	"runtime"
 	"strconv"
 	"sync"
 	"time"
@@ -121,6 +122,15 @@ func (c *h2Call) send(u *poolBackend, connectTimeout time.Duration, frame []byte
 	c.flp = &c.own
 	err := c.place(u, connectTimeout)
 	c.lock.Unlock()
+	if len(c.own.wires) > 0 {
+		// This call's frames wait in the connection's buffer, and
+		// this goroutine owes their write. Other calls' goroutines,
+		// runnable now, add theirs first (their mark finds the write
+		// owed, so they leave it to us): one write(2) for the calls
+		// that came together, not one each. Alone, the yield returns
+		// at once.
+		runtime.Gosched()
+	}
 	c.own.flush()
 	return err
 }
