@@ -135,6 +135,9 @@ type Server struct {
 	stopping  bool
 	serving   bool
 	serveDone chan struct{}
+	// loops are the event loops serving the listener (loop.go), set by
+	// Serve before it is marked serving; nil: the goroutine path.
+	loops []*loop
 	// retired are the Servers this one took over (TakeOver) that still
 	// had sessions then; they accept nothing, so their count only falls.
 	retired []*Server
@@ -195,8 +198,22 @@ func (s *Server) Serve() error {
 	}
 	s.serving = true
 	s.serveDone = make(chan struct{})
+	s.loops = s.newLoops()
+	loops := s.loops
 	s.mu.Unlock()
 	defer close(s.serveDone)
+
+	if loops != nil {
+		// The loops accept until StopAccepting and serve their sessions
+		// until the last one ends.
+		for _, lp := range loops {
+			go lp.run()
+		}
+		for _, lp := range loops {
+			<-lp.notAccepted
+		}
+		return ErrServerClosed
+	}
 
 	var backoff time.Duration
 	for {
@@ -221,6 +238,9 @@ func (s *Server) Serve() error {
 		ss := s.admit(c)
 		if ss == nil {
 			continue
+		}
+		if ss.handleFn == nil {
+			ss.bindGoroutine()
 		}
 		go ss.handleFn()
 	}
@@ -256,18 +276,21 @@ func (s *Server) admit(c net.Conn) *session {
 	return ss
 }
 
-// forget removes an ended session from the live list.
+// forget removes an ended session from the count and, when it is on the
+// goroutine path (a loop's session has no client conn), the live list.
 func (s *Server) forget(ss *session) {
 	s.mu.Lock()
-	if ss.prev != nil {
-		ss.prev.next = ss.next
-	} else {
-		s.head = ss.next
+	if ss.client != nil {
+		if ss.prev != nil {
+			ss.prev.next = ss.next
+		} else {
+			s.head = ss.next
+		}
+		if ss.next != nil {
+			ss.next.prev = ss.prev
+		}
+		ss.prev, ss.next = nil, nil
 	}
-	if ss.next != nil {
-		ss.next.prev = ss.prev
-	}
-	ss.prev, ss.next = nil, nil
 	s.count--
 	if s.count == 0 && s.drained != nil {
 		close(s.drained)
@@ -284,12 +307,19 @@ func (s *Server) StopAccepting() {
 	s.mu.Lock()
 	first := !s.stopping
 	s.stopping = true
-	serving, done := s.serving, s.serveDone
+	serving, done, loops := s.serving, s.serveDone, s.loops
 	s.mu.Unlock()
 	if !first || !serving {
 		if serving {
 			<-done
 		}
+		return
+	}
+	if loops != nil {
+		for _, lp := range loops {
+			lp.control(ctlStopAccept)
+		}
+		<-done
 		return
 	}
 	ln := s.opts.Listener
@@ -404,11 +434,15 @@ func (s *Server) drainedChan() <-chan struct{} {
 }
 
 // closeSessions closes both sockets of every open session; sessions that
-// have not dialed yet see forced or the cancelled ctx and give up.
+// have not dialed yet see forced or the cancelled ctx and give up. The
+// event loops close theirs and end.
 func (s *Server) closeSessions() {
 	s.forced.Store(true)
 	s.cancel()
 	s.mu.Lock()
+	for _, lp := range s.loops {
+		lp.control(ctlClose)
+	}
 	for ss := s.head; ss != nil; ss = ss.next {
 		_ = ss.client.Close()
 		if b := ss.backend.Load(); b != nil {
@@ -421,7 +455,12 @@ func (s *Server) closeSessions() {
 // recoverSession logs a panic of a session goroutine with its stack.
 func (s *Server) recoverSession() {
 	if r := recover(); r != nil {
-		s.log.LogAttrs(s.ctx, slog.LevelError, "tcp session panic",
-			slog.String("listener", s.opts.Name), slog.Any("panic", r), slog.String("stack", string(debug.Stack())))
+		s.logPanic(r)
 	}
+}
+
+// logPanic logs the panic r of a session with its stack.
+func (s *Server) logPanic(r any) {
+	s.log.LogAttrs(s.ctx, slog.LevelError, "tcp session panic",
+		slog.String("listener", s.opts.Name), slog.Any("panic", r), slog.String("stack", string(debug.Stack())))
 }

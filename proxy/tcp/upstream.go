@@ -4,9 +4,11 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/netip"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sys/unix"
 
 	"frontdoor/balancer"
 	"frontdoor/config"
@@ -87,6 +89,9 @@ type boundUpstream struct {
 	attempts  int
 	sendProxy int // 0, 1 or 2
 	members   []boundMember
+	// literal: every member's address is an IP address and port, which
+	// the event loops connect to without resolving (loop.go).
+	literal   bool
 	retries   prometheus.Counter
 	noBackend prometheus.Counter
 }
@@ -95,6 +100,10 @@ type boundMember struct {
 	backend *balancer.Backend
 	address string
 	errs    [numReasons]prometheus.Counter
+	// The address as a socket address, when it is an IP literal.
+	family int
+	sa4    unix.SockaddrInet4
+	sa6    unix.SockaddrInet6
 }
 
 func (up *Upstream) bind(m *metrics.Metrics) *boundUpstream {
@@ -118,8 +127,20 @@ func (up *Upstream) bind(m *metrics.Metrics) *boundUpstream {
 	}
 	b.retries = m.RetriesTotal.WithLabelValues(up.PoolName)
 	b.noBackend = m.UpstreamErrors.WithLabelValues(up.PoolName, "", "no_backend")
+	b.literal = true
 	for _, mem := range up.Pool.Members() {
 		bm := boundMember{backend: mem.Backend, address: mem.Backend.Address()}
+		if ap, err := netip.ParseAddrPort(bm.address); err == nil && ap.Addr().Zone() == "" {
+			if a := ap.Addr().Unmap(); a.Is4() {
+				bm.family = unix.AF_INET
+				bm.sa4 = unix.SockaddrInet4{Port: int(ap.Port()), Addr: a.As4()}
+			} else {
+				bm.family = unix.AF_INET6
+				bm.sa6 = unix.SockaddrInet6{Port: int(ap.Port()), Addr: a.As16()}
+			}
+		} else {
+			b.literal = false
+		}
 		for r := range numReasons {
 			bm.errs[r] = m.UpstreamErrors.WithLabelValues(up.PoolName, bm.address, reasonNames[r])
 		}
