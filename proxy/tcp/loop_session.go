@@ -280,15 +280,11 @@ func (m *boundMember) connect() (int, error) {
 		return -1, err
 	}
 	setSockopts(fd)
-	if m.family == unix.AF_INET {
-		err = unix.Connect(fd, &m.sa4)
-	} else {
-		err = unix.Connect(fd, &m.sa6)
-	}
+	_, _, e := unix.Syscall(unix.SYS_CONNECT, uintptr(fd), uintptr(unsafe.Pointer(&m.sa)), m.saLen)
 	// EINTR: the connect goes on asynchronously, as EINPROGRESS.
-	if err != nil && err != unix.EINPROGRESS && err != unix.EINTR {
+	if e != 0 && e != unix.EINPROGRESS && e != unix.EINTR {
 		_ = unix.Close(fd)
-		return -1, err
+		return -1, e
 	}
 	return fd, nil
 }

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"time"
+	"unsafe"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sys/unix"
@@ -100,10 +101,12 @@ type boundMember struct {
 	backend *balancer.Backend
 	address string
 	errs    [numReasons]prometheus.Counter
-	// The address as a socket address, when it is an IP literal.
+	// The address as a raw socket address, when it is an IP literal:
+	// read-only, shared by the event loops (an x/sys Sockaddr is not: it
+	// writes its raw form on every use).
 	family int
-	sa4    unix.SockaddrInet4
-	sa6    unix.SockaddrInet6
+	sa     unix.RawSockaddrInet6 // or a RawSockaddrInet4 in its first bytes
+	saLen  uintptr
 }
 
 func (up *Upstream) bind(m *metrics.Metrics) *boundUpstream {
@@ -131,13 +134,7 @@ func (up *Upstream) bind(m *metrics.Metrics) *boundUpstream {
 	for _, mem := range up.Pool.Members() {
 		bm := boundMember{backend: mem.Backend, address: mem.Backend.Address()}
 		if ap, err := netip.ParseAddrPort(bm.address); err == nil && ap.Addr().Zone() == "" {
-			if a := ap.Addr().Unmap(); a.Is4() {
-				bm.family = unix.AF_INET
-				bm.sa4 = unix.SockaddrInet4{Port: int(ap.Port()), Addr: a.As4()}
-			} else {
-				bm.family = unix.AF_INET6
-				bm.sa6 = unix.SockaddrInet6{Port: int(ap.Port()), Addr: a.As16()}
-			}
+			bm.setSockaddr(ap)
 		} else {
 			b.literal = false
 		}
@@ -168,4 +165,17 @@ func (b *boundUpstream) dial(ctx context.Context, i int) (*net.TCPConn, error) {
 		return nil, fmt.Errorf("dial backend %s: not a tcp connection", m.address)
 	}
 	return tc, nil
+}
+
+// setSockaddr makes ap m's raw socket address.
+func (m *boundMember) setSockaddr(ap netip.AddrPort) {
+	port := ap.Port()>>8 | ap.Port()<<8 // network order
+	if a := ap.Addr().Unmap(); a.Is4() {
+		m.family, m.saLen = unix.AF_INET, unix.SizeofSockaddrInet4
+		sa := (*unix.RawSockaddrInet4)(unsafe.Pointer(&m.sa))
+		*sa = unix.RawSockaddrInet4{Family: unix.AF_INET, Port: port, Addr: a.As4()}
+		return
+	}
+	m.family, m.saLen = unix.AF_INET6, unix.SizeofSockaddrInet6
+	m.sa = unix.RawSockaddrInet6{Family: unix.AF_INET6, Port: port, Addr: ap.Addr().As16()}
 }
