@@ -1,7 +1,6 @@
 package tcp
 
 import (
-	"errors"
 	"net"
 	"runtime"
 	"sync"
@@ -77,6 +76,7 @@ type loop struct {
 	cur     *session          // the session being served, for survive
 	hello   []byte            // the ClientHello peek buffer (SNI routes)
 	pbuf    [proxyBufLen]byte // the PROXY header buffer sessions borrow
+	np      *netpollWaiter    // nil: blocking epoll_wait (loop_wait.go)
 	rsa     unix.RawSockaddrAny
 	rsaLen  uint32
 
@@ -105,7 +105,7 @@ type pendingHalf struct {
 // an upstream names a backend by host name.
 func (s *Server) newLoops() []*loop {
 	tl, ok := s.opts.Listener.(*net.TCPListener)
-	if !ok || !s.loopable() {
+	if !ok || s.opts.noLoops || !s.loopable() {
 		return nil
 	}
 	rc, err := tl.SyscallConn()
@@ -115,10 +115,12 @@ func (s *Server) newLoops() []*loop {
 	lfd := -1
 	_ = rc.Control(func(fd uintptr) {
 		lfd = int(fd)
-		// Accepted sockets inherit these, as the net package sets them on
-		// every connection it accepts: TCP_NODELAY and keep-alives every
-		// 15 s (net.ListenConfig's default).
-		setSockopts(lfd)
+		// Accepted sockets inherit TCP_NODELAY, which the net package sets
+		// on every connection it accepts: no setsockopt per connection.
+		// Keep-alives are the listener's (net.ListenConfig.KeepAlive: the
+		// proxy turns them off), which the net package would set on each
+		// connection too.
+		_ = unix.SetsockoptInt(lfd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 	})
 	if lfd < 0 {
 		return nil
@@ -138,8 +140,9 @@ func (s *Server) newLoops() []*loop {
 	return loops
 }
 
-// setSockopts sets on fd what the net package sets on each TCP connection:
-// TCP_NODELAY and keep-alive probes after 15 s idle, every 15 s, 9 times.
+// setSockopts sets on a backend socket what net.Dialer sets by default, as
+// the goroutine path dials: TCP_NODELAY and keep-alive probes after 15 s
+// idle, every 15 s, 9 times.
 func setSockopts(fd int) {
 	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1)
@@ -194,12 +197,14 @@ func newLoop(s *Server, lfd int) (*loop, error) {
 		lp.closeFDs()
 		return nil, err
 	}
+	lp.initNetpoll()
 	return lp, nil
 }
 
 func (lp *loop) closeFDs() {
 	lp.wakeMu.Lock()
 	defer lp.wakeMu.Unlock()
+	lp.closeNetpoll()
 	for _, fd := range [2]int{lp.wakefd, lp.epfd} {
 		if fd >= 0 {
 			_ = unix.Close(fd)
@@ -250,8 +255,7 @@ func (lp *loop) run() {
 		}
 		if n <= 0 && wait {
 			var err error
-			n, err = unix.EpollWait(lp.epfd, lp.events[:], lp.waitMillis())
-			if err != nil && !errors.Is(err, unix.EINTR) {
+			if n, err = lp.wait(); err != nil {
 				lp.fail("epoll_wait", err)
 				return
 			}
@@ -303,18 +307,21 @@ func (lp *loop) pollShort() (int, unix.Errno) {
 	return int(r), e
 }
 
-// waitMillis is the epoll_wait timeout: until the next deadline.
-func (lp *loop) waitMillis() int {
-	next := int64(-1)
-	if lp.acceptAt != 0 {
-		next = lp.acceptAt
-	}
+// nextDeadline is when (loop clock) the next deadline is due; 0: none.
+func (lp *loop) nextDeadline() int64 {
+	next := lp.acceptAt
 	for _, q := range lp.queues {
-		if q.head != nil && (next < 0 || q.head.l.tat < next) {
+		if q.head != nil && (next == 0 || q.head.l.tat < next) {
 			next = q.head.l.tat
 		}
 	}
-	if next < 0 {
+	return next // armed deadlines are after the loop's start: never 0
+}
+
+// waitMillis is the epoll_wait timeout: until the next deadline.
+func (lp *loop) waitMillis() int {
+	next := lp.nextDeadline()
+	if next == 0 {
 		return -1
 	}
 	d := next - int64(time.Since(lp.base))

@@ -542,6 +542,7 @@ func (lp *loop) finish(ss *session) {
 	ss.down.flush()
 	if ss.pool != nil {
 		ss.pool.Release(ss.memberIdx)
+		ss.pool = nil // once, should logEnd panic and discard finish again
 	}
 	s.logEnd(ss)
 	lp.closeFDs2(ss)

@@ -76,6 +76,11 @@ type Options struct {
 	// HelloTimeout bounds reading the ClientHello with SNIRoutes; default
 	// DefaultHelloTimeout.
 	HelloTimeout time.Duration
+
+	// noLoops serves every connection on the goroutine path, which
+	// otherwise serves only what the event loops do not (loop.go): the
+	// tests run their cases through both.
+	noLoops bool
 }
 
 // OptionsFor returns the Options of a tcp listener from its config.
@@ -188,8 +193,12 @@ func NewServer(opts Options, up *Upstream) *Server {
 }
 
 // Serve accepts connections until StopAccepting, Shutdown or Close, then
-// returns ErrServerClosed. It returns another error when the listener fails
-// for good (for instance when the caller closed it). Call it once.
+// returns ErrServerClosed. On the event loops (doc.go, Engines) it starts
+// them and returns once they stopped accepting; they serve their sessions
+// until the last one ends. On the goroutine path it returns another error
+// when the listener fails for good (for instance when the caller closed
+// it); the loops do not notice a listener closed under them, so the caller
+// must call StopAccepting before it closes the listener. Call it once.
 func (s *Server) Serve() error {
 	s.mu.Lock()
 	if s.stopping || s.serving {
