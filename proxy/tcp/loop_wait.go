@@ -30,6 +30,11 @@ type netpollWaiter struct {
 	dl int64
 	n  int
 	e  unix.Errno
+	// polled: the loop polled just before it waits, so the callback's
+	// first call need not poll again. An event queued since has made epfd
+	// readable, and the netpoller's record of that makes the wait return
+	// at once.
+	polled bool
 }
 
 // initNetpoll makes epfd a netpoller file; on failure the loop waits with
@@ -53,6 +58,10 @@ func (lp *loop) initNetpoll() {
 // readable).
 func (lp *loop) pollOnce(uintptr) bool {
 	np := lp.np
+	if np.polled {
+		np.polled = false
+		return false
+	}
 	np.n, np.e = lp.pollRaw()
 	return np.n != 0 || (np.e != 0 && np.e != unix.EINTR)
 }
@@ -75,6 +84,7 @@ func (lp *loop) wait() (int, error) {
 		}
 		_ = np.f.SetReadDeadline(t)
 	}
+	np.polled = true
 	err := np.rc.Read(np.waitFn)
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		return 0, nil
