@@ -93,11 +93,11 @@ type loop struct {
 	done        chan struct{} // closed when run returned
 }
 
-// pendingHalf is a direction to go on with, valid while its session's
-// generation is gen.
+// pendingHalf is a direction to go on with: of the session in slot, if
+// its generation is still gen; down: backend to client.
 type pendingHalf struct {
-	h   *half
-	gen int32
+	slot, gen int32
+	down      bool
 }
 
 // newLoops makes the event loops of s, or returns nil when s is to be

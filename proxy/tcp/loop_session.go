@@ -382,7 +382,7 @@ func (lp *loop) pump(h *half) {
 	for round := 0; ; round++ {
 		if h.t.InPipe == 0 {
 			if round == pumpRounds {
-				lp.pending = append(lp.pending, pendingHalf{h: h, gen: h.s.l.gen})
+				lp.pending = append(lp.pending, pendingHalf{slot: h.s.l.slot, gen: h.s.l.gen, down: h.fromBackend})
 				break
 			}
 			n, again, err := h.t.Fill(int(h.srcFd), splice.MaxMove)
@@ -476,7 +476,6 @@ func (lp *loop) runPending() {
 		i = lp.pendingFrom(i, n)
 	}
 	m := copy(lp.pending, lp.pending[n:])
-	clear(lp.pending[m:])
 	lp.pending = lp.pending[:m]
 }
 
@@ -491,13 +490,22 @@ func (lp *loop) pendingFrom(i, n int) (next int) {
 		}
 	}()
 	for ; next < n; next++ {
+		// The session may have ended since, and its struct gone to another
+		// loop: it is found through this loop's table, never touched first.
 		p := lp.pending[next]
-		ss := p.h.s
-		if ss.l.gen != p.gen || ss.l.state != stSplice || p.h.done || p.h.blocked {
+		ss := lp.slots[p.slot]
+		if ss == nil || ss.l.gen != p.gen || ss.l.state != stSplice {
+			continue
+		}
+		h := &ss.up
+		if p.down {
+			h = &ss.down
+		}
+		if h.done || h.blocked {
 			continue
 		}
 		lp.cur = ss
-		lp.pump(p.h)
+		lp.pump(h)
 		lp.cur = nil
 	}
 	return next
