@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"frontdoor/internal/testpki"
 )
 
 // goroutinePathTest is the name of the test that runs the engine's cases
@@ -51,6 +53,7 @@ func TestGoroutinePath(t *testing.T) {
 		{"SNIRouting", TestSNIRouting},
 		{"SNIBadInput", TestSNIBadInput},
 		{"SNISendProxy", TestSNISendProxy},
+		{"SNISessionLogPool", TestSNISessionLogPool},
 		{"Engine", TestEngine},
 	} {
 		t.Run(tc.name, tc.fn)
@@ -201,5 +204,40 @@ func TestLoopFairness(t *testing.T) {
 	t.Logf("worst small round trip beside %d bulk sessions: %v", 2*runtime.GOMAXPROCS(0), worst)
 	if worst > 2*time.Second {
 		t.Errorf("a small round trip took %v beside bulk sessions", worst)
+	}
+}
+
+// poolLog records the pool of every session it logs.
+type poolLog struct {
+	mu    sync.Mutex
+	pools []string
+}
+
+func (l *poolLog) LogSession(rec *SessionRecord) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.pools = append(l.pools, rec.Pool)
+}
+
+func (l *poolLog) get() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]string(nil), l.pools...)
+}
+
+// TestSNISessionLogPool: the log line of an SNI-routed session names the
+// pool it was routed to, with or without a default pool.
+func TestSNISessionLogPool(t *testing.T) {
+	t.Parallel()
+	ca := testpki.NewCA(t, "sni log CA")
+	a, _ := tlsEcho(t, ca, "a.example.com")
+	sl := &poolLog{}
+	addr, _ := startSNI(t, Options{SessionLog: sl}, "", "a.example.com", a)
+	if _, _, err := sniDial(t, addr, "a.example.com", ca, "hi"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the session's log line", func() bool { return len(sl.get()) == 1 })
+	if got := sl.get(); got[0] != "a.example.com" {
+		t.Errorf("logged pool %q, want the route's, a.example.com", got[0])
 	}
 }

@@ -156,6 +156,7 @@ func (ss *session) serve() {
 			return
 		}
 	}
+	ss.l.up = up // the pool of the session's log line (logEnd)
 	backend := ss.connect(up, SourceKey(src.Addr()))
 	if backend == nil {
 		return

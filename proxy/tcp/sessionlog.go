@@ -119,7 +119,7 @@ func (s *Server) logEnd(ss *session) {
 	rec := &ss.rec
 	rec.Listener, rec.Start = s.opts.Name, ss.start
 	switch {
-	case ss.l.up != nil: // a loop's session: the upstream it was routed to
+	case ss.l.up != nil: // the upstream the session was routed to
 		rec.Pool = ss.l.up.up.PoolName
 	case s.upstream != nil:
 		rec.Pool = s.upstream.up.PoolName
