@@ -30,9 +30,6 @@ const (
 	// loopAcceptBatch bounds the connections accepted per listener event,
 	// so accepting does not starve the sessions already open.
 	loopAcceptBatch = 16
-	// loopShortWait is how long a loop with nothing to do sleeps holding
-	// its P before it waits through the runtime (pollShort).
-	loopShortWait = 100 * time.Microsecond
 	// pumpRounds bounds the pipe loads a direction moves per turn, so one
 	// fast session does not starve the others of its loop; a direction
 	// with more to move goes on after the loop's other events.
@@ -82,7 +79,6 @@ type loop struct {
 
 	sessions    int
 	accepting   bool
-	shortWait   bool // epoll_pwait2 works (pollShort)
 	acceptAt    int64
 	acceptPause time.Duration
 
@@ -176,7 +172,6 @@ func newLoop(s *Server, lfd int) (*loop, error) {
 		notAccepted: make(chan struct{}),
 		done:        make(chan struct{}),
 		accepting:   true,
-		shortWait:   true,
 	}
 	var err error
 	if lp.epfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
@@ -238,17 +233,12 @@ func (lp *loop) run() {
 	for {
 		// Under load events are usually ready: a raw, non-blocking
 		// epoll_wait keeps the runtime out of it. An empty poll is
-		// followed by a short raw wait (loopShortWait) and only then by a
-		// blocking wait through the runtime, which hands the P over.
-		// Directions with more to move (pending) allow no wait at all.
+		// followed by a park in the netpoller (loop_wait.go), which frees
+		// the P at once: unlike the HTTP loop, no short raw wait holding
+		// it (in iperf3 runs it saved nothing here). Directions with more
+		// to move (pending) allow no wait at all.
 		wait := len(lp.pending) == 0
 		n, e := lp.pollRaw()
-		if n == 0 && e == 0 && wait && lp.shortWait {
-			n, e = lp.pollShort()
-			if e == unix.ENOSYS {
-				lp.shortWait, n, e = false, 0, 0 // a kernel before 5.11
-			}
-		}
 		if e != 0 && e != unix.EINTR {
 			lp.fail("epoll_wait", e)
 			return
@@ -292,18 +282,6 @@ func (lp *loop) fail(what string, err error) {
 func (lp *loop) pollRaw() (int, unix.Errno) {
 	r, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(lp.epfd), uintptr(unsafe.Pointer(&lp.events[0])),
 		uintptr(len(lp.events)), 0, 0, 0)
-	return int(r), e
-}
-
-// pollShort is epoll_pwait2 with a timeout of loopShortWait, as a raw
-// system call: the thread sleeps in the kernel still holding its P. A wait
-// through the runtime that lasts more than a sysmon tick makes sysmon
-// retake the P, which costs thread wake-ups when events come every few
-// tens of microseconds (see proxy/loop.go, which measured it).
-func (lp *loop) pollShort() (int, unix.Errno) {
-	ts := unix.Timespec{Nsec: int64(loopShortWait)}
-	r, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT2, uintptr(lp.epfd), uintptr(unsafe.Pointer(&lp.events[0])),
-		uintptr(len(lp.events)), uintptr(unsafe.Pointer(&ts)), 0, 0)
 	return int(r), e
 }
 

@@ -26,15 +26,11 @@ type netpollWaiter struct {
 	f      *os.File
 	rc     syscall.RawConn
 	waitFn func(uintptr) bool // lp.pollOnce, bound once
-	// dl is the read deadline set on f (loop-clock nanoseconds), 0: none.
+	// dl is the read deadline set on f (loop-clock nanoseconds), 0: none;
+	// it may be earlier than the loop's next deadline, never later.
 	dl int64
 	n  int
 	e  unix.Errno
-	// polled: the loop polled just before it waits, so the callback's
-	// first call need not poll again. An event queued since has made epfd
-	// readable, and the netpoller's record of that makes the wait return
-	// at once.
-	polled bool
 }
 
 // initNetpoll makes epfd a netpoller file; on failure the loop waits with
@@ -55,13 +51,11 @@ func (lp *loop) initNetpoll() {
 
 // pollOnce is the netpoller callback: a non-blocking poll that reports
 // whether there was anything (else the goroutine parks until epfd is
-// readable).
+// readable). Its first call must poll, though the loop has just polled:
+// RawConn.Read forgets the readiness the netpoller recorded before it
+// (pollReset), so an event queued between the two polls would be lost.
 func (lp *loop) pollOnce(uintptr) bool {
 	np := lp.np
-	if np.polled {
-		np.polled = false
-		return false
-	}
 	np.n, np.e = lp.pollRaw()
 	return np.n != 0 || (np.e != 0 && np.e != unix.EINTR)
 }
@@ -76,17 +70,18 @@ func (lp *loop) wait() (int, error) {
 		}
 		return n, err
 	}
-	if next := lp.nextDeadline(); next != np.dl {
+	// The deadline set is moved only when the next one is earlier: the
+	// idle deadline of a busy session moves out on every turn, and a
+	// runtime timer moved per wait would cost more than the rare wake-up
+	// at a deadline that has moved since (expire then finds nothing).
+	if next := lp.nextDeadline(); next != 0 && (np.dl == 0 || next < np.dl) {
 		np.dl = next
-		var t time.Time
-		if next != 0 {
-			t = lp.base.Add(time.Duration(next))
-		}
-		_ = np.f.SetReadDeadline(t)
+		_ = np.f.SetReadDeadline(lp.base.Add(time.Duration(next)))
 	}
-	np.polled = true
 	err := np.rc.Read(np.waitFn)
 	if errors.Is(err, os.ErrDeadlineExceeded) {
+		np.dl = 0
+		_ = np.f.SetReadDeadline(time.Time{})
 		return 0, nil
 	}
 	if err != nil {
