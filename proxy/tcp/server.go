@@ -36,8 +36,10 @@ type Options struct {
 	// *net.TCPConn (net.Listen("tcp", ...) does); other connection types are
 	// served with a user-space copy. The Server never closes it: it belongs
 	// to the caller, who may hand it to another Server after StopAccepting.
-	// StopAccepting interrupts Accept with a deadline when the listener has
-	// SetDeadline (as *net.TCPListener does) and closes it otherwise.
+	// On the event loops (a *net.TCPListener, doc.go) StopAccepting takes
+	// the socket out of the loops' epoll sets; on the goroutine path it
+	// interrupts Accept with a deadline when the listener has SetDeadline
+	// and closes it otherwise.
 	Listener net.Listener
 	// MaxConnections caps concurrent client connections of this Server;
 	// excess connections are closed at once and counted in
