@@ -50,9 +50,9 @@ func TestSessionAllocs(t *testing.T) {
 
 // TestConnectionAllocs bounds what a whole connection costs the proxy:
 // allocations of a connection through it minus those of a direct
-// connection to the same backend. Nearly all of it is the net package's
-// (accept and dial: sockets, addresses, the dial context); the engine's own
-// session state is pooled.
+// connection to the same backend. The event loops accept, connect and
+// close with raw system calls and pool the session state: 2 allocations
+// (the goroutine path, through the net package's accept and dial: 35).
 func TestConnectionAllocs(t *testing.T) {
 	backend := serveBackend(t, echo)
 	p := startProxy(t, Options{}, &Upstream{Pool: newPool(t, backend)})
@@ -81,7 +81,7 @@ func TestConnectionAllocs(t *testing.T) {
 	}
 	d, v := testing.AllocsPerRun(200, direct), testing.AllocsPerRun(200, proxied)
 	t.Logf("allocs per connection: direct %v, through the proxy %v, the proxy's share %v", d, v, v-d)
-	if v-d > 60 {
+	if v-d > 8 {
 		t.Fatalf("the proxy allocates %v times per connection", v-d)
 	}
 }

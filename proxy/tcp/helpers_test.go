@@ -88,6 +88,7 @@ func startProxy(t testing.TB, opts Options, up *Upstream) *proxy {
 	if opts.Name == "" {
 		opts.Name = "test"
 	}
+	engineFor(t, &opts)
 	reg := prometheus.NewRegistry()
 	if opts.Metrics == nil {
 		opts.Metrics = metrics.New(reg, "test")

@@ -22,7 +22,8 @@ import (
 //	go test -c -o /tmp/tcp.test ./proxy/tcp
 //	FRONTDOOR_IPERF=1 FRONTDOOR_IPERF_CPU=1 taskset -c 0 /tmp/tcp.test -test.run TestIperf -test.v
 //
-// (FRONTDOOR_IPERF_CPU=N runs iperf3 under taskset -c N.)
+// (FRONTDOOR_IPERF_CPU=N runs iperf3 under taskset -c N;
+// FRONTDOOR_IPERF_ONLY=direct|iocopy|engine measures that one only.)
 func TestIperf(t *testing.T) {
 	if os.Getenv("FRONTDOOR_IPERF") != "1" {
 		t.Skip("set FRONTDOOR_IPERF=1 to measure throughput with iperf3")
@@ -65,6 +66,9 @@ func TestIperf(t *testing.T) {
 		for _, tg := range []struct{ name, addr string }{
 			{"direct", serverAddr}, {"iocopy", baseline}, {"engine", engine.addr},
 		} {
+			if only := os.Getenv("FRONTDOOR_IPERF_ONLY"); only != "" && only != tg.name {
+				continue
+			}
 			host, port, _ := net.SplitHostPort(tg.addr)
 			cpu0 := cpuTime()
 			out, err := pin("-c", host, "-p", port, "-t", strconv.Itoa(secs), "-P", strconv.Itoa(streams), "-J").Output()

@@ -36,8 +36,10 @@ type Options struct {
 	// *net.TCPConn (net.Listen("tcp", ...) does); other connection types are
 	// served with a user-space copy. The Server never closes it: it belongs
 	// to the caller, who may hand it to another Server after StopAccepting.
-	// StopAccepting interrupts Accept with a deadline when the listener has
-	// SetDeadline (as *net.TCPListener does) and closes it otherwise.
+	// On the event loops (a *net.TCPListener, doc.go) StopAccepting takes
+	// the socket out of the loops' epoll sets; on the goroutine path it
+	// interrupts Accept with a deadline when the listener has SetDeadline
+	// and closes it otherwise.
 	Listener net.Listener
 	// MaxConnections caps concurrent client connections of this Server;
 	// excess connections are closed at once and counted in
@@ -76,6 +78,11 @@ type Options struct {
 	// HelloTimeout bounds reading the ClientHello with SNIRoutes; default
 	// DefaultHelloTimeout.
 	HelloTimeout time.Duration
+
+	// noLoops serves every connection on the goroutine path, which
+	// otherwise serves only what the event loops do not (loop.go): the
+	// tests run their cases through both.
+	noLoops bool
 }
 
 // OptionsFor returns the Options of a tcp listener from its config.
@@ -135,6 +142,9 @@ type Server struct {
 	stopping  bool
 	serving   bool
 	serveDone chan struct{}
+	// loops are the event loops serving the listener (loop.go), set by
+	// Serve before it is marked serving; nil: the goroutine path.
+	loops []*loop
 	// retired are the Servers this one took over (TakeOver) that still
 	// had sessions then; they accept nothing, so their count only falls.
 	retired []*Server
@@ -185,8 +195,12 @@ func NewServer(opts Options, up *Upstream) *Server {
 }
 
 // Serve accepts connections until StopAccepting, Shutdown or Close, then
-// returns ErrServerClosed. It returns another error when the listener fails
-// for good (for instance when the caller closed it). Call it once.
+// returns ErrServerClosed. On the event loops (doc.go, Engines) it starts
+// them and returns once they stopped accepting; they serve their sessions
+// until the last one ends. On the goroutine path it returns another error
+// when the listener fails for good (for instance when the caller closed
+// it); the loops do not notice a listener closed under them, so the caller
+// must call StopAccepting before it closes the listener. Call it once.
 func (s *Server) Serve() error {
 	s.mu.Lock()
 	if s.stopping || s.serving {
@@ -195,8 +209,22 @@ func (s *Server) Serve() error {
 	}
 	s.serving = true
 	s.serveDone = make(chan struct{})
+	s.loops = s.newLoops()
+	loops := s.loops
 	s.mu.Unlock()
 	defer close(s.serveDone)
+
+	if loops != nil {
+		// The loops accept until StopAccepting and serve their sessions
+		// until the last one ends.
+		for _, lp := range loops {
+			go lp.run()
+		}
+		for _, lp := range loops {
+			<-lp.notAccepted
+		}
+		return ErrServerClosed
+	}
 
 	var backoff time.Duration
 	for {
@@ -221,6 +249,9 @@ func (s *Server) Serve() error {
 		ss := s.admit(c)
 		if ss == nil {
 			continue
+		}
+		if ss.handleFn == nil {
+			ss.bindGoroutine()
 		}
 		go ss.handleFn()
 	}
@@ -256,18 +287,21 @@ func (s *Server) admit(c net.Conn) *session {
 	return ss
 }
 
-// forget removes an ended session from the live list.
+// forget removes an ended session from the count and, when it is on the
+// goroutine path (a loop's session has no client conn), the live list.
 func (s *Server) forget(ss *session) {
 	s.mu.Lock()
-	if ss.prev != nil {
-		ss.prev.next = ss.next
-	} else {
-		s.head = ss.next
+	if ss.client != nil {
+		if ss.prev != nil {
+			ss.prev.next = ss.next
+		} else {
+			s.head = ss.next
+		}
+		if ss.next != nil {
+			ss.next.prev = ss.prev
+		}
+		ss.prev, ss.next = nil, nil
 	}
-	if ss.next != nil {
-		ss.next.prev = ss.prev
-	}
-	ss.prev, ss.next = nil, nil
 	s.count--
 	if s.count == 0 && s.drained != nil {
 		close(s.drained)
@@ -284,12 +318,19 @@ func (s *Server) StopAccepting() {
 	s.mu.Lock()
 	first := !s.stopping
 	s.stopping = true
-	serving, done := s.serving, s.serveDone
+	serving, done, loops := s.serving, s.serveDone, s.loops
 	s.mu.Unlock()
 	if !first || !serving {
 		if serving {
 			<-done
 		}
+		return
+	}
+	if loops != nil {
+		for _, lp := range loops {
+			lp.control(ctlStopAccept)
+		}
+		<-done
 		return
 	}
 	ln := s.opts.Listener
@@ -404,11 +445,15 @@ func (s *Server) drainedChan() <-chan struct{} {
 }
 
 // closeSessions closes both sockets of every open session; sessions that
-// have not dialed yet see forced or the cancelled ctx and give up.
+// have not dialed yet see forced or the cancelled ctx and give up. The
+// event loops close theirs and end.
 func (s *Server) closeSessions() {
 	s.forced.Store(true)
 	s.cancel()
 	s.mu.Lock()
+	for _, lp := range s.loops {
+		lp.control(ctlClose)
+	}
 	for ss := s.head; ss != nil; ss = ss.next {
 		_ = ss.client.Close()
 		if b := ss.backend.Load(); b != nil {
@@ -421,7 +466,12 @@ func (s *Server) closeSessions() {
 // recoverSession logs a panic of a session goroutine with its stack.
 func (s *Server) recoverSession() {
 	if r := recover(); r != nil {
-		s.log.LogAttrs(s.ctx, slog.LevelError, "tcp session panic",
-			slog.String("listener", s.opts.Name), slog.Any("panic", r), slog.String("stack", string(debug.Stack())))
+		s.logPanic(r)
 	}
+}
+
+// logPanic logs the panic r of a session with its stack.
+func (s *Server) logPanic(r any) {
+	s.log.LogAttrs(s.ctx, slog.LevelError, "tcp session panic",
+		slog.String("listener", s.opts.Name), slog.Any("panic", r), slog.String("stack", string(debug.Stack())))
 }

@@ -52,8 +52,9 @@ type session struct {
 	rec      SessionRecord
 	firstEnd atomic.Int32
 
-	// PROXY protocol header in and out.
-	buf    [proxyBufLen]byte
+	// PROXY protocol header in and out. buf is the goroutine path's own
+	// (bindGoroutine); an event loop lends its own while it needs one.
+	buf    *[proxyBufLen]byte
 	hdr    proxyHeader
 	hdrErr error
 	peekFn func(uintptr) bool
@@ -64,6 +65,9 @@ type session struct {
 	helloMsg ClientHello
 	helloErr error
 	helloFn  func(uintptr) bool
+
+	// l is the state of a session an event loop serves (loop_session.go).
+	l loopState
 }
 
 func newSession(s *Server) *session {
@@ -71,11 +75,21 @@ func newSession(s *Server) *session {
 	ss.up.bind(ss, &ss.down)
 	ss.down.bind(ss, &ss.up)
 	ss.up.counter, ss.down.counter = s.bytesUp, s.bytesDown
+	return ss
+}
+
+// bindGoroutine gives a session the goroutine path serves what only that
+// path uses: its method values, bound once so that passing them to RawConn
+// does not allocate, and its PROXY header buffer. Sessions of an event
+// loop go without, which keeps an idle one small.
+func (ss *session) bindGoroutine() {
+	ss.buf = new([proxyBufLen]byte)
 	ss.peekFn = ss.peek
 	ss.helloFn = ss.peekHello
 	ss.runDownFn = ss.runDown
 	ss.handleFn = ss.handle
-	return ss
+	ss.up.fillFn, ss.up.drainFn = ss.up.fill, ss.up.drain
+	ss.down.fillFn, ss.down.drainFn = ss.down.fill, ss.down.drain
 }
 
 func (ss *session) reset() {
@@ -89,6 +103,7 @@ func (ss *session) reset() {
 	ss.rec = SessionRecord{}
 	ss.firstEnd.Store(0)
 	ss.helloMsg, ss.helloErr = ClientHello{}, nil
+	ss.l = loopState{}
 }
 
 // handle runs a session from accept to close, then returns it to the pool.
@@ -141,6 +156,7 @@ func (ss *session) serve() {
 			return
 		}
 	}
+	ss.l.up = up // the pool of the session's log line (logEnd)
 	backend := ss.connect(up, SourceKey(src.Addr()))
 	if backend == nil {
 		return

@@ -118,7 +118,12 @@ func (s *Server) logEnd(ss *session) {
 	}
 	rec := &ss.rec
 	rec.Listener, rec.Start = s.opts.Name, ss.start
-	rec.Pool = s.upstream.up.PoolName
+	switch {
+	case ss.l.up != nil: // the upstream the session was routed to
+		rec.Pool = ss.l.up.up.PoolName
+	case s.upstream != nil:
+		rec.Pool = s.upstream.up.PoolName
+	}
 	rec.Duration = time.Since(ss.start)
 	if ss.member != nil {
 		rec.Backend = ss.member.address

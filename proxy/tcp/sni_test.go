@@ -46,6 +46,7 @@ func startSNI(t testing.TB, opts Options, def string, routes ...string) (string,
 		opts.Listener = listen(t)
 	}
 	opts.Name = "sni"
+	engineFor(t, &opts)
 	opts.Metrics = metrics.New(prometheus.NewRegistry(), "test")
 	for i := 0; i+1 < len(routes); i += 2 {
 		opts.SNIRoutes = append(opts.SNIRoutes, SNIRoute{ServerName: routes[i], Upstream: &Upstream{PoolName: routes[i], Pool: newPool(t, routes[i+1])}})

@@ -34,9 +34,14 @@ type half struct {
 	src, dst     *net.TCPConn
 	srcRC, dstRC syscall.RawConn
 	// fillFn and drainFn are the method values fill and drain, bound once
-	// when the session struct is created so that passing them to RawConn
-	// does not allocate.
+	// (bindGoroutine) so that passing them to RawConn does not allocate.
 	fillFn, drainFn func(uintptr) bool
+
+	// srcFd and dstFd are the sockets of a direction an event loop runs
+	// (loop_session.go); done: it has ended; blocked: its destination is
+	// full and its pipe holds bytes.
+	srcFd, dstFd  int32
+	done, blocked bool
 
 	t      splice.Transfer // the pipe while bytes are in flight
 	sysErr error
@@ -55,13 +60,13 @@ type half struct {
 func (h *half) bind(s *session, other *half) {
 	h.s, h.other = s, other
 	h.t.Pool = &s.srv.pipes
-	h.fillFn, h.drainFn = h.fill, h.drain
 }
 
 func (h *half) reset() {
 	h.src, h.dst, h.srcRC, h.dstRC = nil, nil, nil, nil
 	h.t.Release()
 	h.sysErr, h.eof, h.fromBackend = nil, false, false
+	h.srcFd, h.dstFd, h.done, h.blocked = -1, -1, false, false
 	h.moved, h.flushed, h.refreshed = 0, 0, 0
 	h.lastActive.Store(0)
 }

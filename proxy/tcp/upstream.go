@@ -4,9 +4,12 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/netip"
 	"time"
+	"unsafe"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sys/unix"
 
 	"frontdoor/balancer"
 	"frontdoor/config"
@@ -87,6 +90,9 @@ type boundUpstream struct {
 	attempts  int
 	sendProxy int // 0, 1 or 2
 	members   []boundMember
+	// literal: every member's address is an IP address and port, which
+	// the event loops connect to without resolving (loop.go).
+	literal   bool
 	retries   prometheus.Counter
 	noBackend prometheus.Counter
 }
@@ -95,6 +101,12 @@ type boundMember struct {
 	backend *balancer.Backend
 	address string
 	errs    [numReasons]prometheus.Counter
+	// The address as a raw socket address, when it is an IP literal:
+	// read-only, shared by the event loops (an x/sys Sockaddr is not: it
+	// writes its raw form on every use).
+	family int
+	sa     unix.RawSockaddrInet6 // or a RawSockaddrInet4 in its first bytes
+	saLen  uintptr
 }
 
 func (up *Upstream) bind(m *metrics.Metrics) *boundUpstream {
@@ -118,8 +130,14 @@ func (up *Upstream) bind(m *metrics.Metrics) *boundUpstream {
 	}
 	b.retries = m.RetriesTotal.WithLabelValues(up.PoolName)
 	b.noBackend = m.UpstreamErrors.WithLabelValues(up.PoolName, "", "no_backend")
+	b.literal = true
 	for _, mem := range up.Pool.Members() {
 		bm := boundMember{backend: mem.Backend, address: mem.Backend.Address()}
+		if ap, err := netip.ParseAddrPort(bm.address); err == nil && ap.Addr().Zone() == "" {
+			bm.setSockaddr(ap)
+		} else {
+			b.literal = false
+		}
 		for r := range numReasons {
 			bm.errs[r] = m.UpstreamErrors.WithLabelValues(up.PoolName, bm.address, reasonNames[r])
 		}
@@ -147,4 +165,17 @@ func (b *boundUpstream) dial(ctx context.Context, i int) (*net.TCPConn, error) {
 		return nil, fmt.Errorf("dial backend %s: not a tcp connection", m.address)
 	}
 	return tc, nil
+}
+
+// setSockaddr makes ap m's raw socket address.
+func (m *boundMember) setSockaddr(ap netip.AddrPort) {
+	port := ap.Port()>>8 | ap.Port()<<8 // network order
+	if a := ap.Addr().Unmap(); a.Is4() {
+		m.family, m.saLen = unix.AF_INET, unix.SizeofSockaddrInet4
+		sa := (*unix.RawSockaddrInet4)(unsafe.Pointer(&m.sa))
+		*sa = unix.RawSockaddrInet4{Family: unix.AF_INET, Port: port, Addr: a.As4()}
+		return
+	}
+	m.family, m.saLen = unix.AF_INET6, unix.SizeofSockaddrInet6
+	m.sa = unix.RawSockaddrInet6{Family: unix.AF_INET6, Port: port, Addr: ap.Addr().As16()}
 }
