@@ -267,6 +267,9 @@ type evLoop struct {
 	accepting bool
 	draining  bool
 	shortWait bool // epoll_pwait2 works (pollShort)
+	// yield parks the loop in the runtime's poller now and then
+	// (loop_yield.go); it owns epfd once set.
+	yield netpollYield
 
 	ctl         atomic.Uint32
 	wakeMu      sync.Mutex    // wakefd is written by control, closed by run
@@ -329,6 +332,7 @@ func newLoop(l *httpListener, lfd int) (*evLoop, error) {
 	if lp.epfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
 		return nil, err
 	}
+	lp.initYield()
 	if lp.wakefd, err = unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC); err != nil {
 		lp.closeFDs()
 		return nil, err
@@ -350,12 +354,11 @@ func newLoop(l *httpListener, lfd int) (*evLoop, error) {
 func (lp *evLoop) closeFDs() {
 	lp.wakeMu.Lock()
 	defer lp.wakeMu.Unlock()
-	for _, fd := range []int{lp.wakefd, lp.epfd} {
-		if fd >= 0 {
-			_ = unix.Close(fd)
-		}
+	if lp.wakefd >= 0 {
+		_ = unix.Close(lp.wakefd)
 	}
-	lp.wakefd, lp.epfd = -1, -1
+	lp.wakefd = -1
+	lp.closeEpoll()
 }
 
 // control asks the loop for req (ctl* bits) from another goroutine.
@@ -427,7 +430,8 @@ func (lp *evLoop) run() {
 			lp.closeAll()
 			return
 		}
-		if n <= 0 {
+		blocked := n <= 0
+		if blocked {
 			var err error
 			n, err = unix.EpollWait(lp.epfd, lp.events[:], lp.waitMillis())
 			if err != nil && !errors.Is(err, unix.EINTR) {
@@ -437,10 +441,17 @@ func (lp *evLoop) run() {
 			}
 		}
 		lp.now = int64(time.Since(lp.base))
+		if blocked {
+			lp.yield.at = lp.now
+		}
 		if lp.dispatch(n) {
 			return
 		}
-		if n > 0 {
+		if lp.now-lp.yield.at >= int64(loopYieldEvery) {
+			// Goroutines woken by the network run now, not when sysmon
+			// polls (loop_yield.go).
+			lp.yieldNetpoll()
+		} else if n > 0 {
 			// The raw polls above never enter the scheduler: a loop kept
 			// busy would hold its P until the runtime preempts it (10 ms),
 			// and every goroutine behind it (the HTTP/2 engine, the
