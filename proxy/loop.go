@@ -473,21 +473,31 @@ func (lp *evLoop) run() {
 
 // dispatch handles the n events of one wake-up. It reports whether the
 // loop ends.
+//
+// Backend connections go first: the answers they bring end exchanges
+// and put their connections back in the idle lists before the requests of
+// the same wake-up take one. Taken in arrival order, a request ahead of
+// the answer that would free a connection opens a new one; under high
+// client concurrency the pool then grows with every stall of the loop,
+// and answers already read wait behind new requests (issue 24).
 func (lp *evLoop) dispatch(n int) bool {
-	for i := 0; i < n; {
-		var stop bool
-		if i, stop = lp.dispatchFrom(i, n); stop {
-			return true
+	for _, backends := range [2]bool{true, false} {
+		for i := 0; i < n; {
+			var stop bool
+			if i, stop = lp.dispatchFrom(i, n, backends); stop {
+				return true
+			}
 		}
 	}
 	return false
 }
 
-// dispatchFrom handles the events from the one at from on. A panic while
+// dispatchFrom handles the events from the one at from on: those of
+// backend connections, or (backends false) all others. A panic while
 // it handles a connection closes that connection (survive) and returns the
 // index of the next event, so the loop goes on with the others: with edge
 // triggering, an event skipped would be lost for good.
-func (lp *evLoop) dispatchFrom(from, n int) (next int, stop bool) {
+func (lp *evLoop) dispatchFrom(from, n int, backends bool) (next int, stop bool) {
 	next = from
 	defer func() {
 		if r := recover(); r != nil {
@@ -496,9 +506,22 @@ func (lp *evLoop) dispatchFrom(from, n int) (next int, stop bool) {
 		}
 	}()
 	for ; next < n; next++ {
+		if next&(loopYieldCheck-1) == loopYieldCheck-1 {
+			lp.yieldIfDue() // a long batch must not delay the yield (loop_yield.go)
+		}
 		e := &lp.events[next]
 		fd := int(e.Fd)
 		switch {
+		case backends:
+			// A connection closed and its descriptor reused meanwhile
+			// has another generation: its event is stale.
+			if fd != lp.wakefd && fd != lp.lfd && fd < len(lp.conns) {
+				if c := lp.conns[fd]; c != nil && c.backend && c.gen == e.Pad {
+					lp.cur = c
+					lp.backendEvent(c, e.Events)
+					lp.cur = nil
+				}
+			}
 		case fd == lp.wakefd:
 			if lp.controlled() {
 				return next, true
@@ -507,15 +530,11 @@ func (lp *evLoop) dispatchFrom(from, n int) (next int, stop bool) {
 			lp.accept()
 		case fd < len(lp.conns):
 			c := lp.conns[fd]
-			if c == nil || c.gen != e.Pad {
-				continue
+			if c == nil || c.gen != e.Pad || c.backend {
+				continue // stale, or a backend's, handled first
 			}
 			lp.cur = c
-			if c.backend {
-				lp.backendEvent(c, e.Events)
-			} else {
-				lp.clientEvent(c, e.Events)
-			}
+			lp.clientEvent(c, e.Events)
 			lp.cur = nil
 		}
 	}

@@ -33,6 +33,11 @@ import (
 // through the HTTP/2 engine waits for it about twice.
 const loopYieldEvery = time.Millisecond
 
+// loopYieldCheck is how many events of a batch a loop handles between two
+// looks at the clock for a yield (a power of two): a batch of 128 events
+// of a saturated loop may take a few milliseconds.
+const loopYieldCheck = 32
+
 // netpollYield is the loop's epoll descriptor as the runtime's poller sees
 // it. The zero value (no descriptor) makes yieldNetpoll a no-op.
 type netpollYield struct {
@@ -79,6 +84,16 @@ func (lp *evLoop) yieldNetpoll() {
 		// Not pollable (the runtime said so at the first wait): the
 		// loop runs on without yields.
 		lp.yield.rc = nil
+	}
+}
+
+// yieldIfDue yields when the loop ran loopYieldEvery without parking; it
+// is for the middle of a batch, where lp.now is the batch's start.
+func (lp *evLoop) yieldIfDue() {
+	now := int64(time.Since(lp.base))
+	if now-lp.yield.at >= int64(loopYieldEvery) {
+		lp.now = now
+		lp.yieldNetpoll()
 	}
 }
 
