@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"os"
+	"runtime"
 	"syscall"
 	"time"
 
@@ -36,7 +37,7 @@ const loopYieldEvery = time.Millisecond
 // loopYieldCheck is how many events of a batch a loop handles between two
 // looks at the clock for a yield (a power of two): a batch of 128 events
 // of a saturated loop may take a few milliseconds.
-const loopYieldCheck = 32
+const loopYieldCheck = 16
 
 // netpollYield is the loop's epoll descriptor as the runtime's poller sees
 // it. The zero value (no descriptor) makes yieldNetpoll a no-op.
@@ -84,7 +85,11 @@ func (lp *evLoop) yieldNetpoll() {
 		// Not pollable (the runtime said so at the first wait): the
 		// loop runs on without yields.
 		lp.yield.rc = nil
+		return
 	}
+	// The poll that woke the loop may have run it before the goroutines
+	// it woke with it: they go first.
+	runtime.Gosched()
 }
 
 // yieldIfDue yields when the loop ran loopYieldEvery without parking; it

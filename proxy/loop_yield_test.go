@@ -22,7 +22,7 @@ import (
 // event loop busy, a goroutine of the same process woken by the network
 // (here a TCP echo, as the HTTP/2 engine's readers are) runs within about
 // loopYieldEvery, not when sysmon polls the network (every 10 ms: a median
-// round trip of about 5 ms, which this test fails). The proxy runs in a
+// round trip of 5 to 7 ms, which this test fails). The proxy runs in a
 // child process (this test binary again) so that GOMAXPROCS=1 holds for it
 // alone; the load and the backend run here. Not under -race: the
 // detector's cost would make the loop's batches, not the yield, the
@@ -102,7 +102,7 @@ func TestLoopYieldsToNetpoll(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 
 	cpu0, served0, t0 := cpuSeconds(t, cmd.Process.Pid), served.Load(), time.Now()
-	rtts := make([]time.Duration, 0, 200)
+	rtts := make([]time.Duration, 0, 300)
 	var b [1]byte
 	for range cap(rtts) {
 		start := time.Now()
@@ -129,8 +129,11 @@ func TestLoopYieldsToNetpoll(t *testing.T) {
 	p50, p90 := rtts[len(rtts)/2], rtts[len(rtts)*9/10]
 	t.Logf("echo round trip with the loop busy: p50 %v, p90 %v, max %v; the child used %.2f CPUs, %.0f requests/s",
 		p50, p90, rtts[len(rtts)-1], busy, rate)
-	if p50 > 2500*time.Microsecond {
-		t.Errorf("median echo round trip %v with the event loop busy, want under 2.5 ms: the loop does not let the runtime poll the network", p50)
+	// Without the yield the median is about half of sysmon's 10 ms (7 ms
+	// measured); with it, 1.1 ms on a quiet machine, up to 2.5 ms with the
+	// child given a third of a CPU by other tenants.
+	if p50 > 4*time.Millisecond {
+		t.Errorf("median echo round trip %v with the event loop busy, want under 4 ms: the loop does not let the runtime poll the network", p50)
 	}
 }
 
