@@ -447,7 +447,7 @@ func (lp *evLoop) run() {
 		if lp.dispatch(n) {
 			return
 		}
-		if lp.now-lp.yield.at >= int64(loopYieldEvery) {
+		if lp.yieldDue(lp.now) {
 			// Goroutines woken by the network run now, not when sysmon
 			// polls (loop_yield.go).
 			lp.yieldNetpoll()
