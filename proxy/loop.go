@@ -267,6 +267,9 @@ type evLoop struct {
 	accepting bool
 	draining  bool
 	shortWait bool // epoll_pwait2 works (pollShort)
+	// yield parks the loop in the runtime's poller now and then
+	// (loop_yield.go); it owns epfd once set.
+	yield netpollYield
 
 	ctl         atomic.Uint32
 	wakeMu      sync.Mutex    // wakefd is written by control, closed by run
@@ -329,6 +332,7 @@ func newLoop(l *httpListener, lfd int) (*evLoop, error) {
 	if lp.epfd, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
 		return nil, err
 	}
+	lp.initYield()
 	if lp.wakefd, err = unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC); err != nil {
 		lp.closeFDs()
 		return nil, err
@@ -350,12 +354,11 @@ func newLoop(l *httpListener, lfd int) (*evLoop, error) {
 func (lp *evLoop) closeFDs() {
 	lp.wakeMu.Lock()
 	defer lp.wakeMu.Unlock()
-	for _, fd := range []int{lp.wakefd, lp.epfd} {
-		if fd >= 0 {
-			_ = unix.Close(fd)
-		}
+	if lp.wakefd >= 0 {
+		_ = unix.Close(lp.wakefd)
 	}
-	lp.wakefd, lp.epfd = -1, -1
+	lp.wakefd = -1
+	lp.closeEpoll()
 }
 
 // control asks the loop for req (ctl* bits) from another goroutine.
@@ -427,7 +430,8 @@ func (lp *evLoop) run() {
 			lp.closeAll()
 			return
 		}
-		if n <= 0 {
+		blocked := n <= 0
+		if blocked {
 			var err error
 			n, err = unix.EpollWait(lp.epfd, lp.events[:], lp.waitMillis())
 			if err != nil && !errors.Is(err, unix.EINTR) {
@@ -437,10 +441,17 @@ func (lp *evLoop) run() {
 			}
 		}
 		lp.now = int64(time.Since(lp.base))
+		if blocked {
+			lp.yield.at = lp.now
+		}
 		if lp.dispatch(n) {
 			return
 		}
-		if n > 0 {
+		if lp.yieldDue(lp.now) {
+			// Goroutines woken by the network run now, not when sysmon
+			// polls (loop_yield.go).
+			lp.yieldNetpoll()
+		} else if n > 0 {
 			// The raw polls above never enter the scheduler: a loop kept
 			// busy would hold its P until the runtime preempts it (10 ms),
 			// and every goroutine behind it (the HTTP/2 engine, the
@@ -462,21 +473,31 @@ func (lp *evLoop) run() {
 
 // dispatch handles the n events of one wake-up. It reports whether the
 // loop ends.
+//
+// Backend connections go first: the answers they bring end exchanges
+// and put their connections back in the idle lists before the requests of
+// the same wake-up take one. Taken in arrival order, a request ahead of
+// the answer that would free a connection opens a new one; under high
+// client concurrency the pool then grows with every stall of the loop,
+// and answers already read wait behind new requests (issue 24).
 func (lp *evLoop) dispatch(n int) bool {
-	for i := 0; i < n; {
-		var stop bool
-		if i, stop = lp.dispatchFrom(i, n); stop {
-			return true
+	for _, backends := range [2]bool{true, false} {
+		for i := 0; i < n; {
+			var stop bool
+			if i, stop = lp.dispatchFrom(i, n, backends); stop {
+				return true
+			}
 		}
 	}
 	return false
 }
 
-// dispatchFrom handles the events from the one at from on. A panic while
+// dispatchFrom handles the events from the one at from on: those of
+// backend connections, or (backends false) all others. A panic while
 // it handles a connection closes that connection (survive) and returns the
 // index of the next event, so the loop goes on with the others: with edge
 // triggering, an event skipped would be lost for good.
-func (lp *evLoop) dispatchFrom(from, n int) (next int, stop bool) {
+func (lp *evLoop) dispatchFrom(from, n int, backends bool) (next int, stop bool) {
 	next = from
 	defer func() {
 		if r := recover(); r != nil {
@@ -485,9 +506,22 @@ func (lp *evLoop) dispatchFrom(from, n int) (next int, stop bool) {
 		}
 	}()
 	for ; next < n; next++ {
+		if next&(loopYieldCheck-1) == loopYieldCheck-1 {
+			lp.yieldIfDue() // a long batch must not delay the yield (loop_yield.go)
+		}
 		e := &lp.events[next]
 		fd := int(e.Fd)
 		switch {
+		case backends:
+			// A connection closed and its descriptor reused meanwhile
+			// has another generation: its event is stale.
+			if fd != lp.wakefd && fd != lp.lfd && fd < len(lp.conns) {
+				if c := lp.conns[fd]; c != nil && c.backend && c.gen == e.Pad {
+					lp.cur = c
+					lp.backendEvent(c, e.Events)
+					lp.cur = nil
+				}
+			}
 		case fd == lp.wakefd:
 			if lp.controlled() {
 				return next, true
@@ -496,15 +530,11 @@ func (lp *evLoop) dispatchFrom(from, n int) (next int, stop bool) {
 			lp.accept()
 		case fd < len(lp.conns):
 			c := lp.conns[fd]
-			if c == nil || c.gen != e.Pad {
-				continue
+			if c == nil || c.gen != e.Pad || c.backend {
+				continue // stale, or a backend's, handled first
 			}
 			lp.cur = c
-			if c.backend {
-				lp.backendEvent(c, e.Events)
-			} else {
-				lp.clientEvent(c, e.Events)
-			}
+			lp.clientEvent(c, e.Events)
 			lp.cur = nil
 		}
 	}
