@@ -512,6 +512,9 @@ func parseMessage(m protoreflect.Message, s string) error {
 		m.Set(fields.ByName("seconds"), protoreflect.ValueOfInt64(int64(d/time.Second)))
 		m.Set(fields.ByName("nanos"), protoreflect.ValueOfInt32(int32(d%time.Second)))
 	case "google.protobuf.FieldMask":
+		if !utf8.ValidString(s) {
+			return errors.New("not valid UTF-8") // its paths are strings
+		}
 		list := m.Mutable(fields.ByName("paths")).List()
 		if s != "" {
 			for p := range strings.SplitSeq(s, ",") {
