@@ -28,7 +28,7 @@ func backendState(p *testProxy, pool, addr string) string {
 
 // TestConsistentHashThroughProxy: with hash_on = "header:X-User-ID", a user
 // always reaches the same backend; when one backend stops and health marks
-// it down, only its users move.
+// it down, its users move and (nearly) only they.
 func TestConsistentHashThroughProxy(t *testing.T) {
 	t.Parallel()
 	bs := []*testBackend{startBackend(t, "a"), startBackend(t, "b"), startBackend(t, "c")}
@@ -86,7 +86,13 @@ rise = 1`, bs[0].addr, bs[1].addr, bs[2].addr), nil)
 	// Down by the health check, or ejected by passive failure detection
 	// first: either way out of the table.
 	waitFor(t, 5*time.Second, "b out of the pool", func() bool { return backendState(p, "users", bs[1].addr) != "up" })
-	moved := 0
+	// Maglev's disruption is minimal, not zero: the table rebuilt without
+	// b also moves a few slots of the others (0.07% of their keys on
+	// average, up to 2.5% for some address sets, measured over the
+	// balancer with 100 sets of three). Of the ~27 users of a and c, at
+	// most 3 may move; a retry on another backend for every user of a
+	// backend that is up would move far more.
+	moved, others := 0, 0
 	for user, h := range home {
 		got := ask(user)
 		switch {
@@ -96,10 +102,14 @@ rise = 1`, bs[0].addr, bs[1].addr, bs[2].addr), nil)
 			}
 			moved++
 		case got != h:
-			t.Errorf("%s moved from %s to %s although %s is up", user, h, got, h)
+			others++
+			t.Logf("%s moved from %s to %s although %s is up (Maglev's rebuild)", user, h, got, h)
 		}
 	}
-	t.Logf("users per backend %v; %d users of the stopped backend moved, the others stayed", perBackend, moved)
+	if others > 3 {
+		t.Errorf("%d users of backends that stayed up moved", others)
+	}
+	t.Logf("users per backend %v; %d users of the stopped backend moved, %d others", perBackend, moved, others)
 }
 
 // TestLeastConnAvoidsSlowBackend: one slow backend among four gets
