@@ -18,6 +18,7 @@ import (
 	"github.com/valyala/fasthttp"
 	"golang.org/x/sys/unix"
 
+	"frontdoor/internal/deadlines"
 	"frontdoor/internal/splice"
 )
 
@@ -66,9 +67,6 @@ const (
 	// loopShortWait is how long a loop with nothing to do sleeps holding
 	// its P before it waits through the runtime (pollShort).
 	loopShortWait = 100 * time.Microsecond
-	// maxTimerQueues is how many deadline durations a loop keeps lists for
-	// before it drops the empty ones (arm).
-	maxTimerQueues = 64
 	// backendIdleDefault is how long an idle backend connection is kept
 	// when the pool sets no idle_timeout (fasthttp's default, as in the
 	// goroutine engine).
@@ -77,7 +75,7 @@ const (
 
 // Deadline kinds of a loop connection (at most one is armed at a time).
 const (
-	tNone uint8 = iota
+	_ uint8 = iota // 0: none armed
 	tClientIdle
 	tClientRead
 	tClientWrite
@@ -127,11 +125,8 @@ type lconn struct {
 	out     []byte // bytes the socket did not take yet, from outOff
 	outOff  int
 
-	// deadline (timerQueue)
-	tq           *timerQueue
-	tprev, tnext *lconn
-	tat          int64
-	tkind        uint8
+	// dl is its deadline (loop_deadline.go).
+	dl deadlines.Entry[lconn]
 
 	// client
 	x          *lexch // the request in flight
@@ -262,7 +257,7 @@ type evLoop struct {
 	freeX     []*lexch
 	ups       []*loopBackend // by poolBackend.id
 	parked    []*lexch       // exchanges waiting in a pool queue (loop_queue.go)
-	queues    []*timerQueue
+	deadlines deadlines.Set[lconn]
 	clients   int
 	accepting bool
 	draining  bool

@@ -282,7 +282,7 @@ func (lp *evLoop) backendRead(b *lconn, hup bool) {
 		}
 		if c.outOff < len(c.out) {
 			b.paused = true // flushClient reads on once the client took it
-			if b.tkind == tBackendBody {
+			if b.dl.Kind == tBackendBody {
 				lp.disarm(b) // the client is waited for, not the backend
 			}
 			return

@@ -109,7 +109,7 @@ func (lp *evLoop) flushClient(c *lconn) bool {
 		lp.arm(c, tClientWrite, lp.l.settings.write)
 	}
 	c.out, c.outOff = c.out[:0], 0
-	if c.tkind == tClientWrite {
+	if c.dl.Kind == tClientWrite {
 		lp.disarm(c)
 	}
 	if c.closing {
@@ -249,7 +249,7 @@ func (lp *evLoop) serveBuffered(c *lconn, data []byte, full bool) {
 		return
 	}
 	if len(c.in) > 0 {
-		if lp.watch(c) && c.tkind != tClientRead {
+		if lp.watch(c) && c.dl.Kind != tClientRead {
 			lp.arm(c, tClientRead, lp.l.settings.read)
 		}
 		return

@@ -6,14 +6,8 @@ import (
 	"github.com/valyala/fasthttp"
 )
 
-// The event loop (loop.go): deadlines: FIFO lists, one per duration.
-
-// timerQueue holds the connections whose deadline of one duration is armed,
-// in the order they were armed, which is the order they expire in.
-type timerQueue struct {
-	d          int64
-	head, tail *lconn
-}
+// The event loop (loop.go): deadlines, FIFO lists one per duration
+// (internal/deadline).
 
 // expire fires the deadlines that passed.
 func (lp *evLoop) expire() {
@@ -31,14 +25,13 @@ func (lp *evLoop) expireGuarded() (panicked bool) {
 			panicked = true
 		}
 	}()
-	for _, q := range lp.queues {
-		for q.head != nil && q.head.tat <= lp.now {
-			c := q.head
-			kind := c.tkind
-			lp.disarm(c)
-			lp.cur = c
-			lp.timeout(c, kind)
+	for {
+		c, kind := lp.deadlines.Due(lp.now)
+		if c == nil {
+			break
 		}
+		lp.cur = c
+		lp.timeout(c, kind)
 	}
 	lp.cur = nil
 	return false
@@ -82,10 +75,8 @@ func (lp *evLoop) waitMillis() int {
 	if lp.acceptAt != 0 {
 		next = lp.acceptAt
 	}
-	for _, q := range lp.queues {
-		if q.head != nil && (next < 0 || q.head.tat < next) {
-			next = q.head.tat
-		}
+	if at, ok := lp.deadlines.Next(); ok && (next < 0 || at < next) {
+		next = at
 	}
 	if next < 0 {
 		return -1
@@ -99,59 +90,8 @@ func (lp *evLoop) waitMillis() int {
 
 // arm sets c's deadline of kind to d from now (none for d <= 0).
 func (lp *evLoop) arm(c *lconn, kind uint8, d time.Duration) {
-	lp.disarm(c)
-	if d <= 0 {
-		return
-	}
-	var q *timerQueue
-	for _, tq := range lp.queues {
-		if tq.d == int64(d) {
-			q = tq
-			break
-		}
-	}
-	if q == nil {
-		// A new duration. Past maxTimerQueues (reloads changed timeouts
-		// many times), drop the empty queues first, so their number
-		// follows the durations in use; below it, a queue that is empty
-		// for a moment stays and costs no allocation when used again.
-		if len(lp.queues) >= maxTimerQueues {
-			kept := lp.queues[:0]
-			for _, tq := range lp.queues {
-				if tq.head != nil {
-					kept = append(kept, tq)
-				}
-			}
-			clear(lp.queues[len(kept):])
-			lp.queues = kept
-		}
-		q = &timerQueue{d: int64(d)}
-		lp.queues = append(lp.queues, q)
-	}
-	c.tq, c.tkind, c.tat = q, kind, lp.now+int64(d)
-	c.tprev, c.tnext = q.tail, nil
-	if q.tail != nil {
-		q.tail.tnext = c
-	} else {
-		q.head = c
-	}
-	q.tail = c
+	c.dl.Owner = c
+	lp.deadlines.Arm(&c.dl, kind, lp.now, d)
 }
 
-func (lp *evLoop) disarm(c *lconn) {
-	q := c.tq
-	if q == nil {
-		return
-	}
-	if c.tprev != nil {
-		c.tprev.tnext = c.tnext
-	} else {
-		q.head = c.tnext
-	}
-	if c.tnext != nil {
-		c.tnext.tprev = c.tprev
-	} else {
-		q.tail = c.tprev
-	}
-	c.tq, c.tprev, c.tnext, c.tkind = nil, nil, nil, tNone
-}
+func (lp *evLoop) disarm(c *lconn) { lp.deadlines.Disarm(&c.dl) }

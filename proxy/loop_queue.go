@@ -49,7 +49,7 @@ func (lp *evLoop) unparkX(x *lexch) {
 	lp.parked[last] = nil
 	lp.parked = lp.parked[:last]
 	x.parkIdx = -1
-	if c := x.client; c.tkind == tQueue {
+	if c := x.client; c.dl.Kind == tQueue {
 		lp.disarm(c)
 	}
 }

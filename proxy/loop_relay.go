@@ -162,7 +162,7 @@ func (lp *evLoop) backendData(b, c *lconn, data []byte) bool {
 	}
 	if c.outOff < len(c.out) {
 		b.paused = true
-		if b.tkind == tBackendBody {
+		if b.dl.Kind == tBackendBody {
 			lp.disarm(b) // the client is waited for, not the backend
 		}
 		return false
@@ -194,7 +194,7 @@ func (lp *evLoop) pump(b, c *lconn) {
 			}
 			if again {
 				b.paused = true // clientEvent resumes on EPOLLOUT
-				if b.tkind == tBackendBody {
+				if b.dl.Kind == tBackendBody {
 					lp.disarm(b) // the client is waited for, not the backend
 				}
 				if lp.watch(c) {
@@ -202,7 +202,7 @@ func (lp *evLoop) pump(b, c *lconn) {
 				}
 				return
 			}
-			if c.tkind == tClientWrite {
+			if c.dl.Kind == tClientWrite {
 				lp.disarm(c)
 			}
 		}

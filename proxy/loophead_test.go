@@ -120,32 +120,3 @@ func TestReloadClosesRetiredBackendConnections(t *testing.T) {
 		t.Fatal("the removed backend's pooled connection is still open")
 	}
 }
-
-// TestTimerQueuesStayBounded: deadlines of ever new durations (timeouts a
-// reload changed, again and again) do not grow a loop's lists for good, and
-// every deadline still fires in order.
-func TestTimerQueuesStayBounded(t *testing.T) {
-	lp := &evLoop{}
-	conns := make([]lconn, 3*maxTimerQueues)
-	for i := range conns {
-		lp.now = int64(i)
-		lp.arm(&conns[i], tClientIdle, time.Duration(1000+i))
-		if i%2 == 0 {
-			lp.disarm(&conns[i])
-		}
-	}
-	if n := len(lp.queues); n > maxTimerQueues+len(conns)/2 || n > 2*maxTimerQueues {
-		t.Fatalf("%d lists for %d live deadlines", n, len(conns)/2)
-	}
-	lp.now = 1 << 40
-	fired := 0
-	for _, q := range lp.queues {
-		for q.head != nil {
-			lp.disarm(q.head)
-			fired++
-		}
-	}
-	if fired != len(conns)/2 {
-		t.Fatalf("%d deadlines left in the lists, want %d", fired, len(conns)/2)
-	}
-}

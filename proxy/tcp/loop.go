@@ -1,6 +1,7 @@
 package tcp
 
 import (
+	"frontdoor/internal/deadlines"
 	"net"
 	"runtime"
 	"sync"
@@ -65,17 +66,17 @@ type loop struct {
 	base   time.Time
 	now    int64 // nanoseconds since base, read once per wake-up
 
-	slots   []*session // by slot; nil: free
-	free    []int32    // free slots
-	gen     int32
-	queues  []*timerQueue
-	pending []pendingHalf     // directions with more to move after this round
-	cur     *session          // the session being served, for survive
-	hello   []byte            // the ClientHello peek buffer (SNI routes)
-	pbuf    [proxyBufLen]byte // the PROXY header buffer sessions borrow
-	np      *netpollWaiter    // nil: blocking epoll_wait (loop_wait.go)
-	rsa     unix.RawSockaddrAny
-	rsaLen  uint32
+	slots     []*session // by slot; nil: free
+	free      []int32    // free slots
+	gen       int32
+	deadlines deadlines.Set[session]
+	pending   []pendingHalf     // directions with more to move after this round
+	cur       *session          // the session being served, for survive
+	hello     []byte            // the ClientHello peek buffer (SNI routes)
+	pbuf      [proxyBufLen]byte // the PROXY header buffer sessions borrow
+	np        *netpollWaiter    // nil: blocking epoll_wait (loop_wait.go)
+	rsa       unix.RawSockaddrAny
+	rsaLen    uint32
 
 	sessions    int
 	accepting   bool
@@ -288,10 +289,8 @@ func (lp *loop) pollRaw() (int, unix.Errno) {
 // nextDeadline is when (loop clock) the next deadline is due; 0: none.
 func (lp *loop) nextDeadline() int64 {
 	next := lp.acceptAt
-	for _, q := range lp.queues {
-		if q.head != nil && (next == 0 || q.head.l.tat < next) {
-			next = q.head.l.tat
-		}
+	if at, ok := lp.deadlines.Next(); ok && (next == 0 || at < next) {
+		next = at
 	}
 	return next // armed deadlines are after the loop's start: never 0
 }

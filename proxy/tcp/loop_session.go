@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"frontdoor/internal/deadlines"
 	"frontdoor/internal/splice"
 )
 
@@ -58,11 +59,8 @@ type loopState struct {
 	tried   uint64
 	attempt int
 	idx     int
-	// The armed deadline (loop_timer.go).
-	tq           *timerQueue
-	tprev, tnext *session
-	tat          int64
-	tkind        uint8
+	// dl is the armed deadline (loop_timer.go).
+	dl deadlines.Entry[session]
 }
 
 // admitLoop counts a new connection of a loop and returns its session, or
@@ -420,7 +418,7 @@ func (lp *loop) active(h *half, moved bool) {
 		return
 	}
 	ss := h.s
-	if ss.idle > 0 && ss.l.tat != lp.now+ss.idle {
+	if ss.idle > 0 && ss.l.dl.At != lp.now+ss.idle {
 		lp.arm(ss, tIdle, time.Duration(ss.idle))
 	}
 	if lp.now-h.refreshed >= ss.refreshEvery {
