@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"frontdoor/internal/deadlines"
+	"frontdoor/internal/rawio"
 	"frontdoor/internal/splice"
 )
 
@@ -277,21 +278,7 @@ type evLoop struct {
 // nil when ln is not a TCP socket the loops can use; l then serves every
 // connection with the goroutine engine.
 func newLoops(l *httpListener, ln net.Listener) []*evLoop {
-	tl, ok := ln.(*net.TCPListener)
-	if !ok {
-		return nil
-	}
-	rc, err := tl.SyscallConn()
-	if err != nil {
-		return nil
-	}
-	lfd := -1
-	_ = rc.Control(func(fd uintptr) {
-		lfd = int(fd)
-		// Accepted sockets inherit TCP_NODELAY: no setsockopt per
-		// connection.
-		_ = unix.SetsockoptInt(lfd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-	})
+	lfd := rawio.ListenerFD(ln)
 	if lfd < 0 {
 		return nil
 	}

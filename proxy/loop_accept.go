@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"frontdoor/internal/rawio"
 	"time"
 	"unsafe"
 
@@ -14,13 +15,8 @@ import (
 func (lp *evLoop) accept() {
 	ln := lp.l.ln
 	for range loopAcceptBatch {
-		lp.rsaLen = unix.SizeofSockaddrAny
-		r, _, e := unix.RawSyscall6(unix.SYS_ACCEPT4, uintptr(lp.lfd), uintptr(unsafe.Pointer(&lp.rsa)),
-			uintptr(unsafe.Pointer(&lp.rsaLen)), unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0, 0)
-		if e == unix.EINTR || e == unix.ECONNABORTED {
-			continue
-		}
-		if e == unix.EMFILE || e == unix.ENFILE || e == unix.ENOBUFS || e == unix.ENOMEM {
+		fd, e := rawio.Accept(lp.lfd, &lp.rsa, &lp.rsaLen)
+		if rawio.OutOfResources(e) {
 			lp.pauseAccept(e)
 			return
 		}
@@ -28,7 +24,6 @@ func (lp *evLoop) accept() {
 			return // EAGAIN
 		}
 		lp.acceptPause = 0
-		fd := int(r)
 		if ln.open.Add(1) > ln.maxConns {
 			ln.open.Add(-1)
 			ln.rejected.Inc()

@@ -2,7 +2,7 @@ package tcp
 
 import (
 	"frontdoor/internal/deadlines"
-	"net"
+	"frontdoor/internal/rawio"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -101,24 +101,13 @@ type pendingHalf struct {
 // served by the goroutine path: the listener is not a *net.TCPListener, or
 // an upstream names a backend by host name.
 func (s *Server) newLoops() []*loop {
-	tl, ok := s.opts.Listener.(*net.TCPListener)
-	if !ok || s.opts.noLoops || !s.loopable() {
+	if s.opts.noLoops || !s.loopable() {
 		return nil
 	}
-	rc, err := tl.SyscallConn()
-	if err != nil {
-		return nil
-	}
-	lfd := -1
-	_ = rc.Control(func(fd uintptr) {
-		lfd = int(fd)
-		// Accepted sockets inherit TCP_NODELAY, which the net package sets
-		// on every connection it accepts: no setsockopt per connection.
-		// Keep-alives are the listener's (net.ListenConfig.KeepAlive: the
-		// proxy turns them off), which the net package would set on each
-		// connection too.
-		_ = unix.SetsockoptInt(lfd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-	})
+	// Keep-alives are the listener's (net.ListenConfig.KeepAlive: the
+	// proxy turns them off), which the net package would set on each
+	// connection it accepts.
+	lfd := rawio.ListenerFD(s.opts.Listener)
 	if lfd < 0 {
 		return nil
 	}
@@ -416,13 +405,8 @@ func (lp *loop) closeAll() {
 func (lp *loop) accept() {
 	s := lp.s
 	for range loopAcceptBatch {
-		lp.rsaLen = unix.SizeofSockaddrAny
-		r, _, e := unix.RawSyscall6(unix.SYS_ACCEPT4, uintptr(lp.lfd), uintptr(unsafe.Pointer(&lp.rsa)),
-			uintptr(unsafe.Pointer(&lp.rsaLen)), unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0, 0)
-		if e == unix.EINTR || e == unix.ECONNABORTED {
-			continue
-		}
-		if e == unix.EMFILE || e == unix.ENFILE || e == unix.ENOBUFS || e == unix.ENOMEM {
+		fd, e := rawio.Accept(lp.lfd, &lp.rsa, &lp.rsaLen)
+		if rawio.OutOfResources(e) {
 			lp.pauseAccept(e)
 			return
 		}
@@ -430,7 +414,6 @@ func (lp *loop) accept() {
 			return // EAGAIN
 		}
 		lp.acceptPause = 0
-		fd := int(r)
 		ss := s.admitLoop()
 		if ss == nil {
 			_ = unix.Close(fd)
