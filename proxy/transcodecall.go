@@ -39,7 +39,6 @@ type h2Call struct {
 	status    int                 // the head's :status; 0 until it came
 	data      []byte              // DATA not yet read from off
 	off       int
-	ended     bool  // the answer ended (END_STREAM)
 	err       error // why the call failed, once it did
 
 	wake   chan struct{} // a signal that the answer moved (cap 1)
@@ -70,7 +69,7 @@ func getH2Call() *h2Call { return h2Calls.Get().(*h2Call) }
 func (c *h2Call) prepare(path string, timeout time.Duration) {
 	h := &c.req.Header
 	h.Reset()
-	h.SetMethodBytes(strPOST)
+	h.SetMethod(fasthttp.MethodPost)
 	h.SetRequestURI(path)
 	h.SetContentTypeBytes(strApplicationGRPC)
 	h.SetUserAgentBytes(valTranscodeUA)
@@ -81,8 +80,6 @@ func (c *h2Call) prepare(path string, timeout time.Duration) {
 		h.SetBytesKV(hdrGRPCTimeout, c.scrap)
 	}
 }
-
-var strPOST = []byte("POST")
 
 // arm starts the call's deadline: Read and awaitHead fail with
 // os.ErrDeadlineExceeded once d passed. d <= 0 disarms it.
@@ -192,7 +189,7 @@ func (c *h2Call) trailers() []hpack.HeaderField {
 // at its end, the call's error when it failed.
 func (c *h2Call) Read(p []byte) (int, error) {
 	c.lock.Lock()
-	for c.off == len(c.data) && !c.ended && c.err == nil {
+	for c.off == len(c.data) && !c.respEnded && c.err == nil {
 		if err := c.waitUnlocked(); err != nil {
 			c.err = err
 		}
@@ -238,7 +235,7 @@ func (c *h2Call) rest() error {
 	c.lock.Lock()
 	defer c.lock.Unlock()
 	dropped := 0
-	for !c.ended && c.err == nil {
+	for !c.respEnded && c.err == nil {
 		if dropped += len(c.data) - c.off; dropped > 1<<20 {
 			c.err = errBackendProtocol // a unary answer goes on and on
 			break
@@ -249,7 +246,7 @@ func (c *h2Call) rest() error {
 		}
 	}
 	c.drop()
-	if c.ended {
+	if c.respEnded {
 		return nil
 	}
 	return c.err
@@ -284,7 +281,7 @@ func (c *h2Call) end() {
 	c.upWindow, c.upConsumed, c.upID = 0, 0, 0
 	clear(c.fields)
 	c.fields, c.trailerAt, c.status, c.headSeen = c.fields[:0], 0, 0, nil
-	c.data, c.off, c.ended, c.err = c.data[:0], 0, false, nil
+	c.data, c.off, c.err = c.data[:0], 0, nil
 	c.u = nil
 	c.lock.Unlock()
 	c.own.flush()
@@ -315,7 +312,7 @@ func (c *h2Call) responseHead(fields []hpack.HeaderField, end bool) {
 		c.keep(fields)
 		c.trailerAt = len(c.fields)
 		if end {
-			c.respEnded, c.ended = true, true
+			c.respEnded = true
 		}
 	}
 	c.signal()
@@ -332,7 +329,7 @@ func (c *h2Call) keep(fields []hpack.HeaderField) {
 }
 
 func (c *h2Call) responseData(d []byte, end bool) {
-	if c.ended {
+	if c.respEnded {
 		return // past the end: the backend broke the protocol; ignored
 	}
 	if !c.respBegan {
@@ -341,18 +338,18 @@ func (c *h2Call) responseData(d []byte, end bool) {
 	} else {
 		c.data = append(c.data, d...)
 		if end {
-			c.respEnded, c.ended = true, true
+			c.respEnded = true
 		}
 	}
 	c.signal()
 }
 
 func (c *h2Call) responseTrailers(fields []hpack.HeaderField) {
-	if c.ended {
+	if c.respEnded {
 		return // past the end: the backend broke the protocol; ignored
 	}
 	c.keep(fields)
-	c.respEnded, c.ended = true, true
+	c.respEnded = true
 	c.signal()
 }
 
