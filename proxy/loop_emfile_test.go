@@ -6,8 +6,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -30,31 +28,7 @@ func TestLoopAcceptOutOfDescriptors(t *testing.T) {
 	}
 	t.Parallel()
 	backend := startHandler(t, func(ctx *fasthttp.RequestCtx) { ctx.SetBodyString("ok") })
-	cmd := exec.Command(os.Args[0], "-test.run=^TestLoopAcceptOutOfDescriptors$", "-test.count=1")
-	cmd.Env = append(os.Environ(), "FRONTDOOR_EMFILE_CHILD="+backend, "GOMAXPROCS=1")
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = stdin.Close() // the child exits when its stdin closes
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-	})
+	pid, _, stdout := startChild(t, "TestLoopAcceptOutOfDescriptors", "FRONTDOOR_EMFILE_CHILD="+backend)
 	addr := ""
 	sc := bufio.NewScanner(stdout)
 	for sc.Scan() {
@@ -94,9 +68,9 @@ func TestLoopAcceptOutOfDescriptors(t *testing.T) {
 	}
 
 	// Out of descriptors, with connections waiting: CPU over one second.
-	before := cpuSeconds(t, cmd.Process.Pid)
+	before := procCPUSeconds(t, pid)
 	time.Sleep(time.Second)
-	if used := cpuSeconds(t, cmd.Process.Pid) - before; used > 0.25 {
+	if used := procCPUSeconds(t, pid) - before; used > 0.25 {
 		t.Errorf("the proxy used %.2f s of CPU in 1 s while out of descriptors: it spins on accept", used)
 	}
 
@@ -147,19 +121,4 @@ func emfileChild(t *testing.T) {
 	}
 	fmt.Println("ADDR " + p.Addr("web").String())
 	_, _ = io.Copy(io.Discard, os.Stdin)
-}
-
-// cpuSeconds is the user and system CPU time of process pid so far.
-func cpuSeconds(t *testing.T, pid int) float64 {
-	t.Helper()
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Fields after the command name (which may hold spaces): utime and
-	// stime are the 12th and 13th.
-	fields := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+2:]))
-	utime, _ := strconv.ParseFloat(fields[11], 64)
-	stime, _ := strconv.ParseFloat(fields[12], 64)
-	return (utime + stime) / 100 // clock ticks; USER_HZ is 100 on Linux
 }

@@ -9,7 +9,6 @@ import (
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"slices"
 	"strings"
 	"sync"
@@ -36,31 +35,7 @@ func TestLoopYieldsToNetpoll(t *testing.T) {
 		t.Skip("a 2 s load")
 	}
 	backend := startRawBackend(t)
-	cmd := exec.Command(os.Args[0], "-test.run=^TestLoopYieldsToNetpoll$", "-test.count=1")
-	cmd.Env = append(os.Environ(), "FRONTDOOR_YIELD_CHILD="+backend, "GOMAXPROCS=1")
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = stdin.Close() // the child exits when its stdin closes
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-	})
+	pid, _, stdout := startChild(t, "TestLoopYieldsToNetpoll", "FRONTDOOR_YIELD_CHILD="+backend)
 	var front, echo string
 	sc := bufio.NewScanner(stdout)
 	for sc.Scan() {
@@ -101,7 +76,7 @@ func TestLoopYieldsToNetpoll(t *testing.T) {
 	_ = ec.SetDeadline(time.Now().Add(5 * time.Second))
 	time.Sleep(300 * time.Millisecond)
 
-	cpu0, served0, t0 := cpuSeconds(t, cmd.Process.Pid), served.Load(), time.Now()
+	cpu0, served0, t0 := procCPUSeconds(t, pid), served.Load(), time.Now()
 	rtts := make([]time.Duration, 0, 300)
 	var b [1]byte
 	for range cap(rtts) {
@@ -116,7 +91,7 @@ func TestLoopYieldsToNetpoll(t *testing.T) {
 		time.Sleep(3 * time.Millisecond)
 	}
 	elapsed := time.Since(t0).Seconds()
-	busy := (cpuSeconds(t, cmd.Process.Pid) - cpu0) / elapsed
+	busy := (procCPUSeconds(t, pid) - cpu0) / elapsed
 	rate := float64(served.Load()-served0) / elapsed
 	stop.Store(true)
 	wg.Wait()

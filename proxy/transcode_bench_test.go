@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
@@ -64,37 +63,6 @@ func TestTranscodeBenchChild(t *testing.T) {
 	}
 }
 
-// procCPUSeconds is the user and system CPU time of process pid so far.
-func procCPUSeconds(tb testing.TB, pid int) float64 {
-	tb.Helper()
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	fields := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+2:]))
-	utime, _ := strconv.ParseFloat(fields[11], 64)
-	stime, _ := strconv.ParseFloat(fields[12], 64)
-	return (utime + stime) / 100 // clock ticks; USER_HZ is 100 on Linux
-}
-
-// procSyscalls is the count of read- and write-like system calls of
-// process pid so far (/proc/PID/io: syscr and syscw).
-func procSyscalls(tb testing.TB, pid int) float64 {
-	tb.Helper()
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/io")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	n := 0.0
-	for _, l := range strings.Split(string(data), "\n") {
-		if k, v, ok := strings.Cut(l, ": "); ok && (k == "syscr" || k == "syscw") {
-			f, _ := strconv.ParseFloat(v, 64)
-			n += f
-		}
-	}
-	return n
-}
-
 // BenchmarkTranscodeCPU compares, in one run, the proxy's CPU time and heap
 // allocations per call for the same small unary call (GetShelf, a 30-byte
 // answer) made two ways through one frontdoor process (GOMAXPROCS=1) to
@@ -114,24 +82,7 @@ func BenchmarkTranscodeCPU(b *testing.B) {
 	if err := os.WriteFile(cfgPath, []byte(transcodeTOML(pb, "", "", be.Addr)), 0o644); err != nil {
 		b.Fatal(err)
 	}
-	cmd := exec.Command(os.Args[0], "-test.run=^TestTranscodeBenchChild$", "-test.count=1")
-	cmd.Env = append(os.Environ(), transcodeChildEnv+"="+cfgPath, "GOMAXPROCS=1")
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	defer func() {
-		_ = stdin.Close()
-		_ = cmd.Wait()
-	}()
+	pid, stdin, stdout := startChild(b, "TestTranscodeBenchChild", transcodeChildEnv+"="+cfgPath)
 	out := bufio.NewReader(stdout)
 	line, err := out.ReadString('\n')
 	if err != nil {
@@ -192,9 +143,9 @@ func BenchmarkTranscodeCPU(b *testing.B) {
 	}
 	var gSys, tSys float64
 	run := func(n int, call func() error, sys *float64) (cpu, allocs float64, elapsed time.Duration) {
-		s0 := procSyscalls(b, cmd.Process.Pid)
-		defer func() { *sys += procSyscalls(b, cmd.Process.Pid) - s0 }()
-		m0, c0, t0 := mallocs(), procCPUSeconds(b, cmd.Process.Pid), time.Now()
+		s0 := procSyscalls(b, pid)
+		defer func() { *sys += procSyscalls(b, pid) - s0 }()
+		m0, c0, t0 := mallocs(), procCPUSeconds(b, pid), time.Now()
 		var wg sync.WaitGroup
 		var next sync.Mutex
 		left := n
@@ -216,7 +167,7 @@ func BenchmarkTranscodeCPU(b *testing.B) {
 			})
 		}
 		wg.Wait()
-		return procCPUSeconds(b, cmd.Process.Pid) - c0, mallocs() - m0, time.Since(t0)
+		return procCPUSeconds(b, pid) - c0, mallocs() - m0, time.Since(t0)
 	}
 	b.ResetTimer()
 	// In turns of a tenth each, so that the machine's load, which moves,
