@@ -68,16 +68,8 @@ func TestH2CancelledStreamsGiveTheWindowBack(t *testing.T) {
 // a few the client could send no body on its connection at all.
 func TestH2AbandonedUploadsGiveTheWindowBack(t *testing.T) {
 	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var protocols http.Protocols
-	protocols.SetUnencryptedHTTP2(true)
-	srv := &http.Server{
-		Protocols: &protocols,
-		HTTP2:     &http.HTTP2Config{MaxReceiveBufferPerStream: 16 << 10, MaxReceiveBufferPerConnection: 64 << 10},
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	backend := startH2CHandler(t, &http.HTTP2Config{MaxReceiveBufferPerStream: 16 << 10, MaxReceiveBufferPerConnection: 64 << 10},
+		func(w http.ResponseWriter, r *http.Request) {
 			// The first KiB, then an answer without the rest, once the
 			// upload filled the windows.
 			if _, err := io.ReadFull(r.Body, make([]byte, 1024)); err != nil {
@@ -86,15 +78,12 @@ func TestH2AbandonedUploadsGiveTheWindowBack(t *testing.T) {
 			}
 			time.Sleep(30 * time.Millisecond)
 			w.WriteHeader(http.StatusAccepted)
-		}),
-	}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { _ = srv.Close() })
+		})
 	access, readLog := testAccessLog(t)
 	p := startProxy(t, listenerTOML+`
   [[listener.route]]
   pool = "early"
-`+poolTOML("early", "protocol = \"h2c\"\nhealth = { check = \"none\" }", ln.Addr().String()), access)
+`+poolTOML("early", "protocol = \"h2c\"\nhealth = { check = \"none\" }", backend), access)
 	client := h2cHTTPClient(t)
 	body := make([]byte, 240<<10)
 	for i := range 10 {
@@ -134,27 +123,16 @@ func (b *trailerBody) Read(p []byte) (int, error) {
 // hop-by-hop, so the test checks the body, not the trailer's value.)
 func TestH2RequestTrailersFollowTheBody(t *testing.T) {
 	t.Parallel()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var protocols http.Protocols
-	protocols.SetUnencryptedHTTP2(true)
-	srv := &http.Server{
-		Protocols: &protocols,
-		HTTP2:     &http.HTTP2Config{MaxReceiveBufferPerStream: 16 << 10},
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	backend := startH2CHandler(t, &http.HTTP2Config{MaxReceiveBufferPerStream: 16 << 10},
+		func(w http.ResponseWriter, r *http.Request) {
 			time.Sleep(30 * time.Millisecond) // the body and trailers wait in frontdoor
 			n, err := io.Copy(io.Discard, r.Body)
 			w.Header().Set("X-Got", fmt.Sprintf("%d %v", n, err))
-		}),
-	}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { _ = srv.Close() })
+		})
 	p := startProxy(t, listenerTOML+`
   [[listener.route]]
   pool = "trailers"
-`+poolTOML("trailers", "protocol = \"h2c\"\nhealth = { check = \"none\" }", ln.Addr().String()), nil)
+`+poolTOML("trailers", "protocol = \"h2c\"\nhealth = { check = \"none\" }", backend), nil)
 	client := h2cHTTPClient(t)
 	for i := range 3 {
 		req, _ := http.NewRequest("POST", p.url(t, "web", "/up"), nil)
@@ -170,4 +148,21 @@ func TestH2RequestTrailersFollowTheBody(t *testing.T) {
 			t.Fatalf("upload %d: %d, backend got %s, want %s", i, resp.StatusCode, got, want)
 		}
 	}
+}
+
+// startH2CHandler serves h over HTTP/2 with prior knowledge (h2c) on
+// 127.0.0.1 with cfg's windows, until the test ends, and returns the
+// address.
+func startH2CHandler(t *testing.T, cfg *http.HTTP2Config, h http.HandlerFunc) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var protocols http.Protocols
+	protocols.SetUnencryptedHTTP2(true)
+	srv := &http.Server{Protocols: &protocols, HTTP2: cfg, Handler: h}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	return ln.Addr().String()
 }

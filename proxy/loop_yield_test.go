@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"frontdoor/internal/loopback"
 	"io"
 	"net"
 	"os"
@@ -120,24 +121,8 @@ func yieldChild(t *testing.T) {
   [[listener.route]]
   pool = "s"
 `+poolTOML("s", `health = { check = "none" }`, backend), nil)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				_, _ = io.Copy(c, c)
-			}()
-		}
-	}()
-	fmt.Println("ADDR " + p.Addr("web").String() + " " + ln.Addr().String())
+	echo := loopback.Serve(t, func(c net.Conn) { _, _ = io.Copy(c, c) })
+	fmt.Println("ADDR " + p.Addr("web").String() + " " + echo)
 	_, _ = io.Copy(io.Discard, os.Stdin)
 }
 

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"frontdoor/internal/loopback"
 	"frontdoor/internal/uring"
 )
 
@@ -27,33 +28,18 @@ func TestMain(m *testing.M) {
 // echoBackend answers every read with "re:" and the bytes read.
 func echoBackend(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
+	return loopback.Serve(t, func(c net.Conn) {
+		buf := make([]byte, 512)
 		for {
-			c, err := ln.Accept()
+			n, err := c.Read(buf)
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				buf := make([]byte, 512)
-				for {
-					n, err := c.Read(buf)
-					if err != nil {
-						return
-					}
-					if _, err := c.Write(append([]byte("re:"), buf[:n]...)); err != nil {
-						return
-					}
-				}
-			}()
+			if _, err := c.Write(append([]byte("re:"), buf[:n]...)); err != nil {
+				return
+			}
 		}
-	}()
-	return ln.Addr().String()
+	})
 }
 
 func freePort(t *testing.T) string {
