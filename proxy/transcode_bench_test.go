@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -15,10 +14,6 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
-	grpclib "google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/protobuf/reflect/protoreflect"
-	"google.golang.org/protobuf/types/dynamicpb"
 
 	"frontdoor/internal/transcodetest"
 )
@@ -102,21 +97,10 @@ func BenchmarkTranscodeCPU(b *testing.B) {
 	}
 
 	// gRPC pass-through.
-	conn, err := grpclib.NewClient(addr, grpclib.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer conn.Close()
-	files := transcodetest.Files(b, pb)
-	inD, _ := files.FindDescriptorByName("bookstore.v1.GetShelfRequest")
-	outD, _ := files.FindDescriptorByName("bookstore.v1.Shelf")
+	getShelf := getShelfClient(b, pb, addr)
 	grpcCall := func() error {
-		req := dynamicpb.NewMessage(inD.(protoreflect.MessageDescriptor))
-		req.Set(req.Descriptor().Fields().ByName("shelf"), protoreflect.ValueOfInt64(7))
-		resp := dynamicpb.NewMessage(outD.(protoreflect.MessageDescriptor))
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		return conn.Invoke(ctx, "/bookstore.v1.Bookstore/GetShelf", req, resp)
+		_, err := getShelf(7)
+		return err
 	}
 	// Transcoded.
 	hc := &fasthttp.HostClient{Addr: addr, MaxConns: 16}

@@ -2,18 +2,12 @@ package proxy
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"net/http"
 	"strings"
 	"sync"
 	"testing"
 	"time"
-
-	grpclib "google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/protobuf/reflect/protoreflect"
-	"google.golang.org/protobuf/types/dynamicpb"
 
 	"frontdoor/internal/transcodetest"
 )
@@ -29,14 +23,7 @@ func TestTranscodeSharesH2Connections(t *testing.T) {
 	be := transcodetest.StartBackend(t, pb)
 	p := startProxy(t, transcodeTOML(pb, "", "max_connections_per_backend = 1\n", be.Addr), nil)
 
-	conn, err := grpclib.NewClient(p.Addr("web").String(), grpclib.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	files := transcodetest.Files(t, pb)
-	in, _ := files.FindDescriptorByName("bookstore.v1.GetShelfRequest")
-	out, _ := files.FindDescriptorByName("bookstore.v1.Shelf")
+	getShelf := getShelfClient(t, pb, p.Addr("web").String())
 
 	var wg sync.WaitGroup
 	errs := make(chan error, 64)
@@ -54,13 +41,7 @@ func TestTranscodeSharesH2Connections(t *testing.T) {
 		wg.Go(func() {
 			for i := range 10 {
 				shelf := 1000 + w*100 + i
-				req := dynamicpb.NewMessage(in.(protoreflect.MessageDescriptor))
-				req.Set(req.Descriptor().Fields().ByName("shelf"), protoreflect.ValueOfInt64(int64(shelf)))
-				resp := dynamicpb.NewMessage(out.(protoreflect.MessageDescriptor))
-				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				err := conn.Invoke(ctx, "/bookstore.v1.Bookstore/GetShelf", req, resp)
-				cancel()
-				if got := resp.Get(resp.Descriptor().Fields().ByName("name")).String(); err != nil || got != fmt.Sprintf("shelves/%d", shelf) {
+				if got, err := getShelf(int64(shelf)); err != nil || got != fmt.Sprintf("shelves/%d", shelf) {
 					errs <- fmt.Errorf("gRPC shelf %d: %v %q", shelf, err, got)
 					return
 				}

@@ -44,6 +44,31 @@ func transcodeTOML(pb, routeExtra, poolExtra string, addrs ...string) string {
 `, pb, routeExtra) + poolTOML("books", "protocol = \"h2c\"\nhealth = { check = \"none\" }\n"+poolExtra, addrs...)
 }
 
+// getShelfClient connects to addr as a grpc-go client of the test
+// bookstore (descriptor set pb) and returns a function that calls GetShelf
+// for a shelf number and gives the answer's name. The connection closes
+// when the test ends.
+func getShelfClient(tb testing.TB, pb, addr string) func(shelf int64) (string, error) {
+	tb.Helper()
+	conn, err := grpclib.NewClient(addr, grpclib.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = conn.Close() })
+	files := transcodetest.Files(tb, pb)
+	in, _ := files.FindDescriptorByName("bookstore.v1.GetShelfRequest")
+	out, _ := files.FindDescriptorByName("bookstore.v1.Shelf")
+	return func(shelf int64) (string, error) {
+		req := dynamicpb.NewMessage(in.(protoreflect.MessageDescriptor))
+		req.Set(req.Descriptor().Fields().ByName("shelf"), protoreflect.ValueOfInt64(shelf))
+		resp := dynamicpb.NewMessage(out.(protoreflect.MessageDescriptor))
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		err := conn.Invoke(ctx, "/bookstore.v1.Bookstore/GetShelf", req, resp)
+		return resp.Get(resp.Descriptor().Fields().ByName("name")).String(), err
+	}
+}
+
 type tcResponse struct {
 	status int
 	header http.Header
@@ -206,23 +231,11 @@ func TestTranscode(t *testing.T) {
 	}
 
 	// gRPC callers are passed through by the same route table.
-	conn, err := grpclib.NewClient(p.Addr("web").String(), grpclib.WithTransportCredentials(insecure.NewCredentials()))
+	got, err := getShelfClient(t, pb, p.Addr("web").String())(5)
 	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	files := transcodetest.Files(t, pb)
-	in, _ := files.FindDescriptorByName("bookstore.v1.GetShelfRequest")
-	out, _ := files.FindDescriptorByName("bookstore.v1.Shelf")
-	greq := dynamicpb.NewMessage(in.(protoreflect.MessageDescriptor))
-	greq.Set(greq.Descriptor().Fields().ByName("shelf"), protoreflect.ValueOfInt64(5))
-	gresp := dynamicpb.NewMessage(out.(protoreflect.MessageDescriptor))
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := conn.Invoke(ctx, "/bookstore.v1.Bookstore/GetShelf", greq, gresp); err != nil {
 		t.Fatalf("gRPC pass-through: %v", err)
 	}
-	if got := gresp.Get(gresp.Descriptor().Fields().ByName("name")).String(); got != "shelves/5" {
+	if got != "shelves/5" {
 		t.Errorf("gRPC pass-through answered %q", got)
 	}
 
