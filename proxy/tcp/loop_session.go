@@ -1,7 +1,6 @@
 package tcp
 
 import (
-	"log/slog"
 	"net/netip"
 	"os"
 	"time"
@@ -289,21 +288,9 @@ func (m *boundMember) connect() (int, error) {
 
 // dialFailed accounts a failed connect to member l.idx.
 func (lp *loop) dialFailed(ss *session, err error) {
-	s, l := lp.s, &ss.l
-	up, i := l.up, l.idx
-	m := &up.members[i]
-	ss.noteAttempt(m.address, err)
-	up.up.Pool.Release(i)
-	ss.rec.End = "connect"
-	m.errs[reasonConnect].Inc()
-	if up.up.Passive != nil {
-		up.up.Passive.Failure(i)
-	}
-	if s.log.Enabled(s.ctx, slog.LevelDebug) {
-		s.log.LogAttrs(s.ctx, slog.LevelDebug, "tcp connect",
-			slog.String("listener", s.opts.Name), slog.String("pool", up.up.PoolName),
-			slog.String("backend", m.address), slog.Any("err", err))
-	}
+	up, i := ss.l.up, ss.l.idx
+	ss.noteAttempt(up.members[i].address, err)
+	ss.connectFailed(up, i, err)
 }
 
 // connected goes on once the backend socket reports its connect's end.

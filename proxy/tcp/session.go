@@ -225,23 +225,32 @@ func (ss *session) connect(up *boundUpstream, key uint64) *net.TCPConn {
 			}
 			return c
 		}
-		up.up.Pool.Release(i)
-		ss.rec.End = "connect"
 		if s.ctx.Err() != nil {
+			up.up.Pool.Release(i)
 			ss.rec.End = "closed"
 			return nil // Close, not the backend's fault
 		}
-		m.errs[reasonConnect].Inc()
-		if up.up.Passive != nil {
-			up.up.Passive.Failure(i)
-		}
-		if s.log.Enabled(s.ctx, slog.LevelDebug) {
-			s.log.LogAttrs(s.ctx, slog.LevelDebug, "tcp connect",
-				slog.String("listener", s.opts.Name), slog.String("pool", up.up.PoolName),
-				slog.String("backend", m.address), slog.Any("err", err))
-		}
+		ss.connectFailed(up, i, err)
 	}
 	return nil
+}
+
+// connectFailed accounts a failed connect to member i of up (both paths):
+// the member's slot, the session's end, the error metric, passive
+// ejection and a debug line.
+func (ss *session) connectFailed(up *boundUpstream, i int, err error) {
+	s, m := ss.srv, &up.members[i]
+	up.up.Pool.Release(i)
+	ss.rec.End = "connect"
+	m.errs[reasonConnect].Inc()
+	if up.up.Passive != nil {
+		up.up.Passive.Failure(i)
+	}
+	if s.log.Enabled(s.ctx, slog.LevelDebug) {
+		s.log.LogAttrs(s.ctx, slog.LevelDebug, "tcp connect",
+			slog.String("listener", s.opts.Name), slog.String("pool", up.up.PoolName),
+			slog.String("backend", m.address), slog.Any("err", err))
+	}
 }
 
 // splice runs both directions, this one in the calling goroutine.
