@@ -17,14 +17,16 @@ func TestImportArrows(t *testing.T) {
 		"frontdoor/metrics":                  {},
 		"frontdoor/internal/splice":          {},
 		"frontdoor/internal/rawio":           {},
+		"frontdoor/internal/deadlines":       {},
 		"frontdoor/proxy/internal/requestid": {},
 		"frontdoor/health":                   {"frontdoor/config", "frontdoor/internal/rawio"},
-		"frontdoor/proxy/tcp":                {"frontdoor/balancer", "frontdoor/config", "frontdoor/metrics", "frontdoor/internal/splice"},
-		"frontdoor/proxy/jwt":                {"frontdoor/balancer", "frontdoor/config", "frontdoor/metrics"},
-		"frontdoor/proxy/transcode":          {},
+		"frontdoor/proxy/tcp": {"frontdoor/balancer", "frontdoor/config", "frontdoor/metrics", "frontdoor/internal/splice",
+			"frontdoor/internal/rawio", "frontdoor/internal/deadlines"},
+		"frontdoor/proxy/jwt":       {"frontdoor/balancer", "frontdoor/config", "frontdoor/metrics"},
+		"frontdoor/proxy/transcode": {},
 		"frontdoor/proxy": {"frontdoor/balancer", "frontdoor/config", "frontdoor/metrics", "frontdoor/health",
 			"frontdoor/proxy/tcp", "frontdoor/proxy/jwt", "frontdoor/proxy/transcode", "frontdoor/internal/splice",
-			"frontdoor/proxy/internal/requestid", "frontdoor/internal/rawio"},
+			"frontdoor/proxy/internal/requestid", "frontdoor/internal/rawio", "frontdoor/internal/deadlines"},
 	}
 	for pkg, ok := range allowed {
 		out, err := exec.Command("go", "list", "-deps", "-f", "{{.ImportPath}}", pkg).CombinedOutput()
