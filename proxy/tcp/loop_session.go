@@ -142,11 +142,11 @@ func (lp *loop) event(ss *session, backend bool, ev uint32) {
 		if backend {
 			in, out = &ss.down, &ss.up
 		}
-		gen := l.gen
 		if ev&(unix.EPOLLOUT|unix.EPOLLERR|unix.EPOLLHUP) != 0 && out.blocked && !out.done {
-			lp.pump(out)
-			if l.state != stSplice || l.gen != gen {
-				return // it ended
+			if !lp.pump(out) {
+				// It ended, and its struct may be another loop's by
+				// now: not read again.
+				return
 			}
 		}
 		if ev&(unix.EPOLLIN|hupEvents) != 0 && !in.blocked && !in.done {
@@ -351,9 +351,7 @@ func (lp *loop) splice(ss *session) {
 	if ss.idle > 0 {
 		lp.arm(ss, tIdle, time.Duration(ss.idle))
 	}
-	gen := l.gen
-	lp.pump(&ss.up)
-	if l.state == stSplice && l.gen == gen {
+	if lp.pump(&ss.up) { // else it ended: its struct is not read again
 		lp.pump(&ss.down)
 	}
 }
@@ -361,8 +359,9 @@ func (lp *loop) splice(ss *session) {
 // pump moves h's bytes until its source is empty (the pipe goes back to
 // the pool), its destination full (blocked: the destination's EPOLLOUT
 // goes on) or pumpRounds pipe loads moved (pending: it goes on after the
-// loop's other events).
-func (lp *loop) pump(h *half) {
+// loop's other events). It reports whether the session lives on: once it
+// ended, its struct may be another loop's, so the caller reads it no more.
+func (lp *loop) pump(h *half) (live bool) {
 	moved := false
 	for round := 0; ; round++ {
 		if h.t.InPipe == 0 {
@@ -375,20 +374,17 @@ func (lp *loop) pump(h *half) {
 				break
 			}
 			if err != nil {
-				lp.ended(h, h.readEnd(err), moved)
-				return
+				return !lp.ended(h, h.readEnd(err), moved)
 			}
 			if n == 0 {
-				lp.ended(h, endEOF, moved)
-				return
+				return !lp.ended(h, endEOF, moved)
 			}
 		}
 		n, again, err := h.t.Drain(int(h.dstFd))
 		h.moved += n
 		moved = moved || n > 0
 		if err != nil {
-			lp.ended(h, h.writeEnd(err), moved)
-			return
+			return !lp.ended(h, h.writeEnd(err), moved)
 		}
 		h.blocked = again
 		if again {
@@ -396,6 +392,7 @@ func (lp *loop) pump(h *half) {
 		}
 	}
 	lp.active(h, moved)
+	return true
 }
 
 // active notes that h moved bytes: the idle deadline moves out, and at
@@ -417,8 +414,9 @@ func (lp *loop) active(h *half, moved bool) {
 // ended acts on how direction h ended, as half.finish does on the
 // goroutine path: a FIN becomes a shutdown(SHUT_WR) towards the
 // destination (the session ends when both directions have), a reset
-// becomes a reset of the other socket, and anything else closes both.
-func (lp *loop) ended(h *half, end int, moved bool) {
+// becomes a reset of the other socket, and anything else closes both. It
+// reports whether the session finished.
+func (lp *loop) ended(h *half, end int, moved bool) (finished bool) {
 	lp.active(h, moved)
 	ss := h.s
 	ss.noteEnd(end, h.fromBackend)
@@ -430,8 +428,9 @@ func (lp *loop) ended(h *half, end int, moved bool) {
 		_ = unix.Shutdown(int(h.dstFd), unix.SHUT_WR)
 		if h.other.done {
 			lp.finish(ss)
+			return true
 		}
-		return
+		return false
 	case endReadReset:
 		lp.resetSocket(int(h.dstFd))
 		if h.fromBackend {
@@ -444,6 +443,7 @@ func (lp *loop) ended(h *half, end int, moved bool) {
 		}
 	}
 	lp.finish(ss)
+	return true
 }
 
 // resetSocket makes the close of fd send a reset (SO_LINGER 0).
